@@ -1,0 +1,13 @@
+"""Exceptions that the CLI turns into one-line messages (no traceback)."""
+
+
+class CentrobindError(Exception):
+    """Base class for user-facing errors: bad input, bad configuration, bad run folder."""
+
+
+class DatasetError(CentrobindError, ValueError):
+    """A dataset on disk or in memory is malformed. The message names the file and the problem."""
+
+
+class ConfigError(CentrobindError, ValueError):
+    """A training/benchmark configuration is invalid."""
