@@ -1,0 +1,630 @@
+"""In-memory multimodal dataset: per-modality features, presence mask, labels and latent factors.
+
+Conventions (shared by the whole library):
+
+* ``features[m]`` is a float32 tensor ``[N, D_m]``; rows of a missing modality hold 0.0 (never NaN).
+* ``mask`` is a bool tensor ``[M, N]`` (modality-major, in ``modalities`` order); True = present.
+* ``labels[task]`` is int64 ``[N]``; ``factors[group]`` is float32 ``[N, k]`` (true latents, only
+  for synthetic data); ``splits[name]`` is an int64 index tensor (from disk, may be empty).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from centrobind.errors import ConfigError, DatasetError
+
+__all__ = ["Batch", "MultimodalDataset", "Standardizer", "describe"]
+
+
+# --------------------------------------------------------------------------------------------
+# conversion / validation helpers
+# --------------------------------------------------------------------------------------------
+
+
+def _raw_tensor(value: Any, what: str) -> Tensor:
+    """Any array-like -> tensor (no dtype change beyond making numpy data torch-compatible)."""
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype in (torch.quint8, torch.qint8, torch.qint32):
+            raise DatasetError(f"{what}: non-numeric dtype {value.dtype}")
+        return value.detach()
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as e:  # ragged lists etc.
+        raise DatasetError(f"{what}: cannot convert to an array ({_one_line(e)})") from None
+    if arr.dtype.hasobject:
+        raise DatasetError(f"{what}: object arrays are not allowed")
+    if arr.dtype.kind not in "biuf":
+        raise DatasetError(f"{what}: non-numeric dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        with np.errstate(over="ignore", invalid="ignore"):
+            arr = np.ascontiguousarray(arr, dtype=np.float64 if arr.itemsize > 4 else np.float32)
+    else:
+        arr = np.ascontiguousarray(arr, dtype=np.int64 if arr.dtype.kind != "b" else np.bool_)
+    if not arr.flags.writeable:
+        arr = arr.copy()
+    return torch.from_numpy(arr)
+
+
+def _one_line(e: BaseException | str) -> str:
+    return " ".join(str(e).split())
+
+
+def _float_matrix(value: Any, what: str, allow_1d: bool = False) -> Tensor:
+    t = _raw_tensor(value, what)
+    if allow_1d and t.dim() == 1:
+        t = t.unsqueeze(1)
+    if t.dim() != 2:
+        raise DatasetError(f"{what}: expected a 2-D array [N, D], got shape {tuple(t.shape)}")
+    if t.shape[1] == 0:
+        raise DatasetError(f"{what}: has 0 columns")
+    return t.to(torch.float32)
+
+
+def _int_vector(value: Any, what: str) -> Tensor:
+    """1-D integer array -> int64; floats are accepted only if every value is an integer."""
+    t = _raw_tensor(value, what)
+    if t.dim() != 1:
+        raise DatasetError(f"{what}: expected a 1-D array, got shape {tuple(t.shape)}")
+    if t.is_floating_point():
+        if not bool(torch.isfinite(t).all()):
+            raise DatasetError(f"{what}: contains NaN/inf; integers are required")
+        frac = t != torch.round(t)
+        if bool(frac.any()):
+            i = int(frac.nonzero()[0, 0])
+            raise DatasetError(
+                f"{what}: float values that are not integers (e.g. {float(t[i])!r} at position {i});"
+                " integers are required"
+            )
+    return t.to(torch.int64)
+
+
+def _index_tensor(idx: Any, n: int, what: str = "index") -> Tensor:
+    """Index array / bool mask / list / range -> int64 tensor, checked to lie in [0, n)."""
+    if isinstance(idx, range):
+        idx = list(idx)
+    if isinstance(idx, Tensor):
+        t = idx.detach().cpu()
+    else:
+        arr = np.asarray(idx)
+        if arr.size == 0:
+            arr = arr.astype(np.int64)
+        if arr.dtype.kind not in "biu":
+            raise DatasetError(f"{what}: expected integer indices or a bool mask, got {arr.dtype}")
+        t = torch.from_numpy(np.ascontiguousarray(arr))
+    if t.dtype == torch.bool:
+        if t.shape != (n,):
+            raise DatasetError(f"{what}: bool mask of shape {tuple(t.shape)}, expected ({n},)")
+        return t.nonzero().flatten()
+    if t.is_floating_point() or t.is_complex():
+        raise DatasetError(f"{what}: expected integer indices, got {t.dtype}")
+    t = t.to(torch.int64).flatten()
+    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= n):
+        bad = int(t[(t < 0) | (t >= n)][0])
+        raise DatasetError(f"{what}: index {bad} out of range for {n} samples")
+    return t
+
+
+# --------------------------------------------------------------------------------------------
+# Batch
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """A mini-batch of whole tensors.
+
+    ``index``: int64 ``[B]`` row indices into the dataset; ``features``: name -> ``[B, D_m]``;
+    ``mask``: bool ``[M, B]``; ``labels``: task -> int64 ``[B]``. All on the dataset's device.
+    """
+
+    index: Tensor
+    features: dict[str, Tensor]
+    mask: Tensor
+    labels: dict[str, Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modality names, in mask-row order."""
+        return list(self.features)
+
+    def to(self, device: str | torch.device) -> Batch:
+        """Copy of the batch on ``device``."""
+        return Batch(
+            index=self.index.to(device),
+            features={k: v.to(device) for k, v in self.features.items()},
+            mask=self.mask.to(device),
+            labels={k: v.to(device) for k, v in self.labels.items()},
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# MultimodalDataset
+# --------------------------------------------------------------------------------------------
+
+
+class MultimodalDataset:
+    """N samples observed through M >= 2 modalities, some of which may be missing per sample.
+
+    Args:
+        features: name -> ``[N, D_m]`` array (insertion order = modality order). Rows of a missing
+            modality may hold anything when ``mask`` is given; otherwise an all-NaN row marks the
+            modality missing for that sample. Missing rows are stored as 0.0.
+        mask: bool ``[M, N]``, True = present; inferred from all-NaN rows when None.
+        labels: task -> integer ``[N]`` (floats allowed if integer-valued).
+        factors: group -> float ``[N, k]`` true latent factors (``[N]`` is read as ``[N, 1]``).
+        splits: split name -> integer index array (in range, no duplicates).
+        name: dataset name (for display).
+
+    Raises:
+        DatasetError: on any malformed input (one-line message naming the modality/file and problem).
+    """
+
+    modalities: list[str]
+    features: dict[str, Tensor]
+    mask: Tensor
+    labels: dict[str, Tensor]
+    factors: dict[str, Tensor]
+    splits: dict[str, Tensor]
+    name: str | None
+
+    def __init__(
+        self,
+        features: Mapping[str, Tensor | np.ndarray],
+        mask: Tensor | np.ndarray | None = None,
+        labels: Mapping[str, Tensor | np.ndarray] | None = None,
+        factors: Mapping[str, Tensor | np.ndarray] | None = None,
+        splits: Mapping[str, Tensor | np.ndarray] | None = None,
+        name: str | None = None,
+    ) -> None:
+        if not isinstance(features, Mapping):
+            raise DatasetError("features: expected a dict modality name -> [N, D] array")
+        if len(features) < 2:
+            raise DatasetError(f"need at least 2 modalities, got {len(features)}")
+        feats: dict[str, Tensor] = {}
+        for key, value in features.items():
+            if not isinstance(key, str) or not key:
+                raise DatasetError(f"modality names must be non-empty strings, got {key!r}")
+            feats[key] = _float_matrix(value, f"modality {key!r}")
+        names = list(feats)
+        n = int(feats[names[0]].shape[0])
+        for key in names[1:]:
+            if feats[key].shape[0] != n:
+                raise DatasetError(
+                    f"modality {key!r} has {feats[key].shape[0]} rows but modality "
+                    f"{names[0]!r} has {n}"
+                )
+        if n == 0:
+            raise DatasetError("dataset is empty (0 samples)")
+        device = feats[names[0]].device
+        feats = {k: v.to(device) for k, v in feats.items()}
+
+        if mask is None:
+            present = torch.stack([~torch.isnan(x).all(dim=1) for x in feats.values()])
+        else:
+            present = _raw_tensor(mask, "mask").to(device)
+            if present.shape != (len(names), n):
+                raise DatasetError(
+                    f"mask: shape {tuple(present.shape)}, expected [M, N] = ({len(names)}, {n})"
+                )
+            if present.dtype != torch.bool:
+                if bool(((present != 0) & (present != 1)).any()):
+                    raise DatasetError("mask: values must be booleans (or 0/1)")
+                present = present != 0
+
+        for i, key in enumerate(names):
+            x, p = feats[key], present[i]
+            bad = p & ~torch.isfinite(x).all(dim=1)
+            if bool(bad.any()):
+                row = int(bad.nonzero()[0, 0])
+                raise DatasetError(
+                    f"modality {key!r}: row {row} has NaN/inf in a present sample "
+                    "(a missing sample must be an all-NaN row or be masked out)"
+                )
+            if not bool(p.any()):
+                raise DatasetError(f"modality {key!r} is missing for every sample")
+            if not bool(p.all()):
+                feats[key] = x.masked_fill(~p.unsqueeze(1), 0.0)
+        empty = ~present.any(dim=0)
+        if bool(empty.any()):
+            row = int(empty.nonzero()[0, 0])
+            raise DatasetError(f"sample {row} has no modality present")
+
+        labs: dict[str, Tensor] = {}
+        for task, value in (labels or {}).items():
+            t = _int_vector(value, f"label {task!r}")
+            if t.shape[0] != n:
+                raise DatasetError(f"label {task!r}: has {t.shape[0]} entries, expected {n}")
+            labs[str(task)] = t.to(device)
+        facs: dict[str, Tensor] = {}
+        for group, value in (factors or {}).items():
+            t = _float_matrix(value, f"factor {group!r}", allow_1d=True)
+            if t.shape[0] != n:
+                raise DatasetError(f"factor {group!r}: has {t.shape[0]} rows, expected {n}")
+            if not bool(torch.isfinite(t).all()):
+                raise DatasetError(f"factor {group!r}: contains NaN/inf")
+            facs[str(group)] = t.to(device)
+        spl: dict[str, Tensor] = {}
+        for split, value in (splits or {}).items():
+            t = _int_vector(value, f"split {split!r}")
+            if t.numel():
+                bad = (t < 0) | (t >= n)
+                if bool(bad.any()):
+                    raise DatasetError(
+                        f"split {split!r}: index {int(t[bad][0])} out of range for {n} samples"
+                    )
+                uniq, counts = torch.unique(t, return_counts=True)
+                if bool((counts > 1).any()):
+                    raise DatasetError(
+                        f"split {split!r}: duplicate index {int(uniq[counts > 1][0])}"
+                    )
+            spl[str(split)] = t.to(device)
+        self._set(names, feats, present, labs, facs, spl, name)
+
+    # -- construction without validation (for internal, already-valid data) --------------------
+
+    def _set(
+        self,
+        modalities: list[str],
+        features: dict[str, Tensor],
+        mask: Tensor,
+        labels: dict[str, Tensor],
+        factors: dict[str, Tensor],
+        splits: dict[str, Tensor],
+        name: str | None,
+    ) -> None:
+        self.modalities = list(modalities)
+        self.features = features
+        self.mask = mask
+        self.labels = labels
+        self.factors = factors
+        self.splits = splits
+        self.name = name
+
+    @classmethod
+    def _trusted(
+        cls,
+        features: dict[str, Tensor],
+        mask: Tensor,
+        labels: dict[str, Tensor],
+        factors: dict[str, Tensor],
+        splits: dict[str, Tensor],
+        name: str | None,
+    ) -> MultimodalDataset:
+        obj = cls.__new__(cls)
+        obj._set(list(features), features, mask, labels, factors, splits, name)
+        return obj
+
+    # -- basic properties ----------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.mask.shape[1])
+
+    @property
+    def num_modalities(self) -> int:
+        """M, the number of modalities."""
+        return len(self.modalities)
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Modality name -> feature dimension D_m."""
+        return {m: int(self.features[m].shape[1]) for m in self.modalities}
+
+    @property
+    def device(self) -> torch.device:
+        """Device holding the tensors."""
+        return self.mask.device
+
+    def present(self, modality: str) -> Tensor:
+        """Bool ``[N]``: which samples have ``modality``."""
+        return self.mask[self.modalities.index(modality)]
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{m}={d}" for m, d in self.dims.items())
+        return (
+            f"MultimodalDataset(name={self.name!r}, N={len(self)}, modalities=[{dims}], "
+            f"labels={list(self.labels)}, factors={list(self.factors)}, splits={list(self.splits)})"
+        )
+
+    # -- subsets and splits --------------------------------------------------------------------
+
+    def subset(self, idx: Tensor | np.ndarray | Sequence[int]) -> MultimodalDataset:
+        """Rows ``idx`` (int indices or bool mask ``[N]``) as a new dataset; splits are dropped.
+
+        The result may be empty or have a modality absent for all its rows (no re-validation).
+        """
+        i = _index_tensor(idx, len(self), "subset").to(self.device)
+        return MultimodalDataset._trusted(
+            {m: x.index_select(0, i) for m, x in self.features.items()},
+            self.mask.index_select(1, i),
+            {k: v.index_select(0, i) for k, v in self.labels.items()},
+            {k: v.index_select(0, i) for k, v in self.factors.items()},
+            {},
+            self.name,
+        )
+
+    def split_indices(
+        self,
+        fractions: Sequence[float] = (0.7, 0.1, 0.2),
+        seed: int = 0,
+        stratify: str | None = None,
+    ) -> dict[str, Tensor]:
+        """Random disjoint ``train``/``val``/``test`` index tensors (sorted int64) covering all rows.
+
+        Sizes follow ``fractions`` (largest-remainder rounding, so a 0 fraction gives an empty
+        split). With ``stratify=<label task>`` each class is split in proportion separately.
+        Deterministic in ``seed`` (numpy ``default_rng``).
+        """
+        fr = [float(f) for f in fractions]
+        if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr):
+            raise ConfigError(f"split fractions must be 3 non-negative numbers, got {fractions}")
+        if abs(sum(fr) - 1.0) > 1e-6:
+            raise ConfigError(f"split fractions must sum to 1, got {fractions} (sum {sum(fr)})")
+        rng = np.random.default_rng(seed)
+        n = len(self)
+        if stratify is None:
+            groups = [np.arange(n)]
+        else:
+            if stratify not in self.labels:
+                raise ConfigError(
+                    f"cannot stratify on unknown label task {stratify!r} "
+                    f"(available: {', '.join(self.labels) or 'none'})"
+                )
+            y = self.labels[stratify].cpu().numpy()
+            groups = [np.flatnonzero(y == c) for c in np.unique(y)]
+        parts: list[list[np.ndarray]] = [[], [], []]
+        for g in groups:
+            perm = g[rng.permutation(len(g))]
+            counts = _allocate(len(g), fr)
+            start = 0
+            for k, c in enumerate(counts):
+                parts[k].append(perm[start : start + c])
+                start += c
+        return {
+            name: torch.from_numpy(np.sort(np.concatenate(p)).astype(np.int64))
+            for name, p in zip(("train", "val", "test"), parts, strict=True)
+        }
+
+    def split(
+        self,
+        fractions: Sequence[float] = (0.7, 0.1, 0.2),
+        seed: int = 0,
+        stratify: str | None = None,
+    ) -> dict[str, MultimodalDataset]:
+        """Like :meth:`split_indices` but returns ``{"train": ds, "val": ds, "test": ds}``."""
+        return {k: self.subset(v) for k, v in self.split_indices(fractions, seed, stratify).items()}
+
+    # -- batching ------------------------------------------------------------------------------
+
+    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
+        """Number of batches one epoch of :meth:`batches` yields."""
+        _check_batch_size(batch_size)
+        n = len(self)
+        return n // batch_size if drop_last else -(-n // batch_size)
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+    ) -> Iterator[Batch]:
+        """One epoch of whole-tensor batches (one permutation, ``index_select`` per batch).
+
+        ``generator`` (a CPU ``torch.Generator``) makes the order reproducible.
+        """
+        _check_batch_size(batch_size)
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        order = order.to(self.device)
+        stop = n - n % batch_size if drop_last else n
+        for start in range(0, stop, batch_size):
+            idx = order[start : start + batch_size]
+            yield Batch(
+                index=idx,
+                features={m: x.index_select(0, idx) for m, x in self.features.items()},
+                mask=self.mask.index_select(1, idx),
+                labels={k: v.index_select(0, idx) for k, v in self.labels.items()},
+            )
+
+    # -- transforms ----------------------------------------------------------------------------
+
+    def with_missing(self, rate: float, seed: int = 0) -> MultimodalDataset:
+        """Drop each (modality, sample) independently with probability ``rate``.
+
+        A sample that would lose all its modalities keeps one random modality among those it had,
+        so the effective missing rate is slightly below ``rate`` (by about ``rate**M / M``).
+        Already-missing entries stay missing. Deterministic in ``seed``. Splits are kept.
+        """
+        rate = float(rate)
+        if not 0.0 <= rate <= 1.0:
+            raise ConfigError(f"missing rate must be in [0, 1], got {rate}")
+        rng = np.random.default_rng(seed)
+        old = self.mask.cpu().numpy()
+        drop = rng.random(old.shape) < rate
+        scores = rng.random(old.shape)
+        new = old & ~drop
+        empty = ~new.any(axis=0)
+        if empty.any():
+            keep = np.where(old[:, empty], scores[:, empty], -1.0).argmax(axis=0)
+            new[keep, np.flatnonzero(empty)] = True
+        mask = torch.from_numpy(new).to(self.device)
+        feats = {
+            m: x.masked_fill(~mask[i].unsqueeze(1), 0.0)
+            for i, (m, x) in enumerate(self.features.items())
+        }
+        return MultimodalDataset._trusted(
+            feats, mask, dict(self.labels), dict(self.factors), dict(self.splits), self.name
+        )
+
+    def to(self, device: str | torch.device) -> MultimodalDataset:
+        """Copy of the dataset on ``device``."""
+        return MultimodalDataset._trusted(
+            {m: x.to(device) for m, x in self.features.items()},
+            self.mask.to(device),
+            {k: v.to(device) for k, v in self.labels.items()},
+            {k: v.to(device) for k, v in self.factors.items()},
+            {k: v.to(device) for k, v in self.splits.items()},
+            self.name,
+        )
+
+
+def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
+    """Split ``n`` items into integer counts proportional to ``fractions`` (largest remainder)."""
+    raw = [f * n for f in fractions]
+    counts = [math.floor(r) for r in raw]
+    order = sorted(range(len(raw)), key=lambda k: (-(raw[k] - counts[k]), k))
+    for k in order[: n - sum(counts)]:
+        counts[k] += 1
+    return counts
+
+
+def _check_batch_size(batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# Standardizer
+# --------------------------------------------------------------------------------------------
+
+
+class Standardizer:
+    """Per-modality, per-feature z-scoring fit on the present rows of a (training) dataset.
+
+    ``mean[m]`` and ``std[m]`` are float32 ``[D_m]``; std is the population std (ddof=0),
+    floored at ``eps`` (default 1e-6) for constant features. A modality with no present rows
+    gets mean 0 and std 1.
+    """
+
+    def __init__(self, mean: Mapping[str, Tensor], std: Mapping[str, Tensor]) -> None:
+        if list(mean) != list(std):
+            raise ValueError("Standardizer: mean and std must have the same modalities")
+        self.mean = {k: v.detach().to(torch.float32) for k, v in mean.items()}
+        self.std = {k: v.detach().to(torch.float32) for k, v in std.items()}
+
+    @property
+    def modalities(self) -> list[str]:
+        """Modalities the standardizer knows."""
+        return list(self.mean)
+
+    @classmethod
+    def fit(cls, ds: MultimodalDataset, eps: float = 1e-6) -> Standardizer:
+        """Mean/std per feature over the rows of ``ds`` where each modality is present."""
+        mean, std = {}, {}
+        for i, m in enumerate(ds.modalities):
+            x = ds.features[m][ds.mask[i]].to(torch.float64)
+            if x.shape[0] == 0:
+                mean[m] = torch.zeros(x.shape[1])
+                std[m] = torch.ones(x.shape[1])
+                continue
+            mu = x.mean(dim=0)
+            mean[m] = mu.cpu()
+            std[m] = ((x - mu) ** 2).mean(dim=0).sqrt().clamp_min(eps).cpu()
+        return cls(mean, std)
+
+    def transform(self, modality: str, x: Tensor) -> Tensor:
+        """``(x - mean) / std`` for ``x`` of shape ``[N, D_m]`` (no masking)."""
+        if modality not in self.mean:
+            raise DatasetError(f"standardizer has no statistics for modality {modality!r}")
+        mu = self.mean[modality].to(device=x.device, dtype=x.dtype)
+        sd = self.std[modality].to(device=x.device, dtype=x.dtype)
+        return (x - mu) / sd
+
+    def apply(self, ds: MultimodalDataset) -> MultimodalDataset:
+        """New dataset with every modality standardized; missing rows stay 0."""
+        unknown = [m for m in ds.modalities if m not in self.mean]
+        if unknown:
+            raise DatasetError(
+                f"standardizer was fit on modalities {self.modalities}, "
+                f"dataset has {ds.modalities} (no statistics for {unknown})"
+            )
+        feats = {
+            m: self.transform(m, ds.features[m]).masked_fill(~ds.mask[i].unsqueeze(1), 0.0)
+            for i, m in enumerate(ds.modalities)
+        }
+        return MultimodalDataset._trusted(
+            feats, ds.mask, dict(ds.labels), dict(ds.factors), dict(ds.splits), ds.name
+        )
+
+    def state_dict(self) -> dict[str, Tensor]:
+        """Flat ``{"<modality>.mean": [D], "<modality>.std": [D]}`` (safetensors-compatible)."""
+        out: dict[str, Tensor] = {}
+        for m in self.mean:
+            out[f"{m}.mean"] = self.mean[m].contiguous()
+            out[f"{m}.std"] = self.std[m].contiguous()
+        return out
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Tensor]) -> Standardizer:
+        """Inverse of :meth:`state_dict`."""
+        mean: dict[str, Tensor] = {}
+        std: dict[str, Tensor] = {}
+        for key, value in state.items():
+            m, _, kind = key.rpartition(".")
+            if not m or kind not in ("mean", "std"):
+                raise ValueError(f"Standardizer state: unexpected key {key!r}")
+            (mean if kind == "mean" else std)[m] = torch.as_tensor(value)
+        if set(mean) != set(std):
+            raise ValueError(f"Standardizer state: mean/std keys disagree: {sorted(mean)}")
+        return cls(mean, {m: std[m] for m in mean})
+
+
+# --------------------------------------------------------------------------------------------
+# describe
+# --------------------------------------------------------------------------------------------
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return [
+        "  "
+        + "  ".join(
+            cell.rjust(widths[c]) if c in right else cell.ljust(widths[c])
+            for c, cell in enumerate(r)
+        ).rstrip()
+        for r in rows
+    ]
+
+
+def describe(ds: MultimodalDataset) -> str:
+    """Plain-text summary: name, N, modalities (dim, present, missing %), labels, factors, splits."""
+    n = len(ds)
+    lines = [f"dataset: {ds.name or '(unnamed)'}", f"samples: {n}", f"modalities: {ds.num_modalities}"]
+    rows = [["name", "dim", "present", "missing"]]
+    for i, m in enumerate(ds.modalities):
+        p = int(ds.mask[i].sum())
+        rows.append([m, str(ds.dims[m]), str(p), f"{100.0 * (n - p) / max(n, 1):.1f}%"])
+    lines += _table(rows, {1, 2, 3})
+    complete = int(ds.mask.all(dim=0).sum())
+    lines.append(f"  samples with all modalities: {complete} ({100.0 * complete / max(n, 1):.1f}%)")
+    if ds.labels:
+        lines.append(f"labels: {len(ds.labels)}")
+        rows = [["task", "classes", "counts"]]
+        for task, y in ds.labels.items():
+            vals, counts = torch.unique(y.cpu(), return_counts=True)
+            if len(vals) <= 12:
+                cnt = " ".join(f"{int(v)}:{int(c)}" for v, c in zip(vals, counts, strict=True))
+            else:
+                cnt = f"min {int(counts.min())}, max {int(counts.max())} per class"
+            rows.append([task, str(len(vals)), cnt])
+        lines += _table(rows, {1})
+    if ds.factors:
+        lines.append(f"factors: {len(ds.factors)}")
+        rows = [["group", "dim"]] + [[g, str(f.shape[1])] for g, f in ds.factors.items()]
+        lines += _table(rows, {1})
+    if ds.splits:
+        lines.append(f"splits: {len(ds.splits)}")
+        rows = [["split", "size"]] + [[s, str(v.numel())] for s, v in ds.splits.items()]
+        lines += _table(rows, {1})
+    return "\n".join(lines)

@@ -1,0 +1,136 @@
+"""The Binder: one encoder per modality into a shared, L2-normalised space, plus a logit scale.
+
+Shapes: ``features[m]`` is ``[N, D_m]``; every encoder maps it to ``[N, D]``; ``Binder.forward``
+stacks the modalities into ``[M, N, D]`` (the objectives' input).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["MLPHead", "Binder"]
+
+
+class MLPHead(nn.Module):
+    """``depth`` linear layers (GELU + dropout between them), ``[N, D_in] -> [N, D_out]``.
+
+    ``depth=1`` is a linear projection. The output is not normalised here; :class:`Binder` does that.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 2,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(depth - 1):
+            layers += [nn.Linear(d, hidden), nn.GELU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            d = hidden
+        layers.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class Binder(nn.Module):
+    """One encoder per modality plus a learnable logit scale (CLIP convention).
+
+    Args:
+        dims: modality name -> input dimension ``D_m`` (order = modality order).
+        embed_dim: ``D`` of the shared space.
+        hidden, depth, dropout: MLP head shape (see :class:`MLPHead`).
+        logit_scale_init: initial ``s = 1 / temperature`` (CLIP: ``1 / 0.07``).
+        max_logit_scale: ``s`` is clamped to this (CLIP: 100).
+        learn_logit_scale: when False, ``s`` stays at its initial value.
+
+    Example:
+        >>> binder = Binder({"a": 8, "b": 5}, embed_dim=4)
+        >>> z = binder({"a": torch.randn(3, 8), "b": torch.randn(3, 5)})
+        >>> tuple(z.shape)
+        (2, 3, 4)
+    """
+
+    def __init__(self, dims: Mapping[str, int], embed_dim: int = 64, hidden: int = 256,
+                 depth: int = 2, dropout: float = 0.0, logit_scale_init: float = 1 / 0.07,
+                 max_logit_scale: float = 100.0, learn_logit_scale: bool = True) -> None:
+        super().__init__()
+        if len(dims) < 2:
+            raise ValueError(f"a Binder needs at least 2 modalities, got {list(dims)}")
+        if not 0 < logit_scale_init <= max_logit_scale:
+            raise ValueError("logit_scale_init must be in (0, max_logit_scale]")
+        self.modalities = list(dims)
+        self.dims = dict(dims)
+        self.embed_dim = embed_dim
+        self.encoders = nn.ModuleDict(
+            {m: MLPHead(d, embed_dim, hidden, depth, dropout) for m, d in dims.items()}
+        )
+        # Stored as log(s) like CLIP so that Adam steps are relative.
+        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)),
+                                            requires_grad=learn_logit_scale)
+        self.max_logit_scale = max_logit_scale
+
+    @property
+    def logit_scale(self) -> Tensor:
+        """``s = exp(log_logit_scale)`` clamped to ``max_logit_scale`` (0-dim tensor)."""
+        return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    def encode(self, modality: str, x: Tensor) -> Tensor:
+        """``[N, D_m] -> [N, D]`` L2-normalised embeddings of one modality (with grad)."""
+        if modality not in self.encoders:
+            raise KeyError(f"unknown modality {modality!r}; the model has {self.modalities}")
+        return F.normalize(self.encoders[modality](x), dim=-1)
+
+    def forward(self, features: Mapping[str, Tensor]) -> Tensor:
+        """Encode every modality: dict of ``[N, D_m]`` -> ``[M, N, D]`` in model order.
+
+        Rows of missing modalities are encoded too (they are zeros by the data convention); the
+        objectives ignore them through the mask.
+        """
+        return torch.stack([self.encode(m, features[m]) for m in self.modalities])
+
+    def freeze(self, modality: str, frozen: bool = True) -> None:
+        """Stop (or resume) training one modality's encoder."""
+        for p in self.encoders[modality].parameters():
+            p.requires_grad_(not frozen)
+
+    def is_frozen(self, modality: str) -> bool:
+        return not any(p.requires_grad for p in self.encoders[modality].parameters())
+
+    @torch.no_grad()
+    def embed(self, modality: str, x: Tensor, batch_size: int = 8192) -> Tensor:
+        """Inference embedding ``[N, D_m] -> [N, D]`` in eval mode, batched, no grad."""
+        was_training = self.training
+        self.eval()
+        try:
+            dev = self.log_logit_scale.device
+            out = [self.encode(modality, x[i:i + batch_size].to(dev)).float().cpu()
+                   for i in range(0, x.shape[0], batch_size)]
+        finally:
+            self.train(was_training)
+        if not out:
+            return torch.empty(0, self.embed_dim)
+        return torch.cat(out)
+
+    def embed_all(self, dataset, batch_size: int = 8192) -> dict[str, Tensor]:
+        """Embed every modality of a :class:`~centrobind.data.MultimodalDataset`.
+
+        Returns modality -> ``[N, D]`` (rows where the modality is missing are NaN).
+        """
+        out = {}
+        for m in self.modalities:
+            if m not in dataset.features:
+                raise KeyError(f"dataset lacks modality {m!r}; it has {dataset.modalities}")
+            e = self.embed(m, dataset.features[m], batch_size)
+            e[~dataset.mask[dataset.modalities.index(m)].cpu()] = float("nan")
+            out[m] = e
+        return out

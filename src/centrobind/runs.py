@@ -1,0 +1,237 @@
+"""Run folders: train a Binder on a dataset, then evaluate it or embed new data with it.
+
+Layout of ``runs/<name>/`` (stable):
+
+- ``config.json``        the :class:`~centrobind.train.TrainConfig` of the run
+- ``run.json``           dataset name, modalities and dims, split sizes, fit summary
+- ``model.safetensors``  final weights (``model.*``), normalisation statistics (``standardizer.*``),
+  objective parameters (``objective.*``)
+- ``splits.safetensors`` the row indices of ``train``/``val``/``test`` used (so ``evaluate`` scores
+  the same held-out rows)
+- ``checkpoints/``       ``latest.safetensors`` (resumable) and ``best.safetensors`` (best epoch)
+- ``log.csv``            per-epoch losses and validation metric
+- ``metrics.json``       written by :func:`evaluate_run`
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import atomic_write_text, load_tensors, save_tensors
+from .data import MultimodalDataset, Standardizer, load
+from .errors import CentrobindError, ConfigError
+from .eval import evaluate, fused_embedding
+from .models import Binder
+from .objectives import make_objective
+from .train import FitResult, TrainConfig, fit
+
+__all__ = [
+    "Run",
+    "make_splits",
+    "build_binder",
+    "build_objective",
+    "train_run",
+    "load_run",
+    "evaluate_run",
+    "embed_run",
+    "read_config_file",
+]
+
+
+@dataclass
+class Run:
+    """A trained run loaded from its folder."""
+
+    path: Path
+    config: TrainConfig
+    binder: Binder
+    standardizer: Standardizer | None
+    splits: dict[str, Tensor]
+    meta: dict[str, Any]
+
+
+def _as_dataset(data: str | Path | MultimodalDataset) -> MultimodalDataset:
+    return data if isinstance(data, MultimodalDataset) else load(str(data))
+
+
+def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
+    """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
+    (stratified on the first label task when there is one)."""
+    if "train" in ds.splits and "test" in ds.splits:
+        empty = torch.empty(0, dtype=torch.long)
+        return {k: ds.splits.get(k, empty) for k in ("train", "val", "test")}
+    stratify = next(iter(ds.labels), None)
+    return ds.split_indices(cfg.split, seed=cfg.seed, stratify=stratify)
+
+
+def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
+    return Binder(dims, embed_dim=cfg.embed_dim, hidden=cfg.hidden, depth=cfg.depth,
+                  dropout=cfg.dropout, logit_scale_init=cfg.logit_scale_init,
+                  learn_logit_scale=cfg.learn_logit_scale)
+
+
+def build_objective(cfg: TrainConfig, modalities: list[str]) -> nn.Module:
+    """The objective named in ``cfg`` with its options; ``cfg.anchor`` (a modality name) selects
+    the fixed anchor / GRAM anchor."""
+    opts = dict(cfg.objective_options)
+    if cfg.objective in ("fixed_anchor", "gram"):
+        anchor = cfg.anchor if cfg.anchor is not None else modalities[0]
+        if anchor not in modalities:
+            raise ConfigError(f"anchor {anchor!r} is not a modality; choose from {modalities}")
+        opts.setdefault("anchor", modalities.index(anchor))
+    elif cfg.anchor is not None:
+        raise ConfigError(f"--anchor only applies to fixed_anchor and gram, not {cfg.objective}")
+    if cfg.chunk_size is not None and cfg.objective in ("centrobind", "fixed_anchor", "all_pairs"):
+        opts.setdefault("chunk_size", cfg.chunk_size)
+    try:
+        return make_objective(cfg.objective, **opts)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"objective {cfg.objective!r}: {e}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file into a dict (keys = TrainConfig fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text()
+    try:
+        if path.suffix == ".toml":
+            import tomllib
+
+            return tomllib.loads(text)
+        return json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error becomes one line
+        raise ConfigError(f"{path}: cannot parse config ({e})") from None
+
+
+def train_run(data: str | Path | MultimodalDataset, cfg: TrainConfig, out: str | Path,
+              resume: bool = False) -> tuple[Run, FitResult]:
+    """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``."""
+    cfg.validate()
+    out = Path(out)
+    ds = _as_dataset(data)
+    if resume:
+        saved = out / "config.json"
+        if not saved.is_file():
+            raise CentrobindError(f"--resume: {saved} not found")
+        cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
+        splits = _load_splits(out)
+    else:
+        splits = make_splits(ds, cfg)
+    if len(splits["train"]) < 2:
+        raise ConfigError("the training split has fewer than 2 rows")
+    train_raw = ds.subset(splits["train"])
+    std = Standardizer.fit(train_raw) if cfg.standardize else None
+    prep = std.apply if std is not None else (lambda d: d)
+    train_ds = prep(train_raw)
+    val_ds = prep(ds.subset(splits["val"])) if len(splits["val"]) >= 2 else None
+    torch.manual_seed(cfg.seed)
+    binder = build_binder(train_ds.dims, cfg)
+    objective = build_objective(cfg, binder.modalities)
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+        save_tensors(out / "splits.safetensors", dict(splits))
+    result = fit(binder, objective, train_ds, val_ds, cfg, out_dir=out, resume=resume)
+    tensors = {f"model.{k}": v for k, v in binder.state_dict().items()}
+    tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
+    if std is not None:
+        tensors.update({f"standardizer.{k}": v for k, v in std.state_dict().items()})
+    meta = {"dataset": ds.name, "modalities": binder.modalities, "dims": binder.dims,
+            "n_rows": len(ds), "splits": {k: len(v) for k, v in splits.items()},
+            "best_epoch": result.best_epoch, "best_val_metric": result.best_metric,
+            "train_seconds": result.train_seconds, "steps": result.steps,
+            "stopped_early": result.stopped_early}
+    save_tensors(out / "model.safetensors", tensors, meta)
+    atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
+    run = Run(out, cfg, binder, std, splits, meta)
+    return run, result
+
+
+def _load_splits(path: Path) -> dict[str, Tensor]:
+    tensors, _ = load_tensors(path / "splits.safetensors")
+    return {k: tensors.get(k, torch.empty(0, dtype=torch.long)) for k in ("train", "val", "test")}
+
+
+def load_run(path: str | Path) -> Run:
+    """Load a run folder written by :func:`train_run` (safetensors + JSON only)."""
+    path = Path(path)
+    if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
+        raise CentrobindError(f"{path}: not a run folder (needs config.json and model.safetensors)")
+    cfg = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+    tensors, meta = load_tensors(path / "model.safetensors")
+    binder = build_binder({m: int(d) for m, d in meta["dims"].items()}, cfg)
+    binder.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    std_sd = {k[13:]: v for k, v in tensors.items() if k.startswith("standardizer.")}
+    std = Standardizer.from_state_dict(std_sd) if std_sd else None
+    return Run(path, cfg, binder, std, _load_splits(path), meta)
+
+
+def _check_modalities(run: Run, ds: MultimodalDataset) -> None:
+    for m in run.binder.modalities:
+        if m not in ds.features:
+            raise CentrobindError(f"dataset lacks modality {m!r} the run was trained on "
+                                  f"(run: {run.binder.modalities}, data: {ds.modalities})")
+        if ds.dims[m] != run.binder.dims[m]:
+            raise CentrobindError(f"modality {m!r} has dim {ds.dims[m]} in the data but "
+                                  f"{run.binder.dims[m]} in the run")
+
+
+def _mask(ds: MultimodalDataset, modalities: list[str]) -> Tensor:
+    return ds.mask[[ds.modalities.index(m) for m in modalities]]
+
+
+def evaluate_run(path: str | Path, data: str | Path | MultimodalDataset | None = None,
+                 write: bool = True) -> dict[str, Any]:
+    """Evaluate a run on its held-out ``test`` split (probes fit on ``train``); writes
+    ``metrics.json``. ``data`` defaults to the dataset the run was trained on (by name)."""
+    run = load_run(path)
+    ds = _as_dataset(data if data is not None else run.meta["dataset"])
+    _check_modalities(run, ds)
+    if len(ds) != run.meta["n_rows"]:
+        raise CentrobindError(f"the data has {len(ds)} rows but the run's splits were made for "
+                              f"{run.meta['n_rows']}")
+    prep = run.standardizer.apply if run.standardizer is not None else (lambda d: d)
+    train_ds = prep(ds.subset(run.splits["train"]))
+    test_ds = prep(ds.subset(run.splits["test"]))
+    mods = run.binder.modalities
+    anchor = run.config.anchor if run.config.objective == "fixed_anchor" else None
+    if run.config.objective == "fixed_anchor" and anchor is None:
+        anchor = mods[0]
+    metrics = evaluate(
+        run.binder.embed_all(train_ds), _mask(train_ds, mods), train_ds.labels,
+        run.binder.embed_all(test_ds), _mask(test_ds, mods), test_ds.labels,
+        train_factors=train_ds.factors or None, test_factors=test_ds.factors or None,
+        anchor=anchor, seed=run.config.seed)
+    if write:
+        atomic_write_text(Path(path) / "metrics.json", json.dumps(metrics, indent=2))
+    return metrics
+
+
+def embed_run(path: str | Path, data: str | Path | MultimodalDataset,
+              out: str | Path) -> dict[str, np.ndarray]:
+    """Embed every row of ``data`` with a trained run; writes ``out`` (.npz): one ``[N, D]``
+    float32 array per modality (NaN rows where the modality is missing) plus ``fused``."""
+    run = load_run(path)
+    ds = _as_dataset(data)
+    _check_modalities(run, ds)
+    ds = run.standardizer.apply(ds) if run.standardizer is not None else ds
+    emb = run.binder.embed_all(ds)
+    mods = run.binder.modalities
+    fused = fused_embedding(emb, _mask(ds, mods))
+    arrays = {m: emb[m].numpy().astype(np.float32) for m in mods}
+    arrays["fused"] = fused.numpy().astype(np.float32)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(out)
+    return arrays
