@@ -74,7 +74,7 @@ def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
 def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
     return Binder(dims, embed_dim=cfg.embed_dim, hidden=cfg.hidden, depth=cfg.depth,
                   dropout=cfg.dropout, logit_scale_init=cfg.logit_scale_init,
-                  learn_logit_scale=cfg.learn_logit_scale)
+                  max_logit_scale=cfg.max_logit_scale, learn_logit_scale=cfg.learn_logit_scale)
 
 
 def build_objective(cfg: TrainConfig, modalities: list[str]) -> nn.Module:

@@ -72,6 +72,7 @@ class TrainConfig:
     depth: int = 2
     dropout: float = 0.0
     logit_scale_init: float = 1 / 0.07
+    max_logit_scale: float = 100.0
     learn_logit_scale: bool = True
     epochs: int = 100
     batch_size: int = 256

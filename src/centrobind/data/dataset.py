@@ -80,8 +80,8 @@ def _int_vector(value: Any, what: str) -> Tensor:
         if bool(frac.any()):
             i = int(frac.nonzero()[0, 0])
             raise DatasetError(
-                f"{what}: float values that are not integers (e.g. {float(t[i])!r} at position {i});"
-                " integers are required"
+                f"{what}: float values that are not integers "
+                f"(e.g. {float(t[i])!r} at position {i}); integers are required"
             )
     return t.to(torch.int64)
 
@@ -167,7 +167,7 @@ class MultimodalDataset:
         name: dataset name (for display).
 
     Raises:
-        DatasetError: on any malformed input (one-line message naming the modality/file and problem).
+        DatasetError: on malformed input (one-line message naming the modality and problem).
     """
 
     modalities: list[str]
@@ -359,7 +359,7 @@ class MultimodalDataset:
         seed: int = 0,
         stratify: str | None = None,
     ) -> dict[str, Tensor]:
-        """Random disjoint ``train``/``val``/``test`` index tensors (sorted int64) covering all rows.
+        """Random disjoint ``train``/``val``/``test`` sorted int64 index tensors covering all rows.
 
         Sizes follow ``fractions`` (largest-remainder rounding, so a 0 fraction gives an empty
         split). With ``stratify=<label task>`` each class is split in proportion separately.
@@ -598,9 +598,13 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
 
 
 def describe(ds: MultimodalDataset) -> str:
-    """Plain-text summary: name, N, modalities (dim, present, missing %), labels, factors, splits."""
+    """Plain-text summary: name, N, modalities (dim, present, missing), labels, factors, splits."""
     n = len(ds)
-    lines = [f"dataset: {ds.name or '(unnamed)'}", f"samples: {n}", f"modalities: {ds.num_modalities}"]
+    lines = [
+        f"dataset: {ds.name or '(unnamed)'}",
+        f"samples: {n}",
+        f"modalities: {ds.num_modalities}",
+    ]
     rows = [["name", "dim", "present", "missing"]]
     for i, m in enumerate(ds.modalities):
         p = int(ds.mask[i].sum())

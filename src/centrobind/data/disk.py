@@ -111,7 +111,7 @@ def _integers(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
         if frac.any():
             i = int(np.flatnonzero(frac)[0])
             raise DatasetError(
-                f"{path}: float {what} with non-integer values (e.g. {a[i]!r} at position {i}); "
+                f"{path}: float {what} with non-integer values (e.g. {float(a[i])!r} at position {i}); "
                 "integers are required"
             )
     return np.array(arr, dtype=np.int64)
@@ -236,7 +236,11 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
     name = meta.get("name") or root.resolve().name
     try:
         return MultimodalDataset(
-            feats, mask=torch.from_numpy(mask), labels=labels, factors=factors, splits=splits,
+            feats,
+            mask=torch.from_numpy(mask),
+            labels=labels,
+            factors=factors,
+            splits=splits,
             name=name,
         )
     except DatasetError as e:  # pragma: no cover - everything is checked above

@@ -41,7 +41,7 @@ def _int_param(value: object, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _per_modality(value: object, name: str, m: int, kind: type) -> list:
+def _per_modality(value: object, name: str, m: int) -> list:
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != m:
             raise _err(f"{name} has {len(value)} entries but n_modalities={m}")
@@ -86,9 +86,9 @@ def make_synthetic(
     shared_dim = _int_param(shared_dim, "shared_dim", 1)
     pair_dim = _int_param(pair_dim, "pair_dim", 0)
     private_dim = _int_param(private_dim, "private_dim", 0)
-    dim_list = [_int_param(d, "dims", 1) for d in _per_modality(dims, "dims", m, int)]
+    dim_list = [_int_param(d, "dims", 1) for d in _per_modality(dims, "dims", m)]
     noise_list = []
-    for s in _per_modality(noise, "noise", m, float):
+    for s in _per_modality(noise, "noise", m):
         if isinstance(s, bool) or not isinstance(s, numbers.Real) or not s >= 0 or s == np.inf:
             raise _err(f"noise must be a finite number >= 0 (or a list of {m}), got {s!r}")
         noise_list.append(float(s))

@@ -30,7 +30,7 @@ __all__ = [
 
 
 def as_2d(x: Any, name: str) -> Tensor:
-    """Coerce ``x`` to a floating ``Tensor[N, D]`` (numpy arrays are accepted; integers -> float32)."""
+    """Coerce ``x`` to a floating ``Tensor[N, D]`` (numpy accepted; integers -> float32)."""
     t = torch.as_tensor(x)
     if not t.is_floating_point():
         t = t.float()

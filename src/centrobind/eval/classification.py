@@ -13,6 +13,7 @@ Tie conventions:
 from __future__ import annotations
 
 from collections.abc import Mapping
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression

@@ -26,7 +26,7 @@ __all__ = ["alignment", "geometry_metrics", "modality_gap", "uniformity"]
 def _pair(x: ArrayLike, y: ArrayLike) -> tuple[Tensor, Tensor]:
     xt, yt = as_2d(x, "x"), as_2d(y, "y")
     if xt.shape != yt.shape:
-        raise ValueError(f"x and y must have the same shape, got {tuple(xt.shape)}, {tuple(yt.shape)}")
+        raise ValueError(f"x, y shapes differ: {tuple(xt.shape)} vs {tuple(yt.shape)}")
     if xt.shape[0] == 0:
         raise ValueError("need at least one row")
     dtype = torch.promote_types(xt.dtype, yt.dtype)
@@ -34,7 +34,7 @@ def _pair(x: ArrayLike, y: ArrayLike) -> tuple[Tensor, Tensor]:
 
 
 def alignment(x: ArrayLike, y: ArrayLike, alpha: float = 2.0) -> float:
-    """``mean_i ||x_i - y_i||^alpha`` over positive pairs; ``x, y: Tensor[N, D]``. Lower = better."""
+    """``mean_i ||x_i - y_i||^alpha`` over positive pairs, ``x, y: [N, D]``. Lower = better."""
     xt, yt = _pair(x, y)
     with torch.no_grad():
         return float((xt - yt).norm(dim=1).double().pow(alpha).mean())

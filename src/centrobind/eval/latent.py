@@ -17,7 +17,14 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ._common import ArrayLike, as_2d, check_present_finite, fused_embedding, modality_masks, to_numpy
+from ._common import (
+    ArrayLike,
+    as_2d,
+    check_present_finite,
+    fused_embedding,
+    modality_masks,
+    to_numpy,
+)
 
 __all__ = ["latent_recovery", "ridge_r2"]
 
@@ -109,7 +116,10 @@ def latent_recovery(
         mtr = torch.stack([tr_masks[m] for m in names])
         mte = torch.stack([te_masks[m] for m in names])
         views["fused"] = (
-            fused_embedding(tr, mtr), mtr.any(dim=0), fused_embedding(te, mte), mte.any(dim=0)
+            fused_embedding(tr, mtr),
+            mtr.any(dim=0),
+            fused_embedding(te, mte),
+            mte.any(dim=0),
         )
 
     out: dict[str, dict[str, float | None]] = {}
@@ -121,7 +131,10 @@ def latent_recovery(
                 res[g] = None
                 continue
             res[g] = ridge_r2(
-                xtr[rtr.to(xtr.device)], ftr[g][rtr_np], xte[rte.to(xte.device)], fte[g][rte_np],
+                xtr[rtr.to(xtr.device)],
+                ftr[g][rtr_np],
+                xte[rte.to(xte.device)],
+                fte[g][rte_np],
                 alpha=alpha,
             )
         out[view] = res

@@ -221,8 +221,7 @@ def cross_modal_retrieval(
     pairs = [(a, b) for a in names for b in names if a != b]
     out["mean"] = _mean_metrics([out[f"{a}->{b}"] for a, b in pairs], ks)
     out["mean_excluding"] = {
-        k: _mean_metrics([out[f"{a}->{b}"] for a, b in pairs if k not in (a, b)], ks)
-        for k in names
+        k: _mean_metrics([out[f"{a}->{b}"] for a, b in pairs if k not in (a, b)], ks) for k in names
     }
     return out
 
@@ -233,7 +232,7 @@ def leave_one_out_retrieval(
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 4096,
 ) -> dict[str, Any]:
-    """For each modality ``b``: query = normalised mean of the other present modalities, gallery = b.
+    """Per modality ``b``: query = normalised mean of the other present modalities, gallery = b.
 
     Rows take part where ``b`` and at least one other modality are present.
 
@@ -255,9 +254,7 @@ def leave_one_out_retrieval(
         if not bool(rows.any()):
             out[b] = _empty_metrics(ks)
             continue
-        query = fused_embedding(
-            {m: xs[m] for m in others}, torch.stack([masks[m] for m in others])
-        )
+        query = fused_embedding({m: xs[m] for m in others}, torch.stack([masks[m] for m in others]))
         q = query[rows.to(query.device)]
         g = xs[b][rows.to(xs[b].device)]
         out[b] = retrieval_metrics(q, g, ks=ks, chunk_size=chunk_size)

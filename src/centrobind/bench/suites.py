@@ -1,0 +1,187 @@
+"""The benchmark suites: which methods run on which data, with which settings.
+
+- ``mfeat``: the six UCI Multiple Features views; every method, plus CentroBind ablations (anchor
+  variants, learned weights, intra-modal term) and the fixed anchor without pre-training.
+- ``synthetic``: a clean and a weak-anchor setting (modality m1 much noisier), and a sweep of m1's
+  noise level.
+- ``missing``: mfeat with each modality of each training sample dropped at rate p.
+
+Each suite yields result rows ``{"suite", "setting", "method", "seed", **metrics}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+
+from ..data import MultimodalDataset, load_builtin
+from ..train import TrainConfig
+from .methods import Method, run_method
+
+__all__ = ["BenchSettings", "SUITES", "suite_jobs", "Job"]
+
+SYNTH_WEAK_NOISE = 2.0
+SYNTH_CLEAN_NOISE = 0.1
+SWEEP_NOISE = (0.1, 0.5, 1.0, 2.0, 4.0)
+MISSING_RATES = (0.0, 0.3, 0.6)
+INTRA_WEIGHTS = (0.3, 1.0)
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """Shared training budget: the same for every method."""
+
+    seeds: int = 5
+    epochs: int = 100
+    patience: int = 20
+    batch_size: int = 256
+    embed_dim: int = 64
+    lr: float = 1e-3
+    synthetic_samples: int = 3000
+    sweep_seeds: int = 3
+    quick: bool = False
+
+    @classmethod
+    def make(cls, seeds: int | None, quick: bool) -> BenchSettings:
+        if quick:
+            return cls(seeds=seeds or 1, epochs=15, patience=15, synthetic_samples=1500,
+                       sweep_seeds=1, quick=True)
+        return cls(seeds=seeds or 5)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
+                           embed_dim=self.embed_dim, early_stopping=self.patience,
+                           warmup_steps=20, quiet=True)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (suite, setting, method, seed) cell."""
+
+    suite: str
+    setting: str
+    method: Method
+    seed: int
+    data: Callable[[], MultimodalDataset]
+    train_transform: Callable | None = None
+    extra: tuple[tuple[str, float], ...] = ()
+
+    def run(self, base: TrainConfig) -> dict:
+        ds = self.data()
+        stratify = next(iter(ds.labels), None)
+        splits = ds.split_indices((0.7, 0.1, 0.2), seed=self.seed, stratify=stratify)
+        metrics = run_method(self.method, ds, splits, base, self.seed, self.train_transform)
+        return {"suite": self.suite, "setting": self.setting, "method": self.method.name,
+                "seed": self.seed, **dict(self.extra), **metrics}
+
+
+_CACHE: dict[tuple, MultimodalDataset] = {}
+
+
+def _cached(key: tuple, make: Callable[[], MultimodalDataset]) -> Callable[[], MultimodalDataset]:
+    def get() -> MultimodalDataset:
+        if key not in _CACHE:
+            _CACHE[key] = make()
+        return _CACHE[key]
+    return get
+
+
+def _mfeat() -> Callable[[], MultimodalDataset]:
+    return _cached(("mfeat",), lambda: load_builtin("mfeat"))
+
+
+def _synthetic(noise1: float, n: int) -> Callable[[], MultimodalDataset]:
+    noise = [noise1] + [SYNTH_CLEAN_NOISE] * 3
+    return _cached(("synthetic", noise1, n),
+                   lambda: load_builtin("synthetic", n_samples=n, noise=noise, seed=0))
+
+
+def core_methods(modalities: list[str], anchors: list[str]) -> list[Method]:
+    """Fixed anchor on each of ``anchors``, CentroBind (defaults), AllPairs, Symile, Gram."""
+    methods = [Method(f"FixedAnchor({a})", objective="fixed_anchor", anchor=a) for a in anchors]
+    methods += [
+        Method("CentroBind", objective="centrobind"),
+        Method("AllPairs", objective="all_pairs"),
+        Method("Symile", objective="symile"),
+        Method(f"Gram({modalities[0]})", objective="gram", anchor=modalities[0]),
+    ]
+    return methods
+
+
+def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
+    mods = ["fac", "fou", "kar", "mor", "pix", "zer"]
+    methods = core_methods(mods, mods) + [Method("GCCA", kind="gcca"), Method("Raw", kind="raw")]
+    ablations = [
+        Method("CentroBind[grad,unnorm]", options=(("detach_anchor", False),)),
+        Method("CentroBind[detach,norm]", options=(("normalize_anchor", True),)),
+        Method("CentroBind[grad,norm]",
+               options=(("detach_anchor", False), ("normalize_anchor", True))),
+        Method("CentroBind[learned-w]",
+               options=(("detach_anchor", False), ("weights", "learned"))),
+        Method("FixedAnchor(pix)[no-pretrain]", objective="fixed_anchor", anchor="pix",
+               overrides=(("anchor_init", "none"),)),
+    ]
+    ablations += [Method(f"CentroBind+intra{w}", intra_weight=w) for w in INTRA_WEIGHTS]
+    if s.quick:
+        ablations = ablations[:1]
+    for seed in range(s.seeds):
+        for m in methods:
+            yield Job("mfeat", "mfeat", m, seed, _mfeat())
+        for m in ablations:
+            yield Job("mfeat", "ablation", m, seed, _mfeat())
+
+
+def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
+    mods = ["m1", "m2", "m3", "m4"]
+    methods = core_methods(mods, ["m1", "m2"]) + [
+        Method("Untrained", kind="untrained"), Method("Raw", kind="raw"), Method("GCCA", kind="gcca")]
+    methods += [Method(f"CentroBind+intra{w}", intra_weight=w) for w in INTRA_WEIGHTS]
+    for seed in range(s.seeds):
+        for setting, noise1 in (("clean", SYNTH_CLEAN_NOISE), ("weak-anchor", SYNTH_WEAK_NOISE)):
+            for m in methods:
+                yield Job("synthetic", setting, m, seed, _synthetic(noise1, s.synthetic_samples),
+                          extra=(("noise_m1", noise1),))
+    sweep = [Method("FixedAnchor(m1)", objective="fixed_anchor", anchor="m1"),
+             Method("CentroBind"), Method("AllPairs", objective="all_pairs")]
+    levels = SWEEP_NOISE[::2] if s.quick else SWEEP_NOISE
+    for seed in range(min(s.seeds, s.sweep_seeds)):
+        for noise1 in levels:
+            for m in sweep:
+                yield Job("synthetic", "sweep", m, seed, _synthetic(noise1, s.synthetic_samples),
+                          extra=(("noise_m1", noise1),))
+
+
+def _drop(rate: float, seed: int):
+    def transform(train_ds: MultimodalDataset) -> MultimodalDataset:
+        return train_ds.with_missing(rate, seed=seed) if rate > 0 else train_ds
+    return transform
+
+
+def missing_jobs(s: BenchSettings) -> Iterator[Job]:
+    methods = [Method("CentroBind"), Method("AllPairs", objective="all_pairs"),
+               Method("FixedAnchor(pix)", objective="fixed_anchor", anchor="pix")]
+    rates = (0.0, 0.6) if s.quick else MISSING_RATES
+    for seed in range(s.seeds):
+        for p in rates:
+            for m in methods:
+                yield Job("missing", f"p={p}", m, seed, _mfeat(), _drop(p, 1000 + seed),
+                          extra=(("p", p),))
+
+
+SUITES: dict[str, Callable[[BenchSettings], Iterator[Job]]] = {
+    "mfeat": mfeat_jobs,
+    "synthetic": synthetic_jobs,
+    "missing": missing_jobs,
+}
+
+
+def suite_jobs(suite: str, s: BenchSettings) -> list[Job]:
+    """All jobs of ``suite`` ("all" = every suite)."""
+    names = list(SUITES) if suite == "all" else [suite]
+    unknown = [n for n in names if n not in SUITES]
+    if unknown:
+        raise ValueError(f"unknown suite {unknown[0]!r}; choose from all, {', '.join(SUITES)}")
+    return [job for n in names for job in SUITES[n](s)]
+
+
