@@ -83,6 +83,14 @@ def test_prototype_accuracy_brute_force():
     assert prototype_accuracy(xp, yp, xq, yq) == pytest.approx(100 * correct / len(yq))
 
 
+def test_prototypes_are_normalised_means_not_sums():
+    # class 0 has ten rows, class 1 one: an unnormalised sum would let class 0 win everywhere
+    xp = torch.tensor([[1.0, 0.0]] * 10 + [[0.6, 0.8]])
+    yp = torch.tensor([0] * 10 + [1])
+    xq = torch.tensor([[0.5, 0.866], [1.0, 0.1]])
+    assert prototype_accuracy(xp, yp, xq, torch.tensor([1, 0])) == 100.0
+
+
 def test_prototype_unseen_query_class_is_wrong():
     xp = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     xq = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
@@ -95,7 +103,7 @@ def test_fused_embedding_ignores_missing_rows():
     mask = torch.tensor([[1, 1, 0, 1, 0, 1], [1, 0, 1, 1, 0, 1]], dtype=torch.bool)
     a_bad, b_bad = a.clone(), b.clone()
     a_bad[~mask[0]] = float("nan")
-    b_bad[~mask[1]] = float("nan")
+    b_bad[~mask[1]] = 7.0  # finite garbage must be ignored too
     fused = fused_embedding({"a": a_bad, "b": b_bad}, mask)
     for i in range(6):
         parts = [x[i] for x, p in ((a, mask[0, i]), (b, mask[1, i])) if p]

@@ -68,8 +68,8 @@ def load(path_or_builtin: str | os.PathLike[str], **params: Any) -> MultimodalDa
     path = Path(path_or_builtin)
     if not path.exists():
         raise DatasetError(
-            f"{path_or_builtin}: neither a builtin dataset ({', '.join(BUILTINS)}) "
-            "nor an existing folder"
+            f"{path_or_builtin}: does not exist (not a dataset folder, and not a builtin: "
+            f"{', '.join(BUILTINS)})"
         )
     unknown = sorted(set(params) - {"mmap"})
     if unknown:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from centrobind.errors import ConfigError, DatasetError
 
-__all__ = ["Batch", "MultimodalDataset", "Standardizer", "describe"]
+__all__ = ["Batch", "MultimodalDataset", "Standardizer"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,57 +578,3 @@ class Standardizer:
         if set(mean) != set(std):
             raise ValueError(f"Standardizer state: mean/std keys disagree: {sorted(mean)}")
         return cls(mean, {m: std[m] for m in mean})
-
-
-# --------------------------------------------------------------------------------------------
-# describe
-# --------------------------------------------------------------------------------------------
-
-
-def _table(rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    return [
-        "  "
-        + "  ".join(
-            cell.rjust(widths[c]) if c in right else cell.ljust(widths[c])
-            for c, cell in enumerate(r)
-        ).rstrip()
-        for r in rows
-    ]
-
-
-def describe(ds: MultimodalDataset) -> str:
-    """Plain-text summary: name, N, modalities (dim, present, missing), labels, factors, splits."""
-    n = len(ds)
-    lines = [
-        f"dataset: {ds.name or '(unnamed)'}",
-        f"samples: {n}",
-        f"modalities: {ds.num_modalities}",
-    ]
-    rows = [["name", "dim", "present", "missing"]]
-    for i, m in enumerate(ds.modalities):
-        p = int(ds.mask[i].sum())
-        rows.append([m, str(ds.dims[m]), str(p), f"{100.0 * (n - p) / max(n, 1):.1f}%"])
-    lines += _table(rows, {1, 2, 3})
-    complete = int(ds.mask.all(dim=0).sum())
-    lines.append(f"  samples with all modalities: {complete} ({100.0 * complete / max(n, 1):.1f}%)")
-    if ds.labels:
-        lines.append(f"labels: {len(ds.labels)}")
-        rows = [["task", "classes", "counts"]]
-        for task, y in ds.labels.items():
-            vals, counts = torch.unique(y.cpu(), return_counts=True)
-            if len(vals) <= 12:
-                cnt = " ".join(f"{int(v)}:{int(c)}" for v, c in zip(vals, counts, strict=True))
-            else:
-                cnt = f"min {int(counts.min())}, max {int(counts.max())} per class"
-            rows.append([task, str(len(vals)), cnt])
-        lines += _table(rows, {1})
-    if ds.factors:
-        lines.append(f"factors: {len(ds.factors)}")
-        rows = [["group", "dim"]] + [[g, str(f.shape[1])] for g, f in ds.factors.items()]
-        lines += _table(rows, {1})
-    if ds.splits:
-        lines.append(f"splits: {len(ds.splits)}")
-        rows = [["split", "size"]] + [[s, str(v.numel())] for s, v in ds.splits.items()]
-        lines += _table(rows, {1})
-    return "\n".join(lines)

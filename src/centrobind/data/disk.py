@@ -111,8 +111,8 @@ def _integers(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
         if frac.any():
             i = int(np.flatnonzero(frac)[0])
             raise DatasetError(
-                f"{path}: float {what} with non-integer values (e.g. {float(a[i])!r} at position {i}); "
-                "integers are required"
+                f"{path}: float {what} with non-integer values "
+                f"(e.g. {float(a[i])!r} at position {i}); integers are required"
             )
     return np.array(arr, dtype=np.int64)
 

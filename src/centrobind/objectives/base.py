@@ -1,0 +1,208 @@
+"""The objective contract: input normalisation, output type and the shared ``forward``.
+
+Every objective is an :class:`torch.nn.Module` called as ::
+
+    out = objective(z, logit_scale, mask=None)
+
+* ``z``: ``Tensor[M, N, D]``, L2-normalised embeddings of ``M >= 2`` modalities for ``N`` paired
+  samples, or a ``dict[str, Tensor[N, D]]`` (stacked in insertion order; its keys then name the
+  modalities in ``out.terms`` and may be used for an objective's ``anchor``).
+* ``logit_scale``: ``s = 1 / temperature``, a float or a 0-dim tensor (it receives gradient when
+  it requires grad).
+* ``mask``: optional ``Tensor[M, N]`` bool (or a dict of ``Tensor[N]`` when ``z`` is a dict), True
+  where modality ``m`` of sample ``n`` is present. Rows of absent modalities may hold anything
+  (zeros, NaN): they are zeroed before use and never reach the loss.
+
+It returns an :class:`ObjectiveOutput`: ``loss`` (0-dim) is the mean of the present terms,
+``terms`` maps a term's name to its 0-dim loss (attached to the graph; ``.detach()`` for logging).
+A term is present when at least two samples have every modality it involves; when no term is
+present, ``loss`` is a zero still connected to the graph (``z.sum() * 0``) so ``backward()`` works.
+
+Under ``torch.distributed`` (world size > 1, ``gather=True``) every objective scores its local rows
+against the global batch; see :mod:`centrobind.objectives.distributed` for the conventions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .distributed import DistInfo, dist_info
+
+__all__ = ["Batch", "Objective", "ObjectiveOutput", "normalize_inputs", "resolve_modality"]
+
+
+@dataclass
+class ObjectiveOutput:
+    """What an objective returns.
+
+    Attributes:
+        loss: 0-dim tensor, the mean of ``terms.values()`` (a graph-connected zero if empty).
+        terms: term name -> 0-dim per-term loss, e.g. ``"c-0"`` (CentroBind, anchor vs modality 0),
+            ``"0-2"`` (pair of modalities 0 and 2), ``"1->rest"`` (Symile/GRAM directional term).
+            Modality names are indices (``"0"``, ``"1"``, ...) or the dict keys when ``z`` was a
+            dict. Under ``torch.distributed`` these are this rank's shares (their mean over ranks
+            is the global term).
+    """
+
+    loss: Tensor
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """Normalised objective inputs (what :meth:`Objective._terms` receives).
+
+    Attributes:
+        z: ``[M, N, D]`` embeddings, rows of absent modalities zeroed.
+        s: 0-dim logit scale tensor (keeps its graph when learnable).
+        mask: ``[M, N]`` bool, or None when everything is present.
+        names: the ``M`` modality names.
+        dist: world size / rank when computing against a gathered global batch, else None.
+    """
+
+    z: Tensor
+    s: Tensor
+    mask: Tensor | None
+    names: list[str]
+    dist: DistInfo | None = None
+
+
+def normalize_inputs(
+    z: Tensor | Mapping[str, Tensor],
+    logit_scale: float | Tensor,
+    mask: Tensor | Mapping[str, Tensor] | None = None,
+) -> tuple[Tensor, Tensor, Tensor | None, list[str]]:
+    """Validate and normalise objective inputs.
+
+    Args:
+        z: ``[M, N, D]`` tensor or dict of ``[N, D]`` tensors (stacked in insertion order).
+        logit_scale: float or tensor with one element.
+        mask: None, ``[M, N]`` (any dtype; non-zero = present) or dict of ``[N]``.
+
+    Returns:
+        ``(z [M, N, D], s 0-dim, mask [M, N] bool or None, names)``. ``mask`` is None when all
+        entries are present; otherwise absent rows of ``z`` are set to 0 (NaN-safe).
+
+    Example:
+        >>> z = {"a": torch.ones(3, 2), "b": torch.zeros(3, 2)}
+        >>> zz, s, m, names = normalize_inputs(z, 10.0)
+        >>> zz.shape, float(s), m, names
+        (torch.Size([2, 3, 2]), 10.0, None, ['a', 'b'])
+    """
+    if isinstance(z, Mapping):
+        names = [str(k) for k in z.keys()]
+        if not names:
+            raise ValueError("z is an empty dict; need at least 2 modalities")
+        vals = list(z.values())
+        if any(not isinstance(v, Tensor) or v.dim() != 2 for v in vals):
+            raise ValueError("dict input: every value must be a [N, D] tensor")
+        if len({tuple(v.shape) for v in vals}) != 1:
+            raise ValueError(
+                f"dict input: all modalities need the same [N, D]; got "
+                f"{ {k: tuple(v.shape) for k, v in z.items()} }"
+            )
+        z = torch.stack(vals)
+        if isinstance(mask, Mapping):
+            missing = [k for k in names if k not in mask]
+            if missing:
+                raise ValueError(f"mask dict lacks modalities {missing}")
+            mask = torch.stack([torch.as_tensor(mask[k]) for k in names])
+    else:
+        if not isinstance(z, Tensor) or z.dim() != 3:
+            shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
+            raise ValueError(f"z must be a [M, N, D] tensor or a dict of [N, D]; got {shape}")
+        names = [str(i) for i in range(z.shape[0])]
+        if isinstance(mask, Mapping):
+            raise ValueError("a dict mask needs a dict z (to match names)")
+    if not z.is_floating_point():
+        raise ValueError(f"z must be floating point, got {z.dtype}")
+    M, N, _ = z.shape
+    if M < 2:
+        raise ValueError(f"need at least 2 modalities, got M={M}")
+
+    if isinstance(logit_scale, Tensor):
+        if logit_scale.numel() != 1:
+            raise ValueError(f"logit_scale must have one element, got shape {tuple(logit_scale.shape)}")
+        s = logit_scale.reshape(())
+        if s.device != z.device:
+            s = s.to(z.device)
+    else:
+        s = torch.tensor(float(logit_scale), dtype=z.dtype, device=z.device)
+
+    if mask is not None:
+        mask = torch.as_tensor(mask, device=z.device)
+        if tuple(mask.shape) != (M, N):
+            raise ValueError(f"mask must be [M, N] = [{M}, {N}], got {tuple(mask.shape)}")
+        mask = mask if mask.dtype == torch.bool else mask != 0
+        if bool(mask.all()):
+            mask = None
+        else:
+            z = z.masked_fill(~mask[..., None], 0.0)
+    return z, s, mask, names
+
+
+def resolve_modality(spec: int | str, names: Sequence[str]) -> int:
+    """Index of modality ``spec`` (an int index, possibly negative, or a name) among ``names``.
+
+    Example:
+        >>> resolve_modality("b", ["a", "b"]), resolve_modality(-1, ["0", "1", "2"])
+        (1, 2)
+    """
+    M = len(names)
+    if isinstance(spec, str):
+        if spec in names:
+            return list(names).index(spec)
+        if spec.lstrip("-").isdigit():
+            spec = int(spec)
+        else:
+            raise ValueError(f"unknown modality {spec!r}; modalities are {list(names)}")
+    if not -M <= int(spec) < M:
+        raise ValueError(f"modality index {spec} out of range for M={M}")
+    return int(spec) % M
+
+
+class Objective(nn.Module):
+    """Base class of the binding objectives (see the module docstring for the contract).
+
+    Subclasses implement :meth:`_terms`, returning the present terms; the base class normalises
+    the inputs, sets up the distributed context and averages the terms.
+
+    Attributes:
+        requires_all_modalities: True when a sample only counts if every modality is present
+            (Symile, GRAM); pairwise/centroid objectives use partially observed samples.
+        gather: compute against the batch gathered over ``torch.distributed`` ranks.
+    """
+
+    requires_all_modalities: bool = False
+
+    def __init__(self, gather: bool = True) -> None:
+        super().__init__()
+        self.gather = bool(gather)
+
+    def forward(
+        self,
+        z: Tensor | Mapping[str, Tensor],
+        logit_scale: float | Tensor,
+        mask: Tensor | Mapping[str, Tensor] | None = None,
+    ) -> ObjectiveOutput:
+        """Loss of ``z`` (``[M, N, D]`` or dict) at logit scale ``s``; see the module docstring."""
+        return self._run(z, logit_scale, mask)
+
+    def _run(self, z, logit_scale, mask, **options) -> ObjectiveOutput:
+        zz, s, m, names = normalize_inputs(z, logit_scale, mask)
+        batch = Batch(zz, s, m, names, dist_info(self.gather))
+        terms = self._terms(batch, **options)
+        if terms:
+            loss = torch.stack(list(terms.values())).mean()
+        else:
+            loss = zz.sum() * 0.0
+            if s.requires_grad:
+                loss = loss + s * 0.0
+        return ObjectiveOutput(loss, terms)
+
+    def _terms(self, batch: Batch) -> dict[str, Tensor]:  # pragma: no cover - abstract
+        raise NotImplementedError

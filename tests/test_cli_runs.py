@@ -1,0 +1,82 @@
+"""End to end through the CLI: train -> evaluate -> embed, resume, and one-line errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from centrobind.cli import main
+from centrobind.data import make_synthetic, save_dataset
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "synth"
+    ds = make_synthetic(n_samples=200, n_modalities=3, dims=[10, 8, 6], seed=0)
+    save_dataset(ds.with_missing(0.1, seed=0), path)
+    return path
+
+
+def _train(data_dir, out, *extra):
+    return main(["train", "--data", str(data_dir), "--out", str(out), "--epochs", "3",
+                 "--batch-size", "32", "--quiet", "--early-stopping", "5", *extra])
+
+
+def test_train_evaluate_embed(data_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _train(data_dir, out, "--objective", "centrobind") == 0
+    for name in ("config.json", "run.json", "model.safetensors", "splits.safetensors", "log.csv",
+                 "checkpoints/latest.safetensors", "checkpoints/best.safetensors"):
+        assert (out / name).is_file(), name
+    assert main(["evaluate", "--run", str(out), "--data", str(data_dir)]) == 0
+    printed = capsys.readouterr().out
+    assert "R@1" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics) >= {"retrieval", "classification", "geometry", "latent_recovery"}
+    r1 = metrics["retrieval"]["mean"]["R@1"]
+    n_test = json.loads((out / "run.json").read_text())["splits"]["test"]
+    assert r1 > 3 * 100 / n_test  # trained well above chance
+    emb = tmp_path / "emb.npz"
+    assert main(["embed", "--run", str(out), "--data", str(data_dir), "--out", str(emb)]) == 0
+    arrays = np.load(emb)
+    assert set(arrays.files) == {"m1", "m2", "m3", "fused"}
+    assert arrays["m1"].shape == (200, 64)
+    # missing rows are NaN, present rows unit norm
+    assert np.isnan(arrays["m1"]).all(1).sum() > 0
+    ok = ~np.isnan(arrays["m1"]).any(1)
+    assert np.allclose(np.linalg.norm(arrays["m1"][ok], axis=1), 1, atol=1e-5)
+
+
+def test_fixed_anchor_by_name_and_toml_config(data_dir, tmp_path):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('objective = "fixed_anchor"\nanchor = "m2"\nanchor_pretrain_epochs = 2\n')
+    out = tmp_path / "fa"
+    assert _train(data_dir, out, "--config", str(cfg)) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["objective"] == "fixed_anchor" and saved["anchor"] == "m2"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--objective", "nope"], "unknown objective"),
+    (["--objective", "fixed_anchor", "--anchor", "zz"], "anchor 'zz' is not a modality"),
+    (["--epochs", "0"], "epochs must be >= 1"),
+    (["--resume"], "--resume"),
+    (["--config", "missing.toml"], "no such config file"),
+])
+def test_train_errors_are_one_line(data_dir, tmp_path, args, message):
+    cmd = [sys.executable, "-m", "centrobind.cli", "train", "--data", str(data_dir), "--out",
+           str(tmp_path / "bad"), "--quiet", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+
+
+def test_evaluate_bad_run_folder(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "centrobind.cli", "evaluate", "--run",
+                           str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "not a run folder" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1

@@ -1,0 +1,120 @@
+"""Trainer: determinism, exact resume, early stopping, non-finite loss, config I/O."""
+
+import json
+
+import pytest
+import torch
+
+from centrobind.data import MultimodalDataset, make_synthetic
+from centrobind.errors import ConfigError
+from centrobind.models import Binder
+from centrobind.objectives import make_objective
+from centrobind.train import TrainConfig, TrainingError, fit
+
+
+def _data(n=96, seed=0):
+    return make_synthetic(n_samples=n, n_modalities=3, dims=[8, 6, 5], shared_dim=2, pair_dim=2,
+                          private_dim=2, seed=seed)
+
+
+def _cfg(**kw):
+    base = dict(epochs=3, batch_size=32, embed_dim=8, hidden=16, warmup_steps=2, quiet=True,
+                intra_weight=0.3, dropout=0.1)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _train(cfg, ds, out=None, resume=False, objective="centrobind"):
+    torch.manual_seed(cfg.seed)
+    binder = Binder(ds.dims, embed_dim=cfg.embed_dim, hidden=cfg.hidden, dropout=cfg.dropout)
+    obj = make_objective(objective)
+    res = fit(binder, obj, ds, None, cfg, out_dir=out, resume=resume)
+    return binder, res
+
+
+def test_same_seed_same_weights_and_training_changes_them():
+    ds = _data()
+    a, _ = _train(_cfg(), ds)
+    b, _ = _train(_cfg(), ds)
+    c, _ = _train(_cfg(seed=1), ds)
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+
+
+def test_resume_mid_epoch_is_exact(tmp_path):
+    ds = _data()
+    full, res_full = _train(_cfg(epochs=4), ds)
+    # Interrupted run: stop after 2 epochs + 1 step, via a checkpoint every step and a crash.
+    out = tmp_path / "run"
+    cfg = _cfg(epochs=4, checkpoint_every=1)
+    torch.manual_seed(cfg.seed)
+    binder = Binder(ds.dims, embed_dim=cfg.embed_dim, hidden=cfg.hidden, dropout=cfg.dropout)
+    obj = make_objective("centrobind")
+    calls = {"n": 0}
+    orig = obj.forward
+
+    def crashing(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2 * 3 + 2:  # 3 steps/epoch: crash during epoch 3, step 2
+            raise KeyboardInterrupt
+        return orig(*args, **kwargs)
+
+    obj.forward = crashing
+    with pytest.raises(KeyboardInterrupt):
+        fit(binder, obj, ds, None, cfg, out_dir=out)
+    resumed, res = _train(cfg, ds, out=out, resume=True)
+    assert res.steps == res_full.steps == 12
+    for k, v in full.state_dict().items():
+        assert torch.equal(v, resumed.state_dict()[k]), k
+
+
+def test_early_stopping_keeps_best_epoch(tmp_path):
+    ds = _data(n=160)
+    split = ds.split(seed=0)
+    calls = []
+
+    def validate(binder, val):  # a metric that peaks at epoch 2, then falls
+        calls.append(len(calls) + 1)
+        return [1.0, 5.0, 3.0, 2.0, 1.0, 0.5][len(calls) - 1]
+
+    cfg = _cfg(epochs=6, early_stopping=2)
+    torch.manual_seed(0)
+    binder = Binder(ds.dims, embed_dim=8, hidden=16)
+    snapshots = {}
+    orig = validate
+
+    def recording(b, v):
+        m = orig(b, v)
+        snapshots[len(calls)] = {k: t.clone() for k, t in b.state_dict().items()}
+        return m
+
+    res = fit(binder, make_objective("centrobind"), split["train"], split["val"], cfg,
+              out_dir=tmp_path, validate=recording)
+    assert res.best_epoch == 2 and res.stopped_early and len(res.history) == 4
+    for k, v in binder.state_dict().items():
+        assert torch.equal(v, snapshots[2][k])
+    assert (tmp_path / "checkpoints" / "best.safetensors").is_file()
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert log[0].startswith("epoch,") and len(log) == 5
+
+
+def test_non_finite_loss_names_the_step(tmp_path):
+    ds = _data()
+    feats = dict(ds.features)
+    cfg = _cfg(lr=1e30, intra_weight=0.0, checkpoint_every=1, warmup_steps=0,
+               schedule="constant")
+    ds2 = MultimodalDataset(feats, ds.mask, ds.labels)
+    with pytest.raises(TrainingError, match=r"non-finite loss .* at step \d+"):
+        _train(cfg, ds2, out=tmp_path)
+    assert (tmp_path / "checkpoints" / "latest.safetensors").is_file()
+
+
+def test_config_round_trip_and_validation():
+    cfg = _cfg(objective="all_pairs", split=(0.8, 0.1, 0.1))
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(ConfigError, match="unknown config keys: bogus"):
+        TrainConfig.from_dict({"bogus": 1})
+    with pytest.raises(ConfigError, match="epochs"):
+        TrainConfig.from_dict({"epochs": 0})
