@@ -241,11 +241,12 @@ def test_save_refuses_to_clobber(tmp_path):
 def test_folder_without_meta_sorts_modalities_and_names_from_folder(tmp_path):
     root = _write_good(tmp_path / "plain")
     np.save(root / "modalities" / "0first.npy", np.zeros((N, 1)))
+    np.save(root / "modalities" / "a-b.npy", np.zeros((N, 1)))  # sorted by name: a < a-b < b
     (root / "modalities" / "README.txt").write_text("ignored")
     (root / "labels").mkdir()
     np.save(root / "labels" / "y.npy", np.arange(N, dtype=np.float64))  # integer-valued floats ok
     ds = load_dataset(root)
-    assert ds.modalities == ["0first", "a", "b"]
+    assert ds.modalities == ["0first", "a", "a-b", "b"]
     assert ds.name == "plain"
     assert ds.labels["y"].tolist() == list(range(N))
     assert bool(ds.mask.all())

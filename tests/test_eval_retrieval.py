@@ -9,6 +9,7 @@ from centrobind.eval import (
     cross_modal_retrieval,
     leave_one_out_retrieval,
     metrics_from_ranks,
+    retrieval,
     retrieval_metrics,
     retrieval_ranks,
 )
@@ -56,13 +57,16 @@ def test_custom_targets_and_rectangular_gallery(chunk_size):
     np.testing.assert_array_equal(got, _count_ranks((q @ g.T).numpy(), targets.numpy()))
 
 
-def test_ties_are_optimistic():
+def test_ties_are_optimistic(block_elems):
     # integer-valued vectors -> exact dot products; gallery rows 0 and 1 are identical
     g = torch.tensor([[1.0, 0.0], [1.0, 0.0], [2.0, 0.0], [0.0, 1.0]])
     q = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
     ranks = retrieval_ranks(q, g, torch.tensor([0, 1, 3])).tolist()
     # query 0 -> target 0: only row 2 (score 2) is strictly higher; its twin row 1 ties
     assert ranks == [2, 2, 1]
+    # ... but a score above the target's by a hair is strictly higher
+    g64 = torch.tensor([[1.0, 0.0], [1.0 + 1e-12, 0.0]], dtype=torch.float64)
+    assert retrieval_ranks(g64[:1], g64).tolist() == [2]
     # fully tied gallery: every target has rank 1 (documented caveat)
     same = torch.ones(5, 3)
     assert retrieval_ranks(same, same).tolist() == [1] * 5
@@ -113,20 +117,48 @@ def test_random_embeddings_give_chance_level():
     assert np.mean(mrr) == pytest.approx(sum(1 / i for i in range(1, n + 1)) / n, abs=0.02)
 
 
-def test_custom_score_fn_and_chunking():
+@pytest.fixture(params=[None, 12, 100])
+def block_elems(request, monkeypatch):
+    """Also run with tiny gallery slices (targets then fall into many different slices)."""
+    if request.param is not None:
+        monkeypatch.setattr(retrieval, "_BLOCK_ELEMS", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("chunk_size", [1, 5, 8, 64])
+def test_ranks_with_gallery_slices(block_elems, chunk_size):
+    q, g = _unit(37, 6, seed=12), _unit(45, 6, seed=13)
+    targets = torch.randint(0, 45, (37,), generator=torch.Generator().manual_seed(14))
+    got = retrieval_ranks(q, g, targets, chunk_size=chunk_size).numpy()
+    np.testing.assert_array_equal(got, _argsort_ranks(q, g, targets.numpy()))
+    got = retrieval_ranks(q, g, chunk_size=chunk_size).numpy()
+    np.testing.assert_array_equal(got, _argsort_ranks(q, g, np.arange(37)))
+
+
+def test_self_retrieval_float32_is_exact(block_elems):
+    # the target's score comes from a separate call; it must never outrank itself
+    x = F.normalize(torch.randn(300, 256, generator=torch.Generator().manual_seed(0)), dim=1)
+    assert retrieval_metrics(x, x, chunk_size=64)["R@1"] == 100.0
+
+
+def test_custom_score_fn_and_chunking(monkeypatch):
+    monkeypatch.setattr(retrieval, "_BLOCK_ELEMS", 30)
     # Symile-style trilinear score: the extra modality rides along in the query block
     d = 5
     a, c, b = _unit(17, d, seed=9), _unit(17, d, seed=10), _unit(17, d, seed=11)
     seen = []
 
     def score_fn(qblock, gallery):
-        seen.append(qblock.shape[0])
+        seen.append((qblock.shape[0], gallery.shape[0]))
         return (qblock[:, :d] * qblock[:, d:]) @ gallery.T
 
     got = retrieval_ranks(torch.cat([a, c], dim=1), b, chunk_size=5, score_fn=score_fn)
     ref = _count_ranks(((a * c) @ b.T).numpy(), np.arange(17))
     np.testing.assert_array_equal(got.numpy(), ref)
-    assert seen == [5, 5, 5, 2]  # never more than chunk_size queries scored at once
+    # never more than chunk_size queries, never more than _BLOCK_ELEMS scores per call
+    assert max(nq for nq, _ in seen) == 5
+    assert max(nq * ng for nq, ng in seen) <= 30
+    assert sum(ng for nq, ng in seen if nq == 5) == 3 * (17 + 5)  # gallery + own targets
 
 
 def test_input_validation():

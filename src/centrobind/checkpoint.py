@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file, safe_open
 from torch import Tensor
 
@@ -65,7 +65,7 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, 
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
         state = json.loads(meta.get("state", "{}"))
-    except (SafetensorsError, OSError, ValueError, json.JSONDecodeError) as e:
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
         raise CentrobindError(f"{path}: not a readable safetensors checkpoint ({e})") from None
     return tensors, state
 

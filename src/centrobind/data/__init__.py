@@ -1,13 +1,21 @@
 """Data layer: multimodal datasets in memory and on disk, builtins, batching, standardisation.
 
 See :mod:`centrobind.data.dataset` for the in-memory conventions and :mod:`centrobind.data.disk`
-for the folder format.
+for the folder format. ``MultimodalDataset``, ``Batch``, ``Standardizer`` and ``make_synthetic``
+are imported on first access (they need torch), so that loading code paths that fail early, such
+as ``centrobind inspect`` on a malformed folder, stay fast.
 """
 
-from centrobind.data.builtin import BUILTINS, load, load_builtin
-from centrobind.data.dataset import Batch, MultimodalDataset, Standardizer, describe
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from centrobind.data.builtin import BUILTINS, describe, load, load_builtin
 from centrobind.data.disk import load_dataset, save_dataset
-from centrobind.data.synthetic import make_synthetic
+
+if TYPE_CHECKING:
+    from centrobind.data.dataset import Batch, MultimodalDataset, Standardizer
+    from centrobind.data.synthetic import make_synthetic
 
 __all__ = [
     "BUILTINS",
@@ -21,3 +29,24 @@ __all__ = [
     "make_synthetic",
     "save_dataset",
 ]
+
+_LAZY = {
+    "Batch": "dataset",
+    "MultimodalDataset": "dataset",
+    "Standardizer": "dataset",
+    "make_synthetic": "synthetic",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"centrobind.data.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'centrobind.data' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,4 +1,8 @@
-"""Built-in datasets and the ``load`` entry point (builtin name or dataset folder)."""
+"""Built-in datasets, the ``load`` entry point (builtin name or dataset folder) and ``describe``.
+
+This module and :mod:`centrobind.data.disk` import torch only when a dataset is actually built, so
+``centrobind inspect`` reports a malformed folder without paying for the torch import.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +10,29 @@ import inspect
 import os
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from centrobind.data.dataset import MultimodalDataset
 from centrobind.data.disk import load_dataset
-from centrobind.data.synthetic import make_synthetic
 from centrobind.errors import DatasetError
 
-__all__ = ["BUILTINS", "load", "load_builtin"]
+if TYPE_CHECKING:
+    from centrobind.data.dataset import MultimodalDataset
+
+__all__ = ["BUILTINS", "MFEAT_VIEWS", "describe", "load", "load_builtin"]
 
 #: Names accepted by :func:`load_builtin` (and by :func:`load` instead of a folder path).
 BUILTINS: tuple[str, ...] = ("mfeat", "synthetic")
 
+#: mfeat modality order (UCI Multiple Features views).
 MFEAT_VIEWS: tuple[str, ...] = ("fac", "fou", "kar", "mor", "pix", "zer")
 
 
 def _load_mfeat() -> MultimodalDataset:
     """UCI Multiple Features: 2000 digits (10 x 200, class order), six views, task ``digit``."""
+    from centrobind.data.dataset import MultimodalDataset
+
     res = resources.files("centrobind.data").joinpath("mfeat.npz")
     try:
         with res.open("rb") as f, np.load(f, allow_pickle=False) as npz:
@@ -47,6 +55,8 @@ def load_builtin(name: str, **params: Any) -> MultimodalDataset:
             raise DatasetError(f"mfeat: takes no parameters, got {', '.join(sorted(params))}")
         return _load_mfeat()
     if name == "synthetic":
+        from centrobind.data.synthetic import make_synthetic
+
         allowed = list(inspect.signature(make_synthetic).parameters)
         unknown = sorted(set(params) - set(allowed))
         if unknown:
@@ -77,3 +87,54 @@ def load(path_or_builtin: str | os.PathLike[str], **params: Any) -> MultimodalDa
             f"{path}: unknown load parameter(s) {', '.join(unknown)} (allowed: mmap)"
         )
     return load_dataset(path, **params)
+
+
+def _table(rows: list[list[str]], right: set[int]) -> list[str]:
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    return [
+        "  "
+        + "  ".join(
+            cell.rjust(widths[c]) if c in right else cell.ljust(widths[c])
+            for c, cell in enumerate(r)
+        ).rstrip()
+        for r in rows
+    ]
+
+
+def describe(ds: MultimodalDataset) -> str:
+    """Plain-text summary: name, N, modalities (dim, present, missing), labels, factors, splits."""
+    n = len(ds)
+    pct = 100.0 / max(n, 1)
+    mask = ds.mask.cpu().numpy()
+    lines = [
+        f"dataset: {ds.name or '(unnamed)'}",
+        f"samples: {n}",
+        f"modalities: {ds.num_modalities}",
+    ]
+    rows = [["name", "dim", "present", "missing"]]
+    for i, m in enumerate(ds.modalities):
+        p = int(mask[i].sum())
+        rows.append([m, str(ds.dims[m]), str(p), f"{(n - p) * pct:.1f}%"])
+    lines += _table(rows, {1, 2, 3})
+    complete = int(mask.all(axis=0).sum())
+    lines.append(f"  samples with all modalities: {complete} ({complete * pct:.1f}%)")
+    if ds.labels:
+        lines.append(f"labels: {len(ds.labels)}")
+        rows = [["task", "classes", "counts"]]
+        for task, y in ds.labels.items():
+            vals, counts = np.unique(y.cpu().numpy(), return_counts=True)
+            if len(vals) <= 12:
+                cnt = " ".join(f"{int(v)}:{int(c)}" for v, c in zip(vals, counts, strict=True))
+            else:
+                cnt = f"min {int(counts.min())}, max {int(counts.max())} per class"
+            rows.append([task, str(len(vals)), cnt])
+        lines += _table(rows, {1})
+    if ds.factors:
+        lines.append(f"factors: {len(ds.factors)}")
+        rows = [["group", "dim"]] + [[g, str(f.shape[1])] for g, f in ds.factors.items()]
+        lines += _table(rows, {1})
+    if ds.splits:
+        lines.append(f"splits: {len(ds.splits)}")
+        rows = [["split", "size"]] + [[s, str(v.numel())] for s, v in ds.splits.items()]
+        lines += _table(rows, {1})
+    return "\n".join(lines)

@@ -10,12 +10,12 @@ Layout (all arrays are ``.npy`` files; only ``modalities/`` is required)::
       splits/<split>.npy        int indices into [0, N), no duplicates within a split
 
 Modality order: the order listed in ``meta.json`` ``"modalities"`` if present (it must then name
-exactly the files in ``modalities/``), otherwise the ``.npy`` files sorted by file name. Labels,
-factors and splits are read sorted by file name, unless ``meta.json`` lists exactly those names
-under ``"labels"``/``"factors"``/``"splits"`` (as :func:`save_dataset` writes). The dataset name
-is ``meta.json`` ``"name"`` if present, else the folder name. A row that is entirely NaN marks
-that sample's modality missing; any other NaN/inf is an error. Files not ending in ``.npy`` are
-ignored.
+exactly the files in ``modalities/``), otherwise sorted by name (Python string order of the file
+stems). Labels, factors and splits are read sorted by name, unless ``meta.json`` lists exactly
+those names under ``"labels"``/``"factors"``/``"splits"`` (as :func:`save_dataset` writes). The
+dataset name is ``meta.json`` ``"name"`` if present, else the folder name. A row that is entirely
+NaN marks that sample's modality missing; any other NaN/inf is an error. Files not ending in
+``.npy`` are ignored.
 
 Every problem raises :class:`~centrobind.errors.DatasetError` with a one-line message naming the
 file and the problem.
@@ -26,18 +26,23 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
-from centrobind.data.dataset import MultimodalDataset, _one_line
 from centrobind.errors import DatasetError
+
+if TYPE_CHECKING:  # torch is imported only once the folder has been checked (fast CLI errors)
+    from centrobind.data.dataset import MultimodalDataset
 
 __all__ = ["load_dataset", "save_dataset"]
 
 _SUBDIRS = ("modalities", "labels", "factors", "splits")
 FORMAT = "centrobind-dataset/1"
+
+
+def _one_line(e: BaseException | str) -> str:
+    return " ".join(str(e).split())
 
 
 def _read_npy(path: Path, mmap: bool) -> np.ndarray:
@@ -74,7 +79,8 @@ def _read_npy(path: Path, mmap: bool) -> np.ndarray:
 def _npy_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file())
+    files = (p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file())
+    return sorted(files, key=lambda p: p.stem)
 
 
 def _read_meta(root: Path) -> dict[str, Any]:
@@ -156,7 +162,7 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
             f"{mod_dir}: need at least 2 modality .npy files, found {len(order)} ({found})"
         )
 
-    feats: dict[str, torch.Tensor] = {}
+    feats: dict[str, np.ndarray] = {}
     present: list[np.ndarray] = []
     n = -1
     first: Path | None = None
@@ -189,7 +195,7 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
         if missing.all():
             raise DatasetError(f"{p}: every row is NaN (modality missing for all samples)")
         x[missing] = 0.0
-        feats[m] = torch.from_numpy(x)
+        feats[m] = x
         present.append(~missing)
     mask = np.stack(present)
     empty = ~mask.any(axis=0)
@@ -199,13 +205,13 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
             f"{mod_dir}: sample {row} has no modality present (all-NaN row in every file)"
         )
 
-    labels: dict[str, torch.Tensor] = {}
+    labels: dict[str, np.ndarray] = {}
     for p in _npy_files(root / "labels"):
         y = _integers(_read_npy(p, mmap), p, "labels")
         if y.shape[0] != n:
             raise DatasetError(f"{p}: has {y.shape[0]} labels, expected {n} (number of samples)")
-        labels[p.stem] = torch.from_numpy(y)
-    factors: dict[str, torch.Tensor] = {}
+        labels[p.stem] = y
+    factors: dict[str, np.ndarray] = {}
     for p in _npy_files(root / "factors"):
         arr = _read_npy(p, mmap)
         if arr.ndim == 1:
@@ -218,8 +224,8 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
             f = np.array(arr, dtype=np.float32)
         if not np.isfinite(f).all():
             raise DatasetError(f"{p}: factors contain NaN/inf")
-        factors[p.stem] = torch.from_numpy(f)
-    splits: dict[str, torch.Tensor] = {}
+        factors[p.stem] = f
+    splits: dict[str, np.ndarray] = {}
     for p in _npy_files(root / "splits"):
         s = _integers(_read_npy(p, mmap), p, "split indices")
         out = (s < 0) | (s >= n)
@@ -228,16 +234,18 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
         uniq, counts = np.unique(s, return_counts=True)
         if (counts > 1).any():
             raise DatasetError(f"{p}: duplicate index {int(uniq[counts > 1][0])} in split")
-        splits[p.stem] = torch.from_numpy(s)
+        splits[p.stem] = s
 
     labels = _meta_order(meta, "labels", labels)
     factors = _meta_order(meta, "factors", factors)
     splits = _meta_order(meta, "splits", splits)
     name = meta.get("name") or root.resolve().name
+    from centrobind.data.dataset import MultimodalDataset
+
     try:
         return MultimodalDataset(
             feats,
-            mask=torch.from_numpy(mask),
+            mask=mask,
             labels=labels,
             factors=factors,
             splits=splits,
@@ -284,7 +292,7 @@ def save_dataset(
     for d in _SUBDIRS:
         (root / d).mkdir(parents=True, exist_ok=True)
     for i, m in enumerate(ds.modalities):
-        x = ds.features[m].detach().cpu().to(torch.float32).numpy().copy()
+        x = ds.features[m].detach().cpu().float().numpy().copy()
         x[~ds.mask[i].cpu().numpy()] = np.nan
         np.save(root / "modalities" / f"{m}.npy", x)
     for k, v in ds.labels.items():

@@ -1,16 +1,18 @@
-"""Retrieval metrics: R@k, MRR and median rank, computed in query chunks.
+"""Retrieval metrics: R@k, MRR and median rank, computed block by block.
 
 Rank convention (used everywhere, including the tests' brute-force reference):
-``rank = 1 + #{gallery items whose score is STRICTLY higher than the target's score}``.
-Ties are therefore counted optimistically: a gallery item that scores exactly the same as the
-target does not push it down. Caveat: fully collapsed embeddings (every score equal) get
-R@1 = 100 under this convention; look at the uniformity metric to catch collapse.
-NaN scores of non-target items never outrank the target; a NaN target score is an error.
+``rank = 1 + #{gallery items other than the target whose score is STRICTLY higher than the
+target's score}``. Ties are therefore counted optimistically: a gallery item that scores exactly
+the same as the target does not push it down. Caveats: ties are decided on the computed float
+scores (the target's score comes from its own ``score_fn`` call, so a near-duplicate may land a
+rounding error above or below it); fully collapsed embeddings (all scores exactly equal) get
+R@1 = 100, so check the uniformity metric for collapse. NaN scores of non-target items never
+outrank the target; a NaN target score is an error.
 
-Memory: one query block of ``chunk_size`` rows materialises a ``[chunk_size, Ng]`` score matrix
-(float32: ``4 * chunk_size * Ng`` bytes, e.g. 1.6 GB for 4096 x 100k; use ``chunk_size=1024``
-for 0.4 GB); the comparison against the target score is done in slices of that block, so no
-other ``[chunk, Ng]`` buffer is allocated and the full ``Nq x Ng`` matrix never exists.
+Memory: queries are processed in blocks of ``chunk_size`` rows and, within a block, the gallery
+in slices of ``max(1, 2**24 // chunk_size)`` rows, so at most ~2**24 scores (64 MB in float32)
+plus a boolean mask of the same shape exist at once; the full ``Nq x Ng`` matrix never does.
+100k x 100k with D=256 needs ~0.3 GB on top of the inputs.
 """
 
 from __future__ import annotations
@@ -41,13 +43,19 @@ __all__ = [
 ]
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
-"""``score_fn(q_block: Tensor[c, D], gallery: Tensor[Ng, D]) -> Tensor[c, Ng]``."""
+"""``score_fn(q_block: Tensor[c, D], gallery_block: Tensor[g, D]) -> Tensor[c, g]``."""
 
-_CMP_ROWS = 256  # rows of the score block compared at once (bounds the temporary bool buffer)
+_BLOCK_ELEMS = 1 << 24  # max scores held at once per (query block x gallery slice)
+_TARGET_ROWS = 256  # queries per call when scoring each query against its own target
 
 
 def _dot_scores(q: Tensor, g: Tensor) -> Tensor:
     return q @ g.T
+
+
+def _check_shape(scores: Tensor, shape: tuple[int, int]) -> None:
+    if tuple(scores.shape) != shape:
+        raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {shape}")
 
 
 def retrieval_ranks(
@@ -65,8 +73,11 @@ def retrieval_ranks(
         targets: ``LongTensor[Nq]``, gallery row of each query's positive; default ``arange(Nq)``
             (then ``Nq <= Ng`` is required).
         chunk_size: queries scored per block.
-        score_fn: ``(Tensor[c, D], Tensor[Ng, D]) -> Tensor[c, Ng]``; default dot product
-            (cosine for L2-normalised inputs).
+        score_fn: ``(Tensor[c, D], Tensor[g, D]) -> Tensor[c, g]``, the score of every query
+            row against every given gallery row; it is called on gallery slices (and on each
+            query's own target), so a score must depend only on its (query, gallery) row pair.
+            Extra per-query inputs (e.g. Symile's third modality) can ride along as extra
+            query columns. Default: dot product (cosine for L2-normalised inputs).
 
     Returns:
         ``LongTensor[Nq]`` on the CPU, values in ``[1, Ng]``.
@@ -104,20 +115,32 @@ def retrieval_ranks(
     with torch.no_grad():
         for start in range(0, nq, chunk_size):
             stop = min(start + chunk_size, nq)
-            scores = score_fn(q[start:stop], g)
-            if tuple(scores.shape) != (stop - start, ng):
-                raise ValueError(
-                    f"score_fn returned shape {tuple(scores.shape)}, expected {(stop - start, ng)}"
-                )
-            t = tgt_idx[start:stop].to(scores.device)
-            tgt_scores = scores.gather(1, t[:, None])  # [c, 1]
+            qb = q[start:stop]
+            c = stop - start
+            tb = tgt_idx[start:stop].to(g.device)
+            # score of each query against its own target: diagonal of small [r, r] blocks
+            tgt_parts = []
+            for r0 in range(0, c, _TARGET_ROWS):
+                r1 = min(r0 + _TARGET_ROWS, c)
+                s_t = score_fn(qb[r0:r1], g[tb[r0:r1]])
+                _check_shape(s_t, (r1 - r0, r1 - r0))
+                tgt_parts.append(s_t.diagonal())
+            tgt_scores = torch.cat(tgt_parts)[:, None]  # [c, 1]
             if bool(torch.isnan(tgt_scores).any()):
                 raise ValueError("score of a query's target is NaN")
-            for r0 in range(0, stop - start, _CMP_ROWS):
-                r1 = min(r0 + _CMP_ROWS, stop - start)
-                higher = (scores[r0:r1] > tgt_scores[r0:r1]).sum(dim=1)
-                ranks[start + r0 : start + r1] = higher.cpu() + 1
-            del scores
+            higher = torch.zeros(c, dtype=torch.long, device=tgt_scores.device)
+            step = max(1, _BLOCK_ELEMS // c)
+            for j0 in range(0, ng, step):
+                j1 = min(j0 + step, ng)
+                scores = score_fn(qb, g[j0:j1])
+                _check_shape(scores, (c, j1 - j0))
+                above = scores > tgt_scores
+                del scores
+                inside = ((tb >= j0) & (tb < j1)).nonzero().squeeze(1)
+                if inside.numel():  # the target never outranks itself
+                    above[inside, tb[inside] - j0] = False
+                higher += above.sum(dim=1)
+            ranks[start:stop] = higher.cpu() + 1
     return ranks
 
 

@@ -30,9 +30,23 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from .distributed import DistInfo, dist_info
+from .distributed import (
+    DistInfo,
+    all_gather_no_grad,
+    all_gather_with_grad,
+    check_equal_sizes,
+    dist_info,
+)
 
-__all__ = ["Batch", "Objective", "ObjectiveOutput", "normalize_inputs", "resolve_modality"]
+__all__ = [
+    "Batch",
+    "Objective",
+    "ObjectiveOutput",
+    "complete_samples",
+    "gather_batch",
+    "normalize_inputs",
+    "resolve_modality",
+]
 
 
 @dataclass
@@ -163,6 +177,65 @@ def resolve_modality(spec: int | str, names: Sequence[str]) -> int:
     if not -M <= int(spec) < M:
         raise ValueError(f"modality index {spec} out of range for M={M}")
     return int(spec) % M
+
+
+def gather_batch(
+    batch: Batch, extra: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Gather ``z`` (plus ``extra`` rows, e.g. an anchor) and the mask over ranks.
+
+    Args:
+        batch: a batch with ``batch.dist`` set; ``z`` is ``[M, n, D]``.
+        extra: optional ``[E, n, D]`` stacked under ``z`` before the (single) differentiable gather.
+
+    Returns:
+        ``(xg [M + E, W n, D], mask_loc [M, n], mask_g [M, W n], offset = rank * n)``. Every rank
+        gathers a full mask (all True where none was given) so all ranks run the same collectives.
+
+    Example (inside an initialised process group)::
+
+        zg, mask_loc, mask_g, offset = gather_batch(batch)
+    """
+    info = batch.dist
+    assert info is not None
+    z = batch.z
+    M, n, _ = z.shape
+    check_equal_sizes(n, z.device, info)
+    mask_loc = batch.mask if batch.mask is not None else z.new_ones(M, n, dtype=torch.bool)
+    x = z if extra is None else torch.cat([z, extra], 0)
+    xg = all_gather_with_grad(x, 1, info)
+    mask_g = all_gather_no_grad(mask_loc, 1, info)
+    return xg, mask_loc, mask_g, info.rank * n
+
+
+def complete_samples(batch: Batch) -> tuple[Tensor, Tensor, int, float]:
+    """The samples with every modality present: this rank's rows and the (global) columns.
+
+    Used by objectives whose terms involve all ``M`` modalities (Symile, GRAM).
+
+    Returns:
+        ``(z_rows [M, n_l, D], z_cols [M, n_g, D], offset, scale)``: ``z_cols`` are the complete
+        samples of the global batch (``z_rows`` itself in a single process), ``offset`` is the
+        column index of the first local row, and ``scale = W / n_g`` multiplies the summed per-row
+        losses (``1 / n`` in a single process) so that rank shares average to the global mean.
+
+    Example:
+        >>> b = Batch(torch.ones(2, 3, 4), torch.tensor(1.0),
+        ...           torch.tensor([[True, True, False], [True, True, True]]), ["0", "1"])
+        >>> zr, zc, off, scale = complete_samples(b)
+        >>> zr.shape, off, scale
+        (torch.Size([2, 2, 4]), 0, 0.5)
+    """
+    z, mask = batch.z, batch.mask
+    if batch.dist is None:
+        zr = z if mask is None else z[:, mask.all(0)]
+        return zr, zr, 0, 1.0 / max(zr.shape[1], 1)
+    zg, mask_loc, mask_g, offset = gather_batch(batch)
+    valid_loc, valid_g = mask_loc.all(0), mask_g.all(0)
+    zr = z[:, valid_loc]
+    zc = zg[:, valid_g]
+    off = int(valid_g[:offset].sum())
+    return zr, zc, off, batch.dist.world_size / max(zc.shape[1], 1)
 
 
 class Objective(nn.Module):

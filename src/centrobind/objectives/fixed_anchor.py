@@ -1,0 +1,50 @@
+"""Fixed-anchor binding (ImageBind style): every modality is bound to one anchor modality.
+
+``loss = mean_{m != k} nce_sym(z_k, z_m)`` with ``k`` the anchor.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .all_pairs import pair_terms
+from .base import Batch, Objective, resolve_modality
+
+__all__ = ["FixedAnchor"]
+
+
+class FixedAnchor(Objective):
+    """ImageBind-style objective: ``loss = mean_{m != k} nce_sym(z_k, z_m)``.
+
+    Terms ``"k-m"`` (anchor first). Each term uses the samples where both the anchor and ``m`` are
+    present. With ``M = 2`` it is the CLIP loss.
+
+    Args:
+        anchor: the anchor modality ``k``: an index (negative allowed) or, for dict input, a name.
+        chunk_size: row-block size of the InfoNCE kernel (bounds memory to ``~2 chunk_size N``).
+        gather: compute against the batch gathered over ``torch.distributed`` ranks.
+
+    Shapes: ``z [M, N, D]`` (or dict), ``mask [M, N]`` -> ``loss []``.
+
+    Example:
+        >>> import torch, torch.nn.functional as F
+        >>> z = {"img": F.normalize(torch.randn(16, 8), dim=-1),
+        ...      "txt": F.normalize(torch.randn(16, 8), dim=-1),
+        ...      "aud": F.normalize(torch.randn(16, 8), dim=-1)}
+        >>> sorted(FixedAnchor(anchor="img")(z, 10.0).terms)
+        ['img-aud', 'img-txt']
+    """
+
+    def __init__(self, anchor: int | str = 0, chunk_size: int | None = None,
+                 gather: bool = True) -> None:
+        super().__init__(gather)
+        self.anchor = anchor
+        self.chunk_size = chunk_size
+
+    def _terms(self, batch: Batch) -> dict[str, Tensor]:
+        k = resolve_modality(self.anchor, batch.names)
+        M = batch.z.shape[0]
+        return pair_terms(batch, [(k, m) for m in range(M) if m != k], self.chunk_size)
+
+    def extra_repr(self) -> str:
+        return f"anchor={self.anchor!r}, chunk_size={self.chunk_size}"
