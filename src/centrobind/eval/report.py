@@ -177,6 +177,8 @@ def _retrieval_section(ret: Mapping[str, Any], names: list[str]) -> list[str]:
         add("mean (all pairs)", ret.get("mean"))
         for k, m in (ret.get("mean_excluding") or {}).items():
             add(f"mean excl. {k}", m)
+        if isinstance(ret.get("mean_excluding_anchor"), Mapping):
+            add("mean excl. anchor", ret["mean_excluding_anchor"])
         loo = ret.get("leave_one_out") or {}
         for b in names:
             if b in loo:

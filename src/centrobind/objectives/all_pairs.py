@@ -69,7 +69,10 @@ def pair_terms(batch: Batch, pairs: Sequence[tuple[int, int]], chunk_size: int |
         losses = symmetric_infonce_global(pick(z, ka), pick(z, kb), pick(zg, ka), pick(zg, kb), s,
                                           weight, valid_g[keep], offset, chunk_size)
     names = batch.names
-    return {f"{names[i]}-{names[j]}": losses[k] for k, (i, j) in enumerate(zip(ka, kb))}
+    return {
+        f"{names[i]}-{names[j]}": losses[t]
+        for t, (i, j) in enumerate(zip(ka, kb, strict=True))
+    }
 
 
 class AllPairs(Objective):

@@ -140,7 +140,9 @@ def normalize_inputs(
 
     if isinstance(logit_scale, Tensor):
         if logit_scale.numel() != 1:
-            raise ValueError(f"logit_scale must have one element, got shape {tuple(logit_scale.shape)}")
+            raise ValueError(
+                f"logit_scale must have one element, got shape {tuple(logit_scale.shape)}"
+            )
         s = logit_scale.reshape(())
         if s.device != z.device:
             s = s.to(z.device)

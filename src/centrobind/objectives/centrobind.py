@@ -129,14 +129,14 @@ class CentroBind(Objective):
                 raise ValueError(f"weights must be finite, non-negative, not all 0: {w.tolist()}")
             if num_modalities is not None and num_modalities != len(w):
                 raise ValueError(f"{len(w)} weights for num_modalities={num_modalities}")
-            self.register_buffer("fixed_weights", w.float(), persistent=False)
+            self.register_buffer("fixed_weights", w, persistent=False)
 
     def modality_weights(self, M: int) -> Tensor | None:
         """The normalised weights ``w [M]`` (sum 1), or None for uniform.
 
         Example:
             >>> CentroBind(weights=[1, 3]).modality_weights(2)
-            tensor([0.2500, 0.7500])
+            tensor([0.2500, 0.7500], dtype=torch.float64)
         """
         expected = self.num_modalities
         if self.learned_weights:

@@ -69,7 +69,7 @@ def dist_info(gather: bool = True) -> DistInfo | None:
 
 
 class _AllGatherWithGrad(torch.autograd.Function):
-    """``cat(all_gather(x), dim)``; backward: all-reduce (sum) the gradient, keep the local slice."""
+    """``cat(all_gather(x), dim)``; backward: all-reduce (sum) the gradient, keep local slice."""
 
     @staticmethod
     def forward(ctx, x: Tensor, dim: int, world: int, rank: int, group: Any) -> Tensor:

@@ -1,4 +1,4 @@
-"""Shared InfoNCE kernels: fused symmetric InfoNCE for ``T`` terms at once, with closed-form backward.
+"""Shared InfoNCE kernels: fused symmetric InfoNCE for ``T`` terms at once, closed-form backward.
 
 Notation (``s`` = logit scale, rows ``a_i``, columns ``b_j``, over the valid samples only)::
 
@@ -92,7 +92,9 @@ def _put(grad: Tensor, t: int, idx: Tensor | None, value: Tensor) -> None:
 
 def _check_pair(a: Tensor, b: Tensor, name_a: str = "a", name_b: str = "b") -> int:
     if a.dim() != 3 or b.dim() != 3:
-        raise ValueError(f"{name_a}, {name_b} must be [T, N, D]; got {tuple(a.shape)}, {tuple(b.shape)}")
+        raise ValueError(
+            f"{name_a}, {name_b} must be [T, N, D]; got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
     Ta, Tb = a.shape[0], b.shape[0]
     if a.shape[2] != b.shape[2] or not (Ta == Tb or 1 in (Ta, Tb)):
         raise ValueError(f"incompatible shapes {tuple(a.shape)} and {tuple(b.shape)}")
@@ -415,7 +417,9 @@ def infonce_rows(
     """
     T = row_weight.shape[0]
     if q.dim() != 3 or k.dim() != 3 or q.shape[2] != k.shape[2]:
-        raise ValueError(f"q, k must be [T, n, D], [T, K, D]; got {tuple(q.shape)}, {tuple(k.shape)}")
+        raise ValueError(
+            f"q, k must be [T, n, D], [T, K, D]; got {tuple(q.shape)}, {tuple(k.shape)}"
+        )
     n, K = q.shape[1], k.shape[1]
     if tuple(row_weight.shape) != (T, n) or q.shape[0] not in (1, T) or k.shape[0] not in (1, T):
         raise ValueError("row_weight must be [T, n] with q, k of T or 1 terms")
@@ -489,7 +493,8 @@ def nce_sym_reference(
 
     Example:
         >>> z = torch.nn.functional.normalize(torch.randn(2, 5, 3, dtype=torch.float64), dim=-1)
-        >>> torch.allclose(nce_sym_reference(z[:1], z[1:], 4.0), symmetric_infonce(z[:1], z[1:], 4.0))
+        >>> ref = nce_sym_reference(z[:1], z[1:], 4.0)
+        >>> torch.allclose(ref, symmetric_infonce(z[:1], z[1:], 4.0))
         True
     """
     T = _check_pair(a, b)

@@ -16,6 +16,7 @@ from .infonce import row_cross_entropy
 
 __all__ = ["Symile"]
 
+
 class Symile(Objective):
     """Symile objective: one cross-entropy term per anchor modality, ``loss = mean_m CE_m``.
 
@@ -134,4 +135,3 @@ class Symile(Objective):
 
     def extra_repr(self) -> str:
         return f"negative_sampling={self.negative_sampling!r}"
-

@@ -1,0 +1,73 @@
+"""Binding objectives: losses that learn one embedding space for ``M >= 2`` paired modalities.
+
+Every objective is an ``nn.Module`` called as ``out = objective(z, logit_scale, mask=None)`` with
+``z [M, N, D]`` (or a dict of ``[N, D]``), returning :class:`ObjectiveOutput` (``loss``, ``terms``);
+see :mod:`centrobind.objectives.base`. Available (``make_objective`` names):
+
+* ``centrobind``: :class:`CentroBind`, every modality vs the per-sample centroid (``M`` terms);
+* ``fixed_anchor``: :class:`FixedAnchor`, every modality vs one anchor modality (ImageBind);
+* ``all_pairs``: :class:`AllPairs`, every pair of modalities (CMC full graph);
+* ``symile``: :class:`Symile`, each modality vs the elementwise product of the others;
+* ``gram``: :class:`Gram`, volume of the parallelotope spanned by all modalities.
+
+Example:
+    >>> import torch, torch.nn.functional as F
+    >>> z = F.normalize(torch.randn(3, 32, 16), dim=-1).requires_grad_()
+    >>> out = make_objective("centrobind")(z, 1 / 0.07)
+    >>> out.loss.backward()
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .all_pairs import AllPairs
+from .base import Objective, ObjectiveOutput
+from .centrobind import CentroBind
+from .fixed_anchor import FixedAnchor
+from .gram import Gram
+from .infonce import nce_sym_reference, symmetric_infonce
+from .symile import Symile
+
+__all__ = [
+    "OBJECTIVES",
+    "AllPairs",
+    "CentroBind",
+    "FixedAnchor",
+    "Gram",
+    "Objective",
+    "ObjectiveOutput",
+    "Symile",
+    "make_objective",
+    "nce_sym_reference",
+    "symmetric_infonce",
+]
+
+#: Registry: name -> objective class.
+OBJECTIVES: dict[str, type[Objective]] = {
+    "centrobind": CentroBind,
+    "fixed_anchor": FixedAnchor,
+    "all_pairs": AllPairs,
+    "symile": Symile,
+    "gram": Gram,
+}
+
+
+def make_objective(name: str, **options: Any) -> Objective:
+    """Build the objective registered as ``name`` with constructor ``options``.
+
+    Raises:
+        ValueError: unknown ``name`` (the message lists the known names).
+        TypeError: an option the objective does not take.
+
+    Example:
+        >>> make_objective("fixed_anchor", anchor=1)
+        FixedAnchor(anchor=1, chunk_size=None)
+    """
+    try:
+        cls = OBJECTIVES[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown objective {name!r}; expected one of: {', '.join(OBJECTIVES)}"
+        ) from None
+    return cls(**options)
