@@ -20,7 +20,7 @@ def data_dir(tmp_path_factory):
 
 
 def _train(data_dir, out, *extra):
-    return main(["train", "--data", str(data_dir), "--out", str(out), "--epochs", "3",
+    return main(["train", "--data", str(data_dir), "--out", str(out), "--epochs", "15", "--warmup-steps", "5",
                  "--batch-size", "32", "--quiet", "--early-stopping", "5", *extra])
 
 

@@ -86,7 +86,9 @@ def build_objective(cfg: TrainConfig, modalities: list[str]) -> nn.Module:
         if anchor not in modalities:
             raise ConfigError(f"anchor {anchor!r} is not a modality; choose from {modalities}")
         opts.setdefault("anchor", modalities.index(anchor))
-    elif cfg.anchor is not None:
+    elif cfg.objective == "centrobind" and opts.get("weights") == "learned":
+        opts.setdefault("num_modalities", len(modalities))
+    if cfg.objective not in ("fixed_anchor", "gram") and cfg.anchor is not None:
         raise ConfigError(f"--anchor only applies to fixed_anchor and gram, not {cfg.objective}")
     if cfg.chunk_size is not None and cfg.objective in ("centrobind", "fixed_anchor", "all_pairs"):
         opts.setdefault("chunk_size", cfg.chunk_size)

@@ -111,6 +111,7 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
     mods = ds.modalities
     binder = gcca = None
     epochs_run = 0
+    learned: dict[str, float] = {}
     if method.kind in ("binder", "untrained"):
         cfg = _config(method, base, seed, len(mods))
         torch.manual_seed(seed)
@@ -120,6 +121,9 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
             validate = _validate_symile if method.objective == "symile" else None
             res = fit(binder, objective, train_ds, val_ds, cfg, validate=validate)
             epochs_run = len(res.history)
+            weights = getattr(objective, "modality_weights", None)
+            if getattr(objective, "learned_weights", False) and weights is not None:
+                learned = {f"w/{m}": float(w) for m, w in zip(mods, weights(len(mods)).detach(), strict=True)}
     elif method.kind == "gcca":
         gcca = GCCA(k=base.embed_dim).fit(train_ds.features)
     elif method.kind != "raw":
@@ -128,7 +132,7 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
 
     emb_tr = _embed(method, binder, gcca, train_ds)
     emb_te = _embed(method, binder, gcca, test_ds)
-    r: dict[str, float] = {"seconds": seconds, "epochs": float(epochs_run)}
+    r: dict[str, float] = {"seconds": seconds, "epochs": float(epochs_run), **learned}
     if method.kind != "raw":
         ret = cross_modal_retrieval(emb_te, test_ds.mask, ks=(1, 5))
         r["R@1"], r["R@5"] = ret["mean"]["R@1"], ret["mean"]["R@5"]

@@ -117,8 +117,9 @@ def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
         Method("CentroBind[detach,norm]", options=(("normalize_anchor", True),)),
         Method("CentroBind[grad,norm]",
                options=(("detach_anchor", False), ("normalize_anchor", True))),
-        Method("CentroBind[learned-w]",
-               options=(("detach_anchor", False), ("weights", "learned"))),
+        Method("CentroBind[learned-w]", options=(("weights", "learned"),)),
+        Method("CentroBind[lr3e-3]", overrides=(("lr", 3e-3),)),
+        Method("AllPairs[lr3e-3]", objective="all_pairs", overrides=(("lr", 3e-3),)),
         Method("FixedAnchor(pix)[no-pretrain]", objective="fixed_anchor", anchor="pix",
                overrides=(("anchor_init", "none"),)),
     ]

@@ -213,7 +213,8 @@ def gather_batch(
 def complete_samples(batch: Batch) -> tuple[Tensor, Tensor, int, float]:
     """The samples with every modality present: this rank's rows and the (global) columns.
 
-    Used by objectives whose terms involve all ``M`` modalities (Symile, GRAM).
+    Used by objectives whose terms involve all ``M`` modalities (Symile, GRAM). Half / bfloat16
+    embeddings are returned as float32 (products of ``M`` factors and determinants need it).
 
     Returns:
         ``(z_rows [M, n_l, D], z_cols [M, n_g, D], offset, scale)``: ``z_cols`` are the complete
@@ -229,13 +230,15 @@ def complete_samples(batch: Batch) -> tuple[Tensor, Tensor, int, float]:
         (torch.Size([2, 2, 4]), 0, 0.5)
     """
     z, mask = batch.z, batch.mask
+    if z.dtype in (torch.float16, torch.bfloat16):
+        z = z.float()
     if batch.dist is None:
         zr = z if mask is None else z[:, mask.all(0)]
         return zr, zr, 0, 1.0 / max(zr.shape[1], 1)
     zg, mask_loc, mask_g, offset = gather_batch(batch)
     valid_loc, valid_g = mask_loc.all(0), mask_g.all(0)
     zr = z[:, valid_loc]
-    zc = zg[:, valid_g]
+    zc = zg[:, valid_g].to(z.dtype)
     off = int(valid_g[:offset].sum())
     return zr, zc, off, batch.dist.world_size / max(zc.shape[1], 1)
 
