@@ -67,8 +67,39 @@ def _mip_loo(emb: dict[str, Tensor]) -> dict[str, Any]:
     return out
 
 
+def _gram_pair_scores(q: Tensor, g: Tensor) -> Tensor:
+    """GRAM's pairwise score: minus the area spanned by two unit vectors, ``-sqrt(1 - cos^2)``,
+    ranks exactly as ``cos^2``."""
+    return (q @ g.T) ** 2
+
+
+def _gram_loo(emb: dict[str, Tensor]) -> dict[str, Any]:
+    """GRAM's own leave-one-out retrieval: the candidate whose parallelotope with the query's other
+    M-1 embeddings has the smallest volume. ``det G = det(B) (1 - ||P z||^2)`` with ``B`` the
+    query vectors' Gram matrix and ``P`` the projection onto their span, so per query the ranking
+    is by ``||P z_j||^2 = sum_k (q_k . z_j)^2`` over an orthonormal basis ``q_k`` of that span."""
+    names = list(emb)
+    out: dict[str, Any] = {}
+    for b in names:
+        others = torch.stack([emb[m] for m in names if m != b], dim=2)  # [N, D, M-1]
+        basis = torch.linalg.qr(others.double())[0].float()  # [N, D, M-1]
+        k = basis.shape[2]
+        queries = basis.transpose(1, 2).reshape(basis.shape[0], -1)  # [N, (M-1) D]
+
+        def score(qb: Tensor, g: Tensor, k: int = k) -> Tensor:
+            return (torch.einsum("ckd,gd->ckg", qb.view(qb.shape[0], k, -1), g) ** 2).sum(1)
+
+        out[b] = retrieval_metrics(queries, emb[b], ks=(1, 5), score_fn=score)
+    out["mean"] = {k: sum(out[b][k] for b in names) / len(names) for k in ("R@1", "R@5")}
+    return out
+
+
 def _validate_symile(binder: Binder, val_ds: MultimodalDataset) -> float:
     return float(_mip_loo(binder.embed_all(val_ds))["mean"]["R@1"])
+
+
+def _validate_gram(binder: Binder, val_ds: MultimodalDataset) -> float:
+    return float(_gram_loo(binder.embed_all(val_ds))["mean"]["R@1"])
 
 
 def _config(method: Method, base: TrainConfig, seed: int, n_modalities: int) -> TrainConfig:
@@ -118,7 +149,7 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
         binder = build_binder(train_ds.dims, cfg)
         if method.kind == "binder":
             objective = build_objective(cfg, mods)
-            validate = _validate_symile if method.objective == "symile" else None
+            validate = {"symile": _validate_symile, "gram": _validate_gram}.get(method.objective)
             res = fit(binder, objective, train_ds, val_ds, cfg, validate=validate)
             epochs_run = len(res.history)
             weights = getattr(objective, "modality_weights", None)
@@ -134,7 +165,9 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
     emb_te = _embed(method, binder, gcca, test_ds)
     r: dict[str, float] = {"seconds": seconds, "epochs": float(epochs_run), **learned}
     if method.kind != "raw":
-        ret = cross_modal_retrieval(emb_te, test_ds.mask, ks=(1, 5))
+        is_gram = method.kind == "binder" and method.objective == "gram"
+        ret = cross_modal_retrieval(emb_te, test_ds.mask, ks=(1, 5),
+                                    score_fn=_gram_pair_scores if is_gram else None)
         r["R@1"], r["R@5"] = ret["mean"]["R@1"], ret["mean"]["R@5"]
         for k, v in ret["mean_excluding"].items():
             if v is not None:
@@ -145,6 +178,8 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
                     r[f"pair/{a}->{b}"] = ret[f"{a}->{b}"]["R@1"]
         if method.kind == "binder" and method.objective == "symile":
             loo = _mip_loo(emb_te)
+        elif is_gram:
+            loo = _gram_loo(emb_te)
         else:
             loo = leave_one_out_retrieval(emb_te, test_ds.mask, ks=(1, 5))
         r["loo_R@1"] = loo["mean"]["R@1"]

@@ -205,6 +205,7 @@ def cross_modal_retrieval(
     mask: ArrayLike | None = None,
     ks: Sequence[int] = (1, 5, 10),
     chunk_size: int = 4096,
+    score_fn: ScoreFn | None = None,
 ) -> dict[str, Any]:
     """Retrieval for every ordered modality pair ``a->b`` (``a != b``).
 
@@ -214,6 +215,8 @@ def cross_modal_retrieval(
     Args:
         emb: ``{name: Tensor[N, D]}``, L2-normalised; rows of missing modalities are ignored.
         mask: ``BoolTensor[M, N]`` in dict order, or None (all present).
+        score_fn: pairwise score (see :func:`retrieval_ranks`); default dot product. GRAM, for
+            one, ranks by the area spanned by two unit vectors, i.e. by ``cos^2``.
 
     Returns:
         ``{"a->b": metrics (see :func:`retrieval_metrics`), ...,
@@ -240,7 +243,8 @@ def cross_modal_retrieval(
                 continue
             qa = xs[a][both.to(xs[a].device)]
             gb = xs[b][both.to(xs[b].device)]
-            out[f"{a}->{b}"] = retrieval_metrics(qa, gb, ks=ks, chunk_size=chunk_size)
+            out[f"{a}->{b}"] = retrieval_metrics(qa, gb, ks=ks, chunk_size=chunk_size,
+                                                  score_fn=score_fn)
     pairs = [(a, b) for a in names for b in names if a != b]
     out["mean"] = _mean_metrics([out[f"{a}->{b}"] for a, b in pairs], ks)
     out["mean_excluding"] = {

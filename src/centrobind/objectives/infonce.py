@@ -105,6 +105,34 @@ def _check_pair(a: Tensor, b: Tensor, name_a: str = "a", name_b: str = "b") -> i
 # symmetric kernel (single process)
 
 
+#: A common shift ``c >= max L`` is used for the exponentials when every row and column has an
+#: entry within this many units of ``c`` (their diagonal): no row or column sum can underflow
+#: then, and one ``exp`` pass serves both softmaxes. Otherwise rows and columns get their own
+#: maxima (two ``exp`` passes). float32 qualifies for all ``s <= 30`` with unit vectors.
+SAFE_SHIFT_RANGE = {torch.float64: 600.0, torch.float32: 60.0}
+
+
+def _common_shift(as_: Tensor, bt: Tensor, pos: Tensor) -> Tensor | None:
+    """``c = max_i |s a_i| max_j |b_j| >= max L`` if ``min_i L_ii >= c - range``, else None."""
+    c = torch.linalg.vector_norm(as_, dim=1).max() * torch.linalg.vector_norm(bt, dim=1).max()
+    if bool(pos.min() >= c - SAFE_SHIFT_RANGE.get(as_.dtype, 60.0)):
+        return c
+    return None
+
+
+def _sym_full_shift(L: Tensor, c: Tensor, n: int, need_grad: bool):
+    """Fast path: ``E = exp(L - c)`` once; ``G = E (1 / (2n rs_i) + 1 / (2n cs_j)) - I / n``."""
+    E = L.sub_(c).exp_()
+    rs, cs = E.sum(1), E.sum(0)
+    lse_r, lse_c = rs.log().add_(c), cs.log().add_(c)
+    if not need_grad:
+        return lse_r, lse_c, None
+    F = torch.add(rs.reciprocal_().mul_(0.5 / n)[:, None], cs.reciprocal_().mul_(0.5 / n)[None, :])
+    E.mul_(F)
+    E.diagonal().sub_(1.0 / n)
+    return lse_r, lse_c, E
+
+
 def _sym_full(L: Tensor, n: int, need_grad: bool) -> tuple[Tensor, Tensor, Tensor | None]:
     """Row/column log-sum-exp of logits ``L [n, n]`` (destroyed) and ``G = dloss/dL`` in place."""
     m_r = L.amax(1, keepdim=True)
@@ -124,17 +152,27 @@ def _sym_full(L: Tensor, n: int, need_grad: bool) -> tuple[Tensor, Tensor, Tenso
     return lse_r, lse_c, E
 
 
-def _sym_chunked_stats(as_: Tensor, bt: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
-    """Row and column log-sum-exp of ``as_ @ bt^T`` computed in row blocks of ``chunk``."""
+def _sym_chunked_stats(as_: Tensor, bt: Tensor, chunk: int, c: Tensor | None
+                       ) -> tuple[Tensor, Tensor]:
+    """Row and column log-sum-exp of ``as_ @ bt^T`` computed in row blocks of ``chunk``.
+
+    With a common shift ``c`` the column sums simply accumulate; otherwise a running column
+    maximum rescales them (online log-sum-exp).
+    """
     n = as_.shape[0]
     lse_r = as_.new_empty(n)
-    m_c = as_.new_full((n,), float("-inf"))
     s_c = as_.new_zeros(n)
+    m_c = as_.new_full((n,), float("-inf"))
     buf = as_.new_empty(min(chunk, n), n)
-    buf2 = torch.empty_like(buf)
+    buf2 = torch.empty_like(buf) if c is None else None
     for r0 in range(0, n, chunk):
         r1 = min(n, r0 + chunk)
         Lb = torch.mm(as_[r0:r1], bt.t(), out=buf[: r1 - r0])
+        if c is not None:
+            Lb.sub_(c).exp_()
+            lse_r[r0:r1] = Lb.sum(1).log_().add_(c)
+            s_c.add_(Lb.sum(0))
+            continue
         m = Lb.amax(1, keepdim=True)
         E = torch.sub(Lb, m, out=buf2[: r1 - r0]).exp_()
         lse_r[r0:r1] = m.squeeze(1) + E.sum(1).log()
@@ -142,12 +180,14 @@ def _sym_chunked_stats(as_: Tensor, bt: Tensor, chunk: int) -> tuple[Tensor, Ten
         s_c.mul_((m_c - m_new).exp_())
         s_c.add_(Lb.sub_(m_new).exp_().sum(0))
         m_c = m_new
+    if c is not None:
+        return lse_r, s_c.log_().add_(c)
     return lse_r, m_c + s_c.log()
 
 
 def _sym_chunked_grads(
-    as_: Tensor, at: Tensor, bt: Tensor, lse_r: Tensor, lse_c: Tensor, chunk: int,
-    want_ga: bool, want_gb: bool,
+    as_: Tensor, at: Tensor, bt: Tensor, lse_r: Tensor, lse_c: Tensor, c: Tensor | None,
+    chunk: int, want_ga: bool, want_gb: bool,
 ) -> tuple[Tensor | None, Tensor | None]:
     """``G b`` and ``G^T a`` with ``G`` recomputed in row blocks (never ``[n, n]`` at once)."""
     n = as_.shape[0]
@@ -155,12 +195,19 @@ def _sym_chunked_grads(
     gb = torch.zeros_like(bt) if want_gb else None
     buf = as_.new_empty(min(chunk, n), n)
     buf2 = torch.empty_like(buf)
+    if c is not None:  # G = exp(L - c) (alpha_i + gamma_j)
+        alpha = (c - lse_r).exp_().mul_(0.5 / n)
+        gamma = (c - lse_c).exp_().mul_(0.5 / n)
     for r0 in range(0, n, chunk):
         r1 = min(n, r0 + chunk)
-        c = r1 - r0
-        Lb = torch.mm(as_[r0:r1], bt.t(), out=buf[:c])
-        P = torch.sub(Lb, lse_r[r0:r1, None], out=buf2[:c]).exp_()
-        P.add_(Lb.sub_(lse_c[None, :]).exp_()).mul_(0.5 / n)
+        k = r1 - r0
+        Lb = torch.mm(as_[r0:r1], bt.t(), out=buf[:k])
+        if c is not None:
+            P = Lb.sub_(c).exp_().mul_(torch.add(alpha[r0:r1, None], gamma[None, :],
+                                                 out=buf2[:k]))
+        else:
+            P = torch.sub(Lb, lse_r[r0:r1, None], out=buf2[:k]).exp_()
+            P.add_(Lb.sub_(lse_c[None, :]).exp_()).mul_(0.5 / n)
         P[:, r0:r1].diagonal().sub_(1.0 / n)
         if ga is not None:
             torch.mm(P, bt, out=ga[r0:r1])
@@ -186,12 +233,17 @@ class _SymmetricInfoNCE(torch.autograd.Function):
                 continue
             as_ = at * s_w
             pos = (as_ * bt).sum(1)
+            c = _common_shift(as_, bt, pos)
             if chunk_size is None or chunk_size >= n:
-                lse_r, lse_c, G = _sym_full(torch.mm(as_, bt.t()), n, need_grad)
-                states.append((idx, G, None, None))
+                L = torch.mm(as_, bt.t())
+                if c is not None:
+                    lse_r, lse_c, G = _sym_full_shift(L, c, n, need_grad)
+                else:
+                    lse_r, lse_c, G = _sym_full(L, n, need_grad)
+                states.append((idx, G, None, None, None))
             else:
-                lse_r, lse_c = _sym_chunked_stats(as_, bt, chunk_size)
-                states.append((idx, None, lse_r, lse_c))
+                lse_r, lse_c = _sym_chunked_stats(as_, bt, chunk_size, c)
+                states.append((idx, None, lse_r, lse_c, c))
             out[t] = ((lse_r + lse_c).mul_(0.5).sub_(pos)).mean()
         ctx.save_for_backward(a, b, s)
         ctx.states, ctx.wdt, ctx.chunk = states, wdt, chunk_size
@@ -210,14 +262,15 @@ class _SymmetricInfoNCE(torch.autograd.Function):
         for t, st in enumerate(ctx.states):
             if st is None:
                 continue
-            idx, G, lse_r, lse_c = st
+            idx, G, lse_r, lse_c, c = st
             at, bt = _take(a, t, idx, wdt), _take(b, t, idx, wdt)
             want_ga = need_a or (need_s and not need_b)
             if G is not None:
                 ga = torch.mm(G, bt) if want_ga else None
                 gb = torch.mm(G.t(), at) if need_b else None
             else:
-                ga, gb = _sym_chunked_grads(at * s_w, at, bt, lse_r, lse_c, chunk, want_ga, need_b)
+                ga, gb = _sym_chunked_grads(at * s_w, at, bt, lse_r, lse_c, c, chunk, want_ga,
+                                            need_b)
             g = grad_out[t]
             if need_s:
                 gs += g * ((at * ga).sum() if ga is not None else (bt * gb).sum())
