@@ -249,3 +249,17 @@ def test_leave_one_out_matches_brute_force():
         assert out[b]["R@1"] == pytest.approx(100 * np.mean(ref <= 1))
         assert out[b]["MRR"] == pytest.approx(np.mean(1 / ref))
     assert out["mean"]["R@1"] == pytest.approx(np.mean([out[b]["R@1"] for b in names]))
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_mean_pairwise_r1_matches_cross_modal_retrieval(with_mask):
+    from centrobind.eval.retrieval import mean_pairwise_r1
+
+    g = torch.Generator().manual_seed(5)
+    shared = torch.randn(60, 8, generator=g)
+    z = torch.nn.functional.normalize(shared + 1.2 * torch.randn(4, 60, 8, generator=g), dim=-1)
+    mask = torch.rand(4, 60, generator=g) > 0.3 if with_mask else None
+    ref = cross_modal_retrieval({str(i): z[i] for i in range(4)}, mask, ks=(1,))["mean"]["R@1"]
+    assert mean_pairwise_r1(z, mask) == pytest.approx(ref)
+    assert mean_pairwise_r1(z, mask, max_elements=1) == pytest.approx(ref)  # chunked fallback
+    assert 5 < ref < 95

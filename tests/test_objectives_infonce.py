@@ -189,3 +189,17 @@ def test_global_symmetric_with_one_rank_equals_fused():
     for chunk in (None, 4):
         out = symmetric_infonce_global(a, b, a, b, s, w, v, 0, chunk)
         check(out, symmetric_infonce(a, b, s, v), [a, b, s])
+
+
+def test_common_shift_is_used_only_when_safe(exp_path, monkeypatch):
+    if exp_path != "common_shift":
+        pytest.skip("checks the default guard")
+    calls = []
+    real = infonce_module._sym_full_shift
+    monkeypatch.setattr(infonce_module, "_sym_full_shift",
+                        lambda *args: calls.append(1) or real(*args))
+    a, b, _ = inputs(1, 32, 8, seed=11, dtype=torch.float32)
+    symmetric_infonce(a, b, 1 / 0.07)  # |L| <= 14.3: safe
+    assert calls == [1]
+    symmetric_infonce(a, b, 100.0)  # random rows: some diagonal far below the bound
+    assert calls == [1]

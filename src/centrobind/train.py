@@ -201,11 +201,11 @@ def _reordered_mask(ds, modalities: list[str]) -> Tensor:
 
 def default_validate(binder: Binder, val_ds) -> float:
     """Mean cross-modal R@1 over all ordered modality pairs on ``val_ds`` (early stopping)."""
-    from .eval.retrieval import cross_modal_retrieval
+    from .eval.retrieval import mean_pairwise_r1
 
     emb = binder.embed_all(val_ds)
-    return float(cross_modal_retrieval(emb, _reordered_mask(val_ds, binder.modalities),
-                                       ks=(1,))["mean"]["R@1"])
+    z = torch.stack([emb[m] for m in binder.modalities])
+    return mean_pairwise_r1(torch.nan_to_num(z), _reordered_mask(val_ds, binder.modalities))
 
 
 def pretrain_encoder(binder: Binder, modality: str, train_ds, cfg: TrainConfig,

@@ -30,8 +30,10 @@ __all__ = ["run_benchmark"]
 
 def _init_worker() -> None:
     import torch
+    from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)
+    threadpool_limits(1)  # numpy/scipy BLAS too: workers must not oversubscribe the cores
 
 
 def _run_job(suite: str, settings: BenchSettings, index: int) -> dict[str, Any]:

@@ -123,11 +123,15 @@ def _embed(method: Method, binder: Binder | None, gcca, ds: MultimodalDataset) -
 
 
 def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
-               base: TrainConfig, seed: int, train_transform=None) -> dict[str, float]:
+               base: TrainConfig, seed: int, train_transform=None, probe_tasks: int = 99,
+               per_view_probes: bool = True, loo: bool = True) -> dict[str, float]:
     """Train/fit ``method`` on ``splits['train']`` (early stopping on ``val``), score on ``test``.
 
     ``train_transform(train_ds) -> train_ds`` alters the training rows only (e.g. drop
-    modalities). Returns a flat dict of metrics (see :mod:`centrobind.bench.report`).
+    modalities). ``probe_tasks``: fused linear probes for the first that many label tasks;
+    ``per_view_probes``: also one probe per modality for the first task; ``loo``: leave-one-out
+    retrieval (probes dominate evaluation time, so sweeps switch them off). Returns a flat dict of
+    metrics (see :mod:`centrobind.bench.report`).
     """
     from .gcca import GCCA
 
@@ -176,16 +180,17 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
             for b in mods:
                 if a != b:
                     r[f"pair/{a}->{b}"] = ret[f"{a}->{b}"]["R@1"]
+    if loo and method.kind != "raw":
         if method.kind == "binder" and method.objective == "symile":
-            loo = _mip_loo(emb_te)
+            res_loo = _mip_loo(emb_te)
         elif is_gram:
-            loo = _gram_loo(emb_te)
+            res_loo = _gram_loo(emb_te)
         else:
-            loo = leave_one_out_retrieval(emb_te, test_ds.mask, ks=(1, 5))
-        r["loo_R@1"] = loo["mean"]["R@1"]
+            res_loo = leave_one_out_retrieval(emb_te, test_ds.mask, ks=(1, 5))
+        r["loo_R@1"] = res_loo["mean"]["R@1"]
         for b in mods:
-            r[f"loo/{b}"] = loo[b]["R@1"]
-    for t, task in enumerate(ds.labels):
+            r[f"loo/{b}"] = res_loo[b]["R@1"]
+    for t, task in enumerate(list(ds.labels)[:probe_tasks]):
         y_tr, y_te = train_ds.labels[task], test_ds.labels[task]
         if method.kind == "raw":
             fused_tr = torch.cat([emb_tr[m] for m in mods], 1)
@@ -194,7 +199,7 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
             fused_tr = fused_embedding(emb_tr, train_ds.mask)
             fused_te = fused_embedding(emb_te, test_ds.mask)
         r[f"probe/{task}/fused"] = linear_probe(fused_tr, y_tr, fused_te, y_te, seed=seed)
-        if t == 0:  # per-view probes for the main task only (they cost one fit each)
+        if t == 0 and per_view_probes:  # main task only: each probe is one lbfgs fit
             for m in mods:
                 ptr, pte = train_ds.present(m), test_ds.present(m)
                 r[f"probe/{task}/{m}"] = linear_probe(emb_tr[m][ptr], y_tr[ptr], emb_te[m][pte],

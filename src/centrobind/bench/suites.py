@@ -11,6 +11,7 @@ Each suite yields result rows ``{"suite", "setting", "method", "seed", **metrics
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -39,14 +40,16 @@ class BenchSettings:
     embed_dim: int = 64
     lr: float = 1e-3
     synthetic_samples: int = 3000
-    sweep_seeds: int = 3
+    synthetic_epochs: int = 60
+    ablation_seeds: int = 3
+    sweep_seeds: int = 2
     quick: bool = False
 
     @classmethod
     def make(cls, seeds: int | None, quick: bool) -> BenchSettings:
         if quick:
             return cls(seeds=seeds or 1, epochs=15, patience=15, synthetic_samples=1500,
-                       sweep_seeds=1, quick=True)
+                       synthetic_epochs=15, ablation_seeds=1, sweep_seeds=1, quick=True)
         return cls(seeds=seeds or 5)
 
     def train_config(self) -> TrainConfig:
@@ -66,12 +69,20 @@ class Job:
     data: Callable[[], MultimodalDataset]
     train_transform: Callable | None = None
     extra: tuple[tuple[str, float], ...] = ()
+    probe_tasks: int = 99
+    per_view_probes: bool = False
+    loo: bool = True
+    epochs: int | None = None
 
     def run(self, base: TrainConfig) -> dict:
         ds = self.data()
         stratify = next(iter(ds.labels), None)
         splits = ds.split_indices((0.7, 0.1, 0.2), seed=self.seed, stratify=stratify)
-        metrics = run_method(self.method, ds, splits, base, self.seed, self.train_transform)
+        if self.epochs is not None:
+            base = dataclasses.replace(base, epochs=self.epochs)
+        metrics = run_method(self.method, ds, splits, base, self.seed, self.train_transform,
+                             probe_tasks=self.probe_tasks, per_view_probes=self.per_view_probes,
+                             loo=self.loo)
         return {"suite": self.suite, "setting": self.setting, "method": self.method.name,
                 "seed": self.seed, **dict(self.extra), **metrics}
 
@@ -128,7 +139,8 @@ def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
         ablations = ablations[:1]
     for seed in range(s.seeds):
         for m in methods:
-            yield Job("mfeat", "mfeat", m, seed, _mfeat())
+            yield Job("mfeat", "mfeat", m, seed, _mfeat(), per_view_probes=True)
+    for seed in range(min(s.seeds, s.ablation_seeds)):
         for m in ablations:
             yield Job("mfeat", "ablation", m, seed, _mfeat())
 
@@ -142,7 +154,8 @@ def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
         for setting, noise1 in (("clean", SYNTH_CLEAN_NOISE), ("weak-anchor", SYNTH_WEAK_NOISE)):
             for m in methods:
                 yield Job("synthetic", setting, m, seed, _synthetic(noise1, s.synthetic_samples),
-                          extra=(("noise_m1", noise1),))
+                          extra=(("noise_m1", noise1),), probe_tasks=2,
+                          epochs=s.synthetic_epochs)
     sweep = [Method("FixedAnchor(m1)", objective="fixed_anchor", anchor="m1"),
              Method("CentroBind"), Method("AllPairs", objective="all_pairs")]
     levels = SWEEP_NOISE[::2] if s.quick else SWEEP_NOISE
@@ -150,7 +163,8 @@ def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
         for noise1 in levels:
             for m in sweep:
                 yield Job("synthetic", "sweep", m, seed, _synthetic(noise1, s.synthetic_samples),
-                          extra=(("noise_m1", noise1),))
+                          extra=(("noise_m1", noise1),), probe_tasks=0, loo=False,
+                          epochs=s.synthetic_epochs)
 
 
 def _drop(rate: float, seed: int):
@@ -167,7 +181,7 @@ def missing_jobs(s: BenchSettings) -> Iterator[Job]:
         for p in rates:
             for m in methods:
                 yield Job("missing", f"p={p}", m, seed, _mfeat(), _drop(p, 1000 + seed),
-                          extra=(("p", p),))
+                          extra=(("p", p),), probe_tasks=1, loo=False)
 
 
 SUITES: dict[str, Callable[[BenchSettings], Iterator[Job]]] = {

@@ -287,3 +287,35 @@ def leave_one_out_retrieval(
         out[b] = retrieval_metrics(q, g, ks=ks, chunk_size=chunk_size)
     out["mean"] = _mean_metrics([out[b] for b in names], ks)
     return out
+
+
+def mean_pairwise_r1(z: Tensor, mask: Tensor | None = None, max_elements: int = 2**26) -> float:
+    """Mean R@1 (%) over all ordered modality pairs, all pairs scored in one batched product.
+
+    The fast path of the trainer's validation: same value as
+    ``cross_modal_retrieval(...)["mean"]["R@1"]`` (same optimistic tie rule, rows where both
+    modalities are present), computed from one ``[M, M, N, N]`` score tensor; falls back to the
+    chunked :func:`cross_modal_retrieval` when that tensor would exceed ``max_elements``.
+
+    Args:
+        z: ``[M, N, D]`` L2-normalised embeddings (absent rows may hold anything finite or NaN).
+        mask: ``[M, N]`` bool, or None (all present).
+    """
+    M, N, _ = z.shape
+    present = torch.ones(M, N, dtype=torch.bool, device=z.device) if mask is None else (
+        mask.to(device=z.device, dtype=torch.bool))
+    if M * M * N * N > max_elements:
+        emb = {str(i): z[i] for i in range(M)}
+        mean = cross_modal_retrieval(emb, present, ks=(1,))["mean"]
+        return float("nan") if mean is None else float(mean["R@1"])
+    z = torch.where(present[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+    with torch.no_grad():
+        scores = torch.einsum("and,bmd->abnm", z, z)  # [M, M, N, N]
+        pos = scores.diagonal(dim1=2, dim2=3)  # [M, M, N]
+        valid = present[:, None, :] & present[None, :, :]  # [M, M, N]
+        scores = scores.masked_fill(~valid[:, :, None, :], float("-inf"))
+        hit = ((scores > pos[..., None]).sum(-1) == 0) & valid
+        count = valid.sum(-1)
+        off = ~torch.eye(M, dtype=torch.bool, device=z.device) & (count > 0)
+        r1 = 100.0 * hit.sum(-1)[off].double() / count[off].double()
+    return float(r1.mean()) if r1.numel() else float("nan")

@@ -60,6 +60,11 @@ class ObjectiveOutput:
             Modality names are indices (``"0"``, ``"1"``, ...) or the dict keys when ``z`` was a
             dict. Under ``torch.distributed`` these are this rank's shares (their mean over ranks
             is the global term).
+
+    Example:
+        >>> out = ObjectiveOutput(torch.tensor(0.5), {"0-1": torch.tensor(0.5)})
+        >>> {k: float(v) for k, v in out.terms.items()}
+        {'0-1': 0.5}
     """
 
     loss: Tensor
@@ -253,6 +258,16 @@ class Objective(nn.Module):
         requires_all_modalities: True when a sample only counts if every modality is present
             (Symile, GRAM); pairwise/centroid objectives use partially observed samples.
         gather: compute against the batch gathered over ``torch.distributed`` ranks.
+
+    Example (a new objective: mean squared distance of every modality to modality 0)::
+
+        class ToFirst(Objective):
+            def _terms(self, batch):
+                z = batch.z
+                return {f"0-{n}": (z[0] - z[m]).square().sum(-1).mean()
+                        for m, n in enumerate(batch.names) if m > 0}
+
+        out = ToFirst()(torch.randn(3, 8, 4), 1.0)   # out.loss, out.terms["0-1"], ...
     """
 
     requires_all_modalities: bool = False

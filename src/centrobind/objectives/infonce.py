@@ -13,8 +13,13 @@ with ``P_row`` / ``P_col`` the row / column softmax of the *same* ``L``; hence
 
 :func:`symmetric_infonce` computes ``L`` once per term, both log-sum-exps from it and (when a
 gradient is needed) ``G`` in place in the forward, so the backward is just the two matmuls: close
-to the matmul floor (``1`` forward + ``2`` backward ``[N, N, D]`` products per term) and far
-below the straightforward ``cross_entropy`` + autograd version (:func:`nce_sym_reference`).
+to the matmul floor (``1`` forward + ``2`` backward ``[N, N, D]`` products per term; one fewer
+when an input needs no gradient, e.g. CentroBind's detached anchor) and far below the
+straightforward ``cross_entropy`` + autograd version (:func:`nce_sym_reference`). When every
+diagonal logit is within :data:`SAFE_SHIFT_RANGE` of the bound ``c = max|s a_i| max|b_j|`` (always
+for unit vectors and ``s <= 30`` in float32) a single ``exp(L - c)`` pass serves both softmaxes,
+``G = exp(L - c) (1 / (2n rs_i) + 1 / (2n cs_j)) - I / n``; otherwise rows and columns are
+shifted by their own maxima (two ``exp`` passes), which is safe for any scale.
 With ``chunk_size`` it never materialises more than ``chunk_size x N`` logits: forward in row
 blocks (column log-sum-exp with a running max / sum), backward recomputing each block.
 
