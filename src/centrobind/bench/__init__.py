@@ -12,18 +12,21 @@ the same numbers on the same machine.
 
 from __future__ import annotations
 
+import dataclasses
+import multiprocessing as mp
 import os
 import platform
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_text
 from .report import aggregate, fmt, render_report, write_results
-from .suites import BenchSettings, suite_jobs
+from ..train import TrainConfig
+from .suites import BenchSettings, Job, suite_jobs
 
 __all__ = ["run_benchmark"]
 
@@ -36,9 +39,30 @@ def _init_worker() -> None:
     threadpool_limits(1)  # numpy/scipy BLAS too: workers must not oversubscribe the cores
 
 
-def _run_job(suite: str, settings: BenchSettings, index: int) -> dict[str, Any]:
-    job = suite_jobs(suite, settings)[index]
-    return job.run(settings.train_config())
+def _run_job(job: Job, base: TrainConfig) -> dict[str, Any]:
+    return job.run(base)
+
+
+def _unique(jobs: list[Job]) -> tuple[list[Job], list[int]]:
+    """Merge jobs that train the same model on the same rows (e.g. the missing suite's p=0 and
+    the mfeat suite): one run per compute key, evaluated with the union of what they ask for.
+    Returns the jobs to run and, for every input job, the index of its run."""
+    runs: list[Job] = []
+    where: dict[tuple, int] = {}
+    owner: list[int] = []
+    for job in jobs:
+        key = job.compute_key()
+        if key not in where:
+            where[key] = len(runs)
+            runs.append(job)
+        else:
+            k = where[key]
+            r = runs[k]
+            runs[k] = dataclasses.replace(
+                r, probe_tasks=max(r.probe_tasks, job.probe_tasks),
+                per_view_probes=r.per_view_probes or job.per_view_probes, loo=r.loo or job.loo)
+        owner.append(where[key])
+    return runs, owner
 
 
 def run_benchmark(suite: str = "all", seeds: int | None = None, quick: bool = False,
@@ -53,40 +77,44 @@ def run_benchmark(suite: str = "all", seeds: int | None = None, quick: bool = Fa
 
     settings = BenchSettings.make(seeds, quick)
     jobs = suite_jobs(suite, settings)
+    runs, owner = _unique(jobs)
+    base = settings.train_config()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(4, os.cpu_count() or 1)
     t0 = time.perf_counter()
-    rows: list[dict[str, Any]] = [None] * len(jobs)  # type: ignore[list-item]
-    bar = tqdm(total=len(jobs), desc=f"benchmark {suite}", unit="run", disable=quiet,
+    results: list[dict[str, Any]] = [{} for _ in runs]
+    bar = tqdm(total=len(runs), desc=f"benchmark {suite}", unit="run", disable=quiet,
                dynamic_ncols=True)
     if workers == 1:
         _init_worker()
-        for i in range(len(jobs)):
-            rows[i] = _run_job(suite, settings, i)
-            bar.set_postfix_str(f"{jobs[i].setting}/{jobs[i].method.name}")
+        for i, job in enumerate(runs):
+            results[i] = _run_job(job, base)
+            bar.set_postfix_str(f"{job.setting}/{job.method.name}")
             bar.update(1)
     else:
-        import multiprocessing as mp
-
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
                                  initializer=_init_worker) as pool:
-            futures = {pool.submit(_run_job, suite, settings, i): i for i in range(len(jobs))}
-            from concurrent.futures import as_completed
-
+            futures = {pool.submit(_run_job, job, base): i for i, job in enumerate(runs)}
             for fut in as_completed(futures):
                 i = futures[fut]
-                rows[i] = fut.result()
-                bar.set_postfix_str(f"{jobs[i].setting}/{jobs[i].method.name}")
+                results[i] = fut.result()
+                bar.set_postfix_str(f"{runs[i].setting}/{runs[i].method.name}")
                 bar.update(1)
     bar.close()
+    ids = ("suite", "setting", "method", "seed")
+    rows = []
+    for job, k in zip(jobs, owner, strict=True):
+        metrics = {key: v for key, v in results[k].items() if key not in ids}
+        rows.append({"suite": job.suite, "setting": job.setting, "method": job.method.name,
+                     "seed": job.seed, **metrics, **dict(job.extra)})
     wall = time.perf_counter() - t0
     cmd = "centrobind benchmark " + " ".join(
         shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["benchmark"] else []))
     meta = {"command": cmd.strip(), "suite": suite, "seeds": settings.seeds, "quick": quick,
             "epochs": settings.epochs, "patience": settings.patience,
             "batch_size": settings.batch_size, "embed_dim": settings.embed_dim, "lr": settings.lr,
-            "workers": workers, "wall_seconds": wall,
+            "workers": workers, "wall_seconds": wall, "jobs": len(jobs), "runs": len(runs),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
                        f"{platform.python_version()}, torch {_torch_version()}"}
     write_results(rows, out, meta)

@@ -40,7 +40,8 @@ def pair_heatmaps(agg: Agg, methods: list[str], mods: list[str], path: Path) -> 
         ax.set_xticks(range(len(mods)), mods)
         ax.set_yticks(range(len(mods)), mods)
         ax.set_xlabel("gallery view")
-        ax.set_ylabel("query view")
+        if ax is axes[0]:
+            ax.set_ylabel("query view")
         ax.set_title(f"{method}\nmean R@1 {np.nanmean(mat):.1f}")
     fig.colorbar(im, ax=list(axes), shrink=0.8, label="R@1 (%)")
     fig.savefig(path, dpi=110, bbox_inches="tight")

@@ -60,29 +60,39 @@ class BenchSettings:
 
 @dataclass(frozen=True)
 class Job:
-    """One (suite, setting, method, seed) cell."""
+    """One (suite, setting, method, seed) cell: plain data, so jobs can be sent to worker
+    processes and identical computations recognised (:meth:`compute_key`)."""
 
     suite: str
     setting: str
     method: Method
     seed: int
-    data: Callable[[], MultimodalDataset]
-    train_transform: Callable | None = None
+    data: tuple  # ("mfeat",) or ("synthetic", noise_m1, n_samples)
+    drop: float = 0.0  # training rows: drop each modality at this rate
     extra: tuple[tuple[str, float], ...] = ()
     probe_tasks: int = 99
     per_view_probes: bool = False
     loo: bool = True
     epochs: int | None = None
 
+    def compute_key(self) -> tuple:
+        """Jobs with equal keys train the same model on the same rows (evaluation may differ)."""
+        return (self.method, self.seed, self.data, self.drop, self.epochs)
+
     def run(self, base: TrainConfig) -> dict:
-        ds = self.data()
+        ds = dataset(self.data)
         stratify = next(iter(ds.labels), None)
         splits = ds.split_indices((0.7, 0.1, 0.2), seed=self.seed, stratify=stratify)
         if self.epochs is not None:
             base = dataclasses.replace(base, epochs=self.epochs)
-        metrics = run_method(self.method, ds, splits, base, self.seed, self.train_transform,
-                             probe_tasks=self.probe_tasks, per_view_probes=self.per_view_probes,
-                             loo=self.loo)
+        drop, seed = self.drop, 1000 + self.seed
+
+        def transform(train_ds: MultimodalDataset) -> MultimodalDataset:
+            return train_ds.with_missing(drop, seed=seed)
+
+        metrics = run_method(self.method, ds, splits, base, self.seed,
+                             transform if drop > 0 else None, probe_tasks=self.probe_tasks,
+                             per_view_probes=self.per_view_probes, loo=self.loo)
         return {"suite": self.suite, "setting": self.setting, "method": self.method.name,
                 "seed": self.seed, **dict(self.extra), **metrics}
 
@@ -90,22 +100,19 @@ class Job:
 _CACHE: dict[tuple, MultimodalDataset] = {}
 
 
-def _cached(key: tuple, make: Callable[[], MultimodalDataset]) -> Callable[[], MultimodalDataset]:
-    def get() -> MultimodalDataset:
-        if key not in _CACHE:
-            _CACHE[key] = make()
-        return _CACHE[key]
-    return get
+def dataset(key: tuple) -> MultimodalDataset:
+    """The (cached) dataset of a job: ``("mfeat",)`` or ``("synthetic", noise_m1, n)``."""
+    if key not in _CACHE:
+        if key[0] == "mfeat":
+            _CACHE[key] = load_builtin("mfeat")
+        else:
+            _, noise1, n = key
+            _CACHE[key] = load_builtin("synthetic", n_samples=n, seed=0,
+                                       noise=[noise1] + [SYNTH_CLEAN_NOISE] * 3)
+    return _CACHE[key]
 
 
-def _mfeat() -> Callable[[], MultimodalDataset]:
-    return _cached(("mfeat",), lambda: load_builtin("mfeat"))
-
-
-def _synthetic(noise1: float, n: int) -> Callable[[], MultimodalDataset]:
-    noise = [noise1] + [SYNTH_CLEAN_NOISE] * 3
-    return _cached(("synthetic", noise1, n),
-                   lambda: load_builtin("synthetic", n_samples=n, noise=noise, seed=0))
+MFEAT = ("mfeat",)
 
 
 def core_methods(modalities: list[str], anchors: list[str]) -> list[Method]:
@@ -139,10 +146,10 @@ def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
         ablations = ablations[:1]
     for seed in range(s.seeds):
         for m in methods:
-            yield Job("mfeat", "mfeat", m, seed, _mfeat(), per_view_probes=True)
+            yield Job("mfeat", "mfeat", m, seed, MFEAT, per_view_probes=True)
     for seed in range(min(s.seeds, s.ablation_seeds)):
         for m in ablations:
-            yield Job("mfeat", "ablation", m, seed, _mfeat())
+            yield Job("mfeat", "ablation", m, seed, MFEAT)
 
 
 def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
@@ -150,10 +157,11 @@ def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
     methods = core_methods(mods, ["m1", "m2"]) + [
         Method("Untrained", kind="untrained"), Method("Raw", kind="raw"), Method("GCCA", kind="gcca")]
     methods += [Method(f"CentroBind+intra{w}", intra_weight=w) for w in INTRA_WEIGHTS]
+    methods.append(Method("CentroBind[learned-w]", options=(("weights", "learned"),)))
     for seed in range(s.seeds):
         for setting, noise1 in (("clean", SYNTH_CLEAN_NOISE), ("weak-anchor", SYNTH_WEAK_NOISE)):
             for m in methods:
-                yield Job("synthetic", setting, m, seed, _synthetic(noise1, s.synthetic_samples),
+                yield Job("synthetic", setting, m, seed, ("synthetic", noise1, s.synthetic_samples),
                           extra=(("noise_m1", noise1),), probe_tasks=2,
                           epochs=s.synthetic_epochs)
     sweep = [Method("FixedAnchor(m1)", objective="fixed_anchor", anchor="m1"),
@@ -162,15 +170,9 @@ def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
     for seed in range(min(s.seeds, s.sweep_seeds)):
         for noise1 in levels:
             for m in sweep:
-                yield Job("synthetic", "sweep", m, seed, _synthetic(noise1, s.synthetic_samples),
+                yield Job("synthetic", "sweep", m, seed, ("synthetic", noise1, s.synthetic_samples),
                           extra=(("noise_m1", noise1),), probe_tasks=0, loo=False,
                           epochs=s.synthetic_epochs)
-
-
-def _drop(rate: float, seed: int):
-    def transform(train_ds: MultimodalDataset) -> MultimodalDataset:
-        return train_ds.with_missing(rate, seed=seed) if rate > 0 else train_ds
-    return transform
 
 
 def missing_jobs(s: BenchSettings) -> Iterator[Job]:
@@ -180,8 +182,8 @@ def missing_jobs(s: BenchSettings) -> Iterator[Job]:
     for seed in range(s.seeds):
         for p in rates:
             for m in methods:
-                yield Job("missing", f"p={p}", m, seed, _mfeat(), _drop(p, 1000 + seed),
-                          extra=(("p", p),), probe_tasks=1, loo=False)
+                yield Job("missing", f"p={p}", m, seed, MFEAT, drop=p, extra=(("p", p),),
+                          probe_tasks=1, loo=False)
 
 
 SUITES: dict[str, Callable[[BenchSettings], Iterator[Job]]] = {
