@@ -259,29 +259,13 @@ def main() -> None:
         return
 
     methods = args.methods.split(",")
+    load_start = os.getloadavg()
     if args.quick:
         grid = [(M, 1024, 256) for M in (2, 4, 8)]
     else:
         grid = [(M, N, D) for N in (1024, 4096) for D in (256, 512) for M in (2, 4, 8)]
     # floor unit of [N, N, D] on this machine, roughly (for the skip rule): 6 N^2 D flop at 100 GF/s
-    results: dict = {}
-    for M, N, D in grid:
-        for method in methods:
-            gb, rel = estimate(method, M, N)
-            est_s = rel * 6 * N * N * D / 100e9
-            if gb > args.max_gb or est_s > args.max_s:
-                print(f"skip {method} M={M} N={N} D={D} (~{gb:.1f} GB, ~{est_s:.0f} s)",
-                      file=sys.stderr)
-                continue
-            reps = args.repeats if est_s < 2 else 3
-            spec = {"method": method, "M": M, "N": N, "D": D, "repeats": reps,
-                    "threads": args.threads}
-            print(f"run {method} M={M} N={N} D={D}", file=sys.stderr, flush=True)
-            r = run_child(spec, timeout=max(120.0, 20 * est_s * (reps + 2)))
-            if r is not None:
-                results[(M, N, D, method)] = r
-
-    print(f"\n# Binding objectives, forward+backward, float32 CPU, {args.threads} threads, "
+    print(f"# Binding objectives, forward+backward, float32 CPU, {args.threads} threads, "
           f"median of {args.repeats} (3 for slow cases)\n")
     print("floor = (number of [N,N,D] terms) x (one forward a b^T + backward G b, G^T a); "
           "ratio = median over repeats of time / floor (floor timed right before each repeat);")
@@ -290,19 +274,34 @@ def main() -> None:
     hdr = f"{'M':>2} {'N':>5} {'D':>4} {'method':<20} {'terms':>5} {'floor ms':>9} " \
           f"{'time ms':>9} {'ratio':>6} {'peak MB':>8}"
     print(hdr)
-    print("-" * len(hdr))
+    print("-" * len(hdr), flush=True)
+    results: dict = {}
     for M, N, D in grid:
         for method in methods:
-            r = results.get((M, N, D, method))
             T = n_terms(method, M)
+            gb, rel = estimate(method, M, N)
+            est_s = rel * 6 * N * N * D / 100e9
+            r = None
+            if gb > args.max_gb or est_s > args.max_s:
+                print(f"skip {method} M={M} N={N} D={D} (~{gb:.1f} GB, ~{est_s:.0f} s)",
+                      file=sys.stderr)
+            else:
+                reps = args.repeats if est_s < 2 else 3
+                spec = {"method": method, "M": M, "N": N, "D": D, "repeats": reps,
+                        "threads": args.threads}
+                print(f"run {method} M={M} N={N} D={D}", file=sys.stderr, flush=True)
+                r = run_child(spec, timeout=max(120.0, 20 * est_s * (reps + 2)))
             if r is None:
                 print(f"{M:>2} {N:>5} {D:>4} {method:<20} {T:>5} {'-':>9} {'-':>9} {'-':>6} "
-                      f"{'-':>8}")
+                      f"{'-':>8}", flush=True)
                 continue
-            floor = T * r["unit_s"]
-            print(f"{M:>2} {N:>5} {D:>4} {method:<20} {T:>5} {floor * 1e3:>9.1f} "
-                  f"{r['time_s'] * 1e3:>9.1f} {r['ratio_unit'] / T:>6.2f} {r['peak_mb']:>8.0f}")
+            results[(M, N, D, method)] = r
+            print(f"{M:>2} {N:>5} {D:>4} {method:<20} {T:>5} {T * r['unit_s'] * 1e3:>9.1f} "
+                  f"{r['time_s'] * 1e3:>9.1f} {r['ratio_unit'] / T:>6.2f} {r['peak_mb']:>8.0f}",
+                  flush=True)
         print()
+    print(f"load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
+          f"on {os.cpu_count()} CPUs (other processes make the timings noisy).")
 
     # ratio matrix
     cols = [c for c in grid if any((*c, m) in results for m in methods)]

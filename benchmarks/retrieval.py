@@ -52,14 +52,21 @@ def main() -> None:
     p.add_argument("--chunk", type=int, default=1024)
     a = p.parse_args()
     t = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD, str(a.n), str(a.dim), str(a.chunk)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(a.n), str(a.dim), str(a.chunk)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     r = json.loads(out.stdout.strip().splitlines()[-1])
     flops = 2 * a.n * a.n * a.dim
-    print(f"retrieval {a.n} x {a.n}, D={a.dim}, chunk={a.chunk}: {r['seconds']:.1f} s "
-          f"({flops / r['seconds'] / 1e9:.0f} GFLOP/s), peak RSS {r['peak_mb']:.0f} MB "
-          f"(inputs + torch baseline {r['baseline_mb']:.0f} MB, so {r['peak_mb'] - r['baseline_mb']:.0f}"
-          f" MB for the metric), R@1 {r['metrics']['R@1']:.2f}")
+    print(
+        f"retrieval {a.n} x {a.n}, D={a.dim}, chunk={a.chunk}: {r['seconds']:.1f} s "
+        f"({flops / r['seconds'] / 1e9:.0f} GFLOP/s), peak RSS {r['peak_mb']:.0f} MB "
+        f"(inputs + torch baseline {r['baseline_mb']:.0f} MB, so "
+        f"{r['peak_mb'] - r['baseline_mb']:.0f}"
+        f" MB for the metric), R@1 {r['metrics']['R@1']:.2f}"
+    )
     print(f"chunked ranks == full argsort on 300 x 300: {brute_force_check()}")
     print(f"(child wall {time.perf_counter() - t:.1f} s)")
 

@@ -37,7 +37,7 @@ def bare_loop(ds, cfg: TrainConfig, steps: int) -> dict[str, float]:
     for i in range(steps):
         b = i % nb
         t0 = time.perf_counter()
-        idx = perm[b * bs:(b + 1) * bs]
+        idx = perm[b * bs : (b + 1) * bs]
         fb = {m: feats[m].index_select(0, idx) for m in binder.modalities}
         mask = ds.mask[:, idx]
         t1 = time.perf_counter()
@@ -72,8 +72,9 @@ def main() -> None:
     a = p.parse_args()
     ds = load_builtin("mfeat")
     ds = Standardizer.fit(ds).apply(ds)
-    cfg = TrainConfig(objective=a.objective, batch_size=a.batch_size, epochs=a.epochs, quiet=True,
-                      warmup_steps=10)
+    cfg = TrainConfig(
+        objective=a.objective, batch_size=a.batch_size, epochs=a.epochs, quiet=True, warmup_steps=10
+    )
     steps = (len(ds) // a.batch_size) * a.epochs
     bare_runs, fit_runs = [], []
     bare_loop(ds, cfg, 20)  # warm-up
@@ -82,10 +83,15 @@ def main() -> None:
         fit_runs.append(trainer_ms_per_step(ds, cfg))
     bare = {k: statistics.median(r[k] for r in bare_runs) for k in bare_runs[0]}
     fit_ms = statistics.median(fit_runs)
-    print(f"mfeat ({len(ds)} rows, 6 views), {a.objective}, batch {a.batch_size}, "
-          f"{steps} steps x {a.repeats} repeats, torch threads {torch.get_num_threads()}")
+    print(
+        f"mfeat ({len(ds)} rows, 6 views), {a.objective}, batch {a.batch_size}, "
+        f"{steps} steps x {a.repeats} repeats, torch threads {torch.get_num_threads()}"
+    )
     print("bare loop, ms per step: " + ", ".join(f"{k} {v:.2f}" for k, v in bare.items()))
-    print(f"fit(), ms per step: {fit_ms:.2f}  -> trainer overhead {100 * (fit_ms / bare['total'] - 1):+.1f}%")
+    print(
+        f"fit(), ms per step: {fit_ms:.2f}  -> trainer overhead "
+        f"{100 * (fit_ms / bare['total'] - 1):+.1f}%"
+    )
 
 
 if __name__ == "__main__":

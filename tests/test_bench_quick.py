@@ -9,18 +9,43 @@ import sys
 
 def test_quick_benchmark_writes_complete_report(tmp_path):
     out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, "-m", "centrobind.cli", "benchmark", "--quick",
-                           "--out", str(out), "--quiet"], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "centrobind.cli",
+            "benchmark",
+            "--quick",
+            "--out",
+            str(out),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
     rows = results["rows"]
     suites = {(r["suite"], r["setting"]) for r in rows}
-    assert {("mfeat", "mfeat"), ("synthetic", "clean"), ("synthetic", "weak-anchor"),
-            ("synthetic", "sweep"), ("missing", "p=0.0"), ("missing", "p=0.6")} <= suites
+    assert {
+        ("mfeat", "mfeat"),
+        ("synthetic", "clean"),
+        ("synthetic", "weak-anchor"),
+        ("synthetic", "sweep"),
+        ("missing", "p=0.0"),
+        ("missing", "p=0.6"),
+    } <= suites
     methods = {r["method"] for r in rows if r["suite"] == "mfeat"}
-    for m in ("CentroBind", "AllPairs", "Symile", "Gram(fac)", "GCCA", "Raw",
-              *(f"FixedAnchor({v})" for v in ("fac", "fou", "kar", "mor", "pix", "zer"))):
+    for m in (
+        "CentroBind",
+        "AllPairs",
+        "Symile",
+        "Gram(fac)",
+        "GCCA",
+        "Raw",
+        *(f"FixedAnchor({v})" for v in ("fac", "fou", "kar", "mor", "pix", "zer")),
+    ):
         assert m in methods, m
     for r in rows:
         if r["method"] != "Raw":
@@ -29,9 +54,16 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
     with (out / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     report = (out / "report.md").read_text()
-    for needle in ("## Findings", "## mfeat", "## synthetic", "## missing modalities",
-                   "excluding_view.png", "pair_heatmaps.png", "synthetic_sweep.png",
-                   "missing.png"):
+    for needle in (
+        "## Findings",
+        "## mfeat",
+        "## synthetic",
+        "## missing modalities",
+        "excluding_view.png",
+        "pair_heatmaps.png",
+        "synthetic_sweep.png",
+        "missing.png",
+    ):
         assert needle in report, needle
     for png in ("excluding_view.png", "pair_heatmaps.png", "synthetic_sweep.png", "missing.png"):
         assert (out / png).stat().st_size > 5000, png

@@ -20,15 +20,39 @@ def data_dir(tmp_path_factory):
 
 
 def _train(data_dir, out, *extra):
-    return main(["train", "--data", str(data_dir), "--out", str(out), "--epochs", "15", "--warmup-steps", "5",
-                 "--batch-size", "32", "--quiet", "--early-stopping", "5", *extra])
+    return main(
+        [
+            "train",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(out),
+            "--epochs",
+            "15",
+            "--warmup-steps",
+            "5",
+            "--batch-size",
+            "32",
+            "--quiet",
+            "--early-stopping",
+            "5",
+            *extra,
+        ]
+    )
 
 
 def test_train_evaluate_embed(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert _train(data_dir, out, "--objective", "centrobind") == 0
-    for name in ("config.json", "run.json", "model.safetensors", "splits.safetensors", "log.csv",
-                 "checkpoints/latest.safetensors", "checkpoints/best.safetensors"):
+    for name in (
+        "config.json",
+        "run.json",
+        "model.safetensors",
+        "splits.safetensors",
+        "log.csv",
+        "checkpoints/latest.safetensors",
+        "checkpoints/best.safetensors",
+    ):
         assert (out / name).is_file(), name
     assert main(["evaluate", "--run", str(out), "--data", str(data_dir)]) == 0
     printed = capsys.readouterr().out
@@ -58,16 +82,29 @@ def test_fixed_anchor_by_name_and_toml_config(data_dir, tmp_path):
     assert saved["objective"] == "fixed_anchor" and saved["anchor"] == "m2"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--objective", "nope"], "unknown objective"),
-    (["--objective", "fixed_anchor", "--anchor", "zz"], "anchor 'zz' is not a modality"),
-    (["--epochs", "0"], "epochs must be >= 1"),
-    (["--resume"], "--resume"),
-    (["--config", "missing.toml"], "no such config file"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--objective", "nope"], "unknown objective"),
+        (["--objective", "fixed_anchor", "--anchor", "zz"], "anchor 'zz' is not a modality"),
+        (["--epochs", "0"], "epochs must be >= 1"),
+        (["--resume"], "--resume"),
+        (["--config", "missing.toml"], "no such config file"),
+    ],
+)
 def test_train_errors_are_one_line(data_dir, tmp_path, args, message):
-    cmd = [sys.executable, "-m", "centrobind.cli", "train", "--data", str(data_dir), "--out",
-           str(tmp_path / "bad"), "--quiet", *args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "centrobind.cli",
+        "train",
+        "--data",
+        str(data_dir),
+        "--out",
+        str(tmp_path / "bad"),
+        "--quiet",
+        *args,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
@@ -76,7 +113,10 @@ def test_train_errors_are_one_line(data_dir, tmp_path, args, message):
 
 
 def test_evaluate_bad_run_folder(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "centrobind.cli", "evaluate", "--run",
-                           str(tmp_path)], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "centrobind.cli", "evaluate", "--run", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and "not a run folder" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -11,7 +11,9 @@ def _brute_force(views, k, reg):
     for x in views.values():
         xc = x.double() - x.double().mean(0)
         r = reg * float(torch.linalg.svdvals(xc)[0] ** 2)
-        total += xc @ torch.linalg.solve(xc.T @ xc + r * torch.eye(x.shape[1], dtype=torch.float64), xc.T)
+        total += xc @ torch.linalg.solve(
+            xc.T @ xc + r * torch.eye(x.shape[1], dtype=torch.float64), xc.T
+        )
     evals, evecs = torch.linalg.eigh(total)
     return evecs[:, -k:], evals[-k:]
 
@@ -19,8 +21,11 @@ def _brute_force(views, k, reg):
 def test_gcca_matches_brute_force_subspace_and_maps():
     g = torch.Generator().manual_seed(0)
     shared = torch.randn(80, 3, generator=g)
-    views = {m: torch.cat([shared, torch.randn(80, 2, generator=g)], 1) @ torch.randn(5, d, generator=g)
-             + 0.1 * torch.randn(80, d, generator=g) for m, d in [("a", 7), ("b", 4), ("c", 6)]}
+    views = {
+        m: torch.cat([shared, torch.randn(80, 2, generator=g)], 1) @ torch.randn(5, d, generator=g)
+        + 0.1 * torch.randn(80, d, generator=g)
+        for m, d in [("a", 7), ("b", 4), ("c", 6)]
+    }
     k = 3
     model = GCCA(k=k, reg=1e-2).fit(views)
     ref, _ = _brute_force(views, k, 1e-2)
@@ -46,8 +51,10 @@ def test_gram_leave_one_out_score_ranks_by_volume():
     from centrobind.bench.methods import _gram_loo
 
     g = torch.Generator().manual_seed(0)
-    emb = {m: F.normalize(torch.randn(12, 5, generator=g, dtype=torch.float64), dim=-1).float()
-           for m in ("a", "b", "c")}
+    emb = {
+        m: F.normalize(torch.randn(12, 5, generator=g, dtype=torch.float64), dim=-1).float()
+        for m in ("a", "b", "c")
+    }
     out = _gram_loo(emb)
     # brute force for target modality "c": volume of (a_i, b_i, c_j) for all j
     vol = torch.empty(12, 12)

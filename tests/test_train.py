@@ -13,13 +13,28 @@ from centrobind.train import TrainConfig, TrainingError, fit
 
 
 def _data(n=96, seed=0):
-    return make_synthetic(n_samples=n, n_modalities=3, dims=[8, 6, 5], shared_dim=2, pair_dim=2,
-                          private_dim=2, seed=seed)
+    return make_synthetic(
+        n_samples=n,
+        n_modalities=3,
+        dims=[8, 6, 5],
+        shared_dim=2,
+        pair_dim=2,
+        private_dim=2,
+        seed=seed,
+    )
 
 
 def _cfg(**kw):
-    base = dict(epochs=3, batch_size=32, embed_dim=8, hidden=16, warmup_steps=2, quiet=True,
-                intra_weight=0.3, dropout=0.1)
+    base = dict(
+        epochs=3,
+        batch_size=32,
+        embed_dim=8,
+        hidden=16,
+        warmup_steps=2,
+        quiet=True,
+        intra_weight=0.3,
+        dropout=0.1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -89,8 +104,15 @@ def test_early_stopping_keeps_best_epoch(tmp_path):
         snapshots[len(calls)] = {k: t.clone() for k, t in b.state_dict().items()}
         return m
 
-    res = fit(binder, make_objective("centrobind"), split["train"], split["val"], cfg,
-              out_dir=tmp_path, validate=recording)
+    res = fit(
+        binder,
+        make_objective("centrobind"),
+        split["train"],
+        split["val"],
+        cfg,
+        out_dir=tmp_path,
+        validate=recording,
+    )
     assert res.best_epoch == 2 and res.stopped_early and len(res.history) == 4
     for k, v in binder.state_dict().items():
         assert torch.equal(v, snapshots[2][k])
@@ -102,8 +124,7 @@ def test_early_stopping_keeps_best_epoch(tmp_path):
 def test_non_finite_loss_names_the_step(tmp_path):
     ds = _data()
     feats = dict(ds.features)
-    cfg = _cfg(lr=1e30, intra_weight=0.0, checkpoint_every=1, warmup_steps=0,
-               schedule="constant")
+    cfg = _cfg(lr=1e30, intra_weight=0.0, checkpoint_every=1, warmup_steps=0, schedule="constant")
     ds2 = MultimodalDataset(feats, ds.mask, ds.labels)
     with pytest.raises(TrainingError, match=r"non-finite loss .* at step \d+"):
         _train(cfg, ds2, out=tmp_path)

@@ -17,11 +17,25 @@ from centrobind.train import TrainConfig, fit
 
 
 def _setup(objective):
-    ds = make_synthetic(n_samples=128, n_modalities=3, dims=[8, 6, 5], shared_dim=2, pair_dim=2,
-                        private_dim=2, seed=0)
+    ds = make_synthetic(
+        n_samples=128,
+        n_modalities=3,
+        dims=[8, 6, 5],
+        shared_dim=2,
+        pair_dim=2,
+        private_dim=2,
+        seed=0,
+    )
     ds = ds.with_missing(0.2, seed=3)  # masks must be gathered too
-    cfg = TrainConfig(epochs=2, batch_size=32, embed_dim=8, hidden=16, warmup_steps=2, quiet=True,
-                      objective=objective)
+    cfg = TrainConfig(
+        epochs=2,
+        batch_size=32,
+        embed_dim=8,
+        hidden=16,
+        warmup_steps=2,
+        quiet=True,
+        objective=objective,
+    )
     torch.manual_seed(0)
     binder = Binder(ds.dims, embed_dim=8, hidden=16)
     return ds, cfg, binder

@@ -2,8 +2,8 @@
 
 A checkpoint is ONE ``.safetensors`` file: tensors under prefixed keys (``model.*``, ``optim.*``,
 ``rng.*``, ...) and a JSON document in the safetensors metadata (``{"state": "<json>"}``). Files are
-written to a temporary name in the same folder and renamed over the target, so a crash never leaves a
-half-written file.
+written to a temporary name in the same folder and renamed over the target, so a crash never leaves
+a half-written file.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file, safe_open
+from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
 from .errors import CentrobindError
@@ -47,8 +47,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     _atomic_replace(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, Tensor],
-                 state: dict[str, Any] | None = None) -> None:
+def save_tensors(
+    path: str | os.PathLike, tensors: dict[str, Tensor], state: dict[str, Any] | None = None
+) -> None:
     """Atomically save ``tensors`` (made contiguous, on CPU) plus a JSON ``state`` as metadata."""
     flat = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {"state": json.dumps(state or {})}
@@ -84,13 +85,14 @@ def optimizer_to_flat(opt: torch.optim.Optimizer, prefix: str = "optim.") -> tup
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_flat(opt: torch.optim.Optimizer, tensors: dict[str, Tensor], rest: dict,
-                        prefix: str = "optim.") -> None:
+def optimizer_from_flat(
+    opt: torch.optim.Optimizer, tensors: dict[str, Tensor], rest: dict, prefix: str = "optim."
+) -> None:
     """Inverse of :func:`optimizer_to_flat`."""
     state: dict[int, dict[str, Any]] = {}
     for key, v in tensors.items():
         if key.startswith(prefix):
-            idx, k = key[len(prefix):].split(".", 1)
+            idx, k = key[len(prefix) :].split(".", 1)
             state.setdefault(int(idx), {})[k] = v
     for idx, st in rest.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(st)

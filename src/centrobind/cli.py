@@ -29,11 +29,19 @@ def _train_config(args: argparse.Namespace):
 
     base = read_config_file(args.config) if args.config else {}
     overrides = {
-        "objective": args.objective, "anchor": args.anchor, "epochs": args.epochs,
-        "batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
-        "warmup_steps": args.warmup_steps, "seed": args.seed, "device": args.device,
-        "embed_dim": args.embed_dim, "early_stopping": args.early_stopping,
-        "checkpoint_every": args.checkpoint_every, "intra_weight": args.intra_weight,
+        "objective": args.objective,
+        "anchor": args.anchor,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "warmup_steps": args.warmup_steps,
+        "seed": args.seed,
+        "device": args.device,
+        "embed_dim": args.embed_dim,
+        "early_stopping": args.early_stopping,
+        "checkpoint_every": args.checkpoint_every,
+        "intra_weight": args.intra_weight,
         "chunk_size": args.chunk_size,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
@@ -58,10 +66,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _train_config(args)
     run, result = train_run(args.data, cfg, args.out, resume=args.resume)
-    best = (f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f})"
-            if result.best_epoch else "")
-    print(f"trained {cfg.objective} on {run.meta['dataset']}: {result.steps} steps in "
-          f"{result.train_seconds:.1f}s{best}; run folder {args.out}")
+    best = (
+        f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f})"
+        if result.best_epoch
+        else ""
+    )
+    print(
+        f"trained {cfg.objective} on {run.meta['dataset']}: {result.steps} steps in "
+        f"{result.train_seconds:.1f}s{best}; run folder {args.out}"
+    )
     return 0
 
 
@@ -87,15 +100,17 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
-    run_benchmark(suite=args.suite, seeds=args.seeds, quick=args.quick, out=args.out,
-                  quiet=args.quiet)
+    run_benchmark(
+        suite=args.suite, seeds=args.seeds, quick=args.quick, out=args.out, quiet=args.quiet
+    )
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="centrobind",
-        description="Learn one embedding space for many paired modalities (CentroBind and peers).")
+        description="Learn one embedding space for many paired modalities (CentroBind and peers).",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("inspect", help="describe a dataset folder or builtin (mfeat, synthetic)")
@@ -120,8 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint-every", type=int, metavar="STEPS")
     s.add_argument("--intra-weight", type=float, help="weight of the intra-modal term")
     s.add_argument("--chunk-size", type=int, help="row-block size for the logits (memory)")
-    s.add_argument("--option", action="append", metavar="KEY=VALUE",
-                   help="objective option, e.g. --option detach_anchor=false (repeatable)")
+    s.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="objective option, e.g. --option detach_anchor=false (repeatable)",
+    )
     s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_train)

@@ -19,11 +19,13 @@ __all__ = ["MLPHead", "Binder"]
 class MLPHead(nn.Module):
     """``depth`` linear layers (GELU + dropout between them), ``[N, D_in] -> [N, D_out]``.
 
-    ``depth=1`` is a linear projection. The output is not normalised here; :class:`Binder` does that.
+    ``depth=1`` is a linear projection. The output is not normalised here; :class:`Binder`
+    does that.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 2,
-                 dropout: float = 0.0) -> None:
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0
+    ) -> None:
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
@@ -60,9 +62,17 @@ class Binder(nn.Module):
         (2, 3, 4)
     """
 
-    def __init__(self, dims: Mapping[str, int], embed_dim: int = 64, hidden: int = 256,
-                 depth: int = 2, dropout: float = 0.0, logit_scale_init: float = 1 / 0.07,
-                 max_logit_scale: float = 100.0, learn_logit_scale: bool = True) -> None:
+    def __init__(
+        self,
+        dims: Mapping[str, int],
+        embed_dim: int = 64,
+        hidden: int = 256,
+        depth: int = 2,
+        dropout: float = 0.0,
+        logit_scale_init: float = 1 / 0.07,
+        max_logit_scale: float = 100.0,
+        learn_logit_scale: bool = True,
+    ) -> None:
         super().__init__()
         if len(dims) < 2:
             raise ValueError(f"a Binder needs at least 2 modalities, got {list(dims)}")
@@ -75,8 +85,9 @@ class Binder(nn.Module):
             {m: MLPHead(d, embed_dim, hidden, depth, dropout) for m, d in dims.items()}
         )
         # Stored as log(s) like CLIP so that Adam steps are relative.
-        self.log_logit_scale = nn.Parameter(torch.tensor(math.log(logit_scale_init)),
-                                            requires_grad=learn_logit_scale)
+        self.log_logit_scale = nn.Parameter(
+            torch.tensor(math.log(logit_scale_init)), requires_grad=learn_logit_scale
+        )
         self.max_logit_scale = max_logit_scale
 
     @property
@@ -113,8 +124,10 @@ class Binder(nn.Module):
         self.eval()
         try:
             dev = self.log_logit_scale.device
-            out = [self.encode(modality, x[i:i + batch_size].to(dev)).float().cpu()
-                   for i in range(0, x.shape[0], batch_size)]
+            out = [
+                self.encode(modality, x[i : i + batch_size].to(dev)).float().cpu()
+                for i in range(0, x.shape[0], batch_size)
+            ]
         finally:
             self.train(was_training)
         if not out:

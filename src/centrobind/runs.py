@@ -72,9 +72,16 @@ def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
 
 
 def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
-    return Binder(dims, embed_dim=cfg.embed_dim, hidden=cfg.hidden, depth=cfg.depth,
-                  dropout=cfg.dropout, logit_scale_init=cfg.logit_scale_init,
-                  max_logit_scale=cfg.max_logit_scale, learn_logit_scale=cfg.learn_logit_scale)
+    return Binder(
+        dims,
+        embed_dim=cfg.embed_dim,
+        hidden=cfg.hidden,
+        depth=cfg.depth,
+        dropout=cfg.dropout,
+        logit_scale_init=cfg.logit_scale_init,
+        max_logit_scale=cfg.max_logit_scale,
+        learn_logit_scale=cfg.learn_logit_scale,
+    )
 
 
 def build_objective(cfg: TrainConfig, modalities: list[str]) -> nn.Module:
@@ -114,8 +121,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot parse config ({e})") from None
 
 
-def train_run(data: str | Path | MultimodalDataset, cfg: TrainConfig, out: str | Path,
-              resume: bool = False) -> tuple[Run, FitResult]:
+def train_run(
+    data: str | Path | MultimodalDataset, cfg: TrainConfig, out: str | Path, resume: bool = False
+) -> tuple[Run, FitResult]:
     """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``."""
     cfg.validate()
     out = Path(out)
@@ -147,11 +155,18 @@ def train_run(data: str | Path | MultimodalDataset, cfg: TrainConfig, out: str |
     tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
     if std is not None:
         tensors.update({f"standardizer.{k}": v for k, v in std.state_dict().items()})
-    meta = {"dataset": ds.name, "modalities": binder.modalities, "dims": binder.dims,
-            "n_rows": len(ds), "splits": {k: len(v) for k, v in splits.items()},
-            "best_epoch": result.best_epoch, "best_val_metric": result.best_metric,
-            "train_seconds": result.train_seconds, "steps": result.steps,
-            "stopped_early": result.stopped_early}
+    meta = {
+        "dataset": ds.name,
+        "modalities": binder.modalities,
+        "dims": binder.dims,
+        "n_rows": len(ds),
+        "splits": {k: len(v) for k, v in splits.items()},
+        "best_epoch": result.best_epoch,
+        "best_val_metric": result.best_metric,
+        "train_seconds": result.train_seconds,
+        "steps": result.steps,
+        "stopped_early": result.stopped_early,
+    }
     save_tensors(out / "model.safetensors", tensors, meta)
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
     run = Run(out, cfg, binder, std, splits, meta)
@@ -180,27 +195,33 @@ def load_run(path: str | Path) -> Run:
 def _check_modalities(run: Run, ds: MultimodalDataset) -> None:
     for m in run.binder.modalities:
         if m not in ds.features:
-            raise CentrobindError(f"dataset lacks modality {m!r} the run was trained on "
-                                  f"(run: {run.binder.modalities}, data: {ds.modalities})")
+            raise CentrobindError(
+                f"dataset lacks modality {m!r} the run was trained on "
+                f"(run: {run.binder.modalities}, data: {ds.modalities})"
+            )
         if ds.dims[m] != run.binder.dims[m]:
-            raise CentrobindError(f"modality {m!r} has dim {ds.dims[m]} in the data but "
-                                  f"{run.binder.dims[m]} in the run")
+            raise CentrobindError(
+                f"modality {m!r} has dim {ds.dims[m]} in the data but "
+                f"{run.binder.dims[m]} in the run"
+            )
 
 
 def _mask(ds: MultimodalDataset, modalities: list[str]) -> Tensor:
     return ds.mask[[ds.modalities.index(m) for m in modalities]]
 
 
-def evaluate_run(path: str | Path, data: str | Path | MultimodalDataset | None = None,
-                 write: bool = True) -> dict[str, Any]:
+def evaluate_run(
+    path: str | Path, data: str | Path | MultimodalDataset | None = None, write: bool = True
+) -> dict[str, Any]:
     """Evaluate a run on its held-out ``test`` split (probes fit on ``train``); writes
     ``metrics.json``. ``data`` defaults to the dataset the run was trained on (by name)."""
     run = load_run(path)
     ds = _as_dataset(data if data is not None else run.meta["dataset"])
     _check_modalities(run, ds)
     if len(ds) != run.meta["n_rows"]:
-        raise CentrobindError(f"the data has {len(ds)} rows but the run's splits were made for "
-                              f"{run.meta['n_rows']}")
+        raise CentrobindError(
+            f"the data has {len(ds)} rows but the run's splits were made for {run.meta['n_rows']}"
+        )
     prep = run.standardizer.apply if run.standardizer is not None else (lambda d: d)
     train_ds = prep(ds.subset(run.splits["train"]))
     test_ds = prep(ds.subset(run.splits["test"]))
@@ -209,17 +230,25 @@ def evaluate_run(path: str | Path, data: str | Path | MultimodalDataset | None =
     if run.config.objective == "fixed_anchor" and anchor is None:
         anchor = mods[0]
     metrics = evaluate(
-        run.binder.embed_all(train_ds), _mask(train_ds, mods), train_ds.labels,
-        run.binder.embed_all(test_ds), _mask(test_ds, mods), test_ds.labels,
-        train_factors=train_ds.factors or None, test_factors=test_ds.factors or None,
-        anchor=anchor, seed=run.config.seed)
+        run.binder.embed_all(train_ds),
+        _mask(train_ds, mods),
+        train_ds.labels,
+        run.binder.embed_all(test_ds),
+        _mask(test_ds, mods),
+        test_ds.labels,
+        train_factors=train_ds.factors or None,
+        test_factors=test_ds.factors or None,
+        anchor=anchor,
+        seed=run.config.seed,
+    )
     if write:
         atomic_write_text(Path(path) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
-def embed_run(path: str | Path, data: str | Path | MultimodalDataset,
-              out: str | Path) -> dict[str, np.ndarray]:
+def embed_run(
+    path: str | Path, data: str | Path | MultimodalDataset, out: str | Path
+) -> dict[str, np.ndarray]:
     """Embed every row of ``data`` with a trained run; writes ``out`` (.npz): one ``[N, D]``
     float32 array per modality (NaN rows where the modality is missing) plus ``fused``."""
     run = load_run(path)

@@ -2,8 +2,8 @@
 
 Design for speed on precomputed features: the whole dataset sits in memory (on ``config.device``);
 each step is an ``index_select`` of a shuffled index slice, no DataLoader workers, no per-sample
-Python. Batch order is a pure function of ``(seed, epoch)``, and the RNG states that remain (dropout,
-augmentation noise) are saved in checkpoints, so ``resume`` continues bit-exactly on CPU.
+Python. Batch order is a pure function of ``(seed, epoch)``, and the RNG states that remain
+(dropout,augmentation noise) are saved in checkpoints, so ``resume`` continues bit-exactly on CPU.
 
 Data parallel: under ``torchrun`` every rank draws the SAME global batch and keeps its contiguous
 ``1/world`` slice; the model is wrapped in DistributedDataParallel (gradients averaged over ranks)
@@ -52,7 +52,8 @@ class TrainConfig:
     ``learn_logit_scale``. Objective: ``objective`` (a registry name), ``objective_options``
     (keyword arguments), ``anchor`` (modality name for ``fixed_anchor``; default the first).
     Fixed anchor: the anchor encoder is frozen (``freeze_anchor``) after a unimodal pre-training
-    ``anchor_init`` ("ssl": ``anchor_pretrain_epochs`` of augmented-view InfoNCE on the anchor alone,
+    ``anchor_init`` ("ssl": ``anchor_pretrain_epochs`` of augmented-view InfoNCE on the anchor
+    alone,
     the stand-in for ImageBind's pretrained anchor encoder; "none": a random frozen encoder).
     Logit scale: a fixed ``s = 10`` (temperature 0.1) by default. The Binder supports CLIP's
     learnable scale (``logit_scale_init=1/0.07, learn_logit_scale=True``, clamped to
@@ -109,7 +110,11 @@ class TrainConfig:
             raise ConfigError(f"anchor_init must be 'ssl' or 'none', got {self.anchor_init!r}")
         if self.intra_weight < 0:
             raise ConfigError("intra_weight must be >= 0")
-        if len(self.split) != 3 or any(f < 0 for f in self.split) or abs(sum(self.split) - 1) > 1e-6:
+        if (
+            len(self.split) != 3
+            or any(f < 0 for f in self.split)
+            or abs(sum(self.split) - 1) > 1e-6
+        ):
             raise ConfigError(f"split must be 3 non-negative fractions summing to 1: {self.split}")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ConfigError("early_stopping (patience) must be >= 1")
@@ -166,9 +171,15 @@ def augment(x: Tensor, noise: float, mask_frac: float, generator: torch.Generato
     return x * keep + noise * eps
 
 
-def intra_modal_loss(binder: Binder, features: Mapping[str, Tensor], mask: Tensor,
-                     modalities: list[str], logit_scale: Tensor, cfg: TrainConfig,
-                     generator: torch.Generator) -> Tensor:
+def intra_modal_loss(
+    binder: Binder,
+    features: Mapping[str, Tensor],
+    mask: Tensor,
+    modalities: list[str],
+    logit_scale: Tensor,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+) -> Tensor:
     """Mean over ``modalities`` of symmetric InfoNCE between two augmented views of the same
     samples through the same encoder (SimCLR-style), over the rows where the modality is present.
     ``mask`` is ``[M, B]`` in ``binder.modalities`` order."""
@@ -178,8 +189,13 @@ def intra_modal_loss(binder: Binder, features: Mapping[str, Tensor], mask: Tenso
         z1.append(binder.encode(m, augment(x, cfg.aug_noise, cfg.aug_mask, generator)))
         z2.append(binder.encode(m, augment(x, cfg.aug_noise, cfg.aug_mask, generator)))
         valid.append(mask[binder.modalities.index(m)])
-    losses = symmetric_infonce(torch.stack(z1), torch.stack(z2), logit_scale,
-                               row_valid=torch.stack(valid), chunk_size=cfg.chunk_size)
+    losses = symmetric_infonce(
+        torch.stack(z1),
+        torch.stack(z2),
+        logit_scale,
+        row_valid=torch.stack(valid),
+        chunk_size=cfg.chunk_size,
+    )
     return losses.mean()
 
 
@@ -208,8 +224,9 @@ def default_validate(binder: Binder, val_ds) -> float:
     return mean_pairwise_r1(torch.nan_to_num(z), _reordered_mask(val_ds, binder.modalities))
 
 
-def pretrain_encoder(binder: Binder, modality: str, train_ds, cfg: TrainConfig,
-                     generator: torch.Generator) -> None:
+def pretrain_encoder(
+    binder: Binder, modality: str, train_ds, cfg: TrainConfig, generator: torch.Generator
+) -> None:
     """Unimodal self-supervised pre-training of one encoder (augmented-view InfoNCE)."""
     device = torch.device(cfg.device)
     x_all = train_ds.features[modality].to(device)
@@ -223,7 +240,7 @@ def pretrain_encoder(binder: Binder, modality: str, train_ds, cfg: TrainConfig,
     for epoch in range(cfg.anchor_pretrain_epochs):
         perm = _epoch_perm(n, cfg.seed + 7919, epoch).to(device)
         for b in range(n // bs):
-            x = x_all[perm[b * bs:(b + 1) * bs]]
+            x = x_all[perm[b * bs : (b + 1) * bs]]
             z1 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
             z2 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
             loss = symmetric_infonce(z1[None], z2[None], s).mean()
@@ -253,10 +270,16 @@ def _rng_tensors(aug_gen: torch.Generator) -> dict[str, Tensor]:
     return t
 
 
-def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
-        config: TrainConfig | None = None, out_dir: str | Path | None = None,
-        resume: bool = False,
-        validate: Callable[[Binder, Any], float] | None = None) -> FitResult:
+def fit(
+    binder: Binder,
+    objective: nn.Module,
+    train_ds,
+    val_ds=None,
+    config: TrainConfig | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    validate: Callable[[Binder, Any], float] | None = None,
+) -> FitResult:
     """Train ``binder`` with ``objective`` on ``train_ds`` (a MultimodalDataset, already
     standardised).
 
@@ -274,7 +297,9 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
     rank, world = _dist()
     device = torch.device(cfg.device)
     if cfg.batch_size % world:
-        raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by the world size {world}")
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} must be divisible by the world size {world}"
+        )
     torch.manual_seed(cfg.seed)
     binder.to(device)
     objective.to(device)
@@ -292,19 +317,25 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
 
     # Fixed anchor: unimodal pre-training, then freeze (ImageBind's anchor encoder is pretrained).
     if isinstance(objective, FixedAnchor) and cfg.freeze_anchor and not resume:
-        anchor = modalities[objective.anchor] if isinstance(objective.anchor, int) else objective.anchor
+        anchor = (
+            modalities[objective.anchor] if isinstance(objective.anchor, int) else objective.anchor
+        )
         if cfg.anchor_init == "ssl" and cfg.anchor_pretrain_epochs > 0:
             pretrain_encoder(binder, anchor, train_ds, cfg, aug_gen)
         binder.freeze(anchor)
     elif isinstance(objective, FixedAnchor) and cfg.freeze_anchor:
-        anchor = modalities[objective.anchor] if isinstance(objective.anchor, int) else objective.anchor
+        anchor = (
+            modalities[objective.anchor] if isinstance(objective.anchor, int) else objective.anchor
+        )
         binder.freeze(anchor)
     trainable_mods = [m for m in modalities if not binder.is_frozen(m)]
 
     step_module: nn.Module = _StepModule(binder, objective)
     if world > 1:
         step_module = nn.parallel.DistributedDataParallel(step_module)
-    params = [p for p in list(binder.parameters()) + list(objective.parameters()) if p.requires_grad]
+    params = [
+        p for p in list(binder.parameters()) + list(objective.parameters()) if p.requires_grad
+    ]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     use_bf16 = cfg.bf16 and device.type == "cuda"
 
@@ -330,10 +361,19 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
         tensors = {**model_tensors(), **opt_t, **_rng_tensors(aug_gen)}
         if best_state is not None:
             tensors.update({f"best.{k}": v for k, v in best_state.items()})
-        state = {"epoch": epoch, "batch": batch, "step": step, "optimizer": opt_rest,
-                 "best_metric": best_metric, "best_epoch": best_epoch, "bad_epochs": bad_epochs,
-                 "history": history, "elapsed": elapsed, "config": cfg.to_dict(),
-                 "frozen": [m for m in modalities if binder.is_frozen(m)]}
+        state = {
+            "epoch": epoch,
+            "batch": batch,
+            "step": step,
+            "optimizer": opt_rest,
+            "best_metric": best_metric,
+            "best_epoch": best_epoch,
+            "bad_epochs": bad_epochs,
+            "history": history,
+            "elapsed": elapsed,
+            "config": cfg.to_dict(),
+            "frozen": [m for m in modalities if binder.is_frozen(m)],
+        }
         save_tensors(ckpt_dir / "latest.safetensors", tensors, state)
 
     if resume:
@@ -342,7 +382,8 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
         tensors, state = load_tensors(ckpt_dir / "latest.safetensors")
         binder.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         objective.load_state_dict(
-            {k[10:]: v for k, v in tensors.items() if k.startswith("objective.")})
+            {k[10:]: v for k, v in tensors.items() if k.startswith("objective.")}
+        )
         for m in state.get("frozen", []):
             binder.freeze(m)
         optimizer_from_flat(opt, tensors, state["optimizer"])
@@ -358,8 +399,14 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, disable=cfg.quiet or rank != 0,
-               desc=f"train {cfg.objective}", unit="step", dynamic_ncols=True)
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        disable=cfg.quiet or rank != 0,
+        desc=f"train {cfg.objective}",
+        unit="step",
+        dynamic_ncols=True,
+    )
     stopped_early = False
     local = bs // world
     epoch = start_epoch
@@ -372,9 +419,9 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
             n_steps = 0
             step_module.train()
             for b in range(start_batch if epoch == start_epoch else 0, nb):
-                idx = perm[b * bs:(b + 1) * bs]
+                idx = perm[b * bs : (b + 1) * bs]
                 if world > 1:
-                    idx = idx[rank * local:(rank + 1) * local]
+                    idx = idx[rank * local : (rank + 1) * local]
                 for g in opt.param_groups:
                     g["lr"] = _lr_at(step, total_steps, cfg)
                 feats_b = {m: feats[m].index_select(0, idx) for m in modalities}
@@ -382,8 +429,15 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                     loss, terms = step_module(feats_b, mask_b)
                     if cfg.intra_weight > 0 and trainable_mods:
-                        intra = intra_modal_loss(binder, feats_b, mask_b, trainable_mods,
-                                                 binder.logit_scale, cfg, aug_gen)
+                        intra = intra_modal_loss(
+                            binder,
+                            feats_b,
+                            mask_b,
+                            trainable_mods,
+                            binder.logit_scale,
+                            cfg,
+                            aug_gen,
+                        )
                         terms = {**terms, "intra": intra}
                         loss = loss + cfg.intra_weight * intra
                 if not torch.isfinite(loss):
@@ -391,7 +445,8 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
                     kept = f"; last good checkpoint: {last}" if last and last.is_file() else ""
                     raise TrainingError(
                         f"non-finite loss ({loss.item()}) at step {step} (epoch {epoch}, batch {b})"
-                        f"{kept}; try a lower lr or logit scale")
+                        f"{kept}; try a lower lr or logit scale"
+                    )
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -406,7 +461,8 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
             start_batch = 0
             elapsed += time.perf_counter() - t0
             row: dict[str, float] = {
-                "epoch": epoch + 1, "step": step,
+                "epoch": epoch + 1,
+                "step": step,
                 "loss": float(loss_sum) / max(1, n_steps),
                 "lr": opt.param_groups[0]["lr"],
                 "logit_scale": float(binder.logit_scale.detach()),
@@ -420,14 +476,19 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
                     best_metric, best_epoch, bad_epochs = metric, epoch + 1, 0
                     best_state = {k: v.detach().clone() for k, v in binder.state_dict().items()}
                     if ckpt_dir is not None and rank == 0:
-                        save_tensors(ckpt_dir / "best.safetensors",
-                                     {f"model.{k}": v for k, v in best_state.items()},
-                                     {"epoch": epoch + 1, "val_metric": metric})
+                        save_tensors(
+                            ckpt_dir / "best.safetensors",
+                            {f"model.{k}": v for k, v in best_state.items()},
+                            {"epoch": epoch + 1, "val_metric": metric},
+                        )
                 else:
                     bad_epochs += 1
             history.append(row)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{row['loss']:.3f}",
-                            **({"val": f"{row['val_metric']:.1f}"} if "val_metric" in row else {}))
+            bar.set_postfix(
+                epoch=epoch + 1,
+                loss=f"{row['loss']:.3f}",
+                **({"val": f"{row['val_metric']:.1f}"} if "val_metric" in row else {}),
+            )
             if out is not None and rank == 0:
                 _write_log(out / "log.csv", history)
             save_checkpoint(epoch + 1, 0)
@@ -438,8 +499,14 @@ def fit(binder: Binder, objective: nn.Module, train_ds, val_ds=None,
         bar.close()
     if best_state is not None:
         binder.load_state_dict(best_state)
-    return FitResult(history=history, best_epoch=best_epoch, best_metric=best_metric,
-                     train_seconds=elapsed, steps=step, stopped_early=stopped_early)
+    return FitResult(
+        history=history,
+        best_epoch=best_epoch,
+        best_metric=best_metric,
+        train_seconds=elapsed,
+        steps=step,
+        stopped_early=stopped_early,
+    )
 
 
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:
@@ -454,4 +521,3 @@ def _write_log(path: Path, history: list[dict[str, float]]) -> None:
 
 def config_json(cfg: TrainConfig) -> str:
     return json.dumps(cfg.to_dict(), indent=2)
-

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_text
-from .report import aggregate, fmt, render_report, write_results
 from ..train import TrainConfig
+from .report import aggregate, fmt, render_report, write_results
 from .suites import BenchSettings, Job, suite_jobs
 
 __all__ = ["run_benchmark"]
@@ -59,15 +59,23 @@ def _unique(jobs: list[Job]) -> tuple[list[Job], list[int]]:
             k = where[key]
             r = runs[k]
             runs[k] = dataclasses.replace(
-                r, probe_tasks=max(r.probe_tasks, job.probe_tasks),
-                per_view_probes=r.per_view_probes or job.per_view_probes, loo=r.loo or job.loo)
+                r,
+                probe_tasks=max(r.probe_tasks, job.probe_tasks),
+                per_view_probes=r.per_view_probes or job.per_view_probes,
+                loo=r.loo or job.loo,
+            )
         owner.append(where[key])
     return runs, owner
 
 
-def run_benchmark(suite: str = "all", seeds: int | None = None, quick: bool = False,
-                  out: str | Path = "bench_out", quiet: bool = False,
-                  workers: int | None = None) -> list[dict[str, Any]]:
+def run_benchmark(
+    suite: str = "all",
+    seeds: int | None = None,
+    quick: bool = False,
+    out: str | Path = "bench_out",
+    quiet: bool = False,
+    workers: int | None = None,
+) -> list[dict[str, Any]]:
     """Run the suite(s), write ``out/report.md``, ``results.json``, ``results.csv`` and figures.
 
     Returns the result rows (one per job). ``workers`` defaults to the number of CPU cores (at most
@@ -84,8 +92,9 @@ def run_benchmark(suite: str = "all", seeds: int | None = None, quick: bool = Fa
     workers = workers or min(4, os.cpu_count() or 1)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = [{} for _ in runs]
-    bar = tqdm(total=len(runs), desc=f"benchmark {suite}", unit="run", disable=quiet,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=len(runs), desc=f"benchmark {suite}", unit="run", disable=quiet, dynamic_ncols=True
+    )
     if workers == 1:
         _init_worker()
         for i, job in enumerate(runs):
@@ -93,8 +102,9 @@ def run_benchmark(suite: str = "all", seeds: int | None = None, quick: bool = Fa
             bar.set_postfix_str(f"{job.setting}/{job.method.name}")
             bar.update(1)
     else:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                 initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(
+            workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+        ) as pool:
             futures = {pool.submit(_run_job, job, base): i for i, job in enumerate(runs)}
             for fut in as_completed(futures):
                 i = futures[fut]
@@ -106,17 +116,37 @@ def run_benchmark(suite: str = "all", seeds: int | None = None, quick: bool = Fa
     rows = []
     for job, k in zip(jobs, owner, strict=True):
         metrics = {key: v for key, v in results[k].items() if key not in ids}
-        rows.append({"suite": job.suite, "setting": job.setting, "method": job.method.name,
-                     "seed": job.seed, **metrics, **dict(job.extra)})
+        rows.append(
+            {
+                "suite": job.suite,
+                "setting": job.setting,
+                "method": job.method.name,
+                "seed": job.seed,
+                **metrics,
+                **dict(job.extra),
+            }
+        )
     wall = time.perf_counter() - t0
     cmd = "centrobind benchmark " + " ".join(
-        shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["benchmark"] else []))
-    meta = {"command": cmd.strip(), "suite": suite, "seeds": settings.seeds, "quick": quick,
-            "epochs": settings.epochs, "patience": settings.patience,
-            "batch_size": settings.batch_size, "embed_dim": settings.embed_dim, "lr": settings.lr,
-            "workers": workers, "wall_seconds": wall, "jobs": len(jobs), "runs": len(runs),
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-                       f"{platform.python_version()}, torch {_torch_version()}"}
+        shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["benchmark"] else [])
+    )
+    meta = {
+        "command": cmd.strip(),
+        "suite": suite,
+        "seeds": settings.seeds,
+        "quick": quick,
+        "epochs": settings.epochs,
+        "patience": settings.patience,
+        "batch_size": settings.batch_size,
+        "embed_dim": settings.embed_dim,
+        "lr": settings.lr,
+        "workers": workers,
+        "wall_seconds": wall,
+        "jobs": len(jobs),
+        "runs": len(runs),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, torch {_torch_version()}",
+    }
     write_results(rows, out, meta)
     atomic_write_text(out / "report.md", render_report(rows, meta, out))
     if not quiet:
@@ -136,8 +166,10 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     agg = aggregate(rows)
     lines = [f"{'suite/setting':24} {'method':32} {'R@1':>14} {'probe(fused)':>14}"]
     for (suite, setting, method), st in agg.items():
-        probe = next((v for k, v in st.items() if k.startswith("probe/") and k.endswith("/fused")),
-                     None)
-        lines.append(f"{suite + '/' + setting:24} {method:32} {fmt(st.get('R@1')):>14} "
-                     f"{fmt(probe):>14}")
+        probe = next(
+            (v for k, v in st.items() if k.startswith("probe/") and k.endswith("/fused")), None
+        )
+        lines.append(
+            f"{suite + '/' + setting:24} {method:32} {fmt(st.get('R@1')):>14} {fmt(probe):>14}"
+        )
     return "\n".join(lines)

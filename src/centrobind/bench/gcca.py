@@ -60,5 +60,8 @@ class GCCA:
 
     def transform(self, views: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """modality -> L2-normalised ``[N, k]`` float32 embeddings."""
-        return {m: F.normalize(((x.double() - self.means[m]) @ self.weights[m]).float(), dim=-1)
-                for m, x in views.items() if m in self.weights}
+        return {
+            m: F.normalize(((x.double() - self.means[m]) @ self.weights[m]).float(), dim=-1)
+            for m, x in views.items()
+            if m in self.weights
+        }

@@ -19,8 +19,8 @@ from ..data import MultimodalDataset, Standardizer
 from ..eval import fused_embedding, latent_recovery, linear_probe
 from ..eval.retrieval import cross_modal_retrieval, leave_one_out_retrieval, retrieval_metrics
 from ..models import Binder
-from ..train import TrainConfig, fit
 from ..runs import build_binder, build_objective
+from ..train import TrainConfig, fit
 
 __all__ = ["Method", "run_method", "symile_logit_scale"]
 
@@ -103,9 +103,15 @@ def _validate_gram(binder: Binder, val_ds: MultimodalDataset) -> float:
 
 
 def _config(method: Method, base: TrainConfig, seed: int, n_modalities: int) -> TrainConfig:
-    cfg = dataclasses.replace(base, objective=method.objective, objective_options=dict(method.options),
-                              anchor=method.anchor, intra_weight=method.intra_weight, seed=seed,
-                              quiet=True)
+    cfg = dataclasses.replace(
+        base,
+        objective=method.objective,
+        objective_options=dict(method.options),
+        anchor=method.anchor,
+        intra_weight=method.intra_weight,
+        seed=seed,
+        quiet=True,
+    )
     if method.objective == "symile":
         s = symile_logit_scale(n_modalities, base.embed_dim)
         cfg = dataclasses.replace(cfg, logit_scale_init=s, max_logit_scale=100 * s / 10)
@@ -122,9 +128,17 @@ def _embed(method: Method, binder: Binder | None, gcca, ds: MultimodalDataset) -
     return binder.embed_all(ds)
 
 
-def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
-               base: TrainConfig, seed: int, train_transform=None, probe_tasks: int = 99,
-               per_view_probes: bool = True, loo: bool = True) -> dict[str, float]:
+def run_method(
+    method: Method,
+    ds: MultimodalDataset,
+    splits: dict[str, Tensor],
+    base: TrainConfig,
+    seed: int,
+    train_transform=None,
+    probe_tasks: int = 99,
+    per_view_probes: bool = True,
+    loo: bool = True,
+) -> dict[str, float]:
     """Train/fit ``method`` on ``splits['train']`` (early stopping on ``val``), score on ``test``.
 
     ``train_transform(train_ds) -> train_ds`` alters the training rows only (e.g. drop
@@ -158,7 +172,10 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
             epochs_run = len(res.history)
             weights = getattr(objective, "modality_weights", None)
             if getattr(objective, "learned_weights", False) and weights is not None:
-                learned = {f"w/{m}": float(w) for m, w in zip(mods, weights(len(mods)).detach(), strict=True)}
+                learned = {
+                    f"w/{m}": float(w)
+                    for m, w in zip(mods, weights(len(mods)).detach(), strict=True)
+                }
     elif method.kind == "gcca":
         gcca = GCCA(k=base.embed_dim).fit(train_ds.features)
     elif method.kind != "raw":
@@ -170,8 +187,9 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
     r: dict[str, float] = {"seconds": seconds, "epochs": float(epochs_run), **learned}
     if method.kind != "raw":
         is_gram = method.kind == "binder" and method.objective == "gram"
-        ret = cross_modal_retrieval(emb_te, test_ds.mask, ks=(1, 5),
-                                    score_fn=_gram_pair_scores if is_gram else None)
+        ret = cross_modal_retrieval(
+            emb_te, test_ds.mask, ks=(1, 5), score_fn=_gram_pair_scores if is_gram else None
+        )
         r["R@1"], r["R@5"] = ret["mean"]["R@1"], ret["mean"]["R@5"]
         for k, v in ret["mean_excluding"].items():
             if v is not None:
@@ -202,11 +220,19 @@ def run_method(method: Method, ds: MultimodalDataset, splits: dict[str, Tensor],
         if t == 0 and per_view_probes:  # main task only: each probe is one lbfgs fit
             for m in mods:
                 ptr, pte = train_ds.present(m), test_ds.present(m)
-                r[f"probe/{task}/{m}"] = linear_probe(emb_tr[m][ptr], y_tr[ptr], emb_te[m][pte],
-                                                      y_te[pte], seed=seed)
+                r[f"probe/{task}/{m}"] = linear_probe(
+                    emb_tr[m][ptr], y_tr[ptr], emb_te[m][pte], y_te[pte], seed=seed
+                )
     if ds.factors:
-        lat = latent_recovery(emb_tr, train_ds.mask, train_ds.factors, emb_te, test_ds.mask,
-                              test_ds.factors, include_fused=method.kind != "raw")
+        lat = latent_recovery(
+            emb_tr,
+            train_ds.mask,
+            train_ds.factors,
+            emb_te,
+            test_ds.mask,
+            test_ds.factors,
+            include_fused=method.kind != "raw",
+        )
         for src, groups in lat.items():
             for g, v in groups.items():
                 r[f"r2/{g}/{src}"] = v

@@ -35,8 +35,15 @@ def pair_heatmaps(agg: Agg, methods: list[str], mods: list[str], path: Path) -> 
         for i in range(len(mods)):
             for j in range(len(mods)):
                 if i != j and np.isfinite(mat[i, j]):
-                    ax.text(j, i, f"{mat[i, j]:.0f}", ha="center", va="center", fontsize=8,
-                            color="white" if mat[i, j] < 60 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{mat[i, j]:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=8,
+                        color="white" if mat[i, j] < 60 else "black",
+                    )
         ax.set_xticks(range(len(mods)), mods)
         ax.set_yticks(range(len(mods)), mods)
         ax.set_xlabel("gallery view")
@@ -60,8 +67,15 @@ def excluding_bars(agg: Agg, methods: list[str], mods: list[str], path: Path) ->
             stat = agg.get(("mfeat", "mfeat", method), {}).get(f"R@1_excl/{k}")
             means.append(np.nan if stat is None else stat[0])
             stds.append(0 if stat is None else stat[1])
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=stds,
-               label=method, color=cmap(i % 20), capsize=1.5)
+        ax.bar(
+            x + (i - (len(methods) - 1) / 2) * width,
+            means,
+            width,
+            yerr=stds,
+            label=method,
+            color=cmap(i % 20),
+            capsize=1.5,
+        )
     ax.set_xticks(x, [f"without {k}" for k in mods])
     ax.set_ylabel("mean R@1 over pairs not involving the view (%)")
     ax.set_title("mfeat: retrieval on the pairs a fixed anchor k never trains")

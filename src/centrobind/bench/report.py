@@ -5,7 +5,8 @@ Metric keys in a row (all test-split figures; retrieval in percent, R^2 in [.., 
 ``R@1``/``R@5`` mean cross-modal over all ordered pairs; ``R@1_excl/<k>`` over the pairs involving
 neither modality k; ``pair/<a>-><b>`` R@1 of one pair; ``loo_R@1`` and ``loo/<b>`` leave-one-out
 retrieval (query = the other modalities fused; Symile: their elementwise product, scored by MIP);
-``probe/<task>/<view>`` linear-probe accuracy (view = a modality or ``fused``); ``r2/<group>/<view>``
+``probe/<task>/<view>`` linear-probe accuracy (view = a modality or ``fused``);
+``r2/<group>/<view>``
 latent recovery; ``seconds`` training (or fitting) wall time; ``epochs`` epochs run.
 """
 
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_text
+from .suites import INTRA_WEIGHTS
 
 __all__ = ["aggregate", "fmt", "write_results", "markdown_table"]
 
@@ -29,7 +31,8 @@ _ID = ("suite", "setting", "method", "seed")
 def aggregate(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, tuple]]:
     """``(suite, setting, method) -> {metric: (mean, std, n)}`` (std over seeds, ddof=1)."""
     groups: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(
-        lambda: defaultdict(list))
+        lambda: defaultdict(list)
+    )
     for r in rows:
         key = (r["suite"], r["setting"], r["method"])
         for k, v in r.items():
@@ -98,8 +101,9 @@ def _private_r2(stats: dict[str, tuple], mods: Sequence[str]) -> tuple | None:
 
 
 def _best_fixed(agg, suite: str, setting: str, metric: str = "R@1") -> str | None:
-    fixed = [m for m in _methods(agg, suite, setting) if m.startswith("FixedAnchor(")
-             and "[" not in m]
+    fixed = [
+        m for m in _methods(agg, suite, setting) if m.startswith("FixedAnchor(") and "[" not in m
+    ]
     if not fixed:
         return None
     return max(fixed, key=lambda m: agg[(suite, setting, m)].get(metric, (-1,))[0])
@@ -138,7 +142,7 @@ def render_report(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -
     if any(k[0] == "missing" for k in agg):
         parts += _missing_section(agg, rows, out, plots, findings)
     at = parts.index("<!-- findings -->")
-    parts[at:at + 1] = ["## Findings", "", *[f"- {f}" for f in findings], ""]
+    parts[at : at + 1] = ["## Findings", "", *[f"- {f}" for f in findings], ""]
     return "\n".join(parts) + "\n"
 
 
@@ -151,85 +155,152 @@ def _mfeat_section(agg, out: Path, plots, findings: list[str]) -> list[str]:
     rows = []
     for m in methods:
         st = agg[("mfeat", "mfeat", m)]
-        rows.append([m, fmt(st.get("R@1")), fmt(st.get("R@5")), fmt(st.get("loo_R@1")),
-                     fmt(st.get("probe/digit/fused")), fmt(st.get("seconds"))])
-    lines = ["## mfeat (UCI Multiple Features: 6 views of 2,000 digits)", "",
-             markdown_table(["method", "R@1 (30 pairs)", "R@5", "leave-one-out R@1",
-                             "fused linear probe", "train s"], rows), ""]
+        rows.append(
+            [
+                m,
+                fmt(st.get("R@1")),
+                fmt(st.get("R@5")),
+                fmt(st.get("loo_R@1")),
+                fmt(st.get("probe/digit/fused")),
+                fmt(st.get("seconds")),
+            ]
+        )
+    lines = [
+        "## mfeat (UCI Multiple Features: 6 views of 2,000 digits)",
+        "",
+        markdown_table(
+            [
+                "method",
+                "R@1 (30 pairs)",
+                "R@5",
+                "leave-one-out R@1",
+                "fused linear probe",
+                "train s",
+            ],
+            rows,
+        ),
+        "",
+    ]
     best = _best_fixed(agg, "mfeat", "mfeat")
     cb = agg.get(("mfeat", "mfeat", "CentroBind"))
     if best and cb:
         bf = agg[("mfeat", "mfeat", best)]
         d = cb["R@1"][0] - bf["R@1"][0]
-        verdict = "beats" if d > 2 * max(cb["R@1"][1], bf["R@1"][1], 0.3) else (
-            "ties with" if abs(d) <= 2 * max(cb["R@1"][1], bf["R@1"][1], 0.3) else "loses to")
+        verdict = (
+            "beats"
+            if d > 2 * max(cb["R@1"][1], bf["R@1"][1], 0.3)
+            else ("ties with" if abs(d) <= 2 * max(cb["R@1"][1], bf["R@1"][1], 0.3) else "loses to")
+        )
         findings.append(
             f"mfeat: CentroBind {verdict} the best fixed anchor {best} on mean R@1 over all 30 "
             f"pairs ({fmt(cb['R@1'])} vs {fmt(bf['R@1'])}); fused linear probe "
-            f"{fmt(cb.get('probe/digit/fused'))} vs {fmt(bf.get('probe/digit/fused'))}.")
+            f"{fmt(cb.get('probe/digit/fused'))} vs {fmt(bf.get('probe/digit/fused'))}."
+        )
         weak = [k for k in mods if f"R@1_excl/{k}" in cb]
         for k in ("fou", "mor"):
             fk = agg.get(("mfeat", "mfeat", f"FixedAnchor({k})"))
             if fk and k in weak:
                 findings.append(
                     f"mfeat, anchor {k}: on the pairs without {k}, FixedAnchor({k}) reaches "
-                    f"{fmt(fk[f'R@1_excl/{k}'])} R@1, CentroBind {fmt(cb[f'R@1_excl/{k}'])}.")
+                    f"{fmt(fk[f'R@1_excl/{k}'])} R@1, CentroBind {fmt(cb[f'R@1_excl/{k}'])}."
+                )
     header = ["method"] + [f"without {k}" for k in mods]
-    rows = [[m] + [fmt(agg[("mfeat", "mfeat", m)].get(f"R@1_excl/{k}")) for k in mods]
-            for m in methods if "R@1" in agg[("mfeat", "mfeat", m)]]
-    lines += ["### R@1 over the pairs not involving view k", "",
-              "The pairs a fixed anchor k never trains directly.", "",
-              markdown_table(header, rows), "", "![R@1 excluding view k](excluding_view.png)", ""]
-    plots.excluding_bars(agg, [m for m in methods if "R@1" in agg[("mfeat", "mfeat", m)]], mods,
-                         out / "excluding_view.png")
+    rows = [
+        [m] + [fmt(agg[("mfeat", "mfeat", m)].get(f"R@1_excl/{k}")) for k in mods]
+        for m in methods
+        if "R@1" in agg[("mfeat", "mfeat", m)]
+    ]
+    lines += [
+        "### R@1 over the pairs not involving view k",
+        "",
+        "The pairs a fixed anchor k never trains directly.",
+        "",
+        markdown_table(header, rows),
+        "",
+        "![R@1 excluding view k](excluding_view.png)",
+        "",
+    ]
+    plots.excluding_bars(
+        agg,
+        [m for m in methods if "R@1" in agg[("mfeat", "mfeat", m)]],
+        mods,
+        out / "excluding_view.png",
+    )
     ap = agg.get(("mfeat", "mfeat", "AllPairs"))
     if cb and ap:
         d = ap["R@1"][0] - cb["R@1"][0]
         findings.append(
             f"mfeat: AllPairs (15 pairwise terms) vs CentroBind (6 terms): {fmt(ap['R@1'])} vs "
             f"{fmt(cb['R@1'])} mean R@1 ({'AllPairs' if d > 0 else 'CentroBind'} ahead by "
-            f"{abs(d):.1f}); CentroBind's advantage is over fixed anchors, not over the full graph.")
+            f"{abs(d):.1f}); CentroBind's advantage is over fixed anchors, not over the full graph."
+        )
     if best and cb:
         heat = ["CentroBind", best] + (["AllPairs"] if ap else [])
         plots.pair_heatmaps(agg, heat, mods, out / "pair_heatmaps.png")
-        lines += [f"### Per-pair R@1: CentroBind vs the best fixed anchor ({best}) and AllPairs",
-                  "",
-                  "![per-pair R@1](pair_heatmaps.png)", ""]
-    rows = [[m] + [fmt(agg[("mfeat", "mfeat", m)].get(f"probe/digit/{k}")) for k in mods + ["fused"]]
-            for m in methods]
-    lines += ["### Linear-probe accuracy (digit, %) per view and fused", "",
-              "Raw = standardised input features (fused = all views concatenated).", "",
-              markdown_table(["method"] + mods + ["fused"], rows), ""]
+        lines += [
+            f"### Per-pair R@1: CentroBind vs the best fixed anchor ({best}) and AllPairs",
+            "",
+            "![per-pair R@1](pair_heatmaps.png)",
+            "",
+        ]
+    rows = [
+        [m] + [fmt(agg[("mfeat", "mfeat", m)].get(f"probe/digit/{k}")) for k in mods + ["fused"]]
+        for m in methods
+    ]
+    lines += [
+        "### Linear-probe accuracy (digit, %) per view and fused",
+        "",
+        "Raw = standardised input features (fused = all views concatenated).",
+        "",
+        markdown_table(["method"] + mods + ["fused"], rows),
+        "",
+    ]
     abl = _methods(agg, "mfeat", "ablation")
     if abl:
         rows = []
         for m in (["CentroBind"] if cb else []) + abl:
             st = agg.get(("mfeat", "ablation", m)) or agg[("mfeat", "mfeat", m)]
-            rows.append([m, fmt(st.get("R@1")), fmt(st.get("loo_R@1")),
-                         fmt(st.get("probe/digit/fused")), fmt(st.get("seconds"))])
-        lines += ["### Ablations", "",
-                  "CentroBind anchor variants (detach = no gradient through the centroid; norm = "
-                  "L2-normalised centroid), learned modality weights (softmax, gradient through the "
-                  "anchor), the optional intra-modal term (weight λ), and the fixed anchor without "
-                  "its unimodal pre-training (a random frozen encoder).", "",
-                  markdown_table(["variant", "R@1", "leave-one-out R@1", "fused probe", "train s"],
-                                 rows), ""]
+            rows.append(
+                [
+                    m,
+                    fmt(st.get("R@1")),
+                    fmt(st.get("loo_R@1")),
+                    fmt(st.get("probe/digit/fused")),
+                    fmt(st.get("seconds")),
+                ]
+            )
+        lines += [
+            "### Ablations",
+            "",
+            "CentroBind anchor variants (detach = no gradient through the centroid; norm = "
+            "L2-normalised centroid), learned modality weights (softmax, gradient through the "
+            "anchor), the optional intra-modal term (weight λ), and the fixed anchor without "
+            "its unimodal pre-training (a random frozen encoder).",
+            "",
+            markdown_table(["variant", "R@1", "leave-one-out R@1", "fused probe", "train s"], rows),
+            "",
+        ]
         if cb:
             best_abl = max(abl, key=lambda m: agg[("mfeat", "ablation", m)]["R@1"][0])
             ba = agg[("mfeat", "ablation", best_abl)]
             findings.append(
                 f"mfeat ablations: best variant {best_abl} at {fmt(ba['R@1'])} R@1 vs the default "
-                f"CentroBind {fmt(cb['R@1'])}.")
+                f"CentroBind {fmt(cb['R@1'])}."
+            )
     return lines
 
 
 def _synthetic_section(agg, rows_all, out: Path, plots, findings: list[str]) -> list[str]:
     mods = ["m1", "m2", "m3", "m4"]
-    lines = ["## synthetic (4 modalities: shared, pair (m2, m3) and private factors)", "",
-             "R² = ridge regression from an embedding to the true factors (test split): shared "
-             "from the fused embedding, pair = mean over m2 and m3's own embeddings, private = mean "
-             "over m of private_m from m's own embedding. Probe = fused linear probe on the "
-             "factor-derived labels.", ""]
+    lines = [
+        "## synthetic (4 modalities: shared, pair (m2, m3) and private factors)",
+        "",
+        "R² = ridge regression from an embedding to the true factors (test split): shared "
+        "from the fused embedding, pair = mean over m2 and m3's own embeddings, private = mean "
+        "over m of private_m from m's own embedding. Probe = fused linear probe on the "
+        "factor-derived labels.",
+        "",
+    ]
     for setting in ("clean", "weak-anchor"):
         methods = _methods(agg, "synthetic", setting)
         if not methods:
@@ -237,15 +308,39 @@ def _synthetic_section(agg, rows_all, out: Path, plots, findings: list[str]) -> 
         table = []
         for m in methods:
             st = agg[("synthetic", setting, m)]
-            table.append([m, fmt(st.get("R@1")), fmt(st.get("R@1_excl/m1")),
-                          fmt(st.get("r2/shared/fused"), 2), fmt(_pair_r2(st), 2),
-                          fmt(_private_r2(st, mods), 2), fmt(st.get("probe/shared/fused")),
-                          fmt(st.get("probe/pair/fused")), fmt(st.get("seconds"))])
+            table.append(
+                [
+                    m,
+                    fmt(st.get("R@1")),
+                    fmt(st.get("R@1_excl/m1")),
+                    fmt(st.get("r2/shared/fused"), 2),
+                    fmt(_pair_r2(st), 2),
+                    fmt(_private_r2(st, mods), 2),
+                    fmt(st.get("probe/shared/fused")),
+                    fmt(st.get("probe/pair/fused")),
+                    fmt(st.get("seconds")),
+                ]
+            )
         noise = "0.1 on every modality" if setting == "clean" else "m1 noise 2.0, others 0.1"
-        lines += [f"### {setting} ({noise})", "",
-                  markdown_table(["method", "R@1", "R@1 without m1", "R² shared", "R² pair",
-                                  "R² private", "probe shared", "probe pair", "train s"], table),
-                  ""]
+        lines += [
+            f"### {setting} ({noise})",
+            "",
+            markdown_table(
+                [
+                    "method",
+                    "R@1",
+                    "R@1 without m1",
+                    "R² shared",
+                    "R² pair",
+                    "R² private",
+                    "probe shared",
+                    "probe pair",
+                    "train s",
+                ],
+                table,
+            ),
+            "",
+        ]
     weak, clean = ("synthetic", "weak-anchor"), ("synthetic", "clean")
     cbw, faw = agg.get((*weak, "CentroBind")), agg.get((*weak, "FixedAnchor(m1)"))
     cbc, fac = agg.get((*clean, "CentroBind")), agg.get((*clean, "FixedAnchor(m1)"))
@@ -253,17 +348,20 @@ def _synthetic_section(agg, rows_all, out: Path, plots, findings: list[str]) -> 
         findings.append(
             f"synthetic, weak anchor m1: R² of the pair factor FixedAnchor(m1) "
             f"{fmt(_pair_r2(faw), 2)} vs CentroBind {fmt(_pair_r2(cbw), 2)}; R@1 on pairs "
-            f"without m1 {fmt(faw.get('R@1_excl/m1'))} vs {fmt(cbw.get('R@1_excl/m1'))}.")
+            f"without m1 {fmt(faw.get('R@1_excl/m1'))} vs {fmt(cbw.get('R@1_excl/m1'))}."
+        )
     if cbw and faw and cbc and fac:
         findings.append(
             f"synthetic, clean -> weak anchor: CentroBind mean R@1 {fmt(cbc['R@1'])} -> "
-            f"{fmt(cbw['R@1'])}, FixedAnchor(m1) {fmt(fac['R@1'])} -> {fmt(faw['R@1'])}.")
+            f"{fmt(cbw['R@1'])}, FixedAnchor(m1) {fmt(fac['R@1'])} -> {fmt(faw['R@1'])}."
+        )
     lw = agg.get((*weak, "CentroBind[learned-w]"))
     if cbw and lw:
         w = ", ".join(f"{m} {lw[f'w/{m}'][0]:.2f}" for m in mods if f"w/{m}" in lw)
         findings.append(
             f"synthetic, weak anchor: learned centroid weights ({w}) give R@1 without m1 "
-            f"{fmt(lw.get('R@1_excl/m1'))} vs uniform {fmt(cbw.get('R@1_excl/m1'))}.")
+            f"{fmt(lw.get('R@1_excl/m1'))} vs uniform {fmt(cbw.get('R@1_excl/m1'))}."
+        )
     for setting in ("clean", "weak-anchor"):
         ap_s, cb_s = (agg.get(("synthetic", setting, m)) for m in ("AllPairs", "CentroBind"))
         if ap_s and cb_s:
@@ -271,18 +369,23 @@ def _synthetic_section(agg, rows_all, out: Path, plots, findings: list[str]) -> 
             findings.append(
                 f"synthetic {setting}: AllPairs vs CentroBind mean R@1 {fmt(ap_s['R@1'])} vs "
                 f"{fmt(cb_s['R@1'])} ({lead} ahead); private-factor R² "
-                f"{fmt(_private_r2(ap_s, mods), 2)} vs {fmt(_private_r2(cb_s, mods), 2)}.")
-    un = agg.get((*weak, "Untrained"))
-    if cbw and un:
-        findings.append(
-            f"synthetic, intra-modal information: private-factor R² CentroBind "
-            f"{fmt(_private_r2(cbw, mods), 2)} vs an untrained encoder "
-            f"{fmt(_private_r2(un, mods), 2)}"
-            + "".join(f"; CentroBind+intra{w} {fmt(_private_r2(agg[(*weak, f'CentroBind+intra{w}')], mods), 2)} "
-                      f"(pair {fmt(_pair_r2(agg[(*weak, f'CentroBind+intra{w}')]), 2)}, R@1 "
-                      f"{fmt(agg[(*weak, f'CentroBind+intra{w}')]['R@1'])})"
-                      for w in ("0.3", "1.0") if (*weak, f"CentroBind+intra{w}") in agg)
-            + ".")
+                f"{fmt(_private_r2(ap_s, mods), 2)} vs {fmt(_private_r2(cb_s, mods), 2)}."
+            )
+    for setting in ("clean", "weak-anchor"):
+        key = ("synthetic", setting)
+        cb_s, un = agg.get((*key, "CentroBind")), agg.get((*key, "Untrained"))
+        if not (cb_s and un):
+            continue
+        parts = [f"CentroBind {fmt(_private_r2(cb_s, mods), 2)}",
+                 f"an untrained encoder {fmt(_private_r2(un, mods), 2)}"]
+        for w in INTRA_WEIGHTS:
+            st = agg.get((*key, f"CentroBind+intra{w}"))
+            if st:
+                parts.append(f"CentroBind+intra{w} {fmt(_private_r2(st, mods), 2)} (pair R² "
+                             f"{fmt(_pair_r2(st), 2)}, mean R@1 {fmt(st['R@1'])} vs "
+                             f"{fmt(cb_s['R@1'])} without the term)")
+        findings.append(f"synthetic {setting}, intra-modal information (private-factor R²): "
+                        + "; ".join(parts) + ".")
     sweep_methods = _methods(agg, "synthetic", "sweep")
     if sweep_methods:
         plots.sweep_plot(rows_all, sweep_methods, out / "synthetic_sweep.png")
@@ -293,16 +396,25 @@ def _synthetic_section(agg, rows_all, out: Path, plots, findings: list[str]) -> 
 def _missing_section(agg, rows_all, out: Path, plots, findings: list[str]) -> list[str]:
     settings = sorted({k[1] for k in agg if k[0] == "missing"}, key=lambda s: float(s[2:]))
     methods = _methods(agg, "missing", settings[0])
-    table = [[m] + [fmt(agg.get(("missing", s, m), {}).get("R@1")) for s in settings]
-             for m in methods]
+    table = [
+        [m] + [fmt(agg.get(("missing", s, m), {}).get("R@1")) for s in settings] for m in methods
+    ]
     plots.missing_plot(rows_all, methods, out / "missing.png")
     last = settings[-1]
     cb, fa = (agg.get(("missing", last, m)) for m in ("CentroBind", "FixedAnchor(pix)"))
     if cb and fa:
-        findings.append(f"missing modalities ({last}): CentroBind {fmt(cb['R@1'])} R@1 vs "
-                        f"FixedAnchor(pix) {fmt(fa['R@1'])}.")
-    return ["## missing modalities (mfeat, training rows dropped per modality at rate p)", "",
-            "Test set complete. CentroBind and AllPairs use the masks; FixedAnchor's terms can only "
-            "use samples that have the anchor.", "",
-            markdown_table(["method"] + [f"R@1 {s}" for s in settings], table), "",
-            "![missing](missing.png)", ""]
+        findings.append(
+            f"missing modalities ({last}): CentroBind {fmt(cb['R@1'])} R@1 vs "
+            f"FixedAnchor(pix) {fmt(fa['R@1'])}."
+        )
+    return [
+        "## missing modalities (mfeat, training rows dropped per modality at rate p)",
+        "",
+        "Test set complete. CentroBind and AllPairs use the masks; FixedAnchor's terms can only "
+        "use samples that have the anchor.",
+        "",
+        markdown_table(["method"] + [f"R@1 {s}" for s in settings], table),
+        "",
+        "![missing](missing.png)",
+        "",
+    ]

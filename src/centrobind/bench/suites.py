@@ -15,7 +15,6 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-
 from ..data import MultimodalDataset, load_builtin
 from ..train import TrainConfig
 from .methods import Method, run_method
@@ -48,14 +47,28 @@ class BenchSettings:
     @classmethod
     def make(cls, seeds: int | None, quick: bool) -> BenchSettings:
         if quick:
-            return cls(seeds=seeds or 1, epochs=15, patience=15, synthetic_samples=1500,
-                       synthetic_epochs=15, ablation_seeds=1, sweep_seeds=1, quick=True)
+            return cls(
+                seeds=seeds or 1,
+                epochs=15,
+                patience=15,
+                synthetic_samples=1500,
+                synthetic_epochs=15,
+                ablation_seeds=1,
+                sweep_seeds=1,
+                quick=True,
+            )
         return cls(seeds=seeds or 5)
 
     def train_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           embed_dim=self.embed_dim, early_stopping=self.patience,
-                           warmup_steps=20, quiet=True)
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            embed_dim=self.embed_dim,
+            early_stopping=self.patience,
+            warmup_steps=20,
+            quiet=True,
+        )
 
 
 @dataclass(frozen=True)
@@ -90,11 +103,25 @@ class Job:
         def transform(train_ds: MultimodalDataset) -> MultimodalDataset:
             return train_ds.with_missing(drop, seed=seed)
 
-        metrics = run_method(self.method, ds, splits, base, self.seed,
-                             transform if drop > 0 else None, probe_tasks=self.probe_tasks,
-                             per_view_probes=self.per_view_probes, loo=self.loo)
-        return {"suite": self.suite, "setting": self.setting, "method": self.method.name,
-                "seed": self.seed, **dict(self.extra), **metrics}
+        metrics = run_method(
+            self.method,
+            ds,
+            splits,
+            base,
+            self.seed,
+            transform if drop > 0 else None,
+            probe_tasks=self.probe_tasks,
+            per_view_probes=self.per_view_probes,
+            loo=self.loo,
+        )
+        return {
+            "suite": self.suite,
+            "setting": self.setting,
+            "method": self.method.name,
+            "seed": self.seed,
+            **dict(self.extra),
+            **metrics,
+        }
 
 
 _CACHE: dict[tuple, MultimodalDataset] = {}
@@ -107,8 +134,9 @@ def dataset(key: tuple) -> MultimodalDataset:
             _CACHE[key] = load_builtin("mfeat")
         else:
             _, noise1, n = key
-            _CACHE[key] = load_builtin("synthetic", n_samples=n, seed=0,
-                                       noise=[noise1] + [SYNTH_CLEAN_NOISE] * 3)
+            _CACHE[key] = load_builtin(
+                "synthetic", n_samples=n, seed=0, noise=[noise1] + [SYNTH_CLEAN_NOISE] * 3
+            )
     return _CACHE[key]
 
 
@@ -133,13 +161,18 @@ def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
     ablations = [
         Method("CentroBind[grad,unnorm]", options=(("detach_anchor", False),)),
         Method("CentroBind[detach,norm]", options=(("normalize_anchor", True),)),
-        Method("CentroBind[grad,norm]",
-               options=(("detach_anchor", False), ("normalize_anchor", True))),
+        Method(
+            "CentroBind[grad,norm]", options=(("detach_anchor", False), ("normalize_anchor", True))
+        ),
         Method("CentroBind[learned-w]", options=(("weights", "learned"),)),
         Method("CentroBind[lr3e-3]", overrides=(("lr", 3e-3),)),
         Method("AllPairs[lr3e-3]", objective="all_pairs", overrides=(("lr", 3e-3),)),
-        Method("FixedAnchor(pix)[no-pretrain]", objective="fixed_anchor", anchor="pix",
-               overrides=(("anchor_init", "none"),)),
+        Method(
+            "FixedAnchor(pix)[no-pretrain]",
+            objective="fixed_anchor",
+            anchor="pix",
+            overrides=(("anchor_init", "none"),),
+        ),
     ]
     ablations += [Method(f"CentroBind+intra{w}", intra_weight=w) for w in INTRA_WEIGHTS]
     if s.quick:
@@ -155,35 +188,68 @@ def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
 def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
     mods = ["m1", "m2", "m3", "m4"]
     methods = core_methods(mods, ["m1", "m2"]) + [
-        Method("Untrained", kind="untrained"), Method("Raw", kind="raw"), Method("GCCA", kind="gcca")]
+        Method("Untrained", kind="untrained"),
+        Method("Raw", kind="raw"),
+        Method("GCCA", kind="gcca"),
+    ]
     methods += [Method(f"CentroBind+intra{w}", intra_weight=w) for w in INTRA_WEIGHTS]
     methods.append(Method("CentroBind[learned-w]", options=(("weights", "learned"),)))
     for seed in range(s.seeds):
         for setting, noise1 in (("clean", SYNTH_CLEAN_NOISE), ("weak-anchor", SYNTH_WEAK_NOISE)):
             for m in methods:
-                yield Job("synthetic", setting, m, seed, ("synthetic", noise1, s.synthetic_samples),
-                          extra=(("noise_m1", noise1),), probe_tasks=2,
-                          epochs=s.synthetic_epochs)
-    sweep = [Method("FixedAnchor(m1)", objective="fixed_anchor", anchor="m1"),
-             Method("CentroBind"), Method("AllPairs", objective="all_pairs")]
+                yield Job(
+                    "synthetic",
+                    setting,
+                    m,
+                    seed,
+                    ("synthetic", noise1, s.synthetic_samples),
+                    extra=(("noise_m1", noise1),),
+                    probe_tasks=2,
+                    epochs=s.synthetic_epochs,
+                )
+    sweep = [
+        Method("FixedAnchor(m1)", objective="fixed_anchor", anchor="m1"),
+        Method("CentroBind"),
+        Method("AllPairs", objective="all_pairs"),
+    ]
     levels = SWEEP_NOISE[::2] if s.quick else SWEEP_NOISE
     for seed in range(min(s.seeds, s.sweep_seeds)):
         for noise1 in levels:
             for m in sweep:
-                yield Job("synthetic", "sweep", m, seed, ("synthetic", noise1, s.synthetic_samples),
-                          extra=(("noise_m1", noise1),), probe_tasks=0, loo=False,
-                          epochs=s.synthetic_epochs)
+                yield Job(
+                    "synthetic",
+                    "sweep",
+                    m,
+                    seed,
+                    ("synthetic", noise1, s.synthetic_samples),
+                    extra=(("noise_m1", noise1),),
+                    probe_tasks=0,
+                    loo=False,
+                    epochs=s.synthetic_epochs,
+                )
 
 
 def missing_jobs(s: BenchSettings) -> Iterator[Job]:
-    methods = [Method("CentroBind"), Method("AllPairs", objective="all_pairs"),
-               Method("FixedAnchor(pix)", objective="fixed_anchor", anchor="pix")]
+    methods = [
+        Method("CentroBind"),
+        Method("AllPairs", objective="all_pairs"),
+        Method("FixedAnchor(pix)", objective="fixed_anchor", anchor="pix"),
+    ]
     rates = (0.0, 0.6) if s.quick else MISSING_RATES
     for seed in range(s.seeds):
         for p in rates:
             for m in methods:
-                yield Job("missing", f"p={p}", m, seed, MFEAT, drop=p, extra=(("p", p),),
-                          probe_tasks=1, loo=False)
+                yield Job(
+                    "missing",
+                    f"p={p}",
+                    m,
+                    seed,
+                    MFEAT,
+                    drop=p,
+                    extra=(("p", p),),
+                    probe_tasks=1,
+                    loo=False,
+                )
 
 
 SUITES: dict[str, Callable[[BenchSettings], Iterator[Job]]] = {
@@ -200,5 +266,3 @@ def suite_jobs(suite: str, s: BenchSettings) -> list[Job]:
     if unknown:
         raise ValueError(f"unknown suite {unknown[0]!r}; choose from all, {', '.join(SUITES)}")
     return [job for n in names for job in SUITES[n](s)]
-
-
