@@ -120,3 +120,55 @@ def test_evaluate_bad_run_folder(tmp_path):
     )
     assert proc.returncode == 2 and "not a run folder" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def _cli(*args):
+    proc = subprocess.run(
+        [sys.executable, "-m", "centrobind.cli", *map(str, args)], capture_output=True, text=True
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return proc.returncode, proc.stderr.strip()
+
+
+def test_run_folder_safety(data_dir, tmp_path):
+    out = tmp_path / "run"
+    assert _train(data_dir, out) == 0
+    rc, err = _cli("train", "--data", data_dir, "--out", out, "--quiet", "--epochs", "2")
+    assert rc == 2 and "already holds a run" in err
+    rc, err = _cli("train", "--data", data_dir, "--out", out, "--resume", "--epochs", "9")
+    assert rc == 2 and "drop --epochs" in err
+    rc, err = _cli("train", "--data", data_dir, "--out", out, "--resume", "--quiet")
+    assert rc == 0, err  # finished run: resume is a no-op, not an error
+    # evaluate against other data with the same shape: refused (split indices would lie)
+    other = tmp_path / "other"
+    save_dataset(make_synthetic(n_samples=200, n_modalities=3, dims=[10, 8, 6], seed=1), other)
+    rc, err = _cli("evaluate", "--run", out, "--data", other)
+    assert rc == 2 and "not the data this run was trained on" in err
+    rc, err = _cli("embed", "--run", out, "--data", data_dir, "--out", tmp_path)
+    assert rc == 2 and "is a folder" in err
+
+
+def test_overlapping_dataset_splits_are_refused(tmp_path):
+    ds = make_synthetic(n_samples=100, n_modalities=2, dims=[5, 4], pair=None, seed=0)
+    from centrobind.data import MultimodalDataset
+
+    bad = MultimodalDataset(
+        ds.features,
+        ds.mask,
+        ds.labels,
+        splits={"train": np.arange(0, 80), "test": np.arange(70, 100)},
+    )
+    save_dataset(bad, tmp_path / "d")
+    rc, err = _cli("train", "--data", tmp_path / "d", "--out", tmp_path / "r", "--quiet")
+    assert rc == 2 and "overlap in 10 rows" in err
+    rc, err = _cli(
+        "train",
+        "--data",
+        tmp_path / "d",
+        "--out",
+        tmp_path / "r",
+        "--quiet",
+        "--early-stopping",
+        "3",
+    )
+    assert rc == 2

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from centrobind.data import MultimodalDataset, make_synthetic
-from centrobind.errors import ConfigError
+from centrobind.errors import CentrobindError, ConfigError
 from centrobind.models import Binder
 from centrobind.objectives import make_objective
 from centrobind.train import TrainConfig, TrainingError, fit
@@ -139,3 +139,62 @@ def test_config_round_trip_and_validation():
         TrainConfig.from_dict({"bogus": 1})
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig.from_dict({"epochs": 0})
+
+
+def test_resume_after_early_stopping_trains_no_more(tmp_path):
+    ds = _data(n=160)
+    split = ds.split(seed=0)
+    scores = iter([1.0, 5.0, 3.0, 2.0] + [9.0] * 10)
+    cfg = _cfg(epochs=8, early_stopping=2)
+    torch.manual_seed(0)
+    binder = Binder(ds.dims, embed_dim=8, hidden=16, dropout=0.1)
+    res = fit(
+        binder,
+        make_objective("centrobind"),
+        split["train"],
+        split["val"],
+        cfg,
+        out_dir=tmp_path,
+        validate=lambda b, v: next(scores),
+    )
+    assert res.stopped_early and len(res.history) == 4
+    torch.manual_seed(0)
+    again = Binder(ds.dims, embed_dim=8, hidden=16, dropout=0.1)
+    res2 = fit(
+        again,
+        make_objective("centrobind"),
+        split["train"],
+        split["val"],
+        cfg,
+        out_dir=tmp_path,
+        resume=True,
+        validate=lambda b, v: next(scores),
+    )
+    assert res2.stopped_early and len(res2.history) == 4 and res2.steps == res.steps
+    for k, v in binder.state_dict().items():  # the best epoch's weights, restored on resume too
+        assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path):
+    ds = _data()
+    _train(_cfg(epochs=1), ds, out=tmp_path)
+    with pytest.raises(CentrobindError, match="different config"):
+        _train(_cfg(epochs=2, seed=5), ds, out=tmp_path, resume=True)
+
+
+def test_bad_config_values_are_config_errors():
+    for bad in (
+        {"embed_dim": 0},
+        {"dropout": 1.5},
+        {"epochs": "3"},
+        {"seed": 1.5},
+        {"device": "nonsense"},
+        {"objective_options": {"anchor": 1}},
+        {"weight_decay": -1},
+        {"chunk_size": 0},
+        {"split": 5},
+    ):
+        with pytest.raises(ConfigError):
+            TrainConfig.from_dict(bad)
+    with pytest.raises(ConfigError, match="must be a table"):
+        TrainConfig.from_dict([1, 2])

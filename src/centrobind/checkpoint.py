@@ -22,6 +22,7 @@ from torch import Tensor
 from .errors import CentrobindError
 
 __all__ = [
+    "atomic_write",
     "atomic_write_text",
     "save_tensors",
     "load_tensors",
@@ -36,10 +37,22 @@ def _atomic_replace(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb") as f:  # on disk before the rename makes it visible
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: str | os.PathLike, write) -> None:
+    """``write(file_object)`` into a temporary file, then rename it to ``path``."""
+
+    def to_tmp(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    _atomic_replace(Path(path), to_tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

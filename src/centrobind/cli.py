@@ -61,9 +61,36 @@ def _train_config(args: argparse.Namespace):
     return TrainConfig.from_dict(base)
 
 
+_OVERRIDES = (
+    "objective",
+    "anchor",
+    "config",
+    "epochs",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "warmup_steps",
+    "embed_dim",
+    "seed",
+    "device",
+    "early_stopping",
+    "checkpoint_every",
+    "intra_weight",
+    "chunk_size",
+    "option",
+)
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from .runs import train_run
 
+    if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in _OVERRIDES if getattr(args, k) is not None]
+        if given:
+            raise CentrobindError(
+                f"--resume continues the run exactly as configured in "
+                f"{args.out}/config.json; drop {', '.join(given)}"
+            )
     cfg = _train_config(args)
     run, result = train_run(args.data, cfg, args.out, resume=args.resume)
     best = (
@@ -158,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("benchmark", help="compare objectives on the bundled data; writes a report")
     s.add_argument("--suite", default="all", choices=["all", "mfeat", "synthetic", "missing"])
-    s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 2)")
+    s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
     s.add_argument("--quick", action="store_true", help="fewer seeds and epochs (~1 minute)")
     s.add_argument("--out", default="bench_out", help="output folder")
     s.add_argument("--quiet", action="store_true")
@@ -173,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CentrobindError as e:
         msg = " ".join(str(e).split())
         print(f"error: {msg}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as e:  # unwritable output, full disk, ...: the OS said it in one line
+        print(f"error: {e.filename or ''}: {e.strerror or e}".replace(": :", ":"), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

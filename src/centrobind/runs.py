@@ -15,6 +15,7 @@ Layout of ``runs/<name>/`` (stable):
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import atomic_write_text, load_tensors, save_tensors
+from .checkpoint import atomic_write, atomic_write_text, load_tensors, save_tensors
 from .data import MultimodalDataset, Standardizer, load
 from .errors import CentrobindError, ConfigError
 from .eval import evaluate, fused_embedding
+from .eval._common import to_builtin
+from .eval.retrieval import gram_leave_one_out, symile_leave_one_out
 from .models import Binder
 from .objectives import make_objective
 from .train import FitResult, TrainConfig, fit
@@ -64,22 +67,61 @@ def _as_dataset(data: str | Path | MultimodalDataset) -> MultimodalDataset:
 def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
     """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
     (stratified on the first label task when there is one)."""
-    if "train" in ds.splits and "test" in ds.splits:
+    if ds.splits:
+        given = [k for k in ("train", "val", "test") if k in ds.splits]
+        if "train" not in given or "test" not in given:
+            raise ConfigError(
+                f"the dataset's splits/ folder has {sorted(ds.splits)}; it needs "
+                "train.npy and test.npy (val.npy optional)"
+            )
         empty = torch.empty(0, dtype=torch.long)
-        return {k: ds.splits.get(k, empty) for k in ("train", "val", "test")}
-    stratify = next(iter(ds.labels), None)
-    return ds.split_indices(cfg.split, seed=cfg.seed, stratify=stratify)
+        splits = {k: ds.splits.get(k, empty) for k in ("train", "val", "test")}
+        seen = torch.zeros(len(ds), dtype=torch.long)
+        for idx in splits.values():
+            seen[idx] += 1
+        if bool((seen > 1).any()):
+            raise ConfigError(
+                f"the dataset's train/val/test splits overlap in {int((seen > 1).sum())} rows"
+            )
+    else:
+        stratify = next(iter(ds.labels), None)
+        splits = ds.split_indices(cfg.split, seed=cfg.seed, stratify=stratify)
+    if cfg.early_stopping is not None and len(splits["val"]) < 2:
+        raise ConfigError(
+            "--early-stopping needs a validation split with >= 2 rows "
+            "(splits/val.npy, or a non-zero val fraction)"
+        )
+    return splits
+
+
+def fingerprint(ds: MultimodalDataset) -> str:
+    """A cheap content hash of a dataset (shapes, masks, feature and label sums), to recognise
+    the data a run was trained on."""
+    h = hashlib.sha256(f"{len(ds)}|{ds.modalities}|{ds.dims}".encode())
+    for m in ds.modalities:
+        x = ds.features[m].double()
+        h.update(f"{float(x.sum()):.10e}|{float((x * x).sum()):.10e}".encode())
+    h.update(ds.mask.numpy().tobytes())
+    for t, y in ds.labels.items():
+        h.update(f"{t}|{int(y.sum())}".encode())
+    return h.hexdigest()[:16]
 
 
 def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
+    bad = [m for m in dims if "." in m or not m]
+    if bad:
+        raise ConfigError(f"modality names may not contain '.': {bad} (rename the files)")
+    init, max_scale = cfg.resolved_logit_scale(len(dims))
+    if init > max_scale:
+        raise ConfigError(f"logit_scale_init {init} exceeds max_logit_scale {max_scale}")
     return Binder(
         dims,
         embed_dim=cfg.embed_dim,
         hidden=cfg.hidden,
         depth=cfg.depth,
         dropout=cfg.dropout,
-        logit_scale_init=cfg.logit_scale_init,
-        max_logit_scale=cfg.max_logit_scale,
+        logit_scale_init=init,
+        max_logit_scale=max_scale,
         learn_logit_scale=cfg.learn_logit_scale,
     )
 
@@ -100,9 +142,13 @@ def build_objective(cfg: TrainConfig, modalities: list[str]) -> nn.Module:
     if cfg.chunk_size is not None and cfg.objective in ("centrobind", "fixed_anchor", "all_pairs"):
         opts.setdefault("chunk_size", cfg.chunk_size)
     try:
-        return make_objective(cfg.objective, **opts)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"objective {cfg.objective!r}: {e}") from None
+        objective = make_objective(cfg.objective, **opts)
+        # a dry run on a tiny batch: bad options fail here, not after minutes of training
+        z = torch.nn.functional.normalize(torch.ones(len(modalities), 2, 4), dim=-1)
+        objective(z, 10.0)
+    except (TypeError, ValueError, IndexError, KeyError) as e:
+        raise ConfigError(f"objective {cfg.objective!r}: {' '.join(str(e).split())}") from None
+    return objective
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -113,7 +159,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     text = path.read_text()
     try:
         if path.suffix == ".toml":
-            import tomllib
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
 
             return tomllib.loads(text)
         return json.loads(text)
@@ -128,6 +177,10 @@ def train_run(
     cfg.validate()
     out = Path(out)
     ds = _as_dataset(data)
+    if not resume and ((out / "config.json").exists() or (out / "checkpoints").exists()):
+        raise CentrobindError(
+            f"{out} already holds a run; use --resume to continue it or choose another --out"
+        )
     if resume:
         saved = out / "config.json"
         if not saved.is_file():
@@ -157,6 +210,8 @@ def train_run(
         tensors.update({f"standardizer.{k}": v for k, v in std.state_dict().items()})
     meta = {
         "dataset": ds.name,
+        "data": _data_ref(data),
+        "fingerprint": fingerprint(ds),
         "modalities": binder.modalities,
         "dims": binder.dims,
         "n_rows": len(ds),
@@ -173,6 +228,14 @@ def train_run(
     return run, result
 
 
+def _data_ref(data: str | Path | MultimodalDataset) -> str | None:
+    """How ``evaluate`` finds the training data again: a builtin name or an absolute path."""
+    if isinstance(data, MultimodalDataset):
+        return None
+    p = Path(data)
+    return str(p.resolve()) if p.exists() else str(data)
+
+
 def _load_splits(path: Path) -> dict[str, Tensor]:
     tensors, _ = load_tensors(path / "splits.safetensors")
     return {k: tensors.get(k, torch.empty(0, dtype=torch.long)) for k in ("train", "val", "test")}
@@ -183,12 +246,21 @@ def load_run(path: str | Path) -> Run:
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise CentrobindError(f"{path}: not a run folder (needs config.json and model.safetensors)")
-    cfg = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+    try:
+        cfg = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
+    except (json.JSONDecodeError, TypeError) as e:
+        raise CentrobindError(f"{path}/config.json: not a valid run config ({e})") from None
     tensors, meta = load_tensors(path / "model.safetensors")
-    binder = build_binder({m: int(d) for m, d in meta["dims"].items()}, cfg)
-    binder.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    std_sd = {k[13:]: v for k, v in tensors.items() if k.startswith("standardizer.")}
-    std = Standardizer.from_state_dict(std_sd) if std_sd else None
+    try:
+        binder = build_binder({m: int(d) for m, d in meta["dims"].items()}, cfg)
+        binder.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        std_sd = {k[13:]: v for k, v in tensors.items() if k.startswith("standardizer.")}
+        std = Standardizer.from_state_dict(std_sd) if std_sd else None
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CentrobindError(
+            f"{path}/model.safetensors does not match config.json "
+            f"({' '.join(str(e).split())[:200]})"
+        ) from None
     return Run(path, cfg, binder, std, _load_splits(path), meta)
 
 
@@ -214,10 +286,24 @@ def evaluate_run(
     path: str | Path, data: str | Path | MultimodalDataset | None = None, write: bool = True
 ) -> dict[str, Any]:
     """Evaluate a run on its held-out ``test`` split (probes fit on ``train``); writes
-    ``metrics.json``. ``data`` defaults to the dataset the run was trained on (by name)."""
+    ``metrics.json``. ``data`` defaults to the dataset the run was trained on (the builtin name
+    or absolute folder path recorded in ``run.json``); other data must be the same rows (checked
+    by content fingerprint).
+
+    For Symile and GRAM, ``metrics["retrieval"]["native_leave_one_out"]`` adds retrieval with
+    their own joint scores (multilinear product / volume) on the test rows with every modality.
+    """
     run = load_run(path)
-    ds = _as_dataset(data if data is not None else run.meta["dataset"])
+    ref = data if data is not None else run.meta.get("data")
+    if ref is None:
+        raise CentrobindError("this run was trained on an in-memory dataset; pass --data")
+    ds = _as_dataset(ref)
     _check_modalities(run, ds)
+    if run.meta.get("fingerprint") not in (None, fingerprint(ds)):
+        raise CentrobindError(
+            f"{ref}: not the data this run was trained on (content differs); "
+            "its train/test split indices would point at other rows"
+        )
     if len(ds) != run.meta["n_rows"]:
         raise CentrobindError(
             f"the data has {len(ds)} rows but the run's splits were made for {run.meta['n_rows']}"
@@ -241,6 +327,12 @@ def evaluate_run(
         anchor=anchor,
         seed=run.config.seed,
     )
+    native = {"symile": symile_leave_one_out, "gram": gram_leave_one_out}.get(run.config.objective)
+    if native is not None:
+        full = _mask(test_ds, mods).all(0)
+        if int(full.sum()) >= 2:
+            emb = run.binder.embed_all(test_ds.subset(full.nonzero().squeeze(1)))
+            metrics["retrieval"]["native_leave_one_out"] = to_builtin(native(emb, ks=(1, 5, 10)))
     if write:
         atomic_write_text(Path(path) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
@@ -261,8 +353,7 @@ def embed_run(
     arrays = {m: emb[m].numpy().astype(np.float32) for m in mods}
     arrays["fused"] = fused.numpy().astype(np.float32)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(out)
+    if out.is_dir():
+        raise CentrobindError(f"{out} is a folder; give the output .npz file name")
+    atomic_write(out, lambda f: np.savez(f, **arrays))
     return arrays

@@ -55,11 +55,13 @@ class TrainConfig:
     ``anchor_init`` ("ssl": ``anchor_pretrain_epochs`` of augmented-view InfoNCE on the anchor
     alone,
     the stand-in for ImageBind's pretrained anchor encoder; "none": a random frozen encoder).
-    Logit scale: a fixed ``s = 10`` (temperature 0.1) by default. The Binder supports CLIP's
-    learnable scale (``logit_scale_init=1/0.07, learn_logit_scale=True``, clamped to
-    ``max_logit_scale``), but on mfeat it measured worse for every objective (CentroBind mean R@1
-    38.1 vs 41.9, FixedAnchor(pix) 34.7 vs 37.0, AllPairs 42.3 vs 43.5; 2 seeds, /tmp/tune.py in
-    the objectives issue notes): with few thousand samples a learnable scale grows and overfits.
+    Logit scale: ``logit_scale_init=None`` means automatic: ``s = 10`` (temperature 0.1),
+    except for Symile, whose multilinear scores need ``10 * D^(M/2 - 1)`` (see
+    :func:`symile_logit_scale`); ``max_logit_scale=None`` means 10x the initial scale. The Binder
+    supports CLIP's learnable scale (``logit_scale_init=1/0.07, learn_logit_scale=True``), but on
+    mfeat it measured worse for every objective (mean R@1, 2 seeds, benchmark budget: CentroBind
+    38.1 vs 41.9, FixedAnchor(pix) 34.7 vs 37.0, AllPairs 42.3 vs 43.5): with a few thousand
+    samples a learnable scale grows and overfits.
     Intra-modal term: ``intra_weight`` x InfoNCE between two augmented views (Gaussian noise
     ``aug_noise`` + ``aug_mask`` feature masking) of each modality through its own encoder.
     """
@@ -77,8 +79,8 @@ class TrainConfig:
     hidden: int = 256
     depth: int = 2
     dropout: float = 0.0
-    logit_scale_init: float = 10.0
-    max_logit_scale: float = 100.0
+    logit_scale_init: float | None = None
+    max_logit_scale: float | None = None
     learn_logit_scale: bool = False
     epochs: int = 100
     batch_size: int = 256
@@ -98,6 +100,63 @@ class TrainConfig:
     quiet: bool = False
 
     def validate(self) -> None:
+        ints = (
+            "anchor_pretrain_epochs",
+            "embed_dim",
+            "hidden",
+            "depth",
+            "epochs",
+            "batch_size",
+            "warmup_steps",
+            "seed",
+        )
+        for name in ints + ("chunk_size", "early_stopping", "checkpoint_every"):
+            v = getattr(self, name)
+            if (v is not None or name in ints) and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ConfigError(f"{name} must be an integer, got {v!r}")
+        floats = ("intra_weight", "aug_noise", "aug_mask", "dropout", "lr", "weight_decay")
+        for name in floats + ("logit_scale_init", "max_logit_scale"):
+            v = getattr(self, name)
+            if (v is not None or name in floats) and (
+                isinstance(v, bool) or not isinstance(v, int | float)
+            ):
+                raise ConfigError(f"{name} must be a number, got {v!r}")
+        if not isinstance(self.objective_options, dict):
+            raise ConfigError("objective_options must be a table/dict of keyword arguments")
+        if "anchor" in self.objective_options:
+            raise ConfigError("give the anchor modality with --anchor NAME, not as an option")
+        for name in (
+            "embed_dim",
+            "hidden",
+            "depth",
+            "anchor_pretrain_epochs",
+            "seed",
+            "warmup_steps",
+        ):
+            if getattr(self, name) < (1 if name in ("embed_dim", "hidden", "depth") else 0):
+                raise ConfigError(
+                    f"{name} must be >= "
+                    f"{1 if name in ('embed_dim', 'hidden', 'depth') else 0}, "
+                    f"got {getattr(self, name)}"
+                )
+        if not 0 <= self.dropout < 1 or not 0 <= self.aug_mask < 1 or self.aug_noise < 0:
+            raise ConfigError("dropout and aug_mask must be in [0, 1), aug_noise >= 0")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.logit_scale_init is not None and self.logit_scale_init <= 0:
+            raise ConfigError(f"logit_scale_init must be > 0, got {self.logit_scale_init}")
+        if self.max_logit_scale is not None and self.max_logit_scale <= 0:
+            raise ConfigError(f"max_logit_scale must be > 0, got {self.max_logit_scale}")
+        if self.chunk_size is not None and self.chunk_size < 1:
+            raise ConfigError(f"chunk_size must be >= 1, got {self.chunk_size}")
+        try:
+            dev = torch.device(self.device)
+        except (RuntimeError, TypeError) as e:
+            raise ConfigError(f"device {self.device!r}: {e}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"device {self.device!r}: CUDA is not available on this machine")
+        if dev.type == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"device {self.device!r}: MPS is not available on this machine")
         if self.epochs < 1:
             raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -111,7 +170,9 @@ class TrainConfig:
         if self.intra_weight < 0:
             raise ConfigError("intra_weight must be >= 0")
         if (
-            len(self.split) != 3
+            not isinstance(self.split, tuple | list)
+            or len(self.split) != 3
+            or not all(isinstance(f, int | float) for f in self.split)
             or any(f < 0 for f in self.split)
             or abs(sum(self.split) - 1) > 1e-6
         ):
@@ -128,16 +189,31 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        if not isinstance(d, Mapping):
+            raise ConfigError(
+                f"a config must be a table of TrainConfig fields, got {type(d).__name__}"
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
         d = dict(d)
-        if "split" in d:
+        if isinstance(d.get("split"), list | tuple):
             d["split"] = tuple(d["split"])
         cfg = cls(**d)
         cfg.validate()
         return cfg
+
+    def resolved_logit_scale(self, n_modalities: int) -> tuple[float, float]:
+        """``(initial, max)`` logit scale after applying the automatic defaults."""
+        init = self.logit_scale_init
+        if init is None:
+            init = (
+                symile_logit_scale(n_modalities, self.embed_dim)
+                if self.objective == "symile"
+                else 10.0
+            )
+        return init, self.max_logit_scale if self.max_logit_scale is not None else 10.0 * init
 
 
 @dataclass
@@ -150,6 +226,17 @@ class FitResult:
     train_seconds: float
     steps: int
     stopped_early: bool = False
+
+
+def symile_logit_scale(n_modalities: int, embed_dim: int, base: float = 10.0) -> float:
+    """Symile's initial logit scale.
+
+    A multilinear inner product of M unit vectors is tiny: an aligned tuple spread evenly over D
+    coordinates scores ``D * D^(-M/2) = D^(1 - M/2)`` (2.4e-4 for M=6, D=64), so CLIP's scale would
+    leave every logit near 0 and nothing would train. We rescale so that such a tuple gets the
+    logit a cosine of 1 gets with scale ``base``: ``s = base * D^(M/2 - 1)`` (``= base`` for M=2).
+    """
+    return base * embed_dim ** (n_modalities / 2 - 1)
 
 
 def _dist() -> tuple[int, int]:
@@ -224,6 +311,27 @@ def default_validate(binder: Binder, val_ds) -> float:
     return mean_pairwise_r1(torch.nan_to_num(z), _reordered_mask(val_ds, binder.modalities))
 
 
+def native_validator(objective: nn.Module) -> Callable[[Binder, Any], float]:
+    """The validation score an objective is trained for: Symile and GRAM score all modalities
+    jointly (leave-one-out R@1 with their own multilinear / volume scores, on the validation rows
+    where every modality is present); the pairwise objectives use :func:`default_validate`."""
+    from .eval.retrieval import gram_leave_one_out, symile_leave_one_out
+    from .objectives import Gram, Symile
+
+    joint = {Symile: symile_leave_one_out, Gram: gram_leave_one_out}.get(type(objective))
+    if joint is None:
+        return default_validate
+
+    def validate(binder: Binder, val_ds) -> float:
+        full = _reordered_mask(val_ds, binder.modalities).all(0)
+        if int(full.sum()) < 2:
+            return float("nan")
+        emb = binder.embed_all(val_ds.subset(full.nonzero().squeeze(1)))
+        return float(joint(emb)["mean"]["R@1"])
+
+    return validate
+
+
 def pretrain_encoder(
     binder: Binder, modality: str, train_ds, cfg: TrainConfig, generator: torch.Generator
 ) -> None:
@@ -236,7 +344,11 @@ def pretrain_encoder(
     opt = torch.optim.Adam(params, lr=cfg.lr)
     n = x_all.shape[0]
     bs = min(cfg.batch_size, n)
-    s = torch.tensor(cfg.logit_scale_init, device=device)
+    if n < 2:
+        raise ConfigError(
+            f"cannot pre-train the anchor {modality!r}: it is present in {n} training rows"
+        )
+    s = torch.tensor(10.0, device=device)
     for epoch in range(cfg.anchor_pretrain_epochs):
         perm = _epoch_perm(n, cfg.seed + 7919, epoch).to(device)
         for b in range(n // bs):
@@ -312,7 +424,14 @@ def fit(
         raise ConfigError(f"batch size {bs} is not divisible by the world size {world}")
     nb = n // bs if cfg.drop_last else math.ceil(n / bs)
     total_steps = nb * cfg.epochs
-    validate = validate or default_validate
+    validate = validate or native_validator(objective)
+    if world > 1 and not cfg.drop_last and n % bs:
+        raise ConfigError("distributed training needs drop_last=True (equal batches on all ranks)")
+    if world > 1 and cfg.intra_weight > 0:
+        raise ConfigError(
+            "the intra-modal term is not gathered across ranks yet; use "
+            "intra_weight=0 under torchrun"
+        )
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
 
     # Fixed anchor: unimodal pre-training, then freeze (ImageBind's anchor encoder is pretrained).
@@ -348,18 +467,20 @@ def fit(
     bad_epochs = 0
     start_epoch, start_batch, step = 0, 0, 0
     elapsed = 0.0
+    stopped_early = False
+    partial: dict[str, Any] = {}
 
     def model_tensors() -> dict[str, Tensor]:
         t = {f"model.{k}": v for k, v in binder.state_dict().items()}
         t.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
         return t
 
-    def save_checkpoint(epoch: int, batch: int) -> None:
+    def save_checkpoint(epoch: int, batch: int, partial: dict[str, Any]) -> None:
         if ckpt_dir is None or rank != 0:
             return
         opt_t, opt_rest = optimizer_to_flat(opt)
         tensors = {**model_tensors(), **opt_t, **_rng_tensors(aug_gen)}
-        if best_state is not None:
+        if best_state is not None:  # binder + objective of the best epoch
             tensors.update({f"best.{k}": v for k, v in best_state.items()})
         state = {
             "epoch": epoch,
@@ -373,6 +494,8 @@ def fit(
             "elapsed": elapsed,
             "config": cfg.to_dict(),
             "frozen": [m for m in modalities if binder.is_frozen(m)],
+            "stopped_early": stopped_early,
+            "partial": partial,  # sums of the epoch in progress (mid-epoch checkpoints)
         }
         save_tensors(ckpt_dir / "latest.safetensors", tensors, state)
 
@@ -396,6 +519,13 @@ def fit(
         start_epoch, start_batch, step = state["epoch"], state["batch"], state["step"]
         best_metric, best_epoch = state["best_metric"], state["best_epoch"]
         bad_epochs, history, elapsed = state["bad_epochs"], state["history"], state["elapsed"]
+        stopped_early = bool(state.get("stopped_early", False))
+        partial = state.get("partial", {})
+        if state.get("config") != cfg.to_dict():
+            raise CentrobindError(
+                f"--resume: {ckpt_dir}/latest.safetensors was written by a different config; "
+                "start a new run folder instead"
+            )
 
     from tqdm.auto import tqdm
 
@@ -407,17 +537,23 @@ def fit(
         unit="step",
         dynamic_ncols=True,
     )
-    stopped_early = False
     local = bs // world
     epoch = start_epoch
     try:
-        for epoch in range(start_epoch, cfg.epochs):
+        for epoch in range(start_epoch, cfg.epochs if not stopped_early else start_epoch):
             t0 = time.perf_counter()
             perm = _epoch_perm(n, cfg.seed, epoch).to(device)
             loss_sum = torch.zeros((), device=device)
             term_sums: dict[str, Tensor] = {}
             n_steps = 0
+            if epoch == start_epoch and start_batch > 0 and partial:  # resumed mid-epoch
+                loss_sum += partial["loss_sum"]
+                n_steps = partial["n_steps"]
+                term_sums = {k: torch.tensor(v, device=device) for k, v in partial["terms"].items()}
             step_module.train()
+            for m in modalities:  # a frozen (anchor) encoder is a fixed function: no dropout
+                if binder.is_frozen(m):
+                    binder.encoders[m].eval()
             for b in range(start_batch if epoch == start_epoch else 0, nb):
                 idx = perm[b * bs : (b + 1) * bs]
                 if world > 1:
@@ -457,7 +593,15 @@ def fit(
                     term_sums[k] = term_sums.get(k, 0.0) + v.detach()
                 bar.update(1)
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                    save_checkpoint(epoch, b + 1)
+                    save_checkpoint(
+                        epoch,
+                        b + 1,
+                        {
+                            "loss_sum": float(loss_sum),
+                            "n_steps": n_steps,
+                            "terms": {k: float(v) for k, v in term_sums.items()},
+                        },
+                    )
             start_batch = 0
             elapsed += time.perf_counter() - t0
             row: dict[str, float] = {
@@ -474,11 +618,11 @@ def fit(
                 row["val_metric"] = metric
                 if best_metric is None or metric > best_metric:
                     best_metric, best_epoch, bad_epochs = metric, epoch + 1, 0
-                    best_state = {k: v.detach().clone() for k, v in binder.state_dict().items()}
+                    best_state = {k: v.detach().clone() for k, v in model_tensors().items()}
                     if ckpt_dir is not None and rank == 0:
                         save_tensors(
                             ckpt_dir / "best.safetensors",
-                            {f"model.{k}": v for k, v in best_state.items()},
+                            best_state,
                             {"epoch": epoch + 1, "val_metric": metric},
                         )
                 else:
@@ -491,14 +635,17 @@ def fit(
             )
             if out is not None and rank == 0:
                 _write_log(out / "log.csv", history)
-            save_checkpoint(epoch + 1, 0)
-            if cfg.early_stopping is not None and bad_epochs >= cfg.early_stopping:
-                stopped_early = True
+            stopped_early = cfg.early_stopping is not None and bad_epochs >= cfg.early_stopping
+            save_checkpoint(epoch + 1, 0, {})
+            if stopped_early:
                 break
     finally:
         bar.close()
     if best_state is not None:
-        binder.load_state_dict(best_state)
+        binder.load_state_dict({k[6:]: v for k, v in best_state.items() if k.startswith("model.")})
+        objective.load_state_dict(
+            {k[10:]: v for k, v in best_state.items() if k.startswith("objective.")}
+        )
     return FitResult(
         history=history,
         best_epoch=best_epoch,

@@ -136,6 +136,7 @@ def run_benchmark(
         "seeds": settings.seeds,
         "quick": quick,
         "epochs": settings.epochs,
+        "synthetic_epochs": settings.synthetic_epochs,
         "patience": settings.patience,
         "batch_size": settings.batch_size,
         "embed_dim": settings.embed_dim,

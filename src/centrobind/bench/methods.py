@@ -17,12 +17,18 @@ from torch import Tensor
 
 from ..data import MultimodalDataset, Standardizer
 from ..eval import fused_embedding, latent_recovery, linear_probe
-from ..eval.retrieval import cross_modal_retrieval, leave_one_out_retrieval, retrieval_metrics
+from ..eval.retrieval import (
+    cross_modal_retrieval,
+    gram_leave_one_out,
+    gram_pair_scores,
+    leave_one_out_retrieval,
+    symile_leave_one_out,
+)
 from ..models import Binder
 from ..runs import build_binder, build_objective
 from ..train import TrainConfig, fit
 
-__all__ = ["Method", "run_method", "symile_logit_scale"]
+__all__ = ["Method", "run_method"]
 
 
 @dataclass(frozen=True)
@@ -41,67 +47,6 @@ class Method:
     overrides: tuple[tuple[str, Any], ...] = field(default=())
 
 
-def symile_logit_scale(n_modalities: int, embed_dim: int, base: float = 10.0) -> float:
-    """Symile's initial logit scale.
-
-    A multilinear inner product of M unit vectors is tiny: an aligned tuple spread evenly over D
-    coordinates scores ``D * D^(-M/2) = D^(1 - M/2)`` (2.4e-4 for M=6, D=64), so CLIP's scale would
-    leave every logit near 0 and nothing would train. We rescale so that such a tuple gets the same
-    logit a cosine of 1 gets with scale ``base``: ``s = base * D^(M/2 - 1)`` (``= base`` for M=2).
-    """
-    return base * embed_dim ** (n_modalities / 2 - 1)
-
-
-def _mip_loo(emb: dict[str, Tensor]) -> dict[str, Any]:
-    """Symile's own leave-one-out retrieval: query = elementwise product of the other modalities,
-    score = multilinear inner product with the candidate."""
-    names = list(emb)
-    out: dict[str, Any] = {}
-    for b in names:
-        q = torch.ones_like(emb[b])
-        for m in names:
-            if m != b:
-                q = q * emb[m]
-        out[b] = retrieval_metrics(q, emb[b], ks=(1, 5))
-    out["mean"] = {k: sum(out[b][k] for b in names) / len(names) for k in ("R@1", "R@5")}
-    return out
-
-
-def _gram_pair_scores(q: Tensor, g: Tensor) -> Tensor:
-    """GRAM's pairwise score: minus the area spanned by two unit vectors, ``-sqrt(1 - cos^2)``,
-    ranks exactly as ``cos^2``."""
-    return (q @ g.T) ** 2
-
-
-def _gram_loo(emb: dict[str, Tensor]) -> dict[str, Any]:
-    """GRAM's own leave-one-out retrieval: the candidate whose parallelotope with the query's other
-    M-1 embeddings has the smallest volume. ``det G = det(B) (1 - ||P z||^2)`` with ``B`` the
-    query vectors' Gram matrix and ``P`` the projection onto their span, so per query the ranking
-    is by ``||P z_j||^2 = sum_k (q_k . z_j)^2`` over an orthonormal basis ``q_k`` of that span."""
-    names = list(emb)
-    out: dict[str, Any] = {}
-    for b in names:
-        others = torch.stack([emb[m] for m in names if m != b], dim=2)  # [N, D, M-1]
-        basis = torch.linalg.qr(others.double())[0].float()  # [N, D, M-1]
-        k = basis.shape[2]
-        queries = basis.transpose(1, 2).reshape(basis.shape[0], -1)  # [N, (M-1) D]
-
-        def score(qb: Tensor, g: Tensor, k: int = k) -> Tensor:
-            return (torch.einsum("ckd,gd->ckg", qb.view(qb.shape[0], k, -1), g) ** 2).sum(1)
-
-        out[b] = retrieval_metrics(queries, emb[b], ks=(1, 5), score_fn=score)
-    out["mean"] = {k: sum(out[b][k] for b in names) / len(names) for k in ("R@1", "R@5")}
-    return out
-
-
-def _validate_symile(binder: Binder, val_ds: MultimodalDataset) -> float:
-    return float(_mip_loo(binder.embed_all(val_ds))["mean"]["R@1"])
-
-
-def _validate_gram(binder: Binder, val_ds: MultimodalDataset) -> float:
-    return float(_gram_loo(binder.embed_all(val_ds))["mean"]["R@1"])
-
-
 def _config(method: Method, base: TrainConfig, seed: int, n_modalities: int) -> TrainConfig:
     cfg = dataclasses.replace(
         base,
@@ -112,9 +57,6 @@ def _config(method: Method, base: TrainConfig, seed: int, n_modalities: int) -> 
         seed=seed,
         quiet=True,
     )
-    if method.objective == "symile":
-        s = symile_logit_scale(n_modalities, base.embed_dim)
-        cfg = dataclasses.replace(cfg, logit_scale_init=s, max_logit_scale=100 * s / 10)
     if method.overrides:
         cfg = dataclasses.replace(cfg, **dict(method.overrides))
     return cfg
@@ -151,10 +93,10 @@ def run_method(
 
     t0 = time.perf_counter()
     train_raw = ds.subset(splits["train"])
+    if train_transform is not None:  # before the statistics: they may only see what is kept
+        train_raw = train_transform(train_raw)
     std = Standardizer.fit(train_raw)
     train_ds = std.apply(train_raw)
-    if train_transform is not None:
-        train_ds = train_transform(train_ds)
     val_ds = std.apply(ds.subset(splits["val"])) if len(splits["val"]) >= 2 else None
     test_ds = std.apply(ds.subset(splits["test"]))
     mods = ds.modalities
@@ -167,8 +109,7 @@ def run_method(
         binder = build_binder(train_ds.dims, cfg)
         if method.kind == "binder":
             objective = build_objective(cfg, mods)
-            validate = {"symile": _validate_symile, "gram": _validate_gram}.get(method.objective)
-            res = fit(binder, objective, train_ds, val_ds, cfg, validate=validate)
+            res = fit(binder, objective, train_ds, val_ds, cfg)
             epochs_run = len(res.history)
             weights = getattr(objective, "modality_weights", None)
             if getattr(objective, "learned_weights", False) and weights is not None:
@@ -188,7 +129,7 @@ def run_method(
     if method.kind != "raw":
         is_gram = method.kind == "binder" and method.objective == "gram"
         ret = cross_modal_retrieval(
-            emb_te, test_ds.mask, ks=(1, 5), score_fn=_gram_pair_scores if is_gram else None
+            emb_te, test_ds.mask, ks=(1, 5), score_fn=gram_pair_scores if is_gram else None
         )
         r["R@1"], r["R@5"] = ret["mean"]["R@1"], ret["mean"]["R@5"]
         for k, v in ret["mean_excluding"].items():
@@ -200,9 +141,9 @@ def run_method(
                     r[f"pair/{a}->{b}"] = ret[f"{a}->{b}"]["R@1"]
     if loo and method.kind != "raw":
         if method.kind == "binder" and method.objective == "symile":
-            res_loo = _mip_loo(emb_te)
+            res_loo = symile_leave_one_out(emb_te)
         elif is_gram:
-            res_loo = _gram_loo(emb_te)
+            res_loo = gram_leave_one_out(emb_te)
         else:
             res_loo = leave_one_out_retrieval(emb_te, test_ds.mask, ks=(1, 5))
         r["loo_R@1"] = res_loo["mean"]["R@1"]

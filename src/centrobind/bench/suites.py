@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from ..data import MultimodalDataset, load_builtin
+from ..errors import ConfigError
 from ..train import TrainConfig
 from .methods import Method, run_method
 
@@ -46,6 +47,8 @@ class BenchSettings:
 
     @classmethod
     def make(cls, seeds: int | None, quick: bool) -> BenchSettings:
+        if seeds is not None and seeds < 1:
+            raise ConfigError(f"--seeds must be >= 1, got {seeds}")
         if quick:
             return cls(
                 seeds=seeds or 1,
@@ -159,6 +162,7 @@ def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
     mods = ["fac", "fou", "kar", "mor", "pix", "zer"]
     methods = core_methods(mods, mods) + [Method("GCCA", kind="gcca"), Method("Raw", kind="raw")]
     ablations = [
+        Method("CentroBind"),  # the reference, on the same seeds (a copy of the mfeat run)
         Method("CentroBind[grad,unnorm]", options=(("detach_anchor", False),)),
         Method("CentroBind[detach,norm]", options=(("normalize_anchor", True),)),
         Method(
@@ -176,7 +180,7 @@ def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
     ]
     ablations += [Method(f"CentroBind+intra{w}", intra_weight=w) for w in INTRA_WEIGHTS]
     if s.quick:
-        ablations = ablations[:1]
+        ablations = ablations[:2]
     for seed in range(s.seeds):
         for m in methods:
             yield Job("mfeat", "mfeat", m, seed, MFEAT, per_view_probes=True)

@@ -319,3 +319,47 @@ def mean_pairwise_r1(z: Tensor, mask: Tensor | None = None, max_elements: int = 
         off = ~torch.eye(M, dtype=torch.bool, device=z.device) & (count > 0)
         r1 = 100.0 * hit.sum(-1)[off].double() / count[off].double()
     return float(r1.mean()) if r1.numel() else float("nan")
+
+
+def symile_leave_one_out(emb: Mapping[str, Tensor], ks: Sequence[int] = (1, 5)) -> dict[str, Any]:
+    """Symile's own leave-one-out retrieval: for each modality ``b``, query = elementwise product
+    of the other modalities' embeddings, score = the multilinear inner product with the candidate.
+    All rows must be present. Returns ``{b: metrics, ..., "mean": {R@k: ...}}``."""
+    names = list(emb)
+    out: dict[str, Any] = {}
+    for b in names:
+        q = torch.ones_like(emb[b])
+        for m in names:
+            if m != b:
+                q = q * emb[m]
+        out[b] = retrieval_metrics(q, emb[b], ks=ks)
+    out["mean"] = {f"R@{k}": sum(out[b][f"R@{k}"] for b in names) / len(names) for k in ks}
+    return out
+
+
+def gram_leave_one_out(emb: Mapping[str, Tensor], ks: Sequence[int] = (1, 5)) -> dict[str, Any]:
+    """GRAM's own leave-one-out retrieval: the candidate whose parallelotope with the query's other
+    M-1 embeddings has the smallest volume. ``det G = det(B) (1 - ||P z||^2)`` with ``B`` the query
+    vectors' Gram matrix and ``P`` the projection onto their span, so per query the ranking is by
+    ``||P z_j||^2 = sum_k (q_k . z_j)^2`` over an orthonormal basis ``q_k`` of that span. All rows
+    must be present. Returns ``{b: metrics, ..., "mean": {R@k: ...}}``."""
+    names = list(emb)
+    out: dict[str, Any] = {}
+    for b in names:
+        others = torch.stack([emb[m] for m in names if m != b], dim=2)  # [N, D, M-1]
+        basis = torch.linalg.qr(others.double())[0].to(others.dtype)  # [N, D, M-1]
+        k = basis.shape[2]
+        queries = basis.transpose(1, 2).reshape(basis.shape[0], -1)  # [N, (M-1) D]
+
+        def score(qb: Tensor, g: Tensor, k: int = k) -> Tensor:
+            return (torch.einsum("ckd,gd->ckg", qb.view(qb.shape[0], k, -1), g) ** 2).sum(1)
+
+        out[b] = retrieval_metrics(queries, emb[b], ks=ks, score_fn=score)
+    out["mean"] = {f"R@{k}": sum(out[b][f"R@{k}"] for b in names) / len(names) for k in ks}
+    return out
+
+
+def gram_pair_scores(q: Tensor, g: Tensor) -> Tensor:
+    """GRAM's pairwise score: minus the area spanned by two unit vectors, ``-sqrt(1 - cos^2)``,
+    ranks exactly as ``cos^2``: ``[c, D] x [g, D] -> [c, g]``."""
+    return (q @ g.T) ** 2

@@ -101,6 +101,10 @@ class Symile(Objective):
         D = zr.shape[2]
         rows = torch.arange(nl, device=zr.device)
         pos = zr.prod(0).sum(-1) * s  # [nl] s * MIP of the positive tuple (same for every anchor)
+        # unbind once: indexing z[l] for each use would make every use's backward build a
+        # zero-filled [M, n, D] gradient
+        zr_ = zr.unbind(0)
+        zc_ = zr_ if zc is zr else zc.unbind(0)
         if self.negative_sampling == "n":
             if permutations is None:
                 perms = self.draw_permutations(M, ng, zr.device)
@@ -119,17 +123,17 @@ class Symile(Objective):
         for m in range(M):
             others = [k for k in range(M) if k != m]
             if self.negative_sampling == "n":
-                cand = zc[others[0]].index_select(0, perms[m, 0])
+                cand = zc_[others[0]].index_select(0, perms[m, 0])
                 for k, l in enumerate(others[1:], start=1):
-                    cand = cand * zc[l].index_select(0, perms[m, k])
-                logits = torch.mm(zr[m] * s, cand.t())  # [nl, ng]
+                    cand = cand * zc_[l].index_select(0, perms[m, k])
+                logits = torch.mm(zr_[m] * s, cand.t())  # [nl, ng]
                 logits[:, offset:offset + nl].diagonal().copy_(pos)
             else:
                 # all candidate tuples (b_1, ..., b_L) at index sum_k b_k ng^(L-k)
-                cand = zc[others[0]]
+                cand = zc_[others[0]]
                 for l in others[1:]:
-                    cand = (cand[:, None, :] * zc[l][None, :, :]).reshape(-1, D)
-                logits = torch.mm(zr[m] * s, cand.t())  # [nl, ng^(M-1)]
+                    cand = (cand[:, None, :] * zc_[l][None, :, :]).reshape(-1, D)
+                logits = torch.mm(zr_[m] * s, cand.t())  # [nl, ng^(M-1)]
             terms[f"{names[m]}->rest"] = row_cross_entropy(logits, target, scale)
         return terms
 
