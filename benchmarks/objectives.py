@@ -349,8 +349,8 @@ def main() -> None:
             floor = 4 * r["unit_s"]
             print(f"time {r['time_s']:.1f} s (floor {floor:.1f} s, estimated from N=4096 x 64; "
                   f"ratio {r['ratio_unit'] / 4:.2f}), peak memory above inputs "
-                  f"{r['peak_mb'] / 1024:.2f} GB (inputs z + grad: "
-                  f"{2 * 4 * 32768 * 512 * 4 / 2**30:.2f} GB)")
+                  f"{r['peak_mb'] / 1024:.2f} GB (includes z.grad; z itself is "
+                  f"{4 * 32768 * 512 * 4 / 2**30:.2f} GB)")
 
 
 if __name__ == "__main__":
