@@ -39,6 +39,9 @@ def _atomic_replace(path: Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as f:  # on disk before the rename makes it visible
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
