@@ -21,8 +21,8 @@ from centrobind.eval.retrieval import retrieval_metrics
 n, d, chunk = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 g = torch.Generator().manual_seed(0)
 shared = torch.randn(n, d, generator=g)
-q = F.normalize(shared + 4.0 * torch.randn(n, d, generator=g), dim=-1)
-gal = F.normalize(shared + 4.0 * torch.randn(n, d, generator=g), dim=-1)
+q = F.normalize(shared + 0.9 * torch.randn(n, d, generator=g), dim=-1)
+gal = F.normalize(shared + 0.9 * torch.randn(n, d, generator=g), dim=-1)
 del shared
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 t = time.perf_counter()

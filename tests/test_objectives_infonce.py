@@ -10,6 +10,7 @@ from centrobind.objectives import nce_sym_reference, symmetric_infonce
 from centrobind.objectives.infonce import infonce_rows, symmetric_infonce_global
 
 DT = torch.float64
+DEFAULT_SHIFT_RANGE = dict(infonce_module.SAFE_SHIFT_RANGE)
 
 
 @pytest.fixture(params=["common_shift", "per_row_col_max"], autouse=True)
@@ -191,9 +192,9 @@ def test_global_symmetric_with_one_rank_equals_fused():
         check(out, symmetric_infonce(a, b, s, v), [a, b, s])
 
 
-def test_common_shift_is_used_only_when_safe(exp_path, monkeypatch):
-    if exp_path != "common_shift":
-        pytest.skip("checks the default guard")
+def test_common_shift_is_used_only_when_safe(monkeypatch):
+    """The default guard: SAFE_SHIFT_RANGE restored whatever the autouse fixture set."""
+    monkeypatch.setattr(infonce_module, "SAFE_SHIFT_RANGE", DEFAULT_SHIFT_RANGE)
     calls = []
     real = infonce_module._sym_full_shift
     monkeypatch.setattr(infonce_module, "_sym_full_shift",
