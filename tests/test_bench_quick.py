@@ -67,3 +67,19 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
         assert needle in report, needle
     for png in ("excluding_view.png", "pair_heatmaps.png", "synthetic_sweep.png", "missing.png"):
         assert (out / png).stat().st_size > 5000, png
+
+
+def test_benchmark_cell_is_deterministic_and_seed_dependent():
+    import dataclasses
+
+    from centrobind.bench.methods import Method
+    from centrobind.bench.suites import BenchSettings, Job
+
+    base = dataclasses.replace(BenchSettings.make(None, quick=True).train_config(), epochs=3)
+    job = Job("synthetic", "clean", Method("CentroBind"), 0, ("synthetic", 0.1, 300),
+              probe_tasks=1)
+    a, b = job.run(base), job.run(base)
+    c = dataclasses.replace(job, seed=1).run(base)
+    a.pop("seconds"), b.pop("seconds"), c.pop("seconds")
+    assert a == b
+    assert a["R@1"] != c["R@1"]
