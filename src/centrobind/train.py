@@ -14,7 +14,6 @@ global batch.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -435,17 +434,12 @@ def fit(
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
 
     # Fixed anchor: unimodal pre-training, then freeze (ImageBind's anchor encoder is pretrained).
-    if isinstance(objective, FixedAnchor) and cfg.freeze_anchor and not resume:
+    if isinstance(objective, FixedAnchor) and cfg.freeze_anchor:
         anchor = (
             modalities[objective.anchor] if isinstance(objective.anchor, int) else objective.anchor
         )
-        if cfg.anchor_init == "ssl" and cfg.anchor_pretrain_epochs > 0:
+        if not resume and cfg.anchor_init == "ssl" and cfg.anchor_pretrain_epochs > 0:
             pretrain_encoder(binder, anchor, train_ds, cfg, aug_gen)
-        binder.freeze(anchor)
-    elif isinstance(objective, FixedAnchor) and cfg.freeze_anchor:
-        anchor = (
-            modalities[objective.anchor] if isinstance(objective.anchor, int) else objective.anchor
-        )
         binder.freeze(anchor)
     trainable_mods = [m for m in modalities if not binder.is_frozen(m)]
 
@@ -664,7 +658,3 @@ def _write_log(path: Path, history: list[dict[str, float]]) -> None:
     for row in history:
         lines.append(",".join("" if k not in row else f"{row[k]:.6g}" for k in keys))
     atomic_write_text(path, "\n".join(lines) + "\n")
-
-
-def config_json(cfg: TrainConfig) -> str:
-    return json.dumps(cfg.to_dict(), indent=2)

@@ -47,7 +47,7 @@ class Method:
     overrides: tuple[tuple[str, Any], ...] = field(default=())
 
 
-def _config(method: Method, base: TrainConfig, seed: int, n_modalities: int) -> TrainConfig:
+def _config(method: Method, base: TrainConfig, seed: int) -> TrainConfig:
     cfg = dataclasses.replace(
         base,
         objective=method.objective,
@@ -104,7 +104,7 @@ def run_method(
     epochs_run = 0
     learned: dict[str, float] = {}
     if method.kind in ("binder", "untrained"):
-        cfg = _config(method, base, seed, len(mods))
+        cfg = _config(method, base, seed)
         torch.manual_seed(seed)
         binder = build_binder(train_ds.dims, cfg)
         if method.kind == "binder":
