@@ -1,4 +1,4 @@
-"""MultimodalDataset: validation, subsets, splits, batching, missing modalities, standardisation."""
+"""MultimodalDataset: validation, subsets, splits, missing modalities, standardisation, meta."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from centrobind.data import Batch, MultimodalDataset, Standardizer, describe
+from centrobind.data import MultimodalDataset, Standardizer, describe
 from centrobind.errors import ConfigError, DatasetError
 
 
@@ -82,7 +82,7 @@ def test_explicit_mask_zero_fills_masked_rows():
         ),
         (
             dict(features={"a": np.ones((3, 2)), "b": np.ones((3, 2))}, labels={"y": [0, 1.5, 2]}),
-            "not integers",
+            "non-integer value 1.5",
         ),
         (
             dict(features={"a": np.ones((3, 2)), "b": np.ones((3, 2))}, mask=np.ones((3, 2), bool)),
@@ -168,45 +168,6 @@ def test_split_returns_subsets():
     idx = ds.split_indices(seed=0)
     for k in ("train", "val", "test"):
         assert torch.equal(parts[k].features["a"], ds.features["a"][idx[k]])
-
-
-# -- batches ----------------------------------------------------------------------------------
-
-
-def test_batches_cover_every_row_once_and_match_data():
-    ds = _toy(n=53)
-    seen = []
-    batches = list(ds.batches(10, generator=torch.Generator().manual_seed(0)))
-    assert len(batches) == ds.num_batches(10) == 6
-    for b in batches:
-        assert isinstance(b, Batch)
-        assert b.mask.shape == (3, len(b))
-        for m in ds.modalities:
-            assert torch.equal(b.features[m], ds.features[m][b.index])
-        assert torch.equal(b.mask, ds.mask[:, b.index])
-        assert torch.equal(b.labels["y"], ds.labels["y"][b.index])
-        seen.append(b.index)
-    order = torch.cat(seen)
-    assert sorted(order.tolist()) == list(range(53))
-    assert order.tolist() != list(range(53))  # shuffled
-
-
-def test_batches_deterministic_with_generator_and_options():
-    ds = _toy(n=40)
-
-    def order(seed):
-        g = torch.Generator().manual_seed(seed)
-        return torch.cat([b.index for b in ds.batches(7, generator=g)]).tolist()
-
-    assert order(5) == order(5)
-    assert order(5) != order(6)
-    plain = torch.cat([b.index for b in ds.batches(7, shuffle=False)]).tolist()
-    assert plain == list(range(40))
-    dropped = list(ds.batches(7, drop_last=True, generator=torch.Generator().manual_seed(0)))
-    assert len(dropped) == ds.num_batches(7, drop_last=True) == 5
-    assert all(len(b) == 7 for b in dropped)
-    with pytest.raises(ConfigError):
-        ds.num_batches(0)
 
 
 # -- with_missing -----------------------------------------------------------------------------

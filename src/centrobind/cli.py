@@ -17,9 +17,16 @@ EXIT_USAGE = 2
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
+    import warnings
+
     from .data import describe, load
 
-    print(describe(load(args.data)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load(args.data)
+    for w in caught:  # e.g. DatasetWarning: modalities/notes.csv ignored
+        print(f"warning: {w.message}", file=sys.stderr)
+    print(describe(ds))
     return 0
 
 

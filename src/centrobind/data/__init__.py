@@ -1,9 +1,9 @@
-"""Data layer: multimodal datasets in memory and on disk, builtins, batching, standardisation.
+"""Data layer: multimodal datasets in memory and on disk, builtins, standardisation.
 
 See :mod:`centrobind.data.dataset` for the in-memory conventions and :mod:`centrobind.data.disk`
-for the folder format. ``MultimodalDataset``, ``Batch``, ``Standardizer`` and ``make_synthetic``
-are imported on first access (they need torch), so that loading code paths that fail early, such
-as ``centrobind inspect`` on a malformed folder, stay fast.
+for the folder format. ``MultimodalDataset``, ``Standardizer``, ``UNLABELLED`` and
+``make_synthetic`` are imported on first access (they need torch), so that loading code paths
+that fail early, such as ``centrobind inspect`` on a malformed folder, stay fast.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from centrobind.data.builtin import BUILTINS, describe, load, load_builtin
-from centrobind.data.disk import load_dataset, save_dataset
+from centrobind.data.disk import DatasetWarning, load_dataset, save_dataset
 
 if TYPE_CHECKING:
-    from centrobind.data.dataset import Batch, MultimodalDataset, Standardizer
+    from centrobind.data.dataset import UNLABELLED, MultimodalDataset, Standardizer
     from centrobind.data.synthetic import make_synthetic
 
 __all__ = [
     "BUILTINS",
-    "Batch",
+    "UNLABELLED",
+    "DatasetWarning",
     "MultimodalDataset",
     "Standardizer",
     "describe",
@@ -31,7 +32,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "Batch": "dataset",
+    "UNLABELLED": "dataset",
     "MultimodalDataset": "dataset",
     "Standardizer": "dataset",
     "make_synthetic": "synthetic",

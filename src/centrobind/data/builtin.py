@@ -28,6 +28,8 @@ BUILTINS: tuple[str, ...] = ("mfeat", "synthetic")
 #: mfeat modality order (UCI Multiple Features views).
 MFEAT_VIEWS: tuple[str, ...] = ("fac", "fou", "kar", "mor", "pix", "zer")
 
+_FOLDER_PARAMS = ("mmap", "min_modalities")
+
 
 def _load_mfeat() -> MultimodalDataset:
     """UCI Multiple Features: 2000 digits (10 x 200, class order), six views, task ``digit``."""
@@ -72,8 +74,11 @@ def load(path_or_builtin: str | os.PathLike[str], **params: Any) -> MultimodalDa
     """Load a builtin by name, or else a dataset folder (``params`` go to ``load_dataset``).
 
     A builtin name wins over a folder of the same name; write ``./mfeat`` to load such a folder.
+    The folder options ``mmap`` and ``min_modalities`` are accepted (and have no effect) for a
+    builtin, which always has several modalities.
     """
     if isinstance(path_or_builtin, str) and path_or_builtin in BUILTINS:
+        params = {k: v for k, v in params.items() if k not in _FOLDER_PARAMS}
         return load_builtin(path_or_builtin, **params)
     path = Path(path_or_builtin)
     if not path.exists():
@@ -81,10 +86,11 @@ def load(path_or_builtin: str | os.PathLike[str], **params: Any) -> MultimodalDa
             f"{path_or_builtin}: does not exist (not a dataset folder, and not a builtin: "
             f"{', '.join(BUILTINS)})"
         )
-    unknown = sorted(set(params) - {"mmap"})
+    unknown = sorted(set(params) - set(_FOLDER_PARAMS))
     if unknown:
         raise DatasetError(
-            f"{path}: unknown load parameter(s) {', '.join(unknown)} (allowed: mmap)"
+            f"{path}: unknown load parameter(s) {', '.join(unknown)} "
+            f"(allowed: {', '.join(_FOLDER_PARAMS)})"
         )
     return load_dataset(path, **params)
 
@@ -102,7 +108,8 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
 
 
 def describe(ds: MultimodalDataset) -> str:
-    """Plain-text summary: name, N, modalities (dim, present, missing), labels, factors, splits."""
+    """Plain-text summary: name, N, modalities (dim, present, missing), labels (classes,
+    unlabelled rows, counts), factors, splits and the ``meta`` keys."""
     n = len(ds)
     pct = 100.0 / max(n, 1)
     mask = ds.mask.cpu().numpy()
@@ -120,15 +127,19 @@ def describe(ds: MultimodalDataset) -> str:
     lines.append(f"  samples with all modalities: {complete} ({complete * pct:.1f}%)")
     if ds.labels:
         lines.append(f"labels: {len(ds.labels)}")
-        rows = [["task", "classes", "counts"]]
+        rows = [["task", "classes", "unlabelled", "counts"]]
         for task, y in ds.labels.items():
-            vals, counts = np.unique(y.cpu().numpy(), return_counts=True)
-            if len(vals) <= 12:
+            yy = y.cpu().numpy()
+            unlabelled = int((yy == -1).sum())
+            vals, counts = np.unique(yy[yy != -1], return_counts=True)
+            if len(vals) == 0:
+                cnt = "-"
+            elif len(vals) <= 12:
                 cnt = " ".join(f"{int(v)}:{int(c)}" for v, c in zip(vals, counts, strict=True))
             else:
                 cnt = f"min {int(counts.min())}, max {int(counts.max())} per class"
-            rows.append([task, str(len(vals)), cnt])
-        lines += _table(rows, {1})
+            rows.append([task, str(len(vals)), str(unlabelled), cnt])
+        lines += _table(rows, {1, 2})
     if ds.factors:
         lines.append(f"factors: {len(ds.factors)}")
         rows = [["group", "dim"]] + [[g, str(f.shape[1])] for g, f in ds.factors.items()]
@@ -137,4 +148,6 @@ def describe(ds: MultimodalDataset) -> str:
         lines.append(f"splits: {len(ds.splits)}")
         rows = [["split", "size"]] + [[s, str(v.numel())] for s, v in ds.splits.items()]
         lines += _table(rows, {1})
+    if ds.meta:
+        lines.append(f"meta: {', '.join(ds.meta)}")
     return "\n".join(lines)

@@ -4,24 +4,31 @@ Conventions (shared by the whole library):
 
 * ``features[m]`` is a float32 tensor ``[N, D_m]``; rows of a missing modality hold 0.0 (never NaN).
 * ``mask`` is a bool tensor ``[M, N]`` (modality-major, in ``modalities`` order); True = present.
-* ``labels[task]`` is int64 ``[N]``; ``factors[group]`` is float32 ``[N, k]`` (true latents, only
-  for synthetic data); ``splits[name]`` is an int64 index tensor (from disk, may be empty).
+* ``labels[task]`` is int64 ``[N]``, -1 = unlabelled (:data:`UNLABELLED`); ``factors[group]`` is
+  float32 ``[N, k]`` (true latents, only for synthetic data); ``splits[name]`` is an int64 index
+  tensor (from disk, may be empty).
+* ``meta`` is a JSON-like dict of free-form dataset information (``meta.json`` keys other than the
+  loader's own, e.g. ``"featurizers"``), carried by every derived dataset.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from centrobind.data.disk import check_meta, int64_problem
 from centrobind.errors import ConfigError, DatasetError
 
-__all__ = ["Batch", "MultimodalDataset", "Standardizer"]
+__all__ = ["UNLABELLED", "MultimodalDataset", "Standardizer"]
+
+#: Label value meaning "no label for this sample" (excluded from probes and from stratification).
+UNLABELLED = -1
 
 
 # --------------------------------------------------------------------------------------------
@@ -43,6 +50,8 @@ def _raw_tensor(value: Any, what: str) -> Tensor:
         raise DatasetError(f"{what}: object arrays are not allowed")
     if arr.dtype.kind not in "biuf":
         raise DatasetError(f"{what}: non-numeric dtype {arr.dtype}")
+    if arr.dtype.kind == "u" and arr.dtype.itemsize == 8 and arr.size and arr.max() >= 2**63:
+        arr = arr.astype(np.float64)  # beyond int64: keep the magnitude (labels then refuse it)
     if arr.dtype.kind == "f":
         with np.errstate(over="ignore", invalid="ignore"):
             arr = np.ascontiguousarray(arr, dtype=np.float64 if arr.itemsize > 4 else np.float32)
@@ -69,20 +78,16 @@ def _float_matrix(value: Any, what: str, allow_1d: bool = False) -> Tensor:
 
 
 def _int_vector(value: Any, what: str) -> Tensor:
-    """1-D integer array -> int64; floats are accepted only if every value is an integer."""
+    """1-D integer array -> int64; floats are accepted only if exactly representable as int64."""
     t = _raw_tensor(value, what)
     if t.dim() != 1:
         raise DatasetError(f"{what}: expected a 1-D array, got shape {tuple(t.shape)}")
+    if t.dtype == torch.bool:
+        return t.to(torch.int64)
     if t.is_floating_point():
-        if not bool(torch.isfinite(t).all()):
-            raise DatasetError(f"{what}: contains NaN/inf; integers are required")
-        frac = t != torch.round(t)
-        if bool(frac.any()):
-            i = int(frac.nonzero()[0, 0])
-            raise DatasetError(
-                f"{what}: float values that are not integers "
-                f"(e.g. {float(t[i])!r} at position {i}); integers are required"
-            )
+        problem = int64_problem(t.detach().cpu().double().numpy())
+        if problem is not None:
+            raise DatasetError(f"{what}: must be integers (int64): {problem}")
     return t.to(torch.int64)
 
 
@@ -113,58 +118,26 @@ def _index_tensor(idx: Any, n: int, what: str = "index") -> Tensor:
 
 
 # --------------------------------------------------------------------------------------------
-# Batch
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Batch:
-    """A mini-batch of whole tensors.
-
-    ``index``: int64 ``[B]`` row indices into the dataset; ``features``: name -> ``[B, D_m]``;
-    ``mask``: bool ``[M, B]``; ``labels``: task -> int64 ``[B]``. All on the dataset's device.
-    """
-
-    index: Tensor
-    features: dict[str, Tensor]
-    mask: Tensor
-    labels: dict[str, Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return int(self.index.shape[0])
-
-    @property
-    def modalities(self) -> list[str]:
-        """Modality names, in mask-row order."""
-        return list(self.features)
-
-    def to(self, device: str | torch.device) -> Batch:
-        """Copy of the batch on ``device``."""
-        return Batch(
-            index=self.index.to(device),
-            features={k: v.to(device) for k, v in self.features.items()},
-            mask=self.mask.to(device),
-            labels={k: v.to(device) for k, v in self.labels.items()},
-        )
-
-
-# --------------------------------------------------------------------------------------------
 # MultimodalDataset
 # --------------------------------------------------------------------------------------------
 
 
 class MultimodalDataset:
-    """N samples observed through M >= 2 modalities, some of which may be missing per sample.
+    """N samples observed through M modalities, some of which may be missing per sample.
 
     Args:
         features: name -> ``[N, D_m]`` array (insertion order = modality order). Rows of a missing
             modality may hold anything when ``mask`` is given; otherwise an all-NaN row marks the
             modality missing for that sample. Missing rows are stored as 0.0.
         mask: bool ``[M, N]``, True = present; inferred from all-NaN rows when None.
-        labels: task -> integer ``[N]`` (floats allowed if integer-valued).
+        labels: task -> integer ``[N]`` (floats allowed if exactly representable as int64);
+            -1 (:data:`UNLABELLED`) marks a sample without a label for that task.
         factors: group -> float ``[N, k]`` true latent factors (``[N]`` is read as ``[N, 1]``).
         splits: split name -> integer index array (in range, no duplicates).
         name: dataset name (for display).
+        meta: free-form JSON-like information (str keys; dict, list, str, int, float, bool,
+            None values), copied; kept by every derived dataset and by save/load.
+        min_modalities: fewest modalities accepted (2 for training, 1 for e.g. a query set).
 
     Raises:
         DatasetError: on malformed input (one-line message naming the modality and problem).
@@ -177,20 +150,32 @@ class MultimodalDataset:
     factors: dict[str, Tensor]
     splits: dict[str, Tensor]
     name: str | None
+    meta: dict[str, Any]
 
     def __init__(
         self,
-        features: Mapping[str, Tensor | np.ndarray],
-        mask: Tensor | np.ndarray | None = None,
-        labels: Mapping[str, Tensor | np.ndarray] | None = None,
-        factors: Mapping[str, Tensor | np.ndarray] | None = None,
-        splits: Mapping[str, Tensor | np.ndarray] | None = None,
+        features: Mapping[str, Tensor | np.ndarray[Any, Any]],
+        mask: Tensor | np.ndarray[Any, Any] | None = None,
+        labels: Mapping[str, Tensor | np.ndarray[Any, Any]] | None = None,
+        factors: Mapping[str, Tensor | np.ndarray[Any, Any]] | None = None,
+        splits: Mapping[str, Tensor | np.ndarray[Any, Any]] | None = None,
         name: str | None = None,
+        meta: Mapping[str, Any] | None = None,
+        min_modalities: int = 2,
     ) -> None:
         if not isinstance(features, Mapping):
             raise DatasetError("features: expected a dict modality name -> [N, D] array")
-        if len(features) < 2:
-            raise DatasetError(f"need at least 2 modalities, got {len(features)}")
+        if isinstance(min_modalities, bool) or not isinstance(min_modalities, int):
+            raise DatasetError(f"min_modalities must be an integer, got {min_modalities!r}")
+        if len(features) < max(1, min_modalities):
+            raise DatasetError(
+                f"need at least {max(1, min_modalities)} modalities, got {len(features)}"
+            )
+        if name is not None and not isinstance(name, str):
+            raise DatasetError(f"name must be a string or None, got {type(name).__name__}")
+        if isinstance(meta, Mapping):
+            meta = dict(meta)
+        meta_copy = {} if meta is None else check_meta(meta, "meta")
         feats: dict[str, Tensor] = {}
         for key, value in features.items():
             if not isinstance(key, str) or not key:
@@ -269,7 +254,7 @@ class MultimodalDataset:
                         f"split {split!r}: duplicate index {int(uniq[counts > 1][0])}"
                     )
             spl[str(split)] = t.to(device)
-        self._set(names, feats, present, labs, facs, spl, name)
+        self._set(names, feats, present, labs, facs, spl, name, meta_copy)
 
     # -- construction without validation (for internal, already-valid data) --------------------
 
@@ -282,6 +267,7 @@ class MultimodalDataset:
         factors: dict[str, Tensor],
         splits: dict[str, Tensor],
         name: str | None,
+        meta: dict[str, Any],
     ) -> None:
         self.modalities = list(modalities)
         self.features = features
@@ -290,6 +276,7 @@ class MultimodalDataset:
         self.factors = factors
         self.splits = splits
         self.name = name
+        self.meta = meta
 
     @classmethod
     def _trusted(
@@ -300,9 +287,11 @@ class MultimodalDataset:
         factors: dict[str, Tensor],
         splits: dict[str, Tensor],
         name: str | None,
+        meta: dict[str, Any],
     ) -> MultimodalDataset:
+        """A dataset from already-valid parts (``meta`` is deep-copied, nothing else checked)."""
         obj = cls.__new__(cls)
-        obj._set(list(features), features, mask, labels, factors, splits, name)
+        obj._set(list(features), features, mask, labels, factors, splits, name, copy.deepcopy(meta))
         return obj
 
     # -- basic properties ----------------------------------------------------------------------
@@ -339,7 +328,8 @@ class MultimodalDataset:
     # -- subsets and splits --------------------------------------------------------------------
 
     def subset(self, idx: Tensor | np.ndarray | Sequence[int]) -> MultimodalDataset:
-        """Rows ``idx`` (int indices or bool mask ``[N]``) as a new dataset; splits are dropped.
+        """Rows ``idx`` (int indices or bool mask ``[N]``) as a new dataset; splits are dropped,
+        ``meta`` is kept.
 
         The result may be empty or have a modality absent for all its rows (no re-validation).
         """
@@ -351,6 +341,7 @@ class MultimodalDataset:
             {k: v.index_select(0, i) for k, v in self.factors.items()},
             {},
             self.name,
+            self.meta,
         )
 
     def split_indices(
@@ -362,7 +353,8 @@ class MultimodalDataset:
         """Random disjoint ``train``/``val``/``test`` sorted int64 index tensors covering all rows.
 
         Sizes follow ``fractions`` (largest-remainder rounding, so a 0 fraction gives an empty
-        split). With ``stratify=<label task>`` each class is split in proportion separately.
+        split). With ``stratify=<label task>`` each class is split in proportion separately; rows
+        labelled -1 (unlabelled) are not a class: they are split in proportion as one random pool.
         Deterministic in ``seed`` (numpy ``default_rng``).
         """
         fr = [float(f) for f in fractions]
@@ -381,7 +373,9 @@ class MultimodalDataset:
                     f"(available: {', '.join(self.labels) or 'none'})"
                 )
             y = self.labels[stratify].cpu().numpy()
-            groups = [np.flatnonzero(y == c) for c in np.unique(y)]
+            groups = [np.flatnonzero(y == c) for c in np.unique(y[y != UNLABELLED])]
+            if (y == UNLABELLED).any():  # unlabelled rows: not a class, split at random
+                groups.append(np.flatnonzero(y == UNLABELLED))
         parts: list[list[np.ndarray]] = [[], [], []]
         for g in groups:
             perm = g[rng.permutation(len(g))]
@@ -403,39 +397,6 @@ class MultimodalDataset:
     ) -> dict[str, MultimodalDataset]:
         """Like :meth:`split_indices` but returns ``{"train": ds, "val": ds, "test": ds}``."""
         return {k: self.subset(v) for k, v in self.split_indices(fractions, seed, stratify).items()}
-
-    # -- batching ------------------------------------------------------------------------------
-
-    def num_batches(self, batch_size: int, drop_last: bool = False) -> int:
-        """Number of batches one epoch of :meth:`batches` yields."""
-        _check_batch_size(batch_size)
-        n = len(self)
-        return n // batch_size if drop_last else -(-n // batch_size)
-
-    def batches(
-        self,
-        batch_size: int,
-        shuffle: bool = True,
-        generator: torch.Generator | None = None,
-        drop_last: bool = False,
-    ) -> Iterator[Batch]:
-        """One epoch of whole-tensor batches (one permutation, ``index_select`` per batch).
-
-        ``generator`` (a CPU ``torch.Generator``) makes the order reproducible.
-        """
-        _check_batch_size(batch_size)
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        order = order.to(self.device)
-        stop = n - n % batch_size if drop_last else n
-        for start in range(0, stop, batch_size):
-            idx = order[start : start + batch_size]
-            yield Batch(
-                index=idx,
-                features={m: x.index_select(0, idx) for m, x in self.features.items()},
-                mask=self.mask.index_select(1, idx),
-                labels={k: v.index_select(0, idx) for k, v in self.labels.items()},
-            )
 
     # -- transforms ----------------------------------------------------------------------------
 
@@ -464,7 +425,13 @@ class MultimodalDataset:
             for i, (m, x) in enumerate(self.features.items())
         }
         return MultimodalDataset._trusted(
-            feats, mask, dict(self.labels), dict(self.factors), dict(self.splits), self.name
+            feats,
+            mask,
+            dict(self.labels),
+            dict(self.factors),
+            dict(self.splits),
+            self.name,
+            self.meta,
         )
 
     def to(self, device: str | torch.device) -> MultimodalDataset:
@@ -476,6 +443,7 @@ class MultimodalDataset:
             {k: v.to(device) for k, v in self.factors.items()},
             {k: v.to(device) for k, v in self.splits.items()},
             self.name,
+            self.meta,
         )
 
 
@@ -487,11 +455,6 @@ def _allocate(n: int, fractions: Sequence[float]) -> list[int]:
     for k in order[: n - sum(counts)]:
         counts[k] += 1
     return counts
-
-
-def _check_batch_size(batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size must be a positive integer, got {batch_size!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -554,7 +517,7 @@ class Standardizer:
             for i, m in enumerate(ds.modalities)
         }
         return MultimodalDataset._trusted(
-            feats, ds.mask, dict(ds.labels), dict(ds.factors), dict(ds.splits), ds.name
+            feats, ds.mask, dict(ds.labels), dict(ds.factors), dict(ds.splits), ds.name, ds.meta
         )
 
     def state_dict(self) -> dict[str, Tensor]:

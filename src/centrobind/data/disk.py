@@ -3,9 +3,9 @@
 Layout (all arrays are ``.npy`` files; only ``modalities/`` is required)::
 
     <folder>/
-      meta.json                 optional: {"name": "...", "modalities": ["a", "b", ...]}
+      meta.json                 optional: {"name": "...", "modalities": ["a", "b", ...], ...}
       modalities/<name>.npy     float [N, D_m], one file per modality (at least 2)
-      labels/<task>.npy         int [N] (floats allowed if every value is an integer)
+      labels/<task>.npy         int [N] (integer-valued floats allowed); -1 = unlabelled
       factors/<group>.npy       float [N, k] true latent factors ([N] is read as [N, 1])
       splits/<split>.npy        int indices into [0, N), no duplicates within a split
 
@@ -14,8 +14,17 @@ exactly the files in ``modalities/``), otherwise sorted by name (Python string o
 stems). Labels, factors and splits are read sorted by name, unless ``meta.json`` lists exactly
 those names under ``"labels"``/``"factors"``/``"splits"`` (as :func:`save_dataset` writes). The
 dataset name is ``meta.json`` ``"name"`` if present, else the folder name. A row that is entirely
-NaN marks that sample's modality missing; any other NaN/inf is an error. Files not ending in
-``.npy`` are ignored.
+NaN marks that sample's modality missing; any other NaN/inf is an error.
+
+Names: ``<name>`` is any non-empty file stem in UTF-8 that does not start with ``.``. Entries whose
+name starts with ``.`` (``.DS_Store``, ``._a.npy``) are skipped; any other entry not ending in
+``.npy`` is ignored with a :class:`DatasetWarning` naming it; an entry ending in ``.npy`` that is
+not a readable regular file (a folder, a dangling symlink, a symlink loop, a FIFO) is an error.
+Other top-level entries (e.g. ``items/``, written by ``centrobind featurize``) are not read.
+
+``meta.json`` keys other than ``format``, ``name``, ``modalities``, ``labels``, ``factors`` and
+``splits`` are kept in ``ds.meta`` and written back by :func:`save_dataset`; ``meta.json`` must be a
+JSON object, UTF-8, nested at most :data:`MAX_META_DEPTH` levels deep.
 
 Every problem raises :class:`~centrobind.errors.DatasetError` with a one-line message naming the
 file and the problem.
@@ -23,8 +32,12 @@ file and the problem.
 
 from __future__ import annotations
 
+import copy
+import errno
 import json
 import os
+import stat
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,17 +48,174 @@ from centrobind.errors import DatasetError
 if TYPE_CHECKING:  # torch is imported only once the folder has been checked (fast CLI errors)
     from centrobind.data.dataset import MultimodalDataset
 
-__all__ = ["load_dataset", "save_dataset"]
+__all__ = ["MAX_META_DEPTH", "RESERVED_META_KEYS", "DatasetWarning", "load_dataset", "save_dataset"]
 
 _SUBDIRS = ("modalities", "labels", "factors", "splits")
 FORMAT = "centrobind-dataset/1"
+
+#: meta.json keys the loader reads itself (never part of ``ds.meta``).
+RESERVED_META_KEYS: tuple[str, ...] = (
+    "format",
+    "name",
+    "modalities",
+    "labels",
+    "factors",
+    "splits",
+)
+
+#: Deepest nesting of lists/objects accepted in meta.json (and in ``ds.meta``).
+MAX_META_DEPTH = 100
+
+_INT64_MIN = -(2**63)
+_INT64_LIMIT = 2**63  # exclusive upper bound
+
+
+class DatasetWarning(UserWarning):
+    """A dataset folder holds something the loader ignores (e.g. ``modalities/notes.csv``)."""
 
 
 def _one_line(e: BaseException | str) -> str:
     return " ".join(str(e).split())
 
 
-def _read_npy(path: Path, mmap: bool) -> np.ndarray:
+# --------------------------------------------------------------------------------------------
+# meta.json values
+# --------------------------------------------------------------------------------------------
+
+
+def _has_surrogate(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_meta(meta: Any, what: str) -> dict[str, Any]:
+    """Check that ``meta`` is a JSON object that round-trips exactly; return a deep copy.
+
+    Allowed values: dict (str keys), list, str (valid Unicode), int, float, bool, None, nested at
+    most :data:`MAX_META_DEPTH` levels. Raises DatasetError naming ``what`` otherwise.
+    """
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{what}: expected a JSON object (dict), got {type(meta).__name__}")
+    stack: list[tuple[Any, int]] = [(meta, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > MAX_META_DEPTH:
+                raise DatasetError(f"{what}: nested deeper than {MAX_META_DEPTH} levels")
+            for k, v in value.items():
+                if not isinstance(k, str):
+                    raise DatasetError(f"{what}: object keys must be strings, got {k!r}")
+                if _has_surrogate(k):
+                    raise DatasetError(f"{what}: key {k!r} is not valid Unicode")
+                stack.append((v, depth + 1))
+        elif isinstance(value, list):
+            if depth > MAX_META_DEPTH:
+                raise DatasetError(f"{what}: nested deeper than {MAX_META_DEPTH} levels")
+            stack.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str):
+            if _has_surrogate(value):
+                raise DatasetError(f"{what}: string {value[:40]!r} is not valid Unicode")
+        elif isinstance(value, int):  # bool included
+            if value.bit_length() > 10_000:
+                raise DatasetError(f"{what}: integer with {value.bit_length()} bits is too large")
+        elif not (value is None or isinstance(value, float)):
+            raise DatasetError(
+                f"{what}: values must be JSON types (dict, list, str, int, float, bool, None), "
+                f"got {type(value).__name__}"
+            )
+    return copy.deepcopy(meta)
+
+
+def _string_list(meta: dict[str, Any], key: str, path: Path) -> list[str] | None:
+    value = meta.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(m, str) and m for m in value):
+        raise DatasetError(f"{path}: {key!r} must be a list of non-empty names")
+    if len(set(value)) != len(value):
+        raise DatasetError(f"{path}: {key!r} lists a name twice")
+    return value
+
+
+def _read_meta(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(loader keys, other keys)`` of ``root/meta.json`` (both empty if there is none)."""
+    path = root / "meta.json"
+    if not os.path.lexists(path):
+        return {}, {}
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8"))
+    except RecursionError:
+        raise DatasetError(f"{path}: invalid JSON: nested too deeply") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        raise DatasetError(f"{path}: invalid JSON: {_one_line(e)}") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: expected a JSON object")
+    meta = check_meta(meta, str(path))
+    for key in ("modalities", "labels", "factors", "splits"):
+        _string_list(meta, key, path)
+    if meta.get("name") is not None and not isinstance(meta["name"], str):
+        raise DatasetError(f"{path}: 'name' must be a string")
+    fmt = meta.get("format")
+    if fmt is not None and fmt != FORMAT:
+        raise DatasetError(f"{path}: unsupported format {fmt!r} (this version reads {FORMAT!r})")
+    own = {k: meta[k] for k in RESERVED_META_KEYS if k in meta}
+    rest = {k: v for k, v in meta.items() if k not in RESERVED_META_KEYS}
+    return own, rest
+
+
+# --------------------------------------------------------------------------------------------
+# folder listing and arrays
+# --------------------------------------------------------------------------------------------
+
+
+def _listing(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """``({stem: path} of the .npy files sorted by stem, [ignored entry names]})`` of ``folder``.
+
+    A missing folder lists nothing. Hidden entries (name starting with ``.``) are skipped
+    silently; other non-``.npy`` entries are returned as ignored. A ``.npy`` entry that is not a
+    regular file (after following symlinks) or whose name is not valid UTF-8 is an error.
+    """
+    if not os.path.lexists(folder):
+        return {}, []
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: expected a folder of .npy files, found a file")
+    try:
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    except OSError as e:
+        raise DatasetError(f"{folder}: cannot list folder: {_one_line(e.strerror or e)}") from None
+    files: dict[str, Path] = {}
+    ignored: list[str] = []
+    for p in entries:
+        if p.name.startswith("."):
+            continue
+        if p.suffix != ".npy":
+            ignored.append(p.name + ("/" if p.is_dir() else ""))
+            continue
+        if _has_surrogate(p.name):
+            shown = os.fsencode(p.name).decode("utf-8", "backslashreplace")
+            raise DatasetError(f"{folder}: file name {shown!r} is not valid UTF-8; rename it")
+        try:
+            st = p.stat()
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise DatasetError(f"{p}: symlink loop (expected a .npy file)") from None
+            if e.errno == errno.ENOENT and p.is_symlink():
+                raise DatasetError(
+                    f"{p}: dangling symlink to {os.readlink(p)!r} (expected a .npy file)"
+                ) from None
+            raise DatasetError(f"{p}: cannot access: {_one_line(e.strerror or e)}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise DatasetError(f"{p}: is a folder, expected a .npy file")
+        if not stat.S_ISREG(st.st_mode):
+            raise DatasetError(f"{p}: not a regular file (FIFO, device or socket?)")
+        files[p.stem] = p
+    return dict(sorted(files.items())), ignored
+
+
+def _read_npy(path: Path, mmap: bool) -> np.ndarray[Any, Any]:
     """Read a numeric .npy (memory-mapped if ``mmap``); any failure -> DatasetError."""
     try:
         with open(path, "rb") as f:
@@ -68,7 +238,9 @@ def _read_npy(path: Path, mmap: bool) -> np.ndarray:
     if dtype.kind not in "biuf":
         raise DatasetError(f"{path}: non-numeric dtype {dtype} (numeric arrays only)")
     try:
-        arr = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        arr: np.ndarray[Any, Any] = np.load(
+            path, mmap_mode="r" if mmap else None, allow_pickle=False
+        )
     except Exception as e:
         raise DatasetError(
             f"{path}: unreadable .npy file (corrupt or truncated?): {_one_line(e)}"
@@ -76,94 +248,75 @@ def _read_npy(path: Path, mmap: bool) -> np.ndarray:
     return arr
 
 
-def _npy_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    files = (p for p in folder.iterdir() if p.suffix == ".npy" and p.is_file())
-    return sorted(files, key=lambda p: p.stem)
+def int64_problem(arr: np.ndarray[Any, Any]) -> str | None:
+    """Why a numeric array cannot be converted to int64 exactly (None if it can).
 
-
-def _read_meta(root: Path) -> dict[str, Any]:
-    path = root / "meta.json"
-    if not path.exists():
-        return {}
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(f"{path}: invalid JSON: {_one_line(e)}") from None
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{path}: expected a JSON object")
-    mods = meta.get("modalities")
-    if mods is not None and (
-        not isinstance(mods, list) or not all(isinstance(m, str) and m for m in mods)
-    ):
-        raise DatasetError(f"{path}: 'modalities' must be a list of modality names")
-    if mods is not None and len(set(mods)) != len(mods):
-        raise DatasetError(f"{path}: 'modalities' lists a name twice")
-    if meta.get("name") is not None and not isinstance(meta["name"], str):
-        raise DatasetError(f"{path}: 'name' must be a string")
-    return meta
-
-
-def _integers(arr: np.ndarray, path: Path, what: str) -> np.ndarray:
-    """1-D integer (or integer-valued float) array -> int64."""
-    if arr.ndim != 1:
-        raise DatasetError(f"{path}: {what} must be a 1-D array, got shape {arr.shape}")
+    Floats must be finite, integer-valued and in ``[-2**63, 2**63)``; unsigned integers must be
+    below ``2**63``.
+    """
+    if arr.size == 0:
+        return None
     if arr.dtype.kind == "f":
         a = np.asarray(arr, dtype=np.float64)
-        if not np.isfinite(a).all():
-            raise DatasetError(f"{path}: {what} contain NaN/inf; integers are required")
-        frac = a != np.round(a)
-        if frac.any():
-            i = int(np.flatnonzero(frac)[0])
-            raise DatasetError(
-                f"{path}: float {what} with non-integer values "
-                f"(e.g. {float(a[i])!r} at position {i}); integers are required"
-            )
+        bad = ~np.isfinite(a)
+        if bad.any():
+            return f"NaN/inf at position {int(np.flatnonzero(bad)[0])}"
+        bad = a != np.round(a)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return f"non-integer value {float(a[i])!r} at position {i}"
+        bad = (a < _INT64_MIN) | (a >= _INT64_LIMIT)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return f"value {float(a[i])!r} at position {i} is outside the int64 range"
+    elif arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
+        bad = arr >= np.uint64(_INT64_LIMIT)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return f"value {int(arr.reshape(-1)[i])} at position {i} is outside the int64 range"
+    return None
+
+
+def _integers(arr: np.ndarray[Any, Any], path: Path, what: str) -> np.ndarray[Any, Any]:
+    """1-D integer (or integer-valued float) array -> int64, refusing anything inexact."""
+    if arr.ndim != 1:
+        raise DatasetError(f"{path}: {what} must be a 1-D array, got shape {arr.shape}")
+    problem = int64_problem(arr)
+    if problem is not None:
+        raise DatasetError(f"{path}: {what} must be integers (int64): {problem}")
     return np.array(arr, dtype=np.int64)
 
 
-def _meta_order(meta: dict[str, Any], key: str, items: dict[str, Any]) -> dict[str, Any]:
-    """Reorder ``items`` as listed in ``meta[key]`` when that lists exactly the same names."""
-    order = meta.get(key)
-    if isinstance(order, list) and sorted(map(str, order)) == sorted(items):
+def _meta_order(order: list[str] | None, items: dict[str, Any]) -> dict[str, Any]:
+    """Reorder ``items`` as listed in ``order`` when that lists exactly the same names."""
+    if order is not None and sorted(order) == sorted(items):
         return {k: items[k] for k in order}
     return items
 
 
-def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalDataset:
-    """Load a dataset folder (layout in the module docstring).
+def _folder_name(root: Path) -> str:
+    """The folder's name as a printable string (undecodable bytes replaced)."""
+    name = root.resolve().name
+    return os.fsencode(name).decode("utf-8", "replace") if _has_surrogate(name) else name
 
-    Arrays are memory-mapped (``mmap=True``) while being checked and converted to tensors.
-    """
-    root = Path(path)
-    if not root.exists():
-        raise DatasetError(f"{root}: dataset folder does not exist")
-    if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder (a dataset is a folder with modalities/*.npy)")
-    mod_dir = root / "modalities"
-    if not mod_dir.is_dir():
-        raise DatasetError(f"{mod_dir}: missing folder (expected one <name>.npy per modality)")
-    meta = _read_meta(root)
-    files = {p.stem: p for p in _npy_files(mod_dir)}
-    order = meta.get("modalities")
-    if order is not None:
-        for m in order:
-            if m not in files:
-                raise DatasetError(f"{mod_dir / (m + '.npy')}: listed in meta.json but missing")
-        for m, p in files.items():
-            if m not in order:
-                raise DatasetError(f"{p}: not listed in {root / 'meta.json'} 'modalities'")
-    else:
-        order = list(files)
-    if len(order) < 2:
-        found = ", ".join(p.name for p in files.values()) or "none"
-        raise DatasetError(
-            f"{mod_dir}: need at least 2 modality .npy files, found {len(order)} ({found})"
-        )
 
-    feats: dict[str, np.ndarray] = {}
-    present: list[np.ndarray] = []
+# --------------------------------------------------------------------------------------------
+# load / save
+# --------------------------------------------------------------------------------------------
+
+
+def _check_min_modalities(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise DatasetError(f"min_modalities must be an integer >= 1, got {value!r}")
+    return value
+
+
+def _load_features(
+    order: list[str], files: dict[str, Path], mod_dir: Path, mmap: bool
+) -> tuple[dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]:
+    """Features (float32 ``[N, D_m]``, missing rows 0) and presence mask (bool ``[M, N]``)."""
+    feats: dict[str, np.ndarray[Any, Any]] = {}
+    present: list[np.ndarray[Any, Any]] = []
     n = -1
     first: Path | None = None
     for m in order:
@@ -189,14 +342,14 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise DatasetError(
-                f"{p}: row {row} has NaN/inf in a present sample "
-                "(a missing sample must be an all-NaN row)"
+                f"{p}: row {row} has NaN/inf (or a value beyond float32 range) in a present "
+                "sample (a missing sample must be an all-NaN row)"
             )
         if missing.all():
             raise DatasetError(f"{p}: every row is NaN (modality missing for all samples)")
         x[missing] = 0.0
         feats[m] = x
-        present.append(~missing)
+        present.append(np.asarray(~missing))
     mask = np.stack(present)
     empty = ~mask.any(axis=0)
     if empty.any():
@@ -204,15 +357,61 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
         raise DatasetError(
             f"{mod_dir}: sample {row} has no modality present (all-NaN row in every file)"
         )
+    return feats, mask
 
-    labels: dict[str, np.ndarray] = {}
-    for p in _npy_files(root / "labels"):
+
+def load_dataset(
+    path: str | os.PathLike[str], mmap: bool = True, min_modalities: int = 2
+) -> MultimodalDataset:
+    """Load a dataset folder (layout in the module docstring).
+
+    Arrays are memory-mapped (``mmap=True``) while being checked and converted to tensors.
+    ``min_modalities`` is the fewest modality files accepted (2 for training; 1 for e.g. a query
+    set of a single modality). Ignored entries are reported with :class:`DatasetWarning`.
+    """
+    min_modalities = _check_min_modalities(min_modalities)
+    root = Path(path)
+    if not root.exists():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder (a dataset is a folder with modalities/*.npy)")
+    mod_dir = root / "modalities"
+    if not mod_dir.is_dir():
+        raise DatasetError(f"{mod_dir}: missing folder (expected one <name>.npy per modality)")
+    own, extra = _read_meta(root)
+    files, ignored_mods = _listing(mod_dir)
+    listed = own.get("modalities")
+    if listed is not None:
+        for m in listed:
+            if m not in files:
+                raise DatasetError(f"{mod_dir / (m + '.npy')}: listed in meta.json but missing")
+        for m, p in files.items():
+            if m not in listed:
+                raise DatasetError(f"{p}: not listed in {root / 'meta.json'} 'modalities'")
+        order: list[str] = list(listed)
+    else:
+        order = list(files)
+    if len(order) < min_modalities:
+        found = ", ".join(p.name for p in files.values()) or "none"
+        skipped = f"; ignored (not .npy): {', '.join(ignored_mods)}" if ignored_mods else ""
+        raise DatasetError(
+            f"{mod_dir}: need at least {min_modalities} modality .npy file"
+            f"{'s' if min_modalities > 1 else ''}, found {len(order)} ({found}){skipped}"
+        )
+    feats, mask = _load_features(order, files, mod_dir, mmap)
+    n = int(mask.shape[1])
+
+    ignored = {"modalities": ignored_mods}
+    label_files, ignored["labels"] = _listing(root / "labels")
+    labels: dict[str, np.ndarray[Any, Any]] = {}
+    for task, p in label_files.items():
         y = _integers(_read_npy(p, mmap), p, "labels")
         if y.shape[0] != n:
             raise DatasetError(f"{p}: has {y.shape[0]} labels, expected {n} (number of samples)")
-        labels[p.stem] = y
-    factors: dict[str, np.ndarray] = {}
-    for p in _npy_files(root / "factors"):
+        labels[task] = y
+    factor_files, ignored["factors"] = _listing(root / "factors")
+    factors: dict[str, np.ndarray[Any, Any]] = {}
+    for group, p in factor_files.items():
         arr = _read_npy(p, mmap)
         if arr.ndim == 1:
             arr = arr.reshape(-1, 1)
@@ -220,13 +419,16 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
             raise DatasetError(f"{p}: factors must be a 2-D array [N, k], got shape {arr.shape}")
         if arr.shape[0] != n:
             raise DatasetError(f"{p}: has {arr.shape[0]} rows, expected {n} (number of samples)")
+        if arr.shape[1] == 0:
+            raise DatasetError(f"{p}: has 0 columns")
         with np.errstate(over="ignore", invalid="ignore"):
             f = np.array(arr, dtype=np.float32)
         if not np.isfinite(f).all():
-            raise DatasetError(f"{p}: factors contain NaN/inf")
-        factors[p.stem] = f
-    splits: dict[str, np.ndarray] = {}
-    for p in _npy_files(root / "splits"):
+            raise DatasetError(f"{p}: factors contain NaN/inf (or values beyond float32 range)")
+        factors[group] = f
+    split_files, ignored["splits"] = _listing(root / "splits")
+    splits: dict[str, np.ndarray[Any, Any]] = {}
+    for split, p in split_files.items():
         s = _integers(_read_npy(p, mmap), p, "split indices")
         out = (s < 0) | (s >= n)
         if out.any():
@@ -234,29 +436,46 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
         uniq, counts = np.unique(s, return_counts=True)
         if (counts > 1).any():
             raise DatasetError(f"{p}: duplicate index {int(uniq[counts > 1][0])} in split")
-        splits[p.stem] = s
+        splits[split] = s
 
-    labels = _meta_order(meta, "labels", labels)
-    factors = _meta_order(meta, "factors", factors)
-    splits = _meta_order(meta, "splits", splits)
-    name = meta.get("name") or root.resolve().name
+    labels = _meta_order(own.get("labels"), labels)
+    factors = _meta_order(own.get("factors"), factors)
+    splits = _meta_order(own.get("splits"), splits)
+    name = own.get("name") or _folder_name(root)
     from centrobind.data.dataset import MultimodalDataset
 
     try:
-        return MultimodalDataset(
+        ds = MultimodalDataset(
             feats,
             mask=mask,
             labels=labels,
             factors=factors,
             splits=splits,
             name=name,
+            meta=extra,
+            min_modalities=min_modalities,
         )
     except DatasetError as e:  # pragma: no cover - everything is checked above
         raise DatasetError(f"{root}: {e}") from None
+    for sub, names in ignored.items():
+        if names:
+            warnings.warn(
+                f"{root / sub}: ignored {', '.join(names)} (not .npy; the dataset reads only "
+                f"{sub}/<name>.npy files)",
+                DatasetWarning,
+                stacklevel=2,
+            )
+    return ds
 
 
 def _check_name(name: str, kind: str) -> None:
-    if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+    if (
+        not name
+        or name.startswith(".")
+        or any(c in name for c in "/\\\0")
+        or _has_surrogate(name)
+        or len(name.encode("utf-8")) > 250
+    ):
         raise DatasetError(f"cannot save {kind} {name!r}: not usable as a file name")
 
 
@@ -265,29 +484,51 @@ def save_dataset(
 ) -> Path:
     """Write ``ds`` as a dataset folder (missing rows as NaN) so that loading it gives ``ds`` back.
 
-    Refuses to write into a folder that already holds a dataset unless ``overwrite=True``, in
-    which case its ``meta.json`` and ``.npy`` files in the dataset sub-folders are removed first.
-    Returns the folder path.
+    ``ds.meta`` is written into ``meta.json`` beside the loader's own keys. Refuses to write into
+    a folder that already holds a dataset unless ``overwrite=True``, in which case its
+    ``meta.json`` and ``.npy`` files in the dataset sub-folders are removed first (other entries,
+    e.g. ``items/``, are left alone). Returns the folder path.
     """
     root = Path(path)
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root}: exists and is not a folder")
     for kind, names in (
         ("modality", ds.modalities),
-        ("label", ds.labels),
-        ("factor", ds.factors),
-        ("split", ds.splits),
+        ("label", list(ds.labels)),
+        ("factor", list(ds.factors)),
+        ("split", list(ds.splits)),
     ):
         for nm in names:
             _check_name(nm, kind)
-    existing = [root / "meta.json"] + [p for d in _SUBDIRS for p in _npy_files(root / d)]
-    existing = [p for p in existing if p.exists()]
+    extra = check_meta(ds.meta, "dataset meta")
+    clash = sorted(set(extra) & set(RESERVED_META_KEYS))
+    if clash:
+        raise DatasetError(f"dataset meta: key(s) {clash} are reserved for the loader")
+    meta = {
+        "format": FORMAT,
+        "name": ds.name,
+        "modalities": list(ds.modalities),
+        "labels": list(ds.labels),
+        "factors": list(ds.factors),
+        "splits": list(ds.splits),
+        **extra,
+    }
+    try:
+        text = json.dumps(meta, indent=2) + "\n"
+    except (TypeError, ValueError, RecursionError) as e:
+        raise DatasetError(f"dataset meta: not JSON-serialisable: {_one_line(e)}") from None
+    existing: list[Path] = [root / "meta.json"] if os.path.lexists(root / "meta.json") else []
+    for d in _SUBDIRS:
+        if (root / d).is_dir():
+            existing += [p for p in (root / d).iterdir() if p.suffix == ".npy"]
     if existing:
         if not overwrite:
             raise DatasetError(
                 f"{root}: already contains a dataset ({existing[0].name}); pass overwrite=True"
             )
         for p in existing:
+            if p.is_dir() and not p.is_symlink():
+                raise DatasetError(f"{p}: is a folder; remove it by hand")
             p.unlink()
     for d in _SUBDIRS:
         (root / d).mkdir(parents=True, exist_ok=True)
@@ -301,13 +542,5 @@ def save_dataset(
         np.save(root / "factors" / f"{k}.npy", v.detach().cpu().numpy().astype(np.float32))
     for k, v in ds.splits.items():
         np.save(root / "splits" / f"{k}.npy", v.detach().cpu().numpy().astype(np.int64))
-    meta = {
-        "format": FORMAT,
-        "name": ds.name,
-        "modalities": list(ds.modalities),
-        "labels": list(ds.labels),
-        "factors": list(ds.factors),
-        "splits": list(ds.splits),
-    }
-    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    (root / "meta.json").write_text(text, encoding="utf-8")
     return root

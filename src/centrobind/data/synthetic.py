@@ -41,7 +41,7 @@ def _int_param(value: object, name: str, minimum: int) -> int:
     return int(value)
 
 
-def _per_modality(value: object, name: str, m: int) -> list:
+def _per_modality(value: object, name: str, m: int) -> list[object]:
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != m:
             raise _err(f"{name} has {len(value)} entries but n_modalities={m}")
@@ -87,9 +87,14 @@ def make_synthetic(
     pair_dim = _int_param(pair_dim, "pair_dim", 0)
     private_dim = _int_param(private_dim, "private_dim", 0)
     dim_list = [_int_param(d, "dims", 1) for d in _per_modality(dims, "dims", m)]
-    noise_list = []
+    noise_list: list[float] = []
     for s in _per_modality(noise, "noise", m):
-        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not s >= 0 or s == np.inf:
+        if (
+            isinstance(s, bool)
+            or not isinstance(s, numbers.Real)
+            or not np.isfinite(float(s))
+            or float(s) < 0
+        ):
             raise _err(f"noise must be a finite number >= 0 (or a list of {m}), got {s!r}")
         noise_list.append(float(s))
     pair_mods: tuple[int, ...] = ()

@@ -2,6 +2,9 @@
 
 All accuracies are percentages (0-100). Inputs may be tensors or numpy arrays.
 
+Unlabelled rows: a label of -1 (:data:`UNLABELLED`) means "no label"; such rows are left out of
+every probe, on both sides (they neither train a probe nor count in its accuracy).
+
 Tie conventions:
     * k-NN: majority vote among the k nearest neighbours (cosine similarity, uniform weights);
       a tie between classes goes to the smallest label (as sklearn's ``KNeighborsClassifier``);
@@ -33,7 +36,11 @@ from ._common import (
     to_numpy,
 )
 
+#: Label value of an unlabelled row (same as ``centrobind.data.UNLABELLED``).
+UNLABELLED = -1
+
 __all__ = [
+    "UNLABELLED",
     "classification_metrics",
     "fused_embedding",
     "knn_accuracy",
@@ -43,8 +50,13 @@ __all__ = [
 
 
 def _xy(x: ArrayLike, y: ArrayLike, name: str) -> tuple[Tensor, Tensor]:
+    """``(x [n, D], y [n])`` restricted to the labelled rows (label != -1)."""
     xt = as_2d(x, f"{name}_x")
-    return xt, as_labels(y, xt.shape[0], f"{name}_y")
+    yt = as_labels(y, xt.shape[0], f"{name}_y")
+    keep = yt != UNLABELLED
+    if bool(keep.all()):
+        return xt, yt
+    return xt[keep.to(xt.device)], yt[keep]
 
 
 def linear_probe(
@@ -60,7 +72,7 @@ def linear_probe(
 
     ``StandardScaler`` (fit on train) followed by ``LogisticRegression`` (lbfgs; multinomial for
     more than two classes), deterministic given ``seed``. If the training labels hold a single
-    class, that class is predicted for every test row.
+    class, that class is predicted for every test row. Rows labelled -1 are left out.
 
     Args:
         train_x: ``[Ntr, D]``; train_y: ``[Ntr]`` integer labels.
@@ -69,7 +81,7 @@ def linear_probe(
     xtr, ytr = _xy(train_x, train_y, "train")
     xte, yte = _xy(test_x, test_y, "test")
     if xtr.shape[0] == 0 or xte.shape[0] == 0:
-        raise ValueError("linear_probe needs non-empty train and test sets")
+        raise ValueError("linear_probe needs non-empty train and test sets (of labelled rows)")
     ytr_np, yte_np = ytr.numpy(), yte.numpy()
     if np.unique(ytr_np).size == 1:
         return 100.0 * float(np.mean(yte_np == ytr_np[0]))
@@ -90,7 +102,8 @@ def knn_accuracy(
     k: int = 10,
     chunk_size: int = 4096,
 ) -> float:
-    """Test accuracy (%) of cosine k-NN majority vote (ties: see module doc).
+    """Test accuracy (%) of cosine k-NN majority vote (ties: see module doc); rows labelled -1
+    are left out.
 
     Args:
         train_x: ``[Ntr, D]``; train_y: ``[Ntr]``; test_x: ``[Nte, D]``; test_y: ``[Nte]``.
@@ -100,7 +113,7 @@ def knn_accuracy(
     xtr, ytr = _xy(train_x, train_y, "train")
     xte, yte = _xy(test_x, test_y, "test")
     if xtr.shape[0] == 0 or xte.shape[0] == 0:
-        raise ValueError("knn_accuracy needs non-empty train and test sets")
+        raise ValueError("knn_accuracy needs non-empty train and test sets (of labelled rows)")
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     dtype = torch.promote_types(xtr.dtype, xte.dtype)
@@ -129,7 +142,8 @@ def prototype_accuracy(
 
     Prototype of class c = L2-normalised mean of the ``proto_x`` rows labelled c (e.g. modality-a
     train embeddings); each query row (e.g. modality-b test embedding) gets the class of the most
-    cosine-similar prototype. Query classes without a prototype are always wrong.
+    cosine-similar prototype. Query classes without a prototype are always wrong. Rows labelled
+    -1 are left out on both sides.
 
     Args:
         proto_x: ``[Np, D]``; proto_y: ``[Np]``; query_x: ``[Nq, D]``; query_y: ``[Nq]``.
@@ -137,7 +151,9 @@ def prototype_accuracy(
     xp, yp = _xy(proto_x, proto_y, "proto")
     xq, yq = _xy(query_x, query_y, "query")
     if xp.shape[0] == 0 or xq.shape[0] == 0:
-        raise ValueError("prototype_accuracy needs non-empty prototype and query sets")
+        raise ValueError(
+            "prototype_accuracy needs non-empty prototype and query sets (of labelled rows)"
+        )
     dtype = torch.promote_types(xp.dtype, xq.dtype)
     xp = xp.to(dtype)
     xq = xq.to(device=xp.device, dtype=dtype)
@@ -169,7 +185,8 @@ def classification_metrics(
     Each modality is evaluated on the train/test rows where it is present; ``"fused"`` uses
     :func:`fused_embedding` on rows with at least one modality present. Prototypes are built
     from modality ``a`` (train rows where present) and queried with modality ``b`` (test rows
-    where present) for all ordered pairs, including ``a->a``.
+    where present) for all ordered pairs, including ``a->a``. Rows labelled -1 in a task are left
+    out of that task's probes.
 
     Args:
         train_emb / test_emb: ``{name: Tensor[N, D]}`` with identical keys and order.
@@ -179,7 +196,7 @@ def classification_metrics(
     Returns:
         ``{task: {"linear_probe": {m: acc, "fused": acc}, "knn": {m: acc, "fused": acc},
         "prototype": {"a->b": acc, ..., "mean": acc}}}``; an entry is None when its train or
-        test subset is empty.
+        test subset (present and labelled rows) is empty.
     """
     names = list(train_emb)
     if list(test_emb) != names:
@@ -210,11 +227,13 @@ def classification_metrics(
     for task in train_labels:
         ytr = as_labels(train_labels[task], next(iter(tr.values())).shape[0], f"train[{task}]")
         yte = as_labels(test_labels[task], next(iter(te.values())).shape[0], f"test[{task}]")
+        ltr, lte = ytr != UNLABELLED, yte != UNLABELLED
         lin: dict[str, float | None] = {}
         knn: dict[str, float | None] = {}
         for view in views_tr:
             xtr, rtr = views_tr[view]
             xte, rte = views_te[view]
+            rtr, rte = rtr & ltr, rte & lte
             if not bool(rtr.any()) or not bool(rte.any()):
                 lin[view] = knn[view] = None
                 continue
@@ -224,7 +243,7 @@ def classification_metrics(
         proto: dict[str, float | None] = {}
         for a in names:
             for b in names:
-                ra, rb = tr_masks[a], te_masks[b]
+                ra, rb = tr_masks[a] & ltr, te_masks[b] & lte
                 if not bool(ra.any()) or not bool(rb.any()):
                     proto[f"{a}->{b}"] = None
                     continue
