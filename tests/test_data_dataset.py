@@ -110,6 +110,34 @@ def test_float_labels_with_integer_values_are_accepted():
     assert ds.labels["y"].tolist() == [0, 2, 1]
 
 
+@pytest.mark.parametrize(
+    "y, needle",
+    [
+        (np.array([0.0, 1e20, 1.0]), r"1e\+20 at position 1 is outside the int64 range"),
+        (np.array([0.0, 2.0**63, 1.0]), "outside the int64 range"),
+        (np.array([0.0, -(2.0**64), 1.0]), "outside the int64 range"),
+        (np.array([0.0, 1.5, 1.0]), "non-integer value 1.5"),
+        (np.array([0.0, np.nan, 1.0]), "NaN/inf at position 1"),
+        (np.array([0.0, -np.inf, 1.0]), "NaN/inf"),
+        (np.array([0, 2**64 - 1, 1], dtype=np.uint64), "outside the int64 range"),
+        (torch.tensor([0.0, 1e20, 1.0]), "outside the int64 range"),
+        (torch.tensor([0.0, 0.5, 1.0], dtype=torch.bfloat16), "non-integer value 0.5"),
+    ],
+)
+def test_labels_not_exactly_int64_are_rejected(y, needle):
+    feats = {"a": np.ones((3, 1)), "b": np.ones((3, 1))}
+    with pytest.raises(DatasetError, match=needle):
+        MultimodalDataset(feats, labels={"y": y})
+
+
+def test_labels_at_the_int64_edges_are_exact():
+    feats = {"a": np.ones((3, 1)), "b": np.ones((3, 1))}
+    y = MultimodalDataset(feats, labels={"y": np.array([-(2.0**63), 2.0**62, 3.0])}).labels["y"]
+    assert y.tolist() == [-(2**63), 2**62, 3]
+    big = np.array([0, 2**63 - 1, 5], dtype=np.uint64)
+    assert MultimodalDataset(feats, labels={"y": big}).labels["y"].tolist() == [0, 2**63 - 1, 5]
+
+
 # -- subset / split ---------------------------------------------------------------------------
 
 
@@ -158,6 +186,25 @@ def test_split_stratified_proportions():
             assert abs(count - f * size) <= 1, (c, k, count)
     with pytest.raises(ConfigError, match="unknown label task"):
         ds.split_indices(stratify="nope")
+
+
+def test_split_stratified_unlabelled_rows_are_one_random_pool():
+    n = 400
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, -1], [100, 20, 280])
+    ds = MultimodalDataset({"a": rng.normal(size=(n, 2)), "b": np.ones((n, 1))}, labels={"y": y})
+    fr = (0.5, 0.2, 0.3)
+    s = ds.split_indices(fr, seed=2, stratify="y")
+    assert sorted(torch.cat(list(s.values())).tolist()) == list(range(n))  # every row used
+    for c, size in ((0, 100), (1, 20), (-1, 280)):
+        for k, f in zip(["train", "val", "test"], fr, strict=True):
+            count = int((ds.labels["y"][s[k]] == c).sum())
+            assert abs(count - f * size) <= 1, (c, k, count)
+    # the labelled classes are allocated exactly as without any unlabelled rows
+    lab = ds.subset(np.flatnonzero(y != -1))
+    s_lab = lab.split_indices(fr, seed=2, stratify="y")
+    for k in s:
+        assert int((ds.labels["y"][s[k]] != -1).sum()) == len(s_lab[k])
     with pytest.raises(ConfigError, match="sum to 1"):
         ds.split_indices((0.5, 0.2, 0.2))
 
@@ -267,3 +314,13 @@ def test_describe_reports_counts():
     assert "20.0%" in text  # b missing for every 5th sample
     assert "0:17 1:17 2:16" in text
     assert "f" in text and "train" in text and "35" in text
+
+
+def test_describe_counts_unlabelled_rows_apart_from_classes():
+    y = np.array([2, -1, 0, -1, 2, 2])
+    ds = MultimodalDataset({"a": np.ones((6, 1)), "b": np.ones((6, 1))}, labels={"y": y})
+    row = next(r.split() for r in describe(ds).splitlines() if r.split()[:1] == ["y"])
+    assert row == ["y", "2", "2", "0:1", "2:3"]
+    ds = MultimodalDataset({"a": np.ones((2, 1)), "b": np.ones((2, 1))}, labels={"y": [-1, -1]})
+    row = next(r.split() for r in describe(ds).splitlines() if r.split()[:1] == ["y"])
+    assert row == ["y", "0", "2", "-"]

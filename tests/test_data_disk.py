@@ -6,6 +6,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +17,15 @@ import numpy as np
 import pytest
 import torch
 
-from centrobind.data import MultimodalDataset, load, load_dataset, save_dataset
+from centrobind.data import (
+    DatasetWarning,
+    MultimodalDataset,
+    Standardizer,
+    describe,
+    load,
+    load_dataset,
+    save_dataset,
+)
 from centrobind.errors import DatasetError
 
 N = 10
@@ -109,6 +121,68 @@ def _meta_lists_unknown(tmp: Path) -> Path:
     return root
 
 
+def _meta_text(text: str | bytes) -> Callable[[Path], Path]:
+    def build(tmp: Path) -> Path:
+        root = _write_good(tmp / "ds")
+        data = text.encode() if isinstance(text, str) else text
+        (root / "meta.json").write_bytes(data)
+        return root
+
+    return build
+
+
+def _entry(kind: str, sub: str = "modalities", name: str = "c.npy") -> Callable[[Path], Path]:
+    """A dataset whose ``sub/name`` is a folder, a dangling symlink, a symlink loop or a FIFO."""
+
+    def build(tmp: Path) -> Path:
+        root = _write_good(tmp / "ds")
+        (root / sub).mkdir(exist_ok=True)
+        p = root / sub / name
+        if kind == "folder":
+            p.mkdir()
+            np.save(p / "x.npy", np.zeros((N, 2)))
+        elif kind == "dangling":
+            p.symlink_to(root / "nowhere.npy")
+        elif kind == "loop":
+            p.symlink_to(p.name)  # c.npy -> c.npy
+        elif kind == "fifo":
+            os.mkfifo(p)
+        return root
+
+    return build
+
+
+def _labels_is_a_file(tmp: Path) -> Path:
+    root = _write_good(tmp / "ds")
+    (root / "labels").write_text("0 1 2")
+    return root
+
+
+def _meta_labels_not_names(tmp: Path) -> Path:
+    root = _write_good(tmp / "ds")
+    (root / "labels").mkdir()
+    np.save(root / "labels" / "1.npy", np.zeros(N, np.int64))
+    (root / "meta.json").write_text(json.dumps({"labels": [1]}))  # was a KeyError traceback
+    return root
+
+
+def _non_utf8_name(tmp: Path) -> Path:
+    root = _write_good(tmp / "ds")
+    with open(os.fsencode(root / "modalities") + b"/\xff.npy", "wb") as f:
+        np.save(f, np.zeros((N, 2)))
+    return root
+
+
+def _csv_instead_of_npy(tmp: Path) -> Path:
+    root = _one_modality(tmp)
+    (root / "modalities" / "b.csv").write_text("1,2\n")
+    return root
+
+
+def _nested(depth: int) -> str:
+    return '{"x": ' + "[" * depth + "]" * depth + "}"
+
+
 # (id, builder(tmp) -> folder, substrings the one-line message must contain)
 BAD_CASES: list[tuple[str, Callable[[Path], Path], list[str]]] = [
     ("missing_folder", _missing_folder, ["nope", "does not exist"]),
@@ -168,6 +242,69 @@ BAD_CASES: list[tuple[str, Callable[[Path], Path], list[str]]] = [
     ("not_npy", _junk, ["b.npy", "not a .npy file"]),
     ("bad_meta_json", _bad_meta, ["meta.json", "invalid JSON"]),
     ("meta_lists_missing", _meta_lists_unknown, ["zz.npy", "listed in meta.json"]),
+    # issue 12: no traceback, no silent skip, no silent wrap-around
+    ("meta_recursion", _meta_text(_nested(100_000)), ["meta.json", "nested too deeply"]),
+    ("meta_too_deep", _meta_text(_nested(150)), ["meta.json", "deeper than 100 levels"]),
+    ("meta_not_utf8", _meta_text(b'{"name": "\xff"}'), ["meta.json", "invalid JSON"]),
+    ("meta_lone_surrogate", _meta_text('{"name": "\\ud800"}'), ["meta.json", "not valid Unicode"]),
+    ("meta_huge_int", _meta_text('{"x": ' + "9" * 5000 + "}"), ["meta.json", "invalid JSON"]),
+    ("meta_array", _meta_text("[1, 2]"), ["meta.json", "JSON object"]),
+    ("meta_name_number", _meta_text('{"name": 3}'), ["meta.json", "'name' must be a string"]),
+    (
+        "meta_modalities_numbers",
+        _meta_text('{"modalities": [1, 2]}'),
+        ["meta.json", "'modalities' must be a list"],
+    ),
+    ("meta_labels_numbers", _meta_labels_not_names, ["meta.json", "'labels' must be a list"]),
+    (
+        "meta_unknown_format",
+        _meta_text('{"format": "centrobind-dataset/9"}'),
+        ["meta.json", "unsupported format"],
+    ),
+    (
+        "label_1e20",
+        _with("digit.npy", np.full(N, 1e20), sub="labels"),
+        ["digit.npy", "1e+20", "outside the int64 range"],
+    ),
+    (
+        "label_2_pow_63",
+        _with("digit.npy", np.full(N, 2.0**63), sub="labels"),
+        ["digit.npy", "outside the int64 range"],
+    ),
+    (
+        "label_uint64_huge",
+        _with("digit.npy", np.full(N, 2**64 - 1, np.uint64), sub="labels"),
+        ["digit.npy", "18446744073709551615", "outside the int64 range"],
+    ),
+    (
+        "label_half",
+        _with("digit.npy", np.full(N, 1.5), sub="labels"),
+        ["digit.npy", "non-integer value 1.5"],
+    ),
+    (
+        "label_nan",
+        _with("digit.npy", np.full(N, np.nan), sub="labels"),
+        ["digit.npy", "NaN/inf at position 0"],
+    ),
+    (
+        "split_1e20",
+        _with("train.npy", np.array([0.0, 1e20]), sub="splits"),
+        ["train.npy", "outside the int64 range"],
+    ),
+    (
+        "features_beyond_float32",
+        _with("b.npy", np.full((N, 2), 1e300)),
+        ["b.npy", "row 0", "beyond float32 range"],
+    ),
+    ("modality_is_folder", _entry("folder"), ["c.npy", "is a folder"]),
+    ("modality_dangling_symlink", _entry("dangling"), ["c.npy", "dangling symlink"]),
+    ("modality_symlink_loop", _entry("loop"), ["c.npy", "symlink loop"]),
+    ("modality_fifo", _entry("fifo"), ["c.npy", "not a regular file"]),
+    ("label_is_folder", _entry("folder", sub="labels", name="y.npy"), ["y.npy", "is a folder"]),
+    ("split_dangling", _entry("dangling", sub="splits"), ["c.npy", "dangling symlink"]),
+    ("labels_is_a_file", _labels_is_a_file, ["labels", "expected a folder"]),
+    ("non_utf8_file_name", _non_utf8_name, ["modalities", "not valid UTF-8", "xff"]),
+    ("csv_not_npy", _csv_instead_of_npy, ["at least 2", "a.npy", "ignored (not .npy): b.csv"]),
 ]
 
 
@@ -245,7 +382,8 @@ def test_folder_without_meta_sorts_modalities_and_names_from_folder(tmp_path):
     (root / "modalities" / "README.txt").write_text("ignored")
     (root / "labels").mkdir()
     np.save(root / "labels" / "y.npy", np.arange(N, dtype=np.float64))  # integer-valued floats ok
-    ds = load_dataset(root)
+    with pytest.warns(DatasetWarning, match="README.txt"):
+        ds = load_dataset(root)
     assert ds.modalities == ["0first", "a", "a-b", "b"]
     assert ds.name == "plain"
     assert ds.labels["y"].tolist() == list(range(N))
@@ -258,3 +396,218 @@ def test_meta_json_sets_order(tmp_path):
     ds = load_dataset(root)
     assert ds.modalities == ["b", "a"] and ds.name == "x"
     assert torch.equal(ds.features["a"], torch.from_numpy(np.load(root / "modalities" / "a.npy")))
+
+
+# -- meta.json keys beyond the loader's own (interface 1) -------------------------------------
+
+
+FEATURIZED_META = {
+    "featurizers": {"text": {"spec": "st:minilm", "kind": "text", "version": "1", "dim": 3}},
+    "label_maps": {"kind": {"cat": 0, "dog": 1}},
+    "source": "/data/manifest.csv",
+    "nested": [1, 2.5, None, True, {"deep": [["x"]]}],
+}
+
+
+def test_meta_keys_kept_and_round_tripped(tmp_path):
+    root = _write_good(tmp_path / "ds")
+    (root / "meta.json").write_text(json.dumps({"modalities": ["b", "a"], **FEATURIZED_META}))
+    ds = load_dataset(root)
+    assert ds.modalities == ["b", "a"]
+    assert ds.meta == FEATURIZED_META  # the loader's own keys are not in ds.meta
+    save_dataset(ds, tmp_path / "copy")
+    written = json.loads((tmp_path / "copy" / "meta.json").read_text())
+    assert {k: written[k] for k in FEATURIZED_META} == FEATURIZED_META
+    assert written["modalities"] == ["b", "a"]
+    back = load_dataset(tmp_path / "copy")
+    assert back.meta == FEATURIZED_META
+    _assert_same(ds, back)
+
+
+def test_meta_carried_by_derived_datasets_as_copies():
+    ds = _rich_dataset()
+    ds2 = MultimodalDataset(ds.features, mask=ds.mask, labels=ds.labels, meta=FEATURIZED_META)
+    assert ds2.meta == FEATURIZED_META and ds2.meta is not FEATURIZED_META
+    std = Standardizer.fit(ds2)
+    derived = [
+        ds2.subset([0, 1, 2]),
+        ds2.with_missing(0.3, seed=0),
+        ds2.to("cpu"),
+        std.apply(ds2),
+        *ds2.split(seed=0).values(),
+    ]
+    for d in derived:
+        assert d.meta == FEATURIZED_META
+    derived[0].meta["featurizers"]["text"]["dim"] = 99  # no aliasing back into the parent
+    assert ds2.meta["featurizers"]["text"]["dim"] == 3
+    assert MultimodalDataset(ds.features, mask=ds.mask).meta == {}
+
+
+@pytest.mark.parametrize(
+    "meta, needle",
+    [
+        ({"t": (1, 2)}, "JSON types"),
+        ({"s": {1, 2}}, "JSON types"),
+        ({1: "x"}, "keys must be strings"),
+        ({"x": np.float32(1.0)}, "JSON types"),
+        ({"x": "\ud800"}, "not valid Unicode"),
+        ("not a dict", "expected a JSON object"),
+    ],
+)
+def test_meta_must_be_json(meta, needle):
+    feats = {"a": np.ones((3, 1)), "b": np.ones((3, 1))}
+    with pytest.raises(DatasetError, match=needle):
+        MultimodalDataset(feats, meta=meta)
+
+
+def test_save_refuses_reserved_or_non_json_meta_set_after_construction(tmp_path):
+    ds = _rich_dataset()
+    ds.meta["modalities"] = ["x"]
+    with pytest.raises(DatasetError, match="reserved"):
+        save_dataset(ds, tmp_path / "a")
+    ds.meta = {"x": object()}
+    with pytest.raises(DatasetError, match="JSON types"):
+        save_dataset(ds, tmp_path / "b")
+    deep: list[object] = []
+    for _ in range(200):
+        deep = [deep]
+    ds.meta = {"x": deep}
+    with pytest.raises(DatasetError, match="deeper than 100"):
+        save_dataset(ds, tmp_path / "c")
+
+
+def test_items_folder_is_ignored_and_kept_on_overwrite(tmp_path):
+    root = _write_good(tmp_path / "ds")
+    (root / "items").mkdir()
+    (root / "items" / "a.jsonl").write_text('"a cat"\nnull\n')
+    (root / "items" / "b.npy").write_bytes(b"not numpy")  # never read
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning either: items/ is not a dataset sub-folder
+        ds = load_dataset(root)
+    assert ds.modalities == ["a", "b"]
+    save_dataset(ds, root, overwrite=True)
+    assert (root / "items" / "a.jsonl").read_text() == '"a cat"\nnull\n'
+
+
+# -- ignored entries ----------------------------------------------------------------------------
+
+
+def test_non_npy_entries_warned_by_name_hidden_ones_skipped(tmp_path):
+    root = _write_good(tmp_path / "ds")
+    (root / "modalities" / "c.csv").write_text("1,2\n")
+    (root / "modalities" / "raw").mkdir()
+    (root / "modalities" / ".DS_Store").write_bytes(b"\0")
+    (root / "modalities" / "._a.npy").write_bytes(b"AppleDouble")
+    (root / "labels").mkdir()
+    (root / "labels" / "y.txt").write_text("0\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = load_dataset(root)
+    assert ds.modalities == ["a", "b"] and ds.labels == {}
+    msgs = [str(w.message) for w in caught]
+    assert all(issubclass(w.category, DatasetWarning) for w in caught)
+    assert len(msgs) == 2, msgs
+    assert "c.csv" in msgs[0] and "raw/" in msgs[0] and "modalities" in msgs[0]
+    assert "y.txt" in msgs[1] and "labels" in msgs[1]
+    assert not any("DS_Store" in m or "._a" in m for m in msgs)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "centrobind.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+
+
+def test_cli_inspect_shows_ignored_file_and_unlabelled_count(tmp_path):
+    root = _write_good(tmp_path / "ds")
+    (root / "modalities" / "notes.csv").write_text("x\n")
+    (root / "labels").mkdir()
+    np.save(root / "labels" / "kind.npy", np.array([0, 1, -1, -1, -1, 0, 1, 1, 0, 2]))
+    proc = _cli("inspect", str(root))
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert proc.stderr.splitlines() == [
+        f"warning: {root / 'modalities'}: ignored notes.csv (not .npy; the dataset reads only "
+        "modalities/<name>.npy files)"
+    ]
+    row = next(r.split() for r in proc.stdout.splitlines() if r.split()[:1] == ["kind"])
+    assert row == ["kind", "3", "3", "0:3", "1:3", "2:1"]  # 3 classes, 3 unlabelled
+
+
+# -- single-modality datasets (query sets for embed/search) -------------------------------------
+
+
+def test_single_modality_folder_needs_min_modalities_1(tmp_path):
+    root = _one_modality(tmp_path)
+    with pytest.raises(DatasetError, match="at least 2"):
+        load_dataset(root)
+    ds = load_dataset(root, min_modalities=1)
+    assert ds.modalities == ["a"] and len(ds) == N
+    assert load(str(root), min_modalities=1).modalities == ["a"]
+    # the usual operations work on it
+    std = Standardizer.fit(ds)
+    assert std.apply(ds.subset([0, 1])).modalities == ["a"]
+    assert "a" in describe(ds)
+    save_dataset(ds, tmp_path / "copy")
+    _assert_same(ds, load_dataset(tmp_path / "copy", min_modalities=1))
+    with pytest.raises(DatasetError, match="at least 2"):
+        load_dataset(tmp_path / "copy")
+    with pytest.raises(DatasetError, match="at least 2"):
+        MultimodalDataset({"a": np.ones((3, 2))})
+    # builtins accept the folder options and ignore them
+    assert load("mfeat", min_modalities=1, mmap=False).num_modalities == 6
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, 1.0, "2"])
+def test_min_modalities_validated(tmp_path, bad):
+    root = _write_good(tmp_path / "ds")
+    with pytest.raises(DatasetError, match="min_modalities"):
+        load_dataset(root, min_modalities=bad)
+
+
+def test_empty_modalities_folder_with_min_1(tmp_path):
+    (tmp_path / "ds" / "modalities").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="at least 1 modality .npy file, found 0"):
+        load_dataset(tmp_path / "ds", min_modalities=1)
+
+
+# -- names ---------------------------------------------------------------------------------------
+
+ODD_NAMES = [
+    "items", "keys", "values", "fused", "mean", "std", "a.mean", "__class__", "features", "mask",
+    "modalities", "meta", "0", "-", "with space", "é漢字", "a.npy",
+]  # fmt: skip
+
+
+def test_any_name_the_format_allows_round_trips(tmp_path):
+    rng = np.random.default_rng(0)
+    feats = {m: rng.normal(size=(6, 2)) for m in ODD_NAMES}
+    labels = {m: np.arange(6) % 2 for m in ("items", "keys", "fused")}
+    ds = MultimodalDataset(feats, labels=labels, splits={"keys": [0, 1]}, name="odd")
+    save_dataset(ds, tmp_path / "odd")
+    back = load_dataset(tmp_path / "odd")
+    _assert_same(ds, back)
+    # the meta.json-free folder gives the same modalities, in sorted order
+    (tmp_path / "odd" / "meta.json").unlink()
+    assert load_dataset(tmp_path / "odd").modalities == sorted(ODD_NAMES)
+    # per-modality state keyed by name (".mean"/".std" suffixes) is unambiguous
+    std = Standardizer.fit(back)
+    again = Standardizer.from_state_dict(std.state_dict())
+    assert again.modalities == std.modalities
+    for m in ODD_NAMES:
+        assert torch.equal(again.mean[m], std.mean[m]) and torch.equal(again.std[m], std.std[m])
+    assert describe(back).count("\n") > len(ODD_NAMES)
+
+
+@pytest.mark.parametrize("name", ["", ".hidden", "a/b", "nul\0", "x" * 251])
+def test_save_refuses_names_that_are_not_file_names(tmp_path, name):
+    ds = MultimodalDataset({"ok": np.ones((2, 1)), name or "other": np.ones((2, 1))})
+    if not name:
+        ds.features[""] = ds.features.pop("other")
+        ds.modalities = ["ok", ""]
+    with pytest.raises(DatasetError, match="not usable as a file name"):
+        save_dataset(ds, tmp_path / "x")

@@ -142,3 +142,63 @@ def test_classification_metrics_per_modality_rows():
     assert res["prototype"]["a->b"] == pytest.approx(expected)
     vals = [res["prototype"][k] for k in ("a->a", "a->b", "b->a", "b->b")]
     assert res["prototype"]["mean"] == pytest.approx(np.mean(vals))
+
+
+# -- label -1 = unlabelled --------------------------------------------------------------------
+
+
+def _unlabel(y: torch.Tensor, rate: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y with ~rate of its entries set to -1, bool [N] of the kept (labelled) rows)``."""
+    keep = torch.rand(y.shape[0], generator=torch.Generator().manual_seed(seed)) >= rate
+    return torch.where(keep, y, torch.full_like(y, -1)), keep
+
+
+@pytest.mark.parametrize("fn", [linear_probe, knn_accuracy, prototype_accuracy])
+def test_unlabelled_rows_are_left_out_of_each_probe(fn):
+    xtr, ytr = _data(120, n_cls=3, seed=11, noise=2.0)
+    xte, yte = _data(90, n_cls=3, seed=12, noise=2.0)
+    ytr_u, ktr = _unlabel(ytr, 0.4, 0)
+    yte_u, kte = _unlabel(yte, 0.4, 1)
+    got = fn(xtr, ytr_u, xte, yte_u)
+    assert got == pytest.approx(fn(xtr[ktr], ytr[ktr], xte[kte], yte[kte]))
+    # -1 is not a class: with it counted as one (a constant "unlabelled" class), results differ
+    assert got != pytest.approx(fn(xtr, ytr_u + 1, xte, yte_u + 1))
+    with pytest.raises(ValueError, match="labelled rows"):
+        fn(xtr, ytr_u, xte, torch.full_like(yte, -1))
+
+
+def test_classification_metrics_skips_unlabelled_rows_per_task():
+    n_tr, n_te = 100, 60
+    ztr, ytr = _data(n_tr, d=6, seed=7)
+    zte, yte = _data(n_te, d=6, seed=8)
+    g = torch.Generator().manual_seed(0)
+    tr = {m: F.normalize(ztr + 0.5 * torch.randn(n_tr, 6, generator=g), dim=1) for m in "ab"}
+    te = {m: F.normalize(zte + 0.5 * torch.randn(n_te, 6, generator=g), dim=1) for m in "ab"}
+    mtr = torch.rand(2, n_tr, generator=g) > 0.3
+    mte = torch.rand(2, n_te, generator=g) > 0.3
+    ytr_u, ktr = _unlabel(ytr, 0.3, 2)
+    yte_u, kte = _unlabel(yte, 0.3, 3)
+    out = classification_metrics(
+        tr,
+        mtr,
+        {"cls": ytr_u, "none": torch.full_like(ytr, -1)},
+        te,
+        mte,
+        {"cls": yte_u, "none": yte},
+        knn_k=5,
+    )
+    # the same metrics computed on the labelled rows only
+    ref = classification_metrics(
+        {m: x[ktr] for m, x in tr.items()},
+        mtr[:, ktr],
+        {"cls": ytr[ktr]},
+        {m: x[kte] for m, x in te.items()},
+        mte[:, kte],
+        {"cls": yte[kte]},
+        knn_k=5,
+    )
+    for kind in ("linear_probe", "knn", "prototype"):
+        assert out["cls"][kind] == pytest.approx(ref["cls"][kind]), kind
+    # a task without any labelled training row: every entry is None
+    for kind in ("linear_probe", "knn", "prototype"):
+        assert all(v is None for v in out["none"][kind].values()), out["none"][kind]
