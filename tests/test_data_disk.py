@@ -305,6 +305,12 @@ BAD_CASES: list[tuple[str, Callable[[Path], Path], list[str]]] = [
     ("labels_is_a_file", _labels_is_a_file, ["labels", "expected a folder"]),
     ("non_utf8_file_name", _non_utf8_name, ["modalities", "not valid UTF-8", "xff"]),
     ("csv_not_npy", _csv_instead_of_npy, ["at least 2", "a.npy", "ignored (not .npy): b.csv"]),
+    (
+        "newline_in_file_name",
+        _with("c\nd.npy", np.ones((N, 2))),
+        ["modalities", "'c\\nd.npy'", "control character"],
+    ),
+    ("newline_in_folder_name", lambda tmp: _one_modality(tmp / "x\ny"), ["x\\ny", "at least 2"]),
 ]
 
 
@@ -611,3 +617,10 @@ def test_save_refuses_names_that_are_not_file_names(tmp_path, name):
         ds.modalities = ["ok", ""]
     with pytest.raises(DatasetError, match="not usable as a file name"):
         save_dataset(ds, tmp_path / "x")
+
+
+def test_save_io_failure_is_one_line_dataset_error(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DatasetError, match="cannot write dataset") as info:
+        save_dataset(_rich_dataset(), tmp_path / "file" / "ds")
+    assert "\n" not in str(info.value)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from centrobind.data.disk import check_meta, int64_problem
+from centrobind.data.disk import RESERVED_META_KEYS, check_meta, int64_problem
 from centrobind.errors import ConfigError, DatasetError
 
 __all__ = ["UNLABELLED", "MultimodalDataset", "Standardizer"]
@@ -176,6 +176,9 @@ class MultimodalDataset:
         if isinstance(meta, Mapping):
             meta = dict(meta)
         meta_copy = {} if meta is None else check_meta(meta, "meta")
+        reserved = sorted(set(meta_copy) & set(RESERVED_META_KEYS))
+        if reserved:
+            raise DatasetError(f"meta: key(s) {reserved} are reserved for the loader")
         feats: dict[str, Tensor] = {}
         for key, value in features.items():
             if not isinstance(key, str) or not key:

@@ -37,6 +37,7 @@ import errno
 import json
 import os
 import stat
+import unicodedata
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -76,6 +77,22 @@ class DatasetWarning(UserWarning):
 
 def _one_line(e: BaseException | str) -> str:
     return " ".join(str(e).split())
+
+
+def printable(text: str) -> str:
+    """``text`` with every non-printable character escaped (``\\n``, ``\\x1b``, ``\\u2028``)
+    except the space, so that a message naming odd paths stays on one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in text)
+
+
+def _control_char(name: str) -> str | None:
+    """The first control/line-break character of ``name`` (None if it has none)."""
+    for c in name:
+        if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
+            return c
+    return None
 
 
 # --------------------------------------------------------------------------------------------
@@ -197,6 +214,11 @@ def _listing(folder: Path) -> tuple[dict[str, Path], list[str]]:
         if _has_surrogate(p.name):
             shown = os.fsencode(p.name).decode("utf-8", "backslashreplace")
             raise DatasetError(f"{folder}: file name {shown!r} is not valid UTF-8; rename it")
+        if _control_char(p.name) is not None:
+            raise DatasetError(
+                f"{folder}: file name {p.name!r} contains the control character "
+                f"{_control_char(p.name)!r}; rename it"
+            )
         try:
             st = p.stat()
         except OSError as e:
@@ -369,6 +391,17 @@ def load_dataset(
     ``min_modalities`` is the fewest modality files accepted (2 for training; 1 for e.g. a query
     set of a single modality). Ignored entries are reported with :class:`DatasetWarning`.
     """
+    try:
+        return _load_dataset(path, mmap, min_modalities)
+    except DatasetError as e:  # paths may hold newlines etc.: keep the message on one line
+        raise DatasetError(printable(str(e))) from None
+    except OSError as e:  # e.g. a permission denied on a sub-folder
+        raise DatasetError(printable(f"{path}: cannot read dataset: {_one_line(e)}")) from None
+
+
+def _load_dataset(
+    path: str | os.PathLike[str], mmap: bool, min_modalities: int
+) -> MultimodalDataset:
     min_modalities = _check_min_modalities(min_modalities)
     root = Path(path)
     if not root.exists():
@@ -460,20 +493,27 @@ def load_dataset(
     for sub, names in ignored.items():
         if names:
             warnings.warn(
-                f"{root / sub}: ignored {', '.join(names)} (not .npy; the dataset reads only "
-                f"{sub}/<name>.npy files)",
+                printable(
+                    f"{root / sub}: ignored {', '.join(names)} (not .npy; the dataset reads "
+                    f"only {sub}/<name>.npy files)"
+                ),
                 DatasetWarning,
                 stacklevel=2,
             )
     return ds
 
 
+_NOT_IN_NAMES = {c for c in ("/", "\0", os.sep, os.altsep) if c}
+
+
 def _check_name(name: str, kind: str) -> None:
+    """Refuse a name that cannot be a ``<name>.npy`` file the loader reads back as ``name``."""
     if (
         not name
         or name.startswith(".")
-        or any(c in name for c in "/\\\0")
+        or any(c in name for c in _NOT_IN_NAMES)
         or _has_surrogate(name)
+        or _control_char(name) is not None
         or len(name.encode("utf-8")) > 250
     ):
         raise DatasetError(f"cannot save {kind} {name!r}: not usable as a file name")
@@ -489,7 +529,15 @@ def save_dataset(
     ``meta.json`` and ``.npy`` files in the dataset sub-folders are removed first (other entries,
     e.g. ``items/``, are left alone). Returns the folder path.
     """
-    root = Path(path)
+    try:
+        return _save_dataset(ds, Path(path), overwrite)
+    except DatasetError as e:  # paths may hold newlines etc.: keep the message on one line
+        raise DatasetError(printable(str(e))) from None
+    except OSError as e:  # disk full, permission denied, ...
+        raise DatasetError(printable(f"{path}: cannot write dataset: {_one_line(e)}")) from None
+
+
+def _save_dataset(ds: MultimodalDataset, root: Path, overwrite: bool) -> Path:
     if root.exists() and not root.is_dir():
         raise DatasetError(f"{root}: exists and is not a folder")
     for kind, names in (
