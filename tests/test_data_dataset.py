@@ -121,6 +121,7 @@ def test_float_labels_with_integer_values_are_accepted():
         (np.array([0.0, -np.inf, 1.0]), "NaN/inf"),
         (np.array([0, 2**64 - 1, 1], dtype=np.uint64), "outside the int64 range"),
         (torch.tensor([0.0, 1e20, 1.0]), "outside the int64 range"),
+        (torch.tensor([0, 2**63 + 5, 1], dtype=torch.uint64), "outside the int64 range"),
         (torch.tensor([0.0, 0.5, 1.0], dtype=torch.bfloat16), "non-integer value 0.5"),
     ],
 )

@@ -41,7 +41,9 @@ def _raw_tensor(value: Any, what: str) -> Tensor:
     if isinstance(value, Tensor):
         if value.is_complex() or value.dtype in (torch.quint8, torch.qint8, torch.qint32):
             raise DatasetError(f"{what}: non-numeric dtype {value.dtype}")
-        return value.detach()
+        if value.dtype != torch.uint64:
+            return value.detach()
+        value = value.detach().cpu().numpy()  # checked for int64 overflow below
     try:
         arr = np.asarray(value)
     except (ValueError, TypeError) as e:  # ragged lists etc.

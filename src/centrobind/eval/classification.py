@@ -2,8 +2,8 @@
 
 All accuracies are percentages (0-100). Inputs may be tensors or numpy arrays.
 
-Unlabelled rows: a label of -1 (:data:`UNLABELLED`) means "no label"; such rows are left out of
-every probe, on both sides (they neither train a probe nor count in its accuracy).
+Unlabelled rows: a label of -1 (:data:`centrobind.data.UNLABELLED`) means "no label"; such rows
+are left out of every probe, on both sides (they neither train a probe nor count in its accuracy).
 
 Tie conventions:
     * k-NN: majority vote among the k nearest neighbours (cosine similarity, uniform weights);
@@ -24,6 +24,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import Tensor
 
+from centrobind.data.dataset import UNLABELLED
+
 from ._common import (
     ArrayLike,
     as_2d,
@@ -36,11 +38,7 @@ from ._common import (
     to_numpy,
 )
 
-#: Label value of an unlabelled row (same as ``centrobind.data.UNLABELLED``).
-UNLABELLED = -1
-
 __all__ = [
-    "UNLABELLED",
     "classification_metrics",
     "fused_embedding",
     "knn_accuracy",
