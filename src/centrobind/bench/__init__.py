@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_text
-from ..train import TrainConfig
+from ..config import TrainConfig
 from .report import aggregate, fmt, render_report, write_results
 from .suites import BenchSettings, Job, suite_jobs
 

@@ -15,9 +15,9 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..config import TrainConfig
 from ..data import MultimodalDataset, load_builtin
 from ..errors import ConfigError
-from ..train import TrainConfig
 from .methods import Method, run_method
 
 __all__ = ["BenchSettings", "SUITES", "suite_jobs", "Job"]
@@ -97,8 +97,6 @@ class Job:
 
     def run(self, base: TrainConfig) -> dict:
         ds = dataset(self.data)
-        stratify = next(iter(ds.labels), None)
-        splits = ds.split_indices((0.7, 0.1, 0.2), seed=self.seed, stratify=stratify)
         if self.epochs is not None:
             base = dataclasses.replace(base, epochs=self.epochs)
         drop, seed = self.drop, 1000 + self.seed
@@ -109,7 +107,6 @@ class Job:
         metrics = run_method(
             self.method,
             ds,
-            splits,
             base,
             self.seed,
             transform if drop > 0 else None,
