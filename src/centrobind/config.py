@@ -85,7 +85,10 @@ class TrainConfig:
         doc="objective keyword arguments", group="objective", factory=dict, cli=False
     )
     anchor: str | None = _field(
-        None, "anchor modality of objectives that take one (default: the first)", group="objective"
+        None,
+        "anchor modality of objectives that take one (none: the first modality)",
+        group="objective",
+        metavar="NAME",
     )
     freeze_anchor: bool = _field(True, "freeze a pre-trained fixed anchor", group="objective")
     anchor_init: str = _field(
@@ -131,7 +134,7 @@ class TrainConfig:
         None, "row-block size of the logits (memory)", group="optimiser", lo=1, hi=INT_MAX
     )
     seed: int = _field(0, "seed of everything random", group="run", lo=0, hi=INT_MAX)
-    device: str = _field("cpu", "cpu | cuda | cuda:N | mps", group="run")
+    device: str = _field("cpu", "cpu | cuda | cuda:N | mps", group="run", metavar="DEVICE")
     bf16: bool = _field(True, "bfloat16 autocast on CUDA", group="run")
     early_stopping: int | None = _field(
         None, "patience in epochs (none: off)", group="run", lo=1, hi=INT_MAX, metavar="PATIENCE"
@@ -317,6 +320,9 @@ def _parser_for(tp: Any) -> Any:
     return parse
 
 
+_METAVARS: dict[Any, str] = {int: "N", float: "X", str: "NAME"}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per CLI field of :class:`TrainConfig`, grouped, defaults in the help.
 
@@ -339,6 +345,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         choices = meta.get("choices")
         if f.name == "objective":
             choices = tuple(OBJECTIVES)
+        inner = _optional_inner(hints[f.name])[0]
         if hints[f.name] is bool:
             g.add_argument(
                 flag,
@@ -352,7 +359,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 type=_parser_for(hints[f.name]),
                 default=argparse.SUPPRESS,
                 choices=choices,
-                metavar=meta.get("metavar"),
+                metavar=None if choices else meta.get("metavar") or _METAVARS.get(inner),
                 help=help_text,
             )
 
