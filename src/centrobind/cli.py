@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -123,6 +124,15 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one ``error: ...`` line (exit 2), like every
+    other user error of the CLI."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"error: {self.prog}: {' '.join(message.split())}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows ``(default: X)`` where there is a meaningful default (not None / a bare switch)."""
 
@@ -136,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import add_config_arguments
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="centrobind",
         description="Learn one embedding space for many paired modalities (CentroBind and peers).",
         formatter_class=_HelpFormatter,

@@ -161,10 +161,7 @@ class TrainConfig:
             _check_value(f.name, getattr(self, f.name), hints[f.name], f.metadata)
         if "anchor" in self.objective_options:
             raise ConfigError("give the anchor modality with --anchor NAME, not as an option")
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(
-                f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}"
-            )
+        objective_class(self.objective)  # a registered name
         if abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(f"split must be 3 non-negative fractions summing to 1: {self.split}")
         _check_device(self.device)
@@ -343,9 +340,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         help_text = f"{meta['doc']} (default: {'none' if shown is None else shown})"
         choices = meta.get("choices")
-        if f.name == "objective":
-            choices = tuple(OBJECTIVES)
         inner = _optional_inner(hints[f.name])[0]
+        metavar = meta.get("metavar") or _METAVARS.get(inner)
+        if f.name == "objective":  # checked by validate(): one line naming the registered names
+            metavar = "{" + ",".join(OBJECTIVES) + "}"
         if hints[f.name] is bool:
             g.add_argument(
                 flag,
@@ -359,7 +357,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                 type=_parser_for(hints[f.name]),
                 default=argparse.SUPPRESS,
                 choices=choices,
-                metavar=None if choices else meta.get("metavar") or _METAVARS.get(inner),
+                metavar=None if choices else metavar,
                 help=help_text,
             )
 
