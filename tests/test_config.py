@@ -101,7 +101,7 @@ def test_every_cli_field_has_a_flag_with_its_default_in_help():
     for action in build_parser()._subparsers._group_actions[0].choices["train"]._actions:
         for opt in action.option_strings:
             helps[opt] = action.help or ""
-    for name, f in FIELDS.items():
+    for name in FIELDS:
         if name == "objective_options":
             continue  # --option KEY=VALUE
         flag = "--" + name.replace("_", "-")

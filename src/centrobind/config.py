@@ -4,7 +4,7 @@ One flat dataclass, saved as ``config.json`` in a run folder (flat keys, so ever
 folder still loads). Each field carries its documentation, its bounds and its CLI group in its
 ``metadata``; from them come
 
-* :meth:`TrainConfig.validate`: a type check generated from the field annotations (bool, int,
+* :meth:`TrainConfig.check`: a type check generated from the field annotations (bool, int,
   float, str, tuple, ``X | None``, dict; ``"false"`` is not a bool, ``1.5`` not an int, NaN/inf
   no float) and the bounds, each failure one :class:`~centrobind.errors.ConfigError` line naming
   the field, plus the few checks that involve several fields;
@@ -54,7 +54,8 @@ def _field(
     cli: bool = True,
     factory: Any = dataclasses.MISSING,
 ) -> Any:
-    meta = dict(doc=doc, group=group, lo=lo, hi=hi, lo_open=lo_open, hi_open=hi_open)
+    meta: dict[str, Any] = dict(doc=doc, group=group, lo=lo, hi=hi)
+    meta.update(lo_open=lo_open, hi_open=hi_open)
     meta.update(choices=choices, metavar=metavar, cli=cli)
     if factory is not dataclasses.MISSING:
         return field(default_factory=factory, metadata=meta)
@@ -153,7 +154,7 @@ class TrainConfig:
     drop_last: bool = _field(True, "drop the last incomplete batch", group="data")
     quiet: bool = _field(False, "no progress bar", group="run")
 
-    def validate(self) -> None:
+    def check(self) -> None:
         """Type-check and bound every field (generated from the annotations and metadata), then
         the checks that involve several fields. Raises :class:`ConfigError` naming the field."""
         hints = typing.get_type_hints(type(self))
@@ -174,7 +175,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build and validate a config from a (JSON/TOML) table of fields."""
+        """Build and check a config from a (JSON/TOML) table of fields."""
         if not isinstance(d, Mapping):
             raise ConfigError(
                 f"a config must be a table of TrainConfig fields, got {type(d).__name__}"
@@ -187,7 +188,7 @@ class TrainConfig:
         if isinstance(d.get("split"), list):
             d["split"] = tuple(d["split"])
         cfg = cls(**d)
-        cfg.validate()
+        cfg.check()
         return cfg
 
     def objective_class(self) -> type[Objective]:
@@ -342,7 +343,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         choices = meta.get("choices")
         inner = _optional_inner(hints[f.name])[0]
         metavar = meta.get("metavar") or _METAVARS.get(inner)
-        if f.name == "objective":  # checked by validate(): one line naming the registered names
+        if f.name == "objective":  # checked by check(): one line naming the registered names
             metavar = "{" + ",".join(OBJECTIVES) + "}"
         if hints[f.name] is bool:
             g.add_argument(

@@ -267,7 +267,7 @@ def train_run(
     """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``:
     split -> standardise -> build -> fit (:func:`prepare_data`, :func:`build_and_fit`), then write
     ``model.safetensors`` and ``run.json``."""
-    cfg.validate()
+    cfg.check()
     out = Path(out)
     ds = _as_dataset(data)
     if not resume and ((out / "config.json").exists() or (out / "checkpoints").exists()):
@@ -441,5 +441,5 @@ def embed_run(
     out = Path(out)
     if out.is_dir():
         raise CentrobindError(f"{out} is a folder; give the output .npz file name")
-    atomic_write(out, lambda f: np.savez(f, **arrays))
+    atomic_write(out, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     return arrays

@@ -250,7 +250,7 @@ def native_validator(objective: Objective) -> Validator:
     the validation rows where every modality is present (NaN when fewer than 2)."""
     cls = type(objective)
 
-    def validate(binder: Binder, val_ds: MultimodalDataset) -> float:
+    def score(binder: Binder, val_ds: MultimodalDataset) -> float:
         if cls.requires_all_modalities:
             res = native_leave_one_out(binder, val_ds, cls, ks=(1,))
             return float("nan") if res is None else float(res["mean"]["R@1"])
@@ -258,7 +258,7 @@ def native_validator(objective: Objective) -> Validator:
         z = torch.stack([emb[m] for m in binder.modalities])
         return mean_pairwise_r1(torch.nan_to_num(z), modality_mask(val_ds, binder.modalities))
 
-    return validate
+    return score
 
 
 def pretrain_encoder(
@@ -413,7 +413,8 @@ def _prepare_anchor(
     freeze it."""
     if not (type(objective).pretrains_frozen_anchor and cfg.freeze_anchor):
         return
-    anchor = binder.modalities[resolve_modality(objective.anchor, binder.modalities)]
+    spec: int | str = getattr(objective, "anchor")  # noqa: B009 - declared by takes_anchor
+    anchor = binder.modalities[resolve_modality(spec, binder.modalities)]
     if not resume and cfg.anchor_init == "ssl" and cfg.anchor_pretrain_epochs > 0:
         pretrain_encoder(binder, anchor, train_ds, cfg, aug_gen)
     binder.freeze(anchor)
@@ -430,7 +431,7 @@ def _setup(
 ) -> _Run:
     """Validate, seed, move to the device, check the distributed setting, prepare a fixed
     anchor, wrap for DDP and build the optimiser (in this order: the RNG stream depends on it)."""
-    cfg.validate()
+    cfg.check()
     rank, world = _dist()
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)

@@ -102,7 +102,7 @@ def run_method(
     probe_tasks: int = 99,
     per_view_probes: bool = True,
     loo: bool = True,
-) -> dict[str, float]:
+) -> dict[str, float | None]:
     """Train/fit ``method`` on the training split (early stopping on ``val``), score on ``test``.
 
     The split and standardisation follow the run's config (``cfg.split``, ``cfg.standardize``,
@@ -123,7 +123,7 @@ def run_method(
     assert test_ds is not None
     emb_tr = _embed(method, model, train_ds)
     emb_te = _embed(method, model, test_ds)
-    r: dict[str, float] = {"seconds": seconds, **extra}
+    r: dict[str, float | None] = {"seconds": seconds, **extra}
     if method.kind != "raw":
         r.update(_retrieval(emb_te, test_ds, scorer, loo))
     r.update(_probes(method, emb_tr, emb_te, train_ds, test_ds, seed, probe_tasks, per_view_probes))
@@ -139,7 +139,7 @@ def run_method(
         )
         for src, groups in lat.items():
             for g, v in groups.items():
-                r[f"r2/{g}/{src}"] = v
+                r[f"r2/{g}/{src}"] = v  # None where not computable (kept in results.json)
     return r
 
 
@@ -152,8 +152,8 @@ def _retrieval(
     """Cross-modal retrieval (the objective's pair score) and leave-one-out retrieval (its joint
     score when it needs every modality, else the fused other modalities)."""
     mods = list(emb_te)
-    pair_scores = scorer.pair_scores if scorer is not None else None
-    ret = cross_modal_retrieval(emb_te, test_ds.mask, ks=(1, 5), score_fn=pair_scores)
+    score_fn = scorer.pair_score_fn() if scorer is not None else None
+    ret = cross_modal_retrieval(emb_te, test_ds.mask, ks=(1, 5), score_fn=score_fn)
     r: dict[str, float] = {"R@1": ret["mean"]["R@1"], "R@5": ret["mean"]["R@5"]}
     for k, v in ret["mean_excluding"].items():
         if v is not None:

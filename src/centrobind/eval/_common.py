@@ -58,7 +58,8 @@ def to_numpy(x: Any) -> np.ndarray:
 
 def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
     """Row-wise L2 normalisation of ``Tensor[N, D]``; all-zero rows stay zero."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    out: Tensor = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return out
 
 
 def modality_masks(emb: Mapping[str, Any], mask: Any | None) -> dict[str, Tensor]:

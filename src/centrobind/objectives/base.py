@@ -274,11 +274,10 @@ class Objective(nn.Module):
         pretrains_frozen_anchor: the trainer pre-trains the anchor's encoder (unimodal,
             self-supervised) and freezes it, like ImageBind's pretrained image encoder; its
             evaluation reports the pairs that avoid the anchor.
-        pair_scores: the score of a cross-modal retrieval pair, ``ScoreFn`` (None: cosine).
         gather: compute against the batch gathered over ``torch.distributed`` ranks.
 
     Hooks (classmethods): :meth:`needs_num_modalities`, :meth:`default_logit_scale`,
-    :meth:`leave_one_out_query`.
+    :meth:`pair_score_fn`, :meth:`leave_one_out_query`.
 
     Example (a new objective: mean squared distance of every modality to modality 0)::
 
@@ -295,7 +294,6 @@ class Objective(nn.Module):
     takes_anchor: ClassVar[bool] = False
     supports_chunking: ClassVar[bool] = False
     pretrains_frozen_anchor: ClassVar[bool] = False
-    pair_scores: ClassVar[ScoreFn | None] = None
 
     @classmethod
     def needs_num_modalities(cls, options: Mapping[str, Any]) -> bool:
@@ -308,6 +306,11 @@ class Objective(nn.Module):
         """The initial logit scale ``s`` when the config leaves it automatic (``s = 10``,
         temperature 0.1, for cosine-score objectives)."""
         return 10.0
+
+    @classmethod
+    def pair_score_fn(cls) -> ScoreFn | None:
+        """Its score of a (query, candidate) pair for cross-modal retrieval; None: cosine."""
+        return None
 
     @classmethod
     def leave_one_out_query(cls, others: Tensor) -> tuple[Tensor, ScoreFn | None] | None:
@@ -336,7 +339,13 @@ class Objective(nn.Module):
         """Loss of ``z`` (``[M, N, D]`` or dict) at logit scale ``s``; see the module docstring."""
         return self._run(z, logit_scale, mask)
 
-    def _run(self, z, logit_scale, mask, **options) -> ObjectiveOutput:
+    def _run(
+        self,
+        z: Tensor | Mapping[str, Tensor],
+        logit_scale: float | Tensor,
+        mask: Tensor | Mapping[str, Tensor] | None,
+        **options: Any,
+    ) -> ObjectiveOutput:
         zz, s, m, names = normalize_inputs(z, logit_scale, mask)
         batch = Batch(zz, s, m, names, dist_info(self.gather))
         terms = self._terms(batch, **options)

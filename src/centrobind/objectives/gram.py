@@ -130,7 +130,10 @@ class Gram(Objective):
     """
 
     takes_anchor = True
-    pair_scores = staticmethod(gram_pair_scores)
+
+    @classmethod
+    def pair_score_fn(cls) -> ScoreFn | None:
+        return gram_pair_scores
 
     @classmethod
     def leave_one_out_query(cls, others: Tensor) -> tuple[Tensor, ScoreFn | None] | None:

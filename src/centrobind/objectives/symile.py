@@ -66,7 +66,7 @@ class Symile(Objective):
         aligned tuple spread evenly over ``D`` coordinates scores ``D^(1 - M/2)``, 2.4e-4 for
         ``M=6, D=64``), so the cosine scale 10 would leave every logit near 0; this gives such a
         tuple the logit a cosine of 1 gets with ``s = 10`` (``= 10`` for ``M = 2``)."""
-        return 10.0 * embed_dim ** (num_modalities / 2 - 1)
+        return float(10.0 * embed_dim ** (num_modalities / 2 - 1))
 
     @classmethod
     def leave_one_out_query(cls, others: Tensor) -> tuple[Tensor, ScoreFn | None] | None:
