@@ -20,7 +20,19 @@ from ..data import MultimodalDataset, load_builtin
 from ..errors import ConfigError
 from .methods import Method, run_method
 
-__all__ = ["BenchSettings", "SUITES", "suite_jobs", "Job"]
+__all__ = [
+    "INTRA_WEIGHTS",
+    "MISSING_RATES",
+    "SUITES",
+    "SWEEP_NOISE",
+    "SYNTH_CLEAN_NOISE",
+    "SYNTH_WEAK_NOISE",
+    "BenchSettings",
+    "Job",
+    "core_methods",
+    "dataset",
+    "suite_jobs",
+]
 
 SYNTH_WEAK_NOISE = 2.0
 SYNTH_CLEAN_NOISE = 0.1

@@ -61,6 +61,23 @@ def _check_shape(scores: Tensor, shape: tuple[int, int]) -> None:
         raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {shape}")
 
 
+def _target_indices(targets: ArrayLike | None, nq: int, ng: int) -> Tensor:
+    """``LongTensor[nq]`` gallery row of each query's positive (default ``arange(nq)``)."""
+    if targets is None:
+        if nq > ng:
+            raise ValueError(f"default targets arange(Nq) need Nq <= Ng, got Nq={nq}, Ng={ng}")
+        return torch.arange(nq)
+    tgt_idx = torch.as_tensor(targets).detach().cpu()
+    if tgt_idx.dim() != 1 or tgt_idx.shape[0] != nq:
+        raise ValueError(f"targets must have shape [{nq}], got {tuple(tgt_idx.shape)}")
+    if tgt_idx.is_floating_point():
+        raise ValueError(f"targets must be integer indices, got dtype {tgt_idx.dtype}")
+    tgt_idx = tgt_idx.long()
+    if bool((tgt_idx < 0).any()) or bool((tgt_idx >= ng).any()):
+        raise ValueError(f"targets must lie in [0, {ng})")
+    return tgt_idx
+
+
 def retrieval_ranks(
     queries: ArrayLike,
     gallery: ArrayLike,
@@ -92,19 +109,7 @@ def retrieval_ranks(
         raise ValueError(f"retrieval needs non-empty queries and gallery, got Nq={nq}, Ng={ng}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if targets is None:
-        if nq > ng:
-            raise ValueError(f"default targets arange(Nq) need Nq <= Ng, got Nq={nq}, Ng={ng}")
-        tgt_idx = torch.arange(nq)
-    else:
-        tgt_idx = torch.as_tensor(targets).detach().cpu()
-        if tgt_idx.dim() != 1 or tgt_idx.shape[0] != nq:
-            raise ValueError(f"targets must have shape [{nq}], got {tuple(tgt_idx.shape)}")
-        if tgt_idx.is_floating_point():
-            raise ValueError(f"targets must be integer indices, got dtype {tgt_idx.dtype}")
-        tgt_idx = tgt_idx.long()
-        if bool((tgt_idx < 0).any()) or bool((tgt_idx >= ng).any()):
-            raise ValueError(f"targets must lie in [0, {ng})")
+    tgt_idx = _target_indices(targets, nq, ng)
     if score_fn is None:
         if q.shape[1] != g.shape[1]:
             raise ValueError(f"dimension mismatch: queries D={q.shape[1]}, gallery D={g.shape[1]}")
