@@ -140,8 +140,17 @@ def test_run_folder_safety(data_dir, tmp_path):
     rc, err = _cli("train", "--data", data_dir, "--out", out, "--resume", "--quiet")
     assert rc == 0, err  # finished run: resume is a no-op, not an error
     rc, err = _cli(  # the original command plus --resume: flags equal to the saved config
-        "train", "--data", data_dir, "--out", out, "--resume", "--quiet", "--epochs", "15",
-        "--warmup-steps", "5",
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "--resume",
+        "--quiet",
+        "--epochs",
+        "15",
+        "--warmup-steps",
+        "5",
     )
     assert rc == 0, err
     # evaluate against other data with the same shape: refused (split indices would lie)

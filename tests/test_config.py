@@ -64,15 +64,38 @@ def test_seed_range_and_split():
 def test_existing_config_json_still_loads():
     """config.json of runs written before the config module (flat keys, split as a list)."""
     old = {
-        "objective": "fixed_anchor", "objective_options": {}, "anchor": "pix",
-        "freeze_anchor": True, "anchor_init": "ssl", "anchor_pretrain_epochs": 20,
-        "intra_weight": 0.0, "aug_noise": 0.3, "aug_mask": 0.2, "embed_dim": 64, "hidden": 256,
-        "depth": 2, "dropout": 0.0, "logit_scale_init": None, "max_logit_scale": None,
-        "learn_logit_scale": False, "epochs": 100, "batch_size": 256, "lr": 0.001,
-        "weight_decay": 0.0, "warmup_steps": 50, "schedule": "cosine", "chunk_size": None,
-        "seed": 0, "device": "cpu", "bf16": True, "early_stopping": None,
-        "checkpoint_every": None, "split": [0.7, 0.1, 0.2], "standardize": True,
-        "drop_last": True, "quiet": False,
+        "objective": "fixed_anchor",
+        "objective_options": {},
+        "anchor": "pix",
+        "freeze_anchor": True,
+        "anchor_init": "ssl",
+        "anchor_pretrain_epochs": 20,
+        "intra_weight": 0.0,
+        "aug_noise": 0.3,
+        "aug_mask": 0.2,
+        "embed_dim": 64,
+        "hidden": 256,
+        "depth": 2,
+        "dropout": 0.0,
+        "logit_scale_init": None,
+        "max_logit_scale": None,
+        "learn_logit_scale": False,
+        "epochs": 100,
+        "batch_size": 256,
+        "lr": 0.001,
+        "weight_decay": 0.0,
+        "warmup_steps": 50,
+        "schedule": "cosine",
+        "chunk_size": None,
+        "seed": 0,
+        "device": "cpu",
+        "bf16": True,
+        "early_stopping": None,
+        "checkpoint_every": None,
+        "split": [0.7, 0.1, 0.2],
+        "standardize": True,
+        "drop_last": True,
+        "quiet": False,
     }
     cfg = TrainConfig.from_dict(old)
     assert cfg.to_dict() == old and cfg.split == (0.7, 0.1, 0.2)
@@ -135,9 +158,19 @@ def test_help_of_every_verb_shows_defaults_and_version(capsys):
 )
 def test_cli_config_errors_are_one_line(tmp_path, flags, message):
     proc = subprocess.run(
-        [sys.executable, "-m", "centrobind.cli", "train", "--data", "mfeat",
-         "--out", str(tmp_path / "r"), *flags],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "centrobind.cli",
+            "train",
+            "--data",
+            "mfeat",
+            "--out",
+            str(tmp_path / "r"),
+            *flags,
+        ],
+        capture_output=True,
+        text=True,
     )
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1, proc.stderr

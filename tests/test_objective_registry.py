@@ -48,16 +48,28 @@ def toy():
 
 def _data():
     return make_synthetic(
-        n_samples=200, n_modalities=3, dims=[8, 6, 5], shared_dim=2, pair_dim=2,
-        private_dim=2, seed=0,
+        n_samples=200,
+        n_modalities=3,
+        dims=[8, 6, 5],
+        shared_dim=2,
+        pair_dim=2,
+        private_dim=2,
+        seed=0,
     )
 
 
 def test_a_registered_objective_trains_evaluates_and_benchmarks(toy, tmp_path):
     ds = _data()
     cfg = TrainConfig(
-        objective="to_anchor", anchor="m2", chunk_size=16, epochs=2, batch_size=64,
-        embed_dim=8, hidden=16, warmup_steps=1, quiet=True,
+        objective="to_anchor",
+        anchor="m2",
+        chunk_size=16,
+        epochs=2,
+        batch_size=64,
+        embed_dim=8,
+        hidden=16,
+        warmup_steps=1,
+        quiet=True,
     )
     run, result = train_run(ds, cfg, tmp_path / "run")
     assert result.steps > 0
@@ -73,8 +85,14 @@ def test_a_registered_objective_trains_evaluates_and_benchmarks(toy, tmp_path):
     assert obj.anchor == 1 and obj.chunk_size == 16  # hooks: anchor index and chunking passed on
 
     base = dataclasses.replace(BenchSettings.make(None, quick=True).train_config(), epochs=2)
-    job = Job("synthetic", "clean", Method("ToAnchor", objective="to_anchor", anchor="m1"), 0,
-              ("synthetic", 0.1, 300), probe_tasks=1)
+    job = Job(
+        "synthetic",
+        "clean",
+        Method("ToAnchor", objective="to_anchor", anchor="m1"),
+        0,
+        ("synthetic", 0.1, 300),
+        probe_tasks=1,
+    )
     row = job.run(base)
     assert row["method"] == "ToAnchor" and 0 <= row["R@1"] <= 100 and row["epochs"] == 2
 
@@ -95,7 +113,10 @@ def test_class_hooks_of_the_builtin_objectives():
     assert [c for c in OBJECTIVES.values() if c.takes_anchor] == [FixedAnchor, Gram]
     assert [c for c in OBJECTIVES.values() if c.pretrains_frozen_anchor] == [FixedAnchor]
     assert {c for c in OBJECTIVES.values() if c.supports_chunking} == {
-        CentroBind, FixedAnchor, AllPairs}
+        CentroBind,
+        FixedAnchor,
+        AllPairs,
+    }
     assert {c for c in OBJECTIVES.values() if c.requires_all_modalities} == {Symile, Gram}
     for c in OBJECTIVES.values():  # numerical behaviour of the old rule: 10, Symile 10 D^(M/2-1)
         want = 10.0 * 64 ** (6 / 2 - 1) if c is Symile else 10.0

@@ -204,9 +204,17 @@ def test_train_state_checkpoint_round_trip():
     from centrobind.train import TrainState
 
     state = TrainState(
-        epoch=3, batch=2, step=11, best_metric=5.0, best_epoch=2,
-        best_state={"model.w": torch.ones(2)}, bad_epochs=1, history=[{"epoch": 1.0}],
-        elapsed=1.5, stopped_early=False, partial={"loss_sum": 1.0, "n_steps": 2, "terms": {}},
+        epoch=3,
+        batch=2,
+        step=11,
+        best_metric=5.0,
+        best_epoch=2,
+        best_state={"model.w": torch.ones(2)},
+        bad_epochs=1,
+        history=[{"epoch": 1.0}],
+        elapsed=1.5,
+        stopped_early=False,
+        partial={"loss_sum": 1.0, "n_steps": 2, "terms": {}},
     )
     w = torch.nn.Parameter(torch.zeros(2))
     opt = torch.optim.AdamW([w])

@@ -146,9 +146,7 @@ def run_benchmark(
     return rows
 
 
-def _rows(
-    jobs: list[Job], owner: list[int], results: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
+def _rows(jobs: list[Job], owner: list[int], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One result row per job (``owner[i]``: the run that computed job ``i``)."""
     ids = ("suite", "setting", "method", "seed")
     rows = []

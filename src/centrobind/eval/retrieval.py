@@ -251,8 +251,9 @@ def cross_modal_retrieval(
                 continue
             qa = xs[a][both.to(xs[a].device)]
             gb = xs[b][both.to(xs[b].device)]
-            out[f"{a}->{b}"] = retrieval_metrics(qa, gb, ks=ks, chunk_size=chunk_size,
-                                                  score_fn=score_fn)
+            out[f"{a}->{b}"] = retrieval_metrics(
+                qa, gb, ks=ks, chunk_size=chunk_size, score_fn=score_fn
+            )
     pairs = [(a, b) for a in names for b in names if a != b]
     out["mean"] = _mean_metrics([out[f"{a}->{b}"] for a, b in pairs], ks)
     out["mean_excluding"] = {
@@ -310,8 +311,11 @@ def mean_pairwise_r1(z: Tensor, mask: Tensor | None = None, max_elements: int = 
         mask: ``[M, N]`` bool, or None (all present).
     """
     M, N, _ = z.shape
-    present = torch.ones(M, N, dtype=torch.bool, device=z.device) if mask is None else (
-        mask.to(device=z.device, dtype=torch.bool))
+    present = (
+        torch.ones(M, N, dtype=torch.bool, device=z.device)
+        if mask is None
+        else (mask.to(device=z.device, dtype=torch.bool))
+    )
     if M * M * N * N > max_elements:
         emb = {str(i): z[i] for i in range(M)}
         mean = cross_modal_retrieval(emb, present, ks=(1,))["mean"]
