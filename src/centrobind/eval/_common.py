@@ -1,7 +1,7 @@
 """Shared helpers of the evaluation package: input coercion, presence masks, fusion.
 
-Private module; the public ``fused_embedding`` is re-exported from
-:mod:`centrobind.eval.classification`.
+Internal to the eval package; its public names (``fused_embedding``, ``to_builtin``) are
+re-exported by :mod:`centrobind.eval`, which other packages import them from.
 """
 
 from __future__ import annotations
