@@ -76,8 +76,7 @@ def test_benchmark_cell_is_deterministic_and_seed_dependent():
     from centrobind.bench.suites import BenchSettings, Job
 
     base = dataclasses.replace(BenchSettings.make(None, quick=True).train_config(), epochs=3)
-    job = Job("synthetic", "clean", Method("CentroBind"), 0, ("synthetic", 0.1, 300),
-              probe_tasks=1)
+    job = Job("synthetic", "clean", Method("CentroBind"), 0, ("synthetic", 0.1, 300), probe_tasks=1)
     a, b = job.run(base), job.run(base)
     c = dataclasses.replace(job, seed=1).run(base)
     a.pop("seconds"), b.pop("seconds"), c.pop("seconds")

@@ -139,6 +139,20 @@ def test_run_folder_safety(data_dir, tmp_path):
     assert rc == 2 and "drop --epochs" in err
     rc, err = _cli("train", "--data", data_dir, "--out", out, "--resume", "--quiet")
     assert rc == 0, err  # finished run: resume is a no-op, not an error
+    rc, err = _cli(  # the original command plus --resume: flags equal to the saved config
+        "train",
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "--resume",
+        "--quiet",
+        "--epochs",
+        "15",
+        "--warmup-steps",
+        "5",
+    )
+    assert rc == 0, err
     # evaluate against other data with the same shape: refused (split indices would lie)
     other = tmp_path / "other"
     save_dataset(make_synthetic(n_samples=200, n_modalities=3, dims=[10, 8, 6], seed=1), other)

@@ -48,7 +48,11 @@ def test_gram_leave_one_out_score_ranks_by_volume():
     parallelotope volume computed from the determinant of the full Gram matrix."""
     import torch.nn.functional as F
 
-    from centrobind.eval.retrieval import gram_leave_one_out as _gram_loo
+    from centrobind.eval.retrieval import joint_leave_one_out
+    from centrobind.objectives import Gram
+
+    def _gram_loo(emb):
+        return joint_leave_one_out(emb, Gram.leave_one_out_query)
 
     g = torch.Generator().manual_seed(0)
     emb = {

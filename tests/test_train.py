@@ -198,3 +198,37 @@ def test_bad_config_values_are_config_errors():
             TrainConfig.from_dict(bad)
     with pytest.raises(ConfigError, match="must be a table"):
         TrainConfig.from_dict([1, 2])
+
+
+def test_train_state_checkpoint_round_trip():
+    from centrobind.train import TrainState
+
+    state = TrainState(
+        epoch=3,
+        batch=2,
+        step=11,
+        best_metric=5.0,
+        best_epoch=2,
+        best_state={"model.w": torch.ones(2)},
+        bad_epochs=1,
+        history=[{"epoch": 1.0}],
+        elapsed=1.5,
+        stopped_early=False,
+        partial={"loss_sum": 1.0, "n_steps": 2, "terms": {}},
+    )
+    w = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([w])
+    tensors, meta = state.to_checkpoint(
+        {"model.w": w.detach()}, opt, torch.Generator(), TrainConfig(), []
+    )
+    assert {"model.w", "best.model.w", "rng.torch", "rng.aug"} <= set(tensors)
+    again = TrainState.from_checkpoint(tensors, json.loads(json.dumps(meta)))
+    assert torch.equal(again.best_state["model.w"], torch.ones(2))
+    again.best_state = state.best_state
+    assert again == state
+
+
+def test_log_names_terms_by_modality(tmp_path):
+    _train(_cfg(epochs=1), _data(), out=tmp_path)
+    header = (tmp_path / "log.csv").read_text().splitlines()[0].split(",")
+    assert {"loss/c-m1", "loss/c-m2", "loss/c-m3", "loss/intra"} <= set(header), header

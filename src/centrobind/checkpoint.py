@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,8 @@ __all__ = [
     "load_tensors",
     "optimizer_to_flat",
     "optimizer_from_flat",
+    "prefixed",
+    "unprefixed",
 ]
 
 
@@ -117,3 +120,24 @@ def optimizer_from_flat(
         if "betas" in g:
             g["betas"] = tuple(g["betas"])
     opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def prefixed(prefix: str, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """``{f"{prefix}.{k}": v}``: a state dict under a checkpoint prefix (``model``, ...).
+
+    Example:
+        >>> prefixed("model", {"w": torch.zeros(1)})
+        {'model.w': tensor([0.])}
+    """
+    return {f"{prefix}.{k}": v for k, v in tensors.items()}
+
+
+def unprefixed(prefix: str, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The tensors under ``prefix.`` with the prefix removed (inverse of :func:`prefixed`).
+
+    Example:
+        >>> unprefixed("best", {"best.model.w": torch.ones(1), "model.w": torch.zeros(1)})
+        {'model.w': tensor([1.])}
+    """
+    head = f"{prefix}."
+    return {k[len(head) :]: v for k, v in tensors.items() if k.startswith(head)}

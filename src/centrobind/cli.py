@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from .errors import CentrobindError
 
@@ -30,32 +33,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_config(args: argparse.Namespace):
+def _given_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields this command line sets: ``--config`` file, then flags, then
+    ``--option KEY=VALUE`` into ``objective_options``."""
+    from .config import config_overrides
     from .runs import read_config_file
-    from .train import TrainConfig
 
-    base = read_config_file(args.config) if args.config else {}
-    overrides = {
-        "objective": args.objective,
-        "anchor": args.anchor,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "weight_decay": args.weight_decay,
-        "warmup_steps": args.warmup_steps,
-        "seed": args.seed,
-        "device": args.device,
-        "embed_dim": args.embed_dim,
-        "early_stopping": args.early_stopping,
-        "checkpoint_every": args.checkpoint_every,
-        "intra_weight": args.intra_weight,
-        "chunk_size": args.chunk_size,
-    }
-    base.update({k: v for k, v in overrides.items() if v is not None})
-    if args.quiet:
-        base["quiet"] = True
+    given = read_config_file(args.config) if args.config else {}
+    if not isinstance(given, dict):
+        raise CentrobindError(f"{args.config}: a config file must be a table of settings")
+    given.update(config_overrides(args))
     if args.option:
-        opts = dict(base.get("objective_options", {}))
+        opts = dict(given.get("objective_options", {}))
         for item in args.option:
             key, sep, value = item.partition("=")
             if not sep:
@@ -64,49 +53,51 @@ def _train_config(args: argparse.Namespace):
                 opts[key] = json.loads(value)
             except json.JSONDecodeError:
                 opts[key] = value
-        base["objective_options"] = opts
-    return TrainConfig.from_dict(base)
+        given["objective_options"] = opts
+    return given
 
 
-_OVERRIDES = (
-    "objective",
-    "anchor",
-    "config",
-    "epochs",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "warmup_steps",
-    "embed_dim",
-    "seed",
-    "device",
-    "early_stopping",
-    "checkpoint_every",
-    "intra_weight",
-    "chunk_size",
-    "option",
-)
+def _check_resume(out: str, given: dict[str, Any]) -> None:
+    """``--resume`` continues the run as saved: flags equal to the saved config are fine (the
+    original command line plus ``--resume`` works); a conflicting one is refused, named."""
+    from .config import TrainConfig
+
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return  # train_run says that there is nothing to resume
+    try:
+        saved = TrainConfig.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CentrobindError(f"{path}: not a valid run config ({e})") from None
+    asked = TrainConfig.from_dict({**saved.to_dict(), **given})
+    conflicts = [
+        f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
+        for k in given
+        if k != "quiet" and getattr(asked, k) != getattr(saved, k)
+    ]
+    if conflicts:
+        raise CentrobindError(
+            f"--resume continues the run exactly as configured in {path}; "
+            f"drop {', '.join(conflicts)}"
+        )
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import TrainConfig
     from .runs import train_run
 
+    given = _given_config(args)
     if args.resume:
-        given = [f"--{k.replace('_', '-')}" for k in _OVERRIDES if getattr(args, k) is not None]
-        if given:
-            raise CentrobindError(
-                f"--resume continues the run exactly as configured in "
-                f"{args.out}/config.json; drop {', '.join(given)}"
-            )
-    cfg = _train_config(args)
+        _check_resume(args.out, given)
+    cfg = TrainConfig.from_dict(given)
     run, result = train_run(args.data, cfg, args.out, resume=args.resume)
     best = (
-        f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f})"
+        f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}%)"
         if result.best_epoch
         else ""
     )
     print(
-        f"trained {cfg.objective} on {run.meta['dataset']}: {result.steps} steps in "
+        f"trained {run.config.objective} on {run.meta['dataset']}: {result.steps} steps in "
         f"{result.train_seconds:.1f}s{best}; run folder {args.out}"
     )
     return 0
@@ -140,62 +131,83 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one ``error: ...`` line (exit 2), like every
+    other user error of the CLI."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        print(f"error: {self.prog}: {' '.join(message.split())}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` where there is a meaningful default (not None / a bare switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or action.required:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    from . import __version__
+    from .config import add_config_arguments
+
+    p = _Parser(
         prog="centrobind",
         description="Learn one embedding space for many paired modalities (CentroBind and peers).",
+        formatter_class=_HelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"centrobind {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("inspect", help="describe a dataset folder or builtin (mfeat, synthetic)")
+    def verb(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, formatter_class=_HelpFormatter)
+
+    s = verb("inspect", "describe a dataset folder or builtin (mfeat, synthetic)")
     s.add_argument("data", metavar="PATH_OR_BUILTIN")
     s.set_defaults(func=_cmd_inspect)
 
-    s = sub.add_parser("train", help="train a Binder; writes a run folder")
+    s = verb("train", "train a Binder; writes a run folder")
     s.add_argument("--data", required=True, help="dataset folder or builtin name")
-    s.add_argument("--objective", help="centrobind | fixed_anchor | all_pairs | symile | gram")
-    s.add_argument("--anchor", help="anchor modality name (fixed_anchor, gram)")
     s.add_argument("--out", required=True, help="run folder, e.g. runs/mfeat-centrobind")
-    s.add_argument("--config", help="TOML or JSON file with TrainConfig fields")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--lr", type=float)
-    s.add_argument("--weight-decay", type=float)
-    s.add_argument("--warmup-steps", type=int)
-    s.add_argument("--embed-dim", type=int)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--device", help="cpu | cuda | mps")
-    s.add_argument("--early-stopping", type=int, metavar="PATIENCE")
-    s.add_argument("--checkpoint-every", type=int, metavar="STEPS")
-    s.add_argument("--intra-weight", type=float, help="weight of the intra-modal term")
-    s.add_argument("--chunk-size", type=int, help="row-block size for the logits (memory)")
+    s.add_argument("--config", help="TOML or JSON file with TrainConfig fields (flags override)")
     s.add_argument(
         "--option",
         action="append",
         metavar="KEY=VALUE",
         help="objective option, e.g. --option detach_anchor=false (repeatable)",
     )
-    s.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoints/latest (flags must equal the saved config)",
+    )
+    add_config_arguments(s)
     s.set_defaults(func=_cmd_train)
 
-    s = sub.add_parser("evaluate", help="score a run on its held-out split; writes metrics.json")
+    s = verb("evaluate", "score a run on its held-out split; writes metrics.json")
     s.add_argument("--run", required=True)
     s.add_argument("--data", help="dataset (default: the one the run was trained on)")
     s.set_defaults(func=_cmd_evaluate)
 
-    s = sub.add_parser("embed", help="embed a dataset with a trained run into an .npz")
+    s = verb("embed", "embed a dataset with a trained run into an .npz")
     s.add_argument("--run", required=True)
     s.add_argument("--data", required=True)
     s.add_argument("--out", required=True, help="output .npz")
     s.set_defaults(func=_cmd_embed)
 
-    s = sub.add_parser("benchmark", help="compare objectives on the bundled data; writes a report")
-    s.add_argument("--suite", default="all", choices=["all", "mfeat", "synthetic", "missing"])
+    s = verb("benchmark", "compare objectives on the bundled data; writes a report")
+    s.add_argument(
+        "--suite",
+        default="all",
+        choices=["all", "mfeat", "synthetic", "missing"],
+        help="which suite(s) to run",
+    )
     s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
     s.add_argument("--quick", action="store_true", help="fewer seeds and epochs (~1 minute)")
     s.add_argument("--out", default="bench_out", help="output folder")
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     s.set_defaults(func=_cmd_benchmark)
     return p
 

@@ -1,5 +1,7 @@
 """Exceptions that the CLI turns into one-line messages (no traceback)."""
 
+__all__ = ["CentrobindError", "ConfigError", "DatasetError"]
+
 
 class CentrobindError(Exception):
     """Base class for user-facing errors: bad input, bad configuration, bad run folder."""

@@ -17,29 +17,42 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .checkpoint import atomic_write, atomic_write_text, load_tensors, save_tensors
+from .checkpoint import (
+    atomic_write,
+    atomic_write_text,
+    load_tensors,
+    prefixed,
+    save_tensors,
+    unprefixed,
+)
+from .config import TrainConfig
 from .data import MultimodalDataset, Standardizer, load
 from .errors import CentrobindError, ConfigError
-from .eval import evaluate, fused_embedding
-from .eval._common import to_builtin
-from .eval.retrieval import gram_leave_one_out, symile_leave_one_out
+from .eval import evaluate, fused_embedding, to_builtin
 from .models import Binder
-from .objectives import make_objective
-from .train import FitResult, TrainConfig, fit
+from .objectives import Objective
+from .train import FitResult, fit, modality_mask, native_leave_one_out
 
 __all__ = [
+    "Prepared",
     "Run",
-    "make_splits",
+    "Trained",
+    "build_and_fit",
     "build_binder",
+    "build_models",
     "build_objective",
+    "fingerprint",
+    "make_splits",
+    "prepare_data",
     "train_run",
     "load_run",
     "evaluate_run",
@@ -58,6 +71,36 @@ class Run:
     standardizer: Standardizer | None
     splits: dict[str, Tensor]
     meta: dict[str, Any]
+
+    @property
+    def cfg(self) -> TrainConfig:
+        """Alias of :attr:`config`."""
+        return self.config
+
+    @property
+    def std(self) -> Standardizer | None:
+        """Alias of :attr:`standardizer`."""
+        return self.standardizer
+
+
+@dataclass
+class Prepared:
+    """The splits of a dataset ready for training: standardised with statistics of the training
+    rows (``std``, None when ``cfg.standardize`` is off); ``val`` is None below 2 rows."""
+
+    train: MultimodalDataset
+    val: MultimodalDataset | None
+    test: MultimodalDataset | None
+    std: Standardizer | None
+
+
+@dataclass
+class Trained:
+    """A Binder and its objective after :func:`build_and_fit` (``result`` None when untrained)."""
+
+    binder: Binder
+    objective: Objective
+    result: FitResult | None
 
 
 def _as_dataset(data: str | Path | MultimodalDataset) -> MultimodalDataset:
@@ -126,29 +169,77 @@ def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
     )
 
 
-def build_objective(cfg: TrainConfig, modalities: list[str]) -> nn.Module:
-    """The objective named in ``cfg`` with its options; ``cfg.anchor`` (a modality name) selects
-    the fixed anchor / GRAM anchor."""
+def build_objective(cfg: TrainConfig, modalities: list[str]) -> Objective:
+    """The objective named in ``cfg`` with its options, completed from what its class declares:
+    the anchor index (``takes_anchor``; ``cfg.anchor``, default the first modality),
+    ``num_modalities`` (``needs_num_modalities``) and ``chunk_size`` (``supports_chunking``)."""
+    cls = cfg.objective_class()
     opts = dict(cfg.objective_options)
-    if cfg.objective in ("fixed_anchor", "gram"):
-        anchor = cfg.anchor if cfg.anchor is not None else modalities[0]
-        if anchor not in modalities:
-            raise ConfigError(f"anchor {anchor!r} is not a modality; choose from {modalities}")
+    anchor = cfg.anchor_modality(modalities)
+    if anchor is not None:
         opts.setdefault("anchor", modalities.index(anchor))
-    elif cfg.objective == "centrobind" and opts.get("weights") == "learned":
+    if cls.needs_num_modalities(opts):
         opts.setdefault("num_modalities", len(modalities))
-    if cfg.objective not in ("fixed_anchor", "gram") and cfg.anchor is not None:
-        raise ConfigError(f"--anchor only applies to fixed_anchor and gram, not {cfg.objective}")
-    if cfg.chunk_size is not None and cfg.objective in ("centrobind", "fixed_anchor", "all_pairs"):
+    if cfg.chunk_size is not None and cls.supports_chunking:
         opts.setdefault("chunk_size", cfg.chunk_size)
     try:
-        objective = make_objective(cfg.objective, **opts)
+        objective = cls(**opts)
         # a dry run on a tiny batch: bad options fail here, not after minutes of training
         z = torch.nn.functional.normalize(torch.ones(len(modalities), 2, 4), dim=-1)
         objective(z, 10.0)
     except (TypeError, ValueError, IndexError, KeyError) as e:
         raise ConfigError(f"objective {cfg.objective!r}: {' '.join(str(e).split())}") from None
     return objective
+
+
+def prepare_data(
+    ds: MultimodalDataset,
+    splits: dict[str, Tensor],
+    cfg: TrainConfig,
+    train_transform: Callable[[MultimodalDataset], MultimodalDataset] | None = None,
+    with_test: bool = False,
+) -> Prepared:
+    """Split and standardise (``cfg.standardize``) with statistics of the training rows.
+
+    ``train_transform(train_ds) -> train_ds`` alters the training rows only (e.g. drop modalities),
+    before the statistics: they may only see what is kept.
+    """
+    train_raw = ds.subset(splits["train"])
+    if train_transform is not None:
+        train_raw = train_transform(train_raw)
+    std = Standardizer.fit(train_raw) if cfg.standardize else None
+
+    def prep(d: MultimodalDataset) -> MultimodalDataset:
+        return std.apply(d) if std is not None else d
+
+    val = prep(ds.subset(splits["val"])) if len(splits["val"]) >= 2 else None
+    test = prep(ds.subset(splits["test"])) if with_test else None
+    return Prepared(prep(train_raw), val, test, std)
+
+
+def build_models(data: Prepared, cfg: TrainConfig) -> tuple[Binder, Objective]:
+    """Seed (``cfg.seed``), then build the Binder for ``data.train``'s modalities and the
+    objective."""
+    torch.manual_seed(cfg.seed)
+    binder = build_binder(data.train.dims, cfg)
+    return binder, build_objective(cfg, binder.modalities)
+
+
+def build_and_fit(
+    data: Prepared,
+    cfg: TrainConfig,
+    out: str | Path | None = None,
+    resume: bool = False,
+    train: bool = True,
+) -> Trained:
+    """:func:`build_models`, then fit on ``data.train`` (early stopping on ``data.val``): with
+    :func:`prepare_data`, the one pipeline of :func:`train_run` and the benchmark. ``train=False``
+    returns the seeded, untrained Binder."""
+    binder, objective = build_models(data, cfg)
+    if not train:
+        return Trained(binder, objective, None)
+    result = fit(binder, objective, data.train, data.val, cfg, out_dir=out, resume=resume)
+    return Trained(binder, objective, result)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -173,8 +264,10 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 def train_run(
     data: str | Path | MultimodalDataset, cfg: TrainConfig, out: str | Path, resume: bool = False
 ) -> tuple[Run, FitResult]:
-    """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``."""
-    cfg.validate()
+    """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``:
+    split -> standardise -> build -> fit (:func:`prepare_data`, :func:`build_and_fit`), then write
+    ``model.safetensors`` and ``run.json``."""
+    cfg.check()
     out = Path(out)
     ds = _as_dataset(data)
     if not resume and ((out / "config.json").exists() or (out / "checkpoints").exists()):
@@ -191,23 +284,20 @@ def train_run(
         splits = make_splits(ds, cfg)
     if len(splits["train"]) < 2:
         raise ConfigError("the training split has fewer than 2 rows")
-    train_raw = ds.subset(splits["train"])
-    std = Standardizer.fit(train_raw) if cfg.standardize else None
-    prep = std.apply if std is not None else (lambda d: d)
-    train_ds = prep(train_raw)
-    val_ds = prep(ds.subset(splits["val"])) if len(splits["val"]) >= 2 else None
-    torch.manual_seed(cfg.seed)
-    binder = build_binder(train_ds.dims, cfg)
-    objective = build_objective(cfg, binder.modalities)
+    prepared = prepare_data(ds, splits, cfg)
+    binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
         save_tensors(out / "splits.safetensors", dict(splits))
-    result = fit(binder, objective, train_ds, val_ds, cfg, out_dir=out, resume=resume)
-    tensors = {f"model.{k}": v for k, v in binder.state_dict().items()}
-    tensors.update({f"objective.{k}": v for k, v in objective.state_dict().items()})
+    result = fit(binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=resume)
+    std = prepared.std
+    tensors = {
+        **prefixed("model", binder.state_dict()),
+        **prefixed("objective", objective.state_dict()),
+    }
     if std is not None:
-        tensors.update({f"standardizer.{k}": v for k, v in std.state_dict().items()})
+        tensors.update(prefixed("standardizer", std.state_dict()))
     meta = {
         "dataset": ds.name,
         "data": _data_ref(data),
@@ -222,6 +312,9 @@ def train_run(
         "steps": result.steps,
         "stopped_early": result.stopped_early,
     }
+    featurizers = getattr(ds, "meta", {}).get("featurizers")
+    if featurizers is not None:  # how raw items were featurised (centrobind.featurize)
+        meta["featurizers"] = featurizers
     save_tensors(out / "model.safetensors", tensors, meta)
     atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
     run = Run(out, cfg, binder, std, splits, meta)
@@ -253,8 +346,8 @@ def load_run(path: str | Path) -> Run:
     tensors, meta = load_tensors(path / "model.safetensors")
     try:
         binder = build_binder({m: int(d) for m, d in meta["dims"].items()}, cfg)
-        binder.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        std_sd = {k[13:]: v for k, v in tensors.items() if k.startswith("standardizer.")}
+        binder.load_state_dict(unprefixed("model", tensors))
+        std_sd = unprefixed("standardizer", tensors)
         std = Standardizer.from_state_dict(std_sd) if std_sd else None
     except (KeyError, RuntimeError, ValueError) as e:
         raise CentrobindError(
@@ -278,10 +371,6 @@ def _check_modalities(run: Run, ds: MultimodalDataset) -> None:
             )
 
 
-def _mask(ds: MultimodalDataset, modalities: list[str]) -> Tensor:
-    return ds.mask[[ds.modalities.index(m) for m in modalities]]
-
-
 def evaluate_run(
     path: str | Path, data: str | Path | MultimodalDataset | None = None, write: bool = True
 ) -> dict[str, Any]:
@@ -290,8 +379,9 @@ def evaluate_run(
     or absolute folder path recorded in ``run.json``); other data must be the same rows (checked
     by content fingerprint).
 
-    For Symile and GRAM, ``metrics["retrieval"]["native_leave_one_out"]`` adds retrieval with
-    their own joint scores (multilinear product / volume) on the test rows with every modality.
+    For objectives that need every modality (Symile, GRAM),
+    ``metrics["retrieval"]["native_leave_one_out"]`` adds retrieval with their own joint scores
+    (multilinear product / volume) on the test rows with every modality.
     """
     run = load_run(path)
     ref = data if data is not None else run.meta.get("data")
@@ -312,27 +402,23 @@ def evaluate_run(
     train_ds = prep(ds.subset(run.splits["train"]))
     test_ds = prep(ds.subset(run.splits["test"]))
     mods = run.binder.modalities
-    anchor = run.config.anchor if run.config.objective == "fixed_anchor" else None
-    if run.config.objective == "fixed_anchor" and anchor is None:
-        anchor = mods[0]
+    cls = run.config.objective_class()
+    anchor = run.config.anchor_modality(mods) if cls.pretrains_frozen_anchor else None
     metrics = evaluate(
         run.binder.embed_all(train_ds),
-        _mask(train_ds, mods),
+        modality_mask(train_ds, mods),
         train_ds.labels,
         run.binder.embed_all(test_ds),
-        _mask(test_ds, mods),
+        modality_mask(test_ds, mods),
         test_ds.labels,
         train_factors=train_ds.factors or None,
         test_factors=test_ds.factors or None,
         anchor=anchor,
         seed=run.config.seed,
     )
-    native = {"symile": symile_leave_one_out, "gram": gram_leave_one_out}.get(run.config.objective)
+    native = native_leave_one_out(run.binder, test_ds, cls, ks=(1, 5, 10))
     if native is not None:
-        full = _mask(test_ds, mods).all(0)
-        if int(full.sum()) >= 2:
-            emb = run.binder.embed_all(test_ds.subset(full.nonzero().squeeze(1)))
-            metrics["retrieval"]["native_leave_one_out"] = to_builtin(native(emb, ks=(1, 5, 10)))
+        metrics["retrieval"]["native_leave_one_out"] = to_builtin(native)
     if write:
         atomic_write_text(Path(path) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
@@ -349,11 +435,11 @@ def embed_run(
     ds = run.standardizer.apply(ds) if run.standardizer is not None else ds
     emb = run.binder.embed_all(ds)
     mods = run.binder.modalities
-    fused = fused_embedding(emb, _mask(ds, mods))
+    fused = fused_embedding(emb, modality_mask(ds, mods))
     arrays = {m: emb[m].numpy().astype(np.float32) for m in mods}
     arrays["fused"] = fused.numpy().astype(np.float32)
     out = Path(out)
     if out.is_dir():
         raise CentrobindError(f"{out} is a folder; give the output .npz file name")
-    atomic_write(out, lambda f: np.savez(f, **arrays))
+    atomic_write(out, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     return arrays

@@ -1,5 +1,8 @@
 """``centrobind benchmark``: every objective on equal terms on the bundled data, with a report.
 
+(The research benchmark. The repository's top-level ``benchmarks/`` scripts are something else:
+speed measurements of the kernels and the trainer.)
+
 Python API::
 
     from centrobind.bench import run_benchmark
@@ -24,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_text
-from ..train import TrainConfig
+from ..config import TrainConfig
 from .report import aggregate, fmt, render_report, write_results
 from .suites import BenchSettings, Job, suite_jobs
 
-__all__ = ["run_benchmark"]
+__all__ = ["run_benchmark", "summary_table"]
 
 
 def _init_worker() -> None:
@@ -112,20 +115,7 @@ def run_benchmark(
                 bar.set_postfix_str(f"{runs[i].setting}/{runs[i].method.name}")
                 bar.update(1)
     bar.close()
-    ids = ("suite", "setting", "method", "seed")
-    rows = []
-    for job, k in zip(jobs, owner, strict=True):
-        metrics = {key: v for key, v in results[k].items() if key not in ids}
-        rows.append(
-            {
-                "suite": job.suite,
-                "setting": job.setting,
-                "method": job.method.name,
-                "seed": job.seed,
-                **metrics,
-                **dict(job.extra),
-            }
-        )
+    rows = _rows(jobs, owner, results)
     wall = time.perf_counter() - t0
     cmd = "centrobind benchmark " + " ".join(
         shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["benchmark"] else [])
@@ -153,6 +143,25 @@ def run_benchmark(
     if not quiet:
         print(summary_table(rows))
         print(f"\nwrote {out}/report.md, results.json, results.csv ({wall:.0f} s)")
+    return rows
+
+
+def _rows(jobs: list[Job], owner: list[int], results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result row per job (``owner[i]``: the run that computed job ``i``)."""
+    ids = ("suite", "setting", "method", "seed")
+    rows = []
+    for job, k in zip(jobs, owner, strict=True):
+        metrics = {key: v for key, v in results[k].items() if key not in ids}
+        rows.append(
+            {
+                "suite": job.suite,
+                "setting": job.setting,
+                "method": job.method.name,
+                "seed": job.seed,
+                **metrics,
+                **dict(job.extra),
+            }
+        )
     return rows
 
 

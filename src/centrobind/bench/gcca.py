@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+__all__ = ["GCCA"]
+
 
 class GCCA:
     """Fit on complete, centred (e.g. standardised) views; ``transform`` any rows.

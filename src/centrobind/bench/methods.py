@@ -9,24 +9,20 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from ..data import MultimodalDataset, Standardizer
+from ..config import TrainConfig
+from ..data import MultimodalDataset
 from ..eval import fused_embedding, latent_recovery, linear_probe
-from ..eval.retrieval import (
-    cross_modal_retrieval,
-    gram_leave_one_out,
-    gram_pair_scores,
-    leave_one_out_retrieval,
-    symile_leave_one_out,
-)
+from ..eval.retrieval import cross_modal_retrieval, joint_leave_one_out, leave_one_out_retrieval
 from ..models import Binder
-from ..runs import build_binder, build_objective
-from ..train import TrainConfig, fit
+from ..objectives import Objective
+from ..runs import Prepared, build_and_fit, make_splits, prepare_data
 
 __all__ = ["Method", "run_method"]
 
@@ -62,94 +58,135 @@ def _config(method: Method, base: TrainConfig, seed: int) -> TrainConfig:
     return cfg
 
 
-def _embed(method: Method, binder: Binder | None, gcca, ds: MultimodalDataset) -> dict[str, Tensor]:
+def _fit_method(
+    method: Method, data: Prepared, cfg: TrainConfig
+) -> tuple[Any, type[Objective] | None, dict[str, float]]:
+    """Train/fit ``method`` on ``data.train``: returns the model (a Binder, a GCCA or None for
+    raw features), the objective class that scores it (None: cosine) and extra metrics."""
+    from .gcca import GCCA
+
+    if method.kind in ("binder", "untrained"):
+        trained = build_and_fit(data, cfg, train=method.kind == "binder")
+        extra: dict[str, float] = {"epochs": 0.0}
+        if trained.result is None:
+            return trained.binder, None, extra
+        extra["epochs"] = float(len(trained.result.history))
+        weights = getattr(trained.objective, "modality_weights", None)
+        if getattr(trained.objective, "learned_weights", False) and weights is not None:
+            mods = trained.binder.modalities
+            w = weights(len(mods)).detach()
+            extra.update({f"w/{m}": float(x) for m, x in zip(mods, w, strict=True)})
+        return trained.binder, type(trained.objective), extra
     if method.kind == "gcca":
-        return gcca.transform(ds.features)
+        return GCCA(k=cfg.embed_dim).fit(data.train.features), None, {"epochs": 0.0}
+    if method.kind == "raw":
+        return None, None, {"epochs": 0.0}
+    raise ValueError(f"unknown method kind {method.kind!r}")
+
+
+def _embed(method: Method, model: Any, ds: MultimodalDataset) -> dict[str, Tensor]:
+    if method.kind == "gcca":
+        return model.transform(ds.features)
     if method.kind == "raw":
         return dict(ds.features)
-    return binder.embed_all(ds)
+    assert isinstance(model, Binder)
+    return model.embed_all(ds)
 
 
 def run_method(
     method: Method,
     ds: MultimodalDataset,
-    splits: dict[str, Tensor],
     base: TrainConfig,
     seed: int,
-    train_transform=None,
+    train_transform: Callable[[MultimodalDataset], MultimodalDataset] | None = None,
     probe_tasks: int = 99,
     per_view_probes: bool = True,
     loo: bool = True,
-) -> dict[str, float]:
-    """Train/fit ``method`` on ``splits['train']`` (early stopping on ``val``), score on ``test``.
+) -> dict[str, float | None]:
+    """Train/fit ``method`` on the training split (early stopping on ``val``), score on ``test``.
 
+    The split and standardisation follow the run's config (``cfg.split``, ``cfg.standardize``,
+    seeded with ``seed``), through the same pipeline as :func:`centrobind.runs.train_run`
+    (:func:`~centrobind.runs.prepare_data`, :func:`~centrobind.runs.build_and_fit`).
     ``train_transform(train_ds) -> train_ds`` alters the training rows only (e.g. drop
     modalities). ``probe_tasks``: fused linear probes for the first that many label tasks;
     ``per_view_probes``: also one probe per modality for the first task; ``loo``: leave-one-out
     retrieval (probes dominate evaluation time, so sweeps switch them off). Returns a flat dict of
     metrics (see :mod:`centrobind.bench.report`).
     """
-    from .gcca import GCCA
-
     t0 = time.perf_counter()
-    train_raw = ds.subset(splits["train"])
-    if train_transform is not None:  # before the statistics: they may only see what is kept
-        train_raw = train_transform(train_raw)
-    std = Standardizer.fit(train_raw)
-    train_ds = std.apply(train_raw)
-    val_ds = std.apply(ds.subset(splits["val"])) if len(splits["val"]) >= 2 else None
-    test_ds = std.apply(ds.subset(splits["test"]))
-    mods = ds.modalities
-    binder = gcca = None
-    epochs_run = 0
-    learned: dict[str, float] = {}
-    if method.kind in ("binder", "untrained"):
-        cfg = _config(method, base, seed)
-        torch.manual_seed(seed)
-        binder = build_binder(train_ds.dims, cfg)
-        if method.kind == "binder":
-            objective = build_objective(cfg, mods)
-            res = fit(binder, objective, train_ds, val_ds, cfg)
-            epochs_run = len(res.history)
-            weights = getattr(objective, "modality_weights", None)
-            if getattr(objective, "learned_weights", False) and weights is not None:
-                learned = {
-                    f"w/{m}": float(w)
-                    for m, w in zip(mods, weights(len(mods)).detach(), strict=True)
-                }
-    elif method.kind == "gcca":
-        gcca = GCCA(k=base.embed_dim).fit(train_ds.features)
-    elif method.kind != "raw":
-        raise ValueError(f"unknown method kind {method.kind!r}")
+    cfg = _config(method, base, seed)
+    data = prepare_data(ds, make_splits(ds, cfg), cfg, train_transform, with_test=True)
+    model, scorer, extra = _fit_method(method, data, cfg)
     seconds = time.perf_counter() - t0
-
-    emb_tr = _embed(method, binder, gcca, train_ds)
-    emb_te = _embed(method, binder, gcca, test_ds)
-    r: dict[str, float] = {"seconds": seconds, "epochs": float(epochs_run), **learned}
+    train_ds, test_ds = data.train, data.test
+    assert test_ds is not None
+    emb_tr = _embed(method, model, train_ds)
+    emb_te = _embed(method, model, test_ds)
+    r: dict[str, float | None] = {"seconds": seconds, **extra}
     if method.kind != "raw":
-        is_gram = method.kind == "binder" and method.objective == "gram"
-        ret = cross_modal_retrieval(
-            emb_te, test_ds.mask, ks=(1, 5), score_fn=gram_pair_scores if is_gram else None
+        r.update(_retrieval(emb_te, test_ds, scorer, loo))
+    r.update(_probes(method, emb_tr, emb_te, train_ds, test_ds, seed, probe_tasks, per_view_probes))
+    if ds.factors:
+        lat = latent_recovery(
+            emb_tr,
+            train_ds.mask,
+            train_ds.factors,
+            emb_te,
+            test_ds.mask,
+            test_ds.factors,
+            include_fused=method.kind != "raw",
         )
-        r["R@1"], r["R@5"] = ret["mean"]["R@1"], ret["mean"]["R@5"]
-        for k, v in ret["mean_excluding"].items():
-            if v is not None:
-                r[f"R@1_excl/{k}"] = v["R@1"]
-        for a in mods:
-            for b in mods:
-                if a != b:
-                    r[f"pair/{a}->{b}"] = ret[f"{a}->{b}"]["R@1"]
-    if loo and method.kind != "raw":
-        if method.kind == "binder" and method.objective == "symile":
-            res_loo = symile_leave_one_out(emb_te)
-        elif is_gram:
-            res_loo = gram_leave_one_out(emb_te)
+        for src, groups in lat.items():
+            for g, v in groups.items():
+                r[f"r2/{g}/{src}"] = v  # None where not computable (kept in results.json)
+    return r
+
+
+def _retrieval(
+    emb_te: dict[str, Tensor],
+    test_ds: MultimodalDataset,
+    scorer: type[Objective] | None,
+    loo: bool,
+) -> dict[str, float]:
+    """Cross-modal retrieval (the objective's pair score) and leave-one-out retrieval (its joint
+    score when it needs every modality, else the fused other modalities)."""
+    mods = list(emb_te)
+    score_fn = scorer.pair_score_fn() if scorer is not None else None
+    ret = cross_modal_retrieval(emb_te, test_ds.mask, ks=(1, 5), score_fn=score_fn)
+    r: dict[str, float] = {"R@1": ret["mean"]["R@1"], "R@5": ret["mean"]["R@5"]}
+    for k, v in ret["mean_excluding"].items():
+        if v is not None:
+            r[f"R@1_excl/{k}"] = v["R@1"]
+    for a in mods:
+        for b in mods:
+            if a != b:
+                r[f"pair/{a}->{b}"] = ret[f"{a}->{b}"]["R@1"]
+    if loo:
+        if scorer is not None and scorer.requires_all_modalities:
+            res_loo = joint_leave_one_out(emb_te, scorer.leave_one_out_query)
         else:
             res_loo = leave_one_out_retrieval(emb_te, test_ds.mask, ks=(1, 5))
         r["loo_R@1"] = res_loo["mean"]["R@1"]
         for b in mods:
             r[f"loo/{b}"] = res_loo[b]["R@1"]
-    for t, task in enumerate(list(ds.labels)[:probe_tasks]):
+    return r
+
+
+def _probes(
+    method: Method,
+    emb_tr: dict[str, Tensor],
+    emb_te: dict[str, Tensor],
+    train_ds: MultimodalDataset,
+    test_ds: MultimodalDataset,
+    seed: int,
+    probe_tasks: int,
+    per_view_probes: bool,
+) -> dict[str, float]:
+    """Linear probes: fused embedding per task, and per modality for the first task."""
+    r: dict[str, float] = {}
+    mods = list(emb_tr)
+    for t, task in enumerate(list(train_ds.labels)[:probe_tasks]):
         y_tr, y_te = train_ds.labels[task], test_ds.labels[task]
         if method.kind == "raw":
             fused_tr = torch.cat([emb_tr[m] for m in mods], 1)
@@ -164,17 +201,4 @@ def run_method(
                 r[f"probe/{task}/{m}"] = linear_probe(
                     emb_tr[m][ptr], y_tr[ptr], emb_te[m][pte], y_te[pte], seed=seed
                 )
-    if ds.factors:
-        lat = latent_recovery(
-            emb_tr,
-            train_ds.mask,
-            train_ds.factors,
-            emb_te,
-            test_ds.mask,
-            test_ds.factors,
-            include_fused=method.kind != "raw",
-        )
-        for src, groups in lat.items():
-            for g, v in groups.items():
-                r[f"r2/{g}/{src}"] = v
     return r

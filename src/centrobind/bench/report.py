@@ -23,7 +23,7 @@ from typing import Any
 from ..checkpoint import atomic_write_text
 from .suites import INTRA_WEIGHTS
 
-__all__ = ["aggregate", "fmt", "write_results", "markdown_table"]
+__all__ = ["aggregate", "fmt", "markdown_table", "render_report", "write_results"]
 
 _ID = ("suite", "setting", "method", "seed")
 

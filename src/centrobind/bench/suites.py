@@ -15,12 +15,24 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from ..config import TrainConfig
 from ..data import MultimodalDataset, load_builtin
 from ..errors import ConfigError
-from ..train import TrainConfig
 from .methods import Method, run_method
 
-__all__ = ["BenchSettings", "SUITES", "suite_jobs", "Job"]
+__all__ = [
+    "INTRA_WEIGHTS",
+    "MISSING_RATES",
+    "SUITES",
+    "SWEEP_NOISE",
+    "SYNTH_CLEAN_NOISE",
+    "SYNTH_WEAK_NOISE",
+    "BenchSettings",
+    "Job",
+    "core_methods",
+    "dataset",
+    "suite_jobs",
+]
 
 SYNTH_WEAK_NOISE = 2.0
 SYNTH_CLEAN_NOISE = 0.1
@@ -97,8 +109,6 @@ class Job:
 
     def run(self, base: TrainConfig) -> dict:
         ds = dataset(self.data)
-        stratify = next(iter(ds.labels), None)
-        splits = ds.split_indices((0.7, 0.1, 0.2), seed=self.seed, stratify=stratify)
         if self.epochs is not None:
             base = dataclasses.replace(base, epochs=self.epochs)
         drop, seed = self.drop, 1000 + self.seed
@@ -109,7 +119,6 @@ class Job:
         metrics = run_method(
             self.method,
             ds,
-            splits,
             base,
             self.seed,
             transform if drop > 0 else None,

@@ -7,6 +7,7 @@ anything), a presence mask ``BoolTensor[M, N]`` in dict order (None = all presen
 This package depends only on torch / numpy / scikit-learn, never on the model or training code.
 """
 
+from ._common import to_builtin
 from .classification import (
     classification_metrics,
     fused_embedding,
@@ -19,7 +20,9 @@ from .latent import latent_recovery, ridge_r2
 from .report import evaluate, format_metrics
 from .retrieval import (
     cross_modal_retrieval,
+    joint_leave_one_out,
     leave_one_out_retrieval,
+    mean_pairwise_r1,
     metrics_from_ranks,
     retrieval_metrics,
     retrieval_ranks,
@@ -33,15 +36,18 @@ __all__ = [
     "format_metrics",
     "fused_embedding",
     "geometry_metrics",
+    "joint_leave_one_out",
     "knn_accuracy",
     "latent_recovery",
     "leave_one_out_retrieval",
     "linear_probe",
+    "mean_pairwise_r1",
     "metrics_from_ranks",
     "modality_gap",
     "prototype_accuracy",
     "retrieval_metrics",
     "retrieval_ranks",
     "ridge_r2",
+    "to_builtin",
     "uniformity",
 ]

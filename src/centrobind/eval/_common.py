@@ -1,7 +1,7 @@
 """Shared helpers of the evaluation package: input coercion, presence masks, fusion.
 
-Private module; the public ``fused_embedding`` is re-exported from
-:mod:`centrobind.eval.classification`.
+Internal to the eval package; its public names (``fused_embedding``, ``to_builtin``) are
+re-exported by :mod:`centrobind.eval`, which other packages import them from.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def to_numpy(x: Any) -> np.ndarray:
 
 def l2_normalize(x: Tensor, eps: float = 1e-12) -> Tensor:
     """Row-wise L2 normalisation of ``Tensor[N, D]``; all-zero rows stay zero."""
-    return x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    out: Tensor = x / x.norm(dim=-1, keepdim=True).clamp_min(eps)
+    return out
 
 
 def modality_masks(emb: Mapping[str, Any], mask: Any | None) -> dict[str, Tensor]:

@@ -115,7 +115,8 @@ def evaluate(
             test_factors,
             alpha=ridge_alpha,
         )
-    return to_builtin(out)
+    built: dict[str, Any] = to_builtin(out)
+    return built
 
 
 # --------------------------------------------------------------------------- formatting

@@ -35,8 +35,11 @@ from ._common import (
 
 __all__ = [
     "ScoreFn",
+    "JointQuery",
     "cross_modal_retrieval",
+    "joint_leave_one_out",
     "leave_one_out_retrieval",
+    "mean_pairwise_r1",
     "metrics_from_ranks",
     "retrieval_metrics",
     "retrieval_ranks",
@@ -56,6 +59,23 @@ def _dot_scores(q: Tensor, g: Tensor) -> Tensor:
 def _check_shape(scores: Tensor, shape: tuple[int, int]) -> None:
     if tuple(scores.shape) != shape:
         raise ValueError(f"score_fn returned shape {tuple(scores.shape)}, expected {shape}")
+
+
+def _target_indices(targets: ArrayLike | None, nq: int, ng: int) -> Tensor:
+    """``LongTensor[nq]`` gallery row of each query's positive (default ``arange(nq)``)."""
+    if targets is None:
+        if nq > ng:
+            raise ValueError(f"default targets arange(Nq) need Nq <= Ng, got Nq={nq}, Ng={ng}")
+        return torch.arange(nq)
+    tgt_idx = torch.as_tensor(targets).detach().cpu()
+    if tgt_idx.dim() != 1 or tgt_idx.shape[0] != nq:
+        raise ValueError(f"targets must have shape [{nq}], got {tuple(tgt_idx.shape)}")
+    if tgt_idx.is_floating_point():
+        raise ValueError(f"targets must be integer indices, got dtype {tgt_idx.dtype}")
+    tgt_idx = tgt_idx.long()
+    if bool((tgt_idx < 0).any()) or bool((tgt_idx >= ng).any()):
+        raise ValueError(f"targets must lie in [0, {ng})")
+    return tgt_idx
 
 
 def retrieval_ranks(
@@ -89,19 +109,7 @@ def retrieval_ranks(
         raise ValueError(f"retrieval needs non-empty queries and gallery, got Nq={nq}, Ng={ng}")
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    if targets is None:
-        if nq > ng:
-            raise ValueError(f"default targets arange(Nq) need Nq <= Ng, got Nq={nq}, Ng={ng}")
-        tgt_idx = torch.arange(nq)
-    else:
-        tgt_idx = torch.as_tensor(targets).detach().cpu()
-        if tgt_idx.dim() != 1 or tgt_idx.shape[0] != nq:
-            raise ValueError(f"targets must have shape [{nq}], got {tuple(tgt_idx.shape)}")
-        if tgt_idx.is_floating_point():
-            raise ValueError(f"targets must be integer indices, got dtype {tgt_idx.dtype}")
-        tgt_idx = tgt_idx.long()
-        if bool((tgt_idx < 0).any()) or bool((tgt_idx >= ng).any()):
-            raise ValueError(f"targets must lie in [0, {ng})")
+    tgt_idx = _target_indices(targets, nq, ng)
     if score_fn is None:
         if q.shape[1] != g.shape[1]:
             raise ValueError(f"dimension mismatch: queries D={q.shape[1]}, gallery D={g.shape[1]}")
@@ -243,8 +251,9 @@ def cross_modal_retrieval(
                 continue
             qa = xs[a][both.to(xs[a].device)]
             gb = xs[b][both.to(xs[b].device)]
-            out[f"{a}->{b}"] = retrieval_metrics(qa, gb, ks=ks, chunk_size=chunk_size,
-                                                  score_fn=score_fn)
+            out[f"{a}->{b}"] = retrieval_metrics(
+                qa, gb, ks=ks, chunk_size=chunk_size, score_fn=score_fn
+            )
     pairs = [(a, b) for a in names for b in names if a != b]
     out["mean"] = _mean_metrics([out[f"{a}->{b}"] for a, b in pairs], ks)
     out["mean_excluding"] = {
@@ -302,8 +311,11 @@ def mean_pairwise_r1(z: Tensor, mask: Tensor | None = None, max_elements: int = 
         mask: ``[M, N]`` bool, or None (all present).
     """
     M, N, _ = z.shape
-    present = torch.ones(M, N, dtype=torch.bool, device=z.device) if mask is None else (
-        mask.to(device=z.device, dtype=torch.bool))
+    present = (
+        torch.ones(M, N, dtype=torch.bool, device=z.device)
+        if mask is None
+        else (mask.to(device=z.device, dtype=torch.bool))
+    )
     if M * M * N * N > max_elements:
         emb = {str(i): z[i] for i in range(M)}
         mean = cross_modal_retrieval(emb, present, ks=(1,))["mean"]
@@ -321,45 +333,33 @@ def mean_pairwise_r1(z: Tensor, mask: Tensor | None = None, max_elements: int = 
     return float(r1.mean()) if r1.numel() else float("nan")
 
 
-def symile_leave_one_out(emb: Mapping[str, Tensor], ks: Sequence[int] = (1, 5)) -> dict[str, Any]:
-    """Symile's own leave-one-out retrieval: for each modality ``b``, query = elementwise product
-    of the other modalities' embeddings, score = the multilinear inner product with the candidate.
-    All rows must be present. Returns ``{b: metrics, ..., "mean": {R@k: ...}}``."""
+#: ``others [M-1, N, D] -> (queries [N, K], score_fn or None)``: an objective's joint query; see
+#: :meth:`centrobind.objectives.Objective.leave_one_out_query`.
+JointQuery = Callable[[Tensor], "tuple[Tensor, ScoreFn | None] | None"]
+
+
+def joint_leave_one_out(
+    emb: Mapping[str, Tensor], query: JointQuery, ks: Sequence[int] = (1, 5)
+) -> dict[str, Any]:
+    """Leave-one-out retrieval with an objective's own joint score: for each modality ``b``, the
+    query built from the other modalities' embeddings by ``query`` ranks ``emb[b]``. All rows must
+    be present (pass the complete rows). Returns ``{b: metrics, ..., "mean": {R@k: ...}}``.
+
+    Example:
+        >>> import torch.nn.functional as F
+        >>> from centrobind.objectives import Symile
+        >>> emb = {m: F.normalize(torch.randn(6, 4), dim=-1) for m in "abc"}
+        >>> out = joint_leave_one_out(emb, Symile.leave_one_out_query, ks=(1,))
+        >>> sorted(out), 0 <= out["mean"]["R@1"] <= 100
+        (['a', 'b', 'c', 'mean'], True)
+    """
     names = list(emb)
     out: dict[str, Any] = {}
     for b in names:
-        q = torch.ones_like(emb[b])
-        for m in names:
-            if m != b:
-                q = q * emb[m]
-        out[b] = retrieval_metrics(q, emb[b], ks=ks)
+        built = query(torch.stack([emb[m] for m in names if m != b]))
+        if built is None:
+            raise ValueError("this query function has no joint score (pairwise objective)")
+        q, score_fn = built
+        out[b] = retrieval_metrics(q, emb[b], ks=ks, score_fn=score_fn)
     out["mean"] = {f"R@{k}": sum(out[b][f"R@{k}"] for b in names) / len(names) for k in ks}
     return out
-
-
-def gram_leave_one_out(emb: Mapping[str, Tensor], ks: Sequence[int] = (1, 5)) -> dict[str, Any]:
-    """GRAM's own leave-one-out retrieval: the candidate whose parallelotope with the query's other
-    M-1 embeddings has the smallest volume. ``det G = det(B) (1 - ||P z||^2)`` with ``B`` the query
-    vectors' Gram matrix and ``P`` the projection onto their span, so per query the ranking is by
-    ``||P z_j||^2 = sum_k (q_k . z_j)^2`` over an orthonormal basis ``q_k`` of that span. All rows
-    must be present. Returns ``{b: metrics, ..., "mean": {R@k: ...}}``."""
-    names = list(emb)
-    out: dict[str, Any] = {}
-    for b in names:
-        others = torch.stack([emb[m] for m in names if m != b], dim=2)  # [N, D, M-1]
-        basis = torch.linalg.qr(others.double())[0].to(others.dtype)  # [N, D, M-1]
-        k = basis.shape[2]
-        queries = basis.transpose(1, 2).reshape(basis.shape[0], -1)  # [N, (M-1) D]
-
-        def score(qb: Tensor, g: Tensor, k: int = k) -> Tensor:
-            return (torch.einsum("ckd,gd->ckg", qb.view(qb.shape[0], k, -1), g) ** 2).sum(1)
-
-        out[b] = retrieval_metrics(queries, emb[b], ks=ks, score_fn=score)
-    out["mean"] = {f"R@{k}": sum(out[b][f"R@{k}"] for b in names) / len(names) for k in ks}
-    return out
-
-
-def gram_pair_scores(q: Tensor, g: Tensor) -> Tensor:
-    """GRAM's pairwise score: minus the area spanned by two unit vectors, ``-sqrt(1 - cos^2)``,
-    ranks exactly as ``cos^2``: ``[c, D] x [g, D] -> [c, g]``."""
-    return (q @ g.T) ** 2

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from .all_pairs import AllPairs
-from .base import Objective, ObjectiveOutput
+from .base import Objective, ObjectiveOutput, ScoreFn, resolve_modality
 from .centrobind import CentroBind
 from .fixed_anchor import FixedAnchor
 from .gram import Gram
@@ -37,13 +37,16 @@ __all__ = [
     "Gram",
     "Objective",
     "ObjectiveOutput",
+    "ScoreFn",
     "Symile",
     "make_objective",
     "nce_sym_reference",
+    "register_objective",
+    "resolve_modality",
     "symmetric_infonce",
 ]
 
-#: Registry: name -> objective class.
+#: Registry: name -> objective class. Add one with :func:`register_objective` (or a line here).
 OBJECTIVES: dict[str, type[Objective]] = {
     "centrobind": CentroBind,
     "fixed_anchor": FixedAnchor,
@@ -71,3 +74,23 @@ def make_objective(name: str, **options: Any) -> Objective:
             f"unknown objective {name!r}; expected one of: {', '.join(OBJECTIVES)}"
         ) from None
     return cls(**options)
+
+
+def register_objective(name: str, cls: type[Objective]) -> type[Objective]:
+    """Register ``cls`` as ``name`` (for ``TrainConfig.objective`` / ``--objective``); what the
+    trainer, run folders and benchmark need to know about it are its class attributes and hooks
+    (:class:`Objective`). Returns ``cls``.
+
+    Example:
+        >>> class Mine(CentroBind):
+        ...     pass
+        >>> register_objective("mine", Mine) is Mine and "mine" in OBJECTIVES
+        True
+        >>> del OBJECTIVES["mine"]
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Objective)):
+        raise TypeError(f"{cls!r} is not an Objective subclass")
+    if name in OBJECTIVES and OBJECTIVES[name] is not cls:
+        raise ValueError(f"objective {name!r} is already registered ({OBJECTIVES[name].__name__})")
+    OBJECTIVES[name] = cls
+    return cls

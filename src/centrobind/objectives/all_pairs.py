@@ -96,6 +96,8 @@ class AllPairs(Objective):
         (['0-1', '0-2', '1-2'], torch.Size([]))
     """
 
+    supports_chunking = True
+
     def __init__(self, chunk_size: int | None = None, gather: bool = True) -> None:
         super().__init__(gather)
         self.chunk_size = chunk_size

@@ -24,8 +24,9 @@ against the global batch; see :mod:`centrobind.objectives.distributed` for the c
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -42,11 +43,16 @@ __all__ = [
     "Batch",
     "Objective",
     "ObjectiveOutput",
+    "ScoreFn",
     "complete_samples",
     "gather_batch",
     "normalize_inputs",
     "resolve_modality",
 ]
+
+
+#: A retrieval score: ``(queries [q, K], candidates [g, D]) -> scores [q, g]`` (higher = closer).
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
 @dataclass
@@ -254,10 +260,24 @@ class Objective(nn.Module):
     Subclasses implement :meth:`_terms`, returning the present terms; the base class normalises
     the inputs, sets up the distributed context and averages the terms.
 
+    What an objective knows about itself lives on its class, so that the trainer, the run folders
+    and the benchmark never ask "which objective is this?" (adding one = one file + one line in
+    :data:`centrobind.objectives.OBJECTIVES`):
+
     Attributes:
         requires_all_modalities: True when a sample only counts if every modality is present
-            (Symile, GRAM); pairwise/centroid objectives use partially observed samples.
+            (Symile, GRAM); pairwise/centroid objectives use partially observed samples. Its
+            validation/evaluation retrieval then uses the complete rows only.
+        takes_anchor: the constructor takes ``anchor=`` (a modality index); ``TrainConfig.anchor``
+            (default: the first modality) selects it.
+        supports_chunking: the constructor takes ``chunk_size=`` (``TrainConfig.chunk_size``).
+        pretrains_frozen_anchor: the trainer pre-trains the anchor's encoder (unimodal,
+            self-supervised) and freezes it, like ImageBind's pretrained image encoder; its
+            evaluation reports the pairs that avoid the anchor.
         gather: compute against the batch gathered over ``torch.distributed`` ranks.
+
+    Hooks (classmethods): :meth:`needs_num_modalities`, :meth:`default_logit_scale`,
+    :meth:`pair_score_fn`, :meth:`leave_one_out_query`.
 
     Example (a new objective: mean squared distance of every modality to modality 0)::
 
@@ -270,7 +290,41 @@ class Objective(nn.Module):
         out = ToFirst()(torch.randn(3, 8, 4), 1.0)   # out.loss, out.terms["0-1"], ...
     """
 
-    requires_all_modalities: bool = False
+    requires_all_modalities: ClassVar[bool] = False
+    takes_anchor: ClassVar[bool] = False
+    supports_chunking: ClassVar[bool] = False
+    pretrains_frozen_anchor: ClassVar[bool] = False
+
+    @classmethod
+    def needs_num_modalities(cls, options: Mapping[str, Any]) -> bool:
+        """Whether constructing it with ``options`` needs ``num_modalities=M`` (passed by
+        :func:`centrobind.runs.build_objective`)."""
+        return False
+
+    @classmethod
+    def default_logit_scale(cls, num_modalities: int, embed_dim: int) -> float:
+        """The initial logit scale ``s`` when the config leaves it automatic (``s = 10``,
+        temperature 0.1, for cosine-score objectives)."""
+        return 10.0
+
+    @classmethod
+    def pair_score_fn(cls) -> ScoreFn | None:
+        """Its score of a (query, candidate) pair for cross-modal retrieval; None: cosine."""
+        return None
+
+    @classmethod
+    def leave_one_out_query(cls, others: Tensor) -> tuple[Tensor, ScoreFn | None] | None:
+        """Its own joint retrieval of one modality from all the others, or None (pairwise
+        cosine retrieval is its native score).
+
+        Args:
+            others: ``[M-1, N, D]`` embeddings of the other modalities (complete rows, model order).
+
+        Returns:
+            ``(queries [N, K], score_fn or None for a dot product)`` to rank the left-out
+            modality's ``[N, D]`` candidates with.
+        """
+        return None
 
     def __init__(self, gather: bool = True) -> None:
         super().__init__()
@@ -285,7 +339,13 @@ class Objective(nn.Module):
         """Loss of ``z`` (``[M, N, D]`` or dict) at logit scale ``s``; see the module docstring."""
         return self._run(z, logit_scale, mask)
 
-    def _run(self, z, logit_scale, mask, **options) -> ObjectiveOutput:
+    def _run(
+        self,
+        z: Tensor | Mapping[str, Tensor],
+        logit_scale: float | Tensor,
+        mask: Tensor | Mapping[str, Tensor] | None,
+        **options: Any,
+    ) -> ObjectiveOutput:
         zz, s, m, names = normalize_inputs(z, logit_scale, mask)
         batch = Batch(zz, s, m, names, dist_info(self.gather))
         terms = self._terms(batch, **options)

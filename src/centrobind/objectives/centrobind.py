@@ -6,7 +6,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -90,6 +91,12 @@ class CentroBind(Objective):
         >>> obj(z, 10.0).loss.backward(); obj.weight_logits.grad.shape
         torch.Size([3])
     """
+
+    supports_chunking = True
+
+    @classmethod
+    def needs_num_modalities(cls, options: Mapping[str, Any]) -> bool:
+        return options.get("weights") == "learned"
 
     def __init__(
         self,

@@ -35,6 +35,10 @@ class FixedAnchor(Objective):
         ['img-aud', 'img-txt']
     """
 
+    takes_anchor = True
+    supports_chunking = True
+    pretrains_frozen_anchor = True
+
     def __init__(self, anchor: int | str = 0, chunk_size: int | None = None,
                  gather: bool = True) -> None:
         super().__init__(gather)

@@ -9,10 +9,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Batch, Objective, complete_samples, resolve_modality
+from .base import Batch, Objective, ScoreFn, complete_samples, resolve_modality
 from .infonce import row_cross_entropy
 
-__all__ = ["Gram", "adjugate_det", "gram_volumes"]
+__all__ = ["Gram", "adjugate_det", "gram_pair_scores", "gram_volumes"]
+
+
+def gram_pair_scores(q: Tensor, g: Tensor) -> Tensor:
+    """GRAM's pairwise score: minus the area spanned by two unit vectors, ``-sqrt(1 - cos^2)``,
+    ranks exactly as ``cos^2``: ``[c, D] x [g, D] -> [c, g]``."""
+    return (q @ g.T) ** 2
 
 
 def adjugate_det(B: Tensor) -> tuple[Tensor, Tensor]:
@@ -122,6 +128,28 @@ class Gram(Objective):
         >>> sorted(Gram(anchor=1)(z, 10.0).terms)
         ['1->rest', 'rest->1']
     """
+
+    takes_anchor = True
+
+    @classmethod
+    def pair_score_fn(cls) -> ScoreFn | None:
+        return gram_pair_scores
+
+    @classmethod
+    def leave_one_out_query(cls, others: Tensor) -> tuple[Tensor, ScoreFn | None] | None:
+        """The candidate whose parallelotope with the other ``M-1`` embeddings has the smallest
+        volume. ``det G = det(B) (1 - ||P z||^2)`` with ``B`` the others' Gram matrix and ``P``
+        the projection onto their span, so the ranking is by ``||P z_j||^2 = sum_k (q_k . z_j)^2``
+        over an orthonormal basis ``q_k`` of that span: queries ``[N, (M-1) D]`` (the bases)."""
+        stacked = others.permute(1, 2, 0)  # [N, D, M-1]
+        basis = torch.linalg.qr(stacked.double())[0].to(stacked.dtype)  # [N, D, M-1]
+        k = basis.shape[2]
+        queries = basis.transpose(1, 2).reshape(basis.shape[0], -1)  # [N, (M-1) D]
+
+        def score(qb: Tensor, g: Tensor) -> Tensor:
+            return (torch.einsum("ckd,gd->ckg", qb.view(qb.shape[0], k, -1), g) ** 2).sum(1)
+
+        return queries, score
 
     requires_all_modalities = True
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Batch, Objective, complete_samples
+from .base import Batch, Objective, ScoreFn, complete_samples
 from .distributed import broadcast_
 from .infonce import row_cross_entropy
 
@@ -59,6 +59,23 @@ class Symile(Objective):
         >>> sorted(out.terms)
         ['0->rest', '1->rest', '2->rest']
     """
+
+    @classmethod
+    def default_logit_scale(cls, num_modalities: int, embed_dim: int) -> float:
+        """``10 * D^(M/2 - 1)``: a multilinear inner product of ``M`` unit vectors is tiny (an
+        aligned tuple spread evenly over ``D`` coordinates scores ``D^(1 - M/2)``, 2.4e-4 for
+        ``M=6, D=64``), so the cosine scale 10 would leave every logit near 0; this gives such a
+        tuple the logit a cosine of 1 gets with ``s = 10`` (``= 10`` for ``M = 2``)."""
+        return float(10.0 * embed_dim ** (num_modalities / 2 - 1))
+
+    @classmethod
+    def leave_one_out_query(cls, others: Tensor) -> tuple[Tensor, ScoreFn | None] | None:
+        """Query = elementwise product of the other modalities ``[N, D]``, scored by a dot
+        product with the candidate (the multilinear inner product)."""
+        q = torch.ones_like(others[0])
+        for x in others:
+            q = q * x
+        return q, None
 
     requires_all_modalities = True
 

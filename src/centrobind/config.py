@@ -1,0 +1,373 @@
+"""The training configuration: :class:`TrainConfig`, its validation and its command-line flags.
+
+One flat dataclass, saved as ``config.json`` in a run folder (flat keys, so every existing run
+folder still loads). Each field carries its documentation, its bounds and its CLI group in its
+``metadata``; from them come
+
+* :meth:`TrainConfig.check`: a type check generated from the field annotations (bool, int,
+  float, str, tuple, ``X | None``, dict; ``"false"`` is not a bool, ``1.5`` not an int, NaN/inf
+  no float) and the bounds, each failure one :class:`~centrobind.errors.ConfigError` line naming
+  the field, plus the few checks that involve several fields;
+* :func:`add_config_arguments`: the ``centrobind train`` flags (``--batch-size`` for
+  ``batch_size``...), with each field's default shown in ``--help``.
+
+Example:
+    >>> cfg = TrainConfig.from_dict({"objective": "all_pairs", "epochs": 5})
+    >>> cfg.epochs, cfg.lr
+    (5, 0.001)
+    >>> TrainConfig.from_dict({"standardize": "false"})
+    Traceback (most recent call last):
+    ...
+    centrobind.errors.ConfigError: standardize must be true or false, got 'false'
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+from .objectives import OBJECTIVES, Objective
+
+__all__ = ["TrainConfig", "add_config_arguments", "config_overrides", "objective_class"]
+
+INT_MAX = 2**63 - 1  # what a seed (and any int) must fit: int64
+
+
+def _field(
+    default: Any = dataclasses.MISSING,
+    doc: str = "",
+    *,
+    group: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    choices: tuple[str, ...] | None = None,
+    metavar: str | None = None,
+    cli: bool = True,
+    factory: Any = dataclasses.MISSING,
+) -> Any:
+    meta: dict[str, Any] = dict(doc=doc, group=group, lo=lo, hi=hi)
+    meta.update(lo_open=lo_open, hi_open=hi_open)
+    meta.update(choices=choices, metavar=metavar, cli=cli)
+    if factory is not dataclasses.MISSING:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; saved as ``config.json`` in the run folder (flat keys).
+
+    Fixed anchor (objectives with ``pretrains_frozen_anchor``): the anchor encoder is frozen
+    (``freeze_anchor``) after a unimodal pre-training ``anchor_init`` ("ssl":
+    ``anchor_pretrain_epochs`` of augmented-view InfoNCE on the anchor alone, the stand-in for
+    ImageBind's pretrained anchor encoder; "none": a random frozen encoder).
+    Logit scale: ``logit_scale_init=None`` means the objective's
+    :meth:`~centrobind.objectives.Objective.default_logit_scale` (``s = 10``, temperature 0.1;
+    Symile ``10 * D^(M/2 - 1)``); ``max_logit_scale=None`` means 10x the initial scale. The Binder
+    supports CLIP's learnable scale (``logit_scale_init=1/0.07, learn_logit_scale=True``), but on
+    mfeat it measured worse for every objective (mean R@1, 2 seeds, benchmark budget: CentroBind
+    38.1 vs 41.9, FixedAnchor(pix) 34.7 vs 37.0, AllPairs 42.3 vs 43.5): with a few thousand
+    samples a learnable scale grows and overfits.
+    Intra-modal term: ``intra_weight`` x InfoNCE between two augmented views (Gaussian noise
+    ``aug_noise`` + ``aug_mask`` feature masking) of each modality through its own encoder.
+    """
+
+    objective: str = _field("centrobind", "registered objective name", group="objective")
+    objective_options: dict[str, Any] = _field(
+        doc="objective keyword arguments", group="objective", factory=dict, cli=False
+    )
+    anchor: str | None = _field(
+        None,
+        "anchor modality of objectives that take one (none: the first modality)",
+        group="objective",
+        metavar="NAME",
+    )
+    freeze_anchor: bool = _field(True, "freeze a pre-trained fixed anchor", group="objective")
+    anchor_init: str = _field(
+        "ssl",
+        "fixed anchor init: ssl pre-training or none",
+        group="objective",
+        choices=("ssl", "none"),
+    )
+    anchor_pretrain_epochs: int = _field(
+        20, "epochs of anchor pre-training", group="objective", lo=0, hi=10**7
+    )
+    intra_weight: float = _field(
+        0.0, "weight of the intra-modal (augmented views) term", group="objective", lo=0
+    )
+    aug_noise: float = _field(0.3, "augmentation noise std", group="objective", lo=0)
+    aug_mask: float = _field(
+        0.2, "augmentation masked fraction", group="objective", lo=0, hi=1, hi_open=True
+    )
+    embed_dim: int = _field(64, "embedding size D", group="model", lo=1, hi=65536)
+    hidden: int = _field(256, "hidden width of the encoders", group="model", lo=1, hi=65536)
+    depth: int = _field(2, "layers per encoder", group="model", lo=1, hi=64)
+    dropout: float = _field(0.0, "dropout", group="model", lo=0, hi=1, hi_open=True)
+    logit_scale_init: float | None = _field(
+        None,
+        "initial logit scale s (none: the objective's default)",
+        group="model",
+        lo=0,
+        lo_open=True,
+    )
+    max_logit_scale: float | None = _field(
+        None, "logit scale clamp (none: 10x the initial)", group="model", lo=0, lo_open=True
+    )
+    learn_logit_scale: bool = _field(False, "learn the logit scale", group="model")
+    epochs: int = _field(100, "training epochs", group="optimiser", lo=1, hi=10**7)
+    batch_size: int = _field(256, "global batch size", group="optimiser", lo=2, hi=2**31)
+    lr: float = _field(1e-3, "peak learning rate", group="optimiser", lo=0, lo_open=True)
+    weight_decay: float = _field(0.0, "AdamW weight decay", group="optimiser", lo=0)
+    warmup_steps: int = _field(50, "linear warm-up steps", group="optimiser", lo=0, hi=INT_MAX)
+    schedule: str = _field(
+        "cosine", "learning-rate schedule", group="optimiser", choices=("cosine", "constant")
+    )
+    chunk_size: int | None = _field(
+        None, "row-block size of the logits (memory)", group="optimiser", lo=1, hi=INT_MAX
+    )
+    seed: int = _field(0, "seed of everything random", group="run", lo=0, hi=INT_MAX)
+    device: str = _field("cpu", "cpu | cuda | cuda:N | mps", group="run", metavar="DEVICE")
+    bf16: bool = _field(True, "bfloat16 autocast on CUDA", group="run")
+    early_stopping: int | None = _field(
+        None, "patience in epochs (none: off)", group="run", lo=1, hi=INT_MAX, metavar="PATIENCE"
+    )
+    checkpoint_every: int | None = _field(
+        None, "also checkpoint every N steps", group="run", lo=1, hi=INT_MAX, metavar="STEPS"
+    )
+    split: tuple[float, float, float] = _field(
+        (0.7, 0.1, 0.2),
+        "train,val,test fractions (datasets without splits/)",
+        group="data",
+        lo=0,
+        metavar="TRAIN,VAL,TEST",
+    )
+    standardize: bool = _field(True, "standardise features on the training rows", group="data")
+    drop_last: bool = _field(True, "drop the last incomplete batch", group="data")
+    quiet: bool = _field(False, "no progress bar", group="run")
+
+    def check(self) -> None:
+        """Type-check and bound every field (generated from the annotations and metadata), then
+        the checks that involve several fields. Raises :class:`ConfigError` naming the field."""
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            _check_value(f.name, getattr(self, f.name), hints[f.name], f.metadata)
+        if "anchor" in self.objective_options:
+            raise ConfigError("give the anchor modality with --anchor NAME, not as an option")
+        objective_class(self.objective)  # a registered name
+        if abs(sum(self.split) - 1) > 1e-6:
+            raise ConfigError(f"split must be 3 non-negative fractions summing to 1: {self.split}")
+        _check_device(self.device)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``config.json``): flat keys, ``split`` as a list."""
+        d = dataclasses.asdict(self)
+        d["split"] = list(self.split)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
+        """Build and check a config from a (JSON/TOML) table of fields."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(
+                f"a config must be a table of TrainConfig fields, got {type(d).__name__}"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(str(k) for k in set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        d = dict(d)
+        if isinstance(d.get("split"), list):
+            d["split"] = tuple(d["split"])
+        cfg = cls(**d)
+        cfg.check()
+        return cfg
+
+    def objective_class(self) -> type[Objective]:
+        """The registered class of ``self.objective``."""
+        return objective_class(self.objective)
+
+    def anchor_modality(self, modalities: list[str]) -> str | None:
+        """The anchor of an objective that takes one (``anchor``, default the first modality);
+        None for the others (and an error if ``anchor`` was set for them)."""
+        if not self.objective_class().takes_anchor:
+            if self.anchor is not None:
+                takers = [n for n, c in OBJECTIVES.items() if c.takes_anchor]
+                raise ConfigError(
+                    f"--anchor only applies to {' and '.join(takers)}, not {self.objective}"
+                )
+            return None
+        anchor = self.anchor if self.anchor is not None else modalities[0]
+        if anchor not in modalities:
+            raise ConfigError(f"anchor {anchor!r} is not a modality; choose from {modalities}")
+        return anchor
+
+    def resolved_logit_scale(self, n_modalities: int) -> tuple[float, float]:
+        """``(initial, max)`` logit scale after applying the automatic defaults."""
+        init = self.logit_scale_init
+        if init is None:
+            init = self.objective_class().default_logit_scale(n_modalities, self.embed_dim)
+        return init, self.max_logit_scale if self.max_logit_scale is not None else 10.0 * init
+
+
+def objective_class(name: str) -> type[Objective]:
+    """The objective class registered as ``name`` (ConfigError listing the names if unknown)."""
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown objective {name!r}; expected one of: {', '.join(OBJECTIVES)}"
+        ) from None
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _optional_inner(tp: Any) -> tuple[Any, bool]:
+    """``X | None`` -> ``(X, True)``; any other type -> ``(tp, False)``."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and len(typing.get_args(tp)) == 2:
+            return args[0], True
+    return tp, False
+
+
+def _check_number(name: str, v: Any, tp: type, meta: Mapping[str, Any]) -> None:
+    if tp is int and (isinstance(v, bool) or not isinstance(v, int)):
+        raise ConfigError(f"{name} must be an integer, got {v!r}")
+    if tp is float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ConfigError(f"{name} must be a number, got {v!r}")
+        if not math.isfinite(v):
+            raise ConfigError(f"{name} must be a finite number, got {v!r}")
+    lo, hi = meta.get("lo"), meta.get("hi")
+    if lo is not None and (v <= lo if meta.get("lo_open") else v < lo):
+        raise ConfigError(f"{name} must be {'>' if meta.get('lo_open') else '>='} {lo}, got {v!r}")
+    if hi is not None and (v >= hi if meta.get("hi_open") else v > hi):
+        raise ConfigError(f"{name} must be {'<' if meta.get('hi_open') else '<='} {hi}, got {v!r}")
+
+
+def _check_value(name: str, v: Any, tp: Any, meta: Mapping[str, Any]) -> None:
+    """One field against its annotation ``tp`` and its metadata bounds/choices."""
+    tp, optional = _optional_inner(tp)
+    if v is None:
+        if not optional:
+            raise ConfigError(f"{name} may not be empty (null)")
+        return
+    origin = typing.get_origin(tp) or tp
+    if tp is bool:
+        if not isinstance(v, bool):
+            raise ConfigError(f"{name} must be true or false, got {v!r}")
+    elif tp in (int, float):
+        _check_number(name, v, tp, meta)
+    elif tp is str:
+        if not isinstance(v, str):
+            raise ConfigError(f"{name} must be a string, got {v!r}")
+        choices = meta.get("choices")
+        if choices and v not in choices:
+            raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {v!r}")
+    elif origin is tuple:
+        items = typing.get_args(tp)
+        if not isinstance(v, tuple | list) or len(v) != len(items):
+            raise ConfigError(f"{name} must be {len(items)} values, got {v!r}")
+        for i, (x, t) in enumerate(zip(v, items, strict=True)):
+            _check_value(f"{name}[{i}]", x, t, meta)
+    elif origin is dict:
+        if not isinstance(v, dict) or not all(isinstance(k, str) for k in v):
+            raise ConfigError(f"{name} must be a table/dict of keyword arguments, got {v!r}")
+    else:  # pragma: no cover - a new field type must be taught here
+        raise TypeError(f"config field {name}: unsupported type {tp!r}")
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ConfigError(f"device {device!r}: {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r}: CUDA is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available on this machine")
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _parser_for(tp: Any) -> Any:
+    """A string -> value parser for a field type (``none`` gives None for optional fields)."""
+    inner, optional = _optional_inner(tp)
+
+    def parse(text: str) -> Any:
+        if optional and text.lower() in ("none", "null"):
+            return None
+        if typing.get_origin(inner) is tuple:
+            return tuple(float(x) for x in text.split(","))
+        return inner(text)
+
+    parse.__name__ = getattr(inner, "__name__", "value")  # argparse names it in its errors
+    return parse
+
+
+_METAVARS: dict[Any, str] = {int: "N", float: "X", str: "NAME"}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one ``--flag`` per CLI field of :class:`TrainConfig`, grouped, defaults in the help.
+
+    A flag that is not given is absent from the parsed namespace (``argparse.SUPPRESS``), so a
+    config file's values stay unless a flag overrides them; see :func:`config_overrides`.
+    """
+    hints = typing.get_type_hints(TrainConfig)
+    groups: dict[str, Any] = {}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        g = groups.get(meta["group"])
+        if g is None:
+            g = groups[meta["group"]] = parser.add_argument_group(f"{meta['group']} settings")
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"{meta['doc']} (default: {'none' if shown is None else shown})"
+        choices = meta.get("choices")
+        inner = _optional_inner(hints[f.name])[0]
+        metavar = meta.get("metavar") or _METAVARS.get(inner)
+        if f.name == "objective":  # checked by check(): one line naming the registered names
+            metavar = "{" + ",".join(OBJECTIVES) + "}"
+        if hints[f.name] is bool:
+            g.add_argument(
+                flag,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=help_text,
+            )
+        else:
+            g.add_argument(
+                flag,
+                type=_parser_for(hints[f.name]),
+                default=argparse.SUPPRESS,
+                choices=choices,
+                metavar=None if choices else metavar,
+                help=help_text,
+            )
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields given as flags in ``args`` (see
+    :func:`add_config_arguments`)."""
+    return {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if f.metadata.get("cli", True) and hasattr(args, f.name)
+    }
