@@ -110,7 +110,7 @@ def run_benchmark(
             }
             pending = set(futures)
             while pending:
-                done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                 bar.poll(events)
                 for fut in done:
                     results[futures[fut]] = fut.result()

@@ -112,9 +112,8 @@ def pair_heatmaps(agg: Agg, methods: list[str], mods: list[str], path: Path) -> 
         ax.set_xlabel("gallery view")
         if ax is axes[0]:
             ax.set_ylabel("query view")
-        ax.set_title(
-            f"{method}\nmean R@1 {np.nanmean(mat):.1f}", color=method_color(method), fontsize=10
-        )
+        mean = f"{np.nanmean(mat):.1f}" if np.isfinite(mat).any() else "–"
+        ax.set_title(f"{method}\nmean R@1 {mean}", color=method_color(method), fontsize=10)
     fig.colorbar(im, ax=list(axes), shrink=0.8, label="R@1 (%)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
