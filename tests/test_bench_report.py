@@ -338,3 +338,11 @@ def test_a_logit_scale_per_method_gets_a_column_and_no_fixed_scale_claim(tmp_pat
     assert "fixed logit scale" not in report
     assert "| logit scale |" in report and "| CentroBind | 41.0 ± 1.0 |" in report
     assert "| 7.0 ± 0.0 |" in report
+
+
+def test_a_full_run_with_one_seed_says_there_is_no_spread_estimate(tmp_path):
+    report = render_report(
+        _rows({"CentroBind": [1.0], "AllPairs": [2.0]}), _meta(seeds=1), tmp_path
+    )
+    top = report.split("## Findings")[0]
+    assert "With one seed there is no spread estimate" in top and "smoke run" not in top

@@ -481,30 +481,33 @@ def quick_banner(meta: Mapping[str, Any], agg: Agg) -> list[str]:
     """The warning at the top of a ``--quick`` (or single-seed) report; [] otherwise."""
     seeds = _seed_counts(agg)
     few = sorted({n for n in seeds.values()}) or [int(meta["seeds"])]
-    if not meta.get("quick") and min(few) > 1:
+    quick = bool(meta.get("quick"))
+    if not quick and min(few) > 1:
         return []
-    epochs = meta["epochs"]
-    syn = meta.get("synthetic_epochs")
-    ep = f"{epochs}-epoch" + (f" ({syn} on synthetic)" if syn not in (None, epochs) else "")
-    n = str(few[0]) if len(few) == 1 else f"{few[0]}–{few[-1]}"
-    what = "smoke run (`--quick`)" if meta.get("quick") else "run"
-    lines = [
-        f"> **This is a {n}-seed, {ep} {what}: its numbers are not the benchmark's results.** "
-        "It checks that every method trains and is scored end to end."
-    ]
+    lines: list[str] = []
+    if quick:
+        epochs = meta["epochs"]
+        syn = meta.get("synthetic_epochs")
+        ep = f"{epochs}-epoch" + (f" ({syn} on synthetic)" if syn not in (None, epochs) else "")
+        n = str(few[0]) if len(few) == 1 else f"{few[0]}–{few[-1]}"
+        lines.append(
+            f"> **This is a {n}-seed, {ep} smoke run (`--quick`): its numbers are not the "
+            "benchmark's results.** It checks that every method trains and is scored end to end."
+        )
     if min(few) < 2:
         lines.append(
             "> With one seed there is no spread estimate: no difference below is shown to exceed "
             "seed-to-seed noise."
         )
-    if meta.get("patience") is not None and meta["patience"] >= max(epochs, syn or 0):
+    budget = max(meta["epochs"], meta.get("synthetic_epochs") or 0)
+    if meta.get("patience") is not None and meta["patience"] >= budget:
         lines.append(
-            f"> Early stopping is off here (patience {meta['patience']} >= {max(epochs, syn or 0)}"
-            " epochs)."
+            f"> Early stopping is off here (patience {meta['patience']} >= {budget} epochs)."
         )
-    lines.append(
-        "> The results are the full run: `centrobind benchmark` (committed in docs/benchmark/)."
-    )
+    if quick:
+        lines.append(
+            "> The results are the full run: `centrobind benchmark` (committed in docs/benchmark/)."
+        )
     return lines + [""]
 
 
