@@ -175,8 +175,7 @@ def excluding_bars(agg: Agg, methods: list[str], mods: list[str], path: Path) ->
     axes[0, 0].set_xlim(0, top * 1.15 + 1)
     fig.suptitle(
         "mfeat: R@1 on the pairs not involving view k\n"
-        "hatched: FixedAnchor(k), which never trains these pairs directly; "
-        "below it the best other fixed anchor",
+        "hatched: FixedAnchor(k), which never trains these pairs; next: the best other anchor",
         fontsize=11,
     )
     fig.tight_layout()
