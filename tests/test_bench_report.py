@@ -180,12 +180,29 @@ def test_ablation_finding_compares_variants_with_the_default_only(tmp_path):
     assert "learned" not in report and "intra" not in report
 
 
+def test_a_variant_of_another_method_is_also_compared_with_that_method(tmp_path):
+    rows = _rows({"CentroBind": [40, 41, 42, 43, 44], "FixedAnchor(pix)": [30, 31, 32, 50, 50]})
+    rows += _rows(
+        {"CentroBind": [40, 41, 42], "FixedAnchor(pix)[no-pretrain]": [25, 26, 27]},
+        setting="ablation",
+    )
+    report = render_report(rows, _meta(seeds=5), tmp_path)
+    line = _finding(report, "mfeat ablation FixedAnchor(pix)[no-pretrain]")
+    assert "(anchor encoder not pre-trained (a random frozen encoder))" in line
+    # against FixedAnchor(pix) on the ablation's seeds 0-2 only: 31.0 ± 1.0, not the 5-seed mean
+    assert (
+        "vs FixedAnchor(pix) 31.0 ± 1.0: FixedAnchor(pix) ahead by 5.0, more than one std" in line
+    )
+
+
 def test_describe_variant():
     assert describe_variant("CentroBind[grad,norm]") == (
         "gradient through the centroid, L2-normalised centroid"
     )
     assert describe_variant("CentroBind+intra0.3") == "intra-modal term with weight λ = 0.3"
-    assert describe_variant("AllPairs[lr3e-3]") == "the AllPairs objective, learning rate 3e-3"
+    assert (
+        describe_variant("AllPairs[lr3e-3]") == "AllPairs instead of CentroBind, learning rate 3e-3"
+    )
     assert describe_variant("CentroBind[new-thing]") == "'new-thing'"
 
 

@@ -348,7 +348,7 @@ def describe_variant(name: str, ref: str = REFERENCE) -> str:
         return name
     bits: list[str] = []
     if m["base"] != ref:
-        bits.append(f"the {m['base']} objective")
+        bits.append(f"{m['base']} instead of {ref}")
     for tag in (m["tags"] or "").split(","):
         tag = tag.strip()
         if not tag:
@@ -696,6 +696,24 @@ def _mfeat_section(
         f = standing(abl, "R@1", f"mfeat ablations, mean R@1 ({_seeds(n)})", ref, list_behind=99)
         if f:
             findings.append(f)
+        abl_seeds = {
+            r["seed"] for r in rows_all if r["suite"] == "mfeat" and r["setting"] == "ablation"
+        }
+        for m, st in abl.items():
+            base = m.split("[")[0]
+            if base == m or base == ref or base not in stats or "R@1" not in st:
+                continue
+            same = aggregate(
+                r
+                for r in rows_all
+                if (r["suite"], r["setting"], r["method"]) == ("mfeat", "mfeat", base)
+                and r["seed"] in abl_seeds
+            ).get(("mfeat", "mfeat", base), {})
+            if "R@1" in same:
+                findings.append(
+                    f"mfeat ablation {m} ({describe_variant(m, base)}) vs {base} on the same "
+                    f"seeds, mean R@1: " + compare(m, st["R@1"], base, same["R@1"]).sentence() + "."
+                )
     return lines
 
 
