@@ -90,14 +90,16 @@ def setting_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
     out = []
     for r in rows:
         key = keys[(r["suite"], r["setting"])]
-        out.append(r["setting"] if key is None else f"{r['setting']} {key}={r.get(key):g}")
+        v = r.get(key) if key is not None else None
+        level = f"{v:g}" if isinstance(v, int | float) else str(v)
+        out.append(r["setting"] if key is None else f"{r['setting']} {key}={level}")
     return out
 
 
 def _derived(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows plus summary R^2 keys: ``r2/pair`` (mean over the pair modalities' own embeddings),
     ``r2/private`` (mean over m of private_m from m's own embedding) and their gain over the
-    ``Untrained`` row of the same suite, setting and seed (``gain/r2/pair``, ...)."""
+    ``Untrained`` row of the same suite, setting, seed and design keys (``gain/r2/pair``, ...)."""
     out = [dict(r) for r in rows]
     for r in out:
         pair = [r.get(f"r2/pair/{m}") for m in PAIR_MODALITIES]
@@ -111,13 +113,13 @@ def _derived(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         own = [v for k, v in priv.items() if k.split("/")[1][8:] == k.split("/")[2][1:]]
         if own:
             r["r2/private"] = sum(own) / len(own)
-    untrained = {
-        (r["suite"], r["setting"], r["seed"], r.get("noise_m1"), r.get("p")): r
-        for r in out
-        if r["method"] == "Untrained"
-    }
+
+    def cell(r: Mapping[str, Any]) -> tuple:
+        return (r["suite"], r["setting"], r["seed"], *(r.get(k) for k in DESIGN_KEYS))
+
+    untrained = {cell(r): r for r in out if r["method"] == "Untrained"}
     for r in out:
-        u = untrained.get((r["suite"], r["setting"], r["seed"], r.get("noise_m1"), r.get("p")))
+        u = untrained.get(cell(r))
         if u is None:
             continue
         for k in ("r2/pair", "r2/private"):
