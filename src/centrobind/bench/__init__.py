@@ -111,10 +111,10 @@ def run_benchmark(
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
-                bar.poll(events)
                 for fut in done:
                     results[futures[fut]] = fut.result()
                     bar.finished(futures[fut])
+                bar.poll(events)  # after the finished ones: a worker's next job replaces them
                 bar.tick()
         events.close()
     bar.close()
