@@ -22,13 +22,14 @@ import platform
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_text
 from ..config import TrainConfig
-from .report import aggregate, fmt, render_report, write_results
+from .progress import JobProgress, announced, init_worker
+from .report import render_report, summary_table, write_results
 from .suites import BenchSettings, Job, suite_jobs
 
 __all__ = ["run_benchmark", "summary_table"]
@@ -84,8 +85,6 @@ def run_benchmark(
     Returns the result rows (one per job). ``workers`` defaults to the number of CPU cores (at most
     4); 1 runs everything in this process.
     """
-    from tqdm.auto import tqdm
-
     settings = BenchSettings.make(seeds, quick)
     jobs = suite_jobs(suite, settings)
     runs, owner = _unique(jobs)
@@ -95,25 +94,32 @@ def run_benchmark(
     workers = workers or min(4, os.cpu_count() or 1)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = [{} for _ in runs]
-    bar = tqdm(
-        total=len(runs), desc=f"benchmark {suite}", unit="run", disable=quiet, dynamic_ncols=True
-    )
+    labels = [f"{j.setting}/{j.method.name} seed {j.seed}" for j in runs]
+    bar = JobProgress(labels, f"benchmark {suite}", disable=quiet, workers=workers)
     if workers == 1:
         _init_worker()
         for i, job in enumerate(runs):
+            bar.started(i)
             results[i] = _run_job(job, base)
-            bar.set_postfix_str(f"{job.setting}/{job.method.name}")
-            bar.update(1)
+            bar.finished(i)
     else:
+        ctx = mp.get_context("spawn")
+        events = ctx.Queue()  # workers announce the job they start (the bar shows it)
         with ProcessPoolExecutor(
-            workers, mp_context=mp.get_context("spawn"), initializer=_init_worker
+            workers, mp_context=ctx, initializer=init_worker, initargs=(events, _init_worker)
         ) as pool:
-            futures = {pool.submit(_run_job, job, base): i for i, job in enumerate(runs)}
-            for fut in as_completed(futures):
-                i = futures[fut]
-                results[i] = fut.result()
-                bar.set_postfix_str(f"{runs[i].setting}/{runs[i].method.name}")
-                bar.update(1)
+            futures = {
+                pool.submit(announced, _run_job, i, job, base): i for i, job in enumerate(runs)
+            }
+            pending = set(futures)
+            while pending:
+                done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    results[futures[fut]] = fut.result()
+                    bar.finished(futures[fut])
+                bar.poll(events)  # after the finished ones: a worker's next job replaces them
+                bar.tick()
+        events.close()
     bar.close()
     rows = _rows(jobs, owner, results)
     wall = time.perf_counter() - t0
@@ -169,17 +175,3 @@ def _torch_version() -> str:
     import torch
 
     return torch.__version__
-
-
-def summary_table(rows: list[dict[str, Any]]) -> str:
-    """Plain-text headline: mean R@1 and fused probe per suite/setting/method."""
-    agg = aggregate(rows)
-    lines = [f"{'suite/setting':24} {'method':32} {'R@1':>14} {'probe(fused)':>14}"]
-    for (suite, setting, method), st in agg.items():
-        probe = next(
-            (v for k, v in st.items() if k.startswith("probe/") and k.endswith("/fused")), None
-        )
-        lines.append(
-            f"{suite + '/' + setting:24} {method:32} {fmt(st.get('R@1')):>14} {fmt(probe):>14}"
-        )
-    return "\n".join(lines)

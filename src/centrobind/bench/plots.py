@@ -1,7 +1,16 @@
-"""Benchmark figures (matplotlib, Agg backend; PNG files next to report.md)."""
+"""Benchmark figures (matplotlib, Agg backend; PNG files next to report.md).
+
+Every figure colours a method with :func:`method_color`, so a method has one colour in all of
+them, whatever the list of methods: CentroBind is always the same red, its variants other reds,
+AllPairs blue, fixed anchors greens/teals, and so on.
+"""
 
 from __future__ import annotations
 
+import math
+import re
+import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,26 +20,80 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["pair_heatmaps", "excluding_bars", "sweep_plot", "missing_plot"]
+__all__ = ["method_color", "pair_heatmaps", "excluding_bars", "sweep_plot", "missing_plot"]
 
 Agg = dict[tuple[str, str, str], dict[str, tuple]]
 
+_EXACT = {
+    "CentroBind": "#d62728",
+    "AllPairs": "#1f77b4",
+    "Symile": "#9467bd",
+    "GCCA": "#8c564b",
+    "Raw": "#7f7f7f",
+    "Untrained": "#3b3b3b",
+}
+# (name prefix, colours, names in a fixed order so the common ones never collide)
+_FAMILIES: list[tuple[str, list[str], list[str]]] = [
+    (
+        "CentroBind",
+        ["#fb6a4a", "#a50f15", "#f4a582", "#67000d", "#ef3b2c", "#cb181d", "#fc9272", "#800026"],
+        [
+            "CentroBind[grad,unnorm]",
+            "CentroBind[detach,norm]",
+            "CentroBind[grad,norm]",
+            "CentroBind[learned-w]",
+            "CentroBind[lr3e-3]",
+            "CentroBind+intra0.3",
+            "CentroBind+intra1.0",
+        ],
+    ),
+    ("AllPairs", ["#6baed6", "#08519c", "#9ecae1", "#3182bd"], ["AllPairs[lr3e-3]"]),
+    (
+        "FixedAnchor(",
+        ["#2ca02c", "#17becf", "#bcbd22", "#98df8a", "#006d2c", "#9edae5", "#637939", "#74c476"],
+        [f"FixedAnchor({v})" for v in ("fac", "fou", "kar", "mor", "pix", "zer")],
+    ),
+    ("Gram", ["#e377c2", "#c51b7d", "#f7b6d2"], []),
+    ("Symile", ["#c5b0d5", "#6a51a3"], []),
+]
+_OTHER = ["#ff7f0e", "#8c6d31", "#7b4173", "#ad494a", "#393b79", "#e7ba52", "#843c39", "#5254a3"]
 
-def _mean(agg: Agg, key: tuple[str, str, str], metric: str) -> float:
-    stat = agg.get(key, {}).get(metric)
-    return float("nan") if stat is None else stat[0]
+
+def _pick(name: str, colours: list[str], order: list[str]) -> str:
+    if name in order:
+        return colours[order.index(name) % len(colours)]
+    return colours[zlib.crc32(name.encode()) % len(colours)]
+
+
+def method_color(name: str) -> str:
+    """The colour of method ``name`` (a hex string), the same in every figure and every run."""
+    if name in _EXACT:
+        return _EXACT[name]
+    m = re.fullmatch(r"FixedAnchor\((m\d+)\)", name)
+    if m:  # synthetic anchors m1, m2, ...: the same shades as the first mfeat views
+        fam = _FAMILIES[2]
+        return fam[1][(int(m[1][1:]) - 1) % len(fam[1])]
+    for prefix, colours, order in _FAMILIES:
+        if name.startswith(prefix):
+            return _pick(name, colours, order)
+    return _pick(name, _OTHER, [])
+
+
+def _stat(agg: Agg, key: tuple[str, str, str], metric: str) -> tuple | None:
+    return agg.get(key, {}).get(metric)
 
 
 def pair_heatmaps(agg: Agg, methods: list[str], mods: list[str], path: Path) -> None:
     """Per-pair R@1 (rows: query view, columns: gallery view) for each of ``methods``."""
-    fig, axes = plt.subplots(1, len(methods), figsize=(4.6 * len(methods), 4.2))
+    fig, axes = plt.subplots(1, len(methods), figsize=(3.6 * len(methods), 3.6))
     axes = np.atleast_1d(axes)
     for ax, method in zip(axes, methods, strict=True):
         mat = np.full((len(mods), len(mods)), np.nan)
         for i, a in enumerate(mods):
             for j, b in enumerate(mods):
-                if a != b:
-                    mat[i, j] = _mean(agg, ("mfeat", "mfeat", method), f"pair/{a}->{b}")
+                st = _stat(agg, ("mfeat", "mfeat", method), f"pair/{a}->{b}")
+                if a != b and st is not None:
+                    mat[i, j] = st[0]
         im = ax.imshow(mat, vmin=0, vmax=100, cmap="viridis")
         for i in range(len(mods)):
             for j in range(len(mods)):
@@ -49,42 +112,78 @@ def pair_heatmaps(agg: Agg, methods: list[str], mods: list[str], path: Path) -> 
         ax.set_xlabel("gallery view")
         if ax is axes[0]:
             ax.set_ylabel("query view")
-        ax.set_title(f"{method}\nmean R@1 {np.nanmean(mat):.1f}")
+        mean = f"{np.nanmean(mat):.1f}" if np.isfinite(mat).any() else "–"
+        ax.set_title(f"{method}\nmean R@1 {mean}", color=method_color(method), fontsize=10)
     fig.colorbar(im, ax=list(axes), shrink=0.8, label="R@1 (%)")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
 def excluding_bars(agg: Agg, methods: list[str], mods: list[str], path: Path) -> None:
-    """Grouped bars: R@1 over the pairs not involving view k, for every method and k."""
-    fig, ax = plt.subplots(figsize=(max(8, 1.2 * len(mods) * len(methods) / 4), 4.2))
-    width = 0.85 / len(methods)
-    x = np.arange(len(mods))
-    cmap = plt.get_cmap("tab20")
-    for i, method in enumerate(methods):
-        means, stds = [], []
-        for k in mods:
-            stat = agg.get(("mfeat", "mfeat", method), {}).get(f"R@1_excl/{k}")
-            means.append(np.nan if stat is None else stat[0])
-            stds.append(0 if stat is None else stat[1])
-        ax.bar(
-            x + (i - (len(methods) - 1) / 2) * width,
-            means,
-            width,
-            yerr=stds,
-            label=method,
-            color=cmap(i % 20),
-            capsize=1.5,
-        )
-    ax.set_xticks(x, [f"without {k}" for k in mods])
-    ax.set_ylabel("mean R@1 over pairs not involving the view (%)")
-    ax.set_title("mfeat: retrieval on the pairs a fixed anchor k never trains")
-    ax.legend(fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    """Small multiples, one panel per view k: R@1 over the pairs not involving k.
+
+    Each panel shows FixedAnchor(k) (hatched, black edge), the best of the other fixed anchors,
+    and every method that is not a fixed anchor, so a panel has a handful of bars.
+    """
+    ncols = 2 if len(mods) > 1 else 1
+    nrows = math.ceil(len(mods) / ncols)
+    fixed = [m for m in methods if m.startswith("FixedAnchor(")]
+    rest = [m for m in methods if m not in fixed]
+    per_panel = 2 + len(rest)
+    fig, axes = plt.subplots(
+        nrows,
+        ncols,
+        figsize=(8, 0.28 * per_panel * nrows + 0.9 * nrows),
+        sharex=True,
+        squeeze=False,
+    )
+    top = 0.0
+    for ax, k in zip(axes.flat, mods, strict=False):
+        metric = f"R@1_excl/{k}"
+        own = f"FixedAnchor({k})"
+        others = [m for m in fixed if m != own and _stat(agg, ("mfeat", "mfeat", m), metric)]
+        best_other = max(others, key=lambda m: agg[("mfeat", "mfeat", m)][metric][0], default=None)
+        shown = ([own] if own in fixed else []) + ([best_other] if best_other else []) + rest
+        shown = [m for m in shown if _stat(agg, ("mfeat", "mfeat", m), metric) is not None]
+        for y, m in enumerate(shown):
+            mean, std, n = _stat(agg, ("mfeat", "mfeat", m), metric)
+            highlight = m == own
+            ax.barh(
+                y,
+                mean,
+                xerr=std if n > 1 else None,
+                color=method_color(m),
+                edgecolor="black" if highlight else "none",
+                linewidth=1.4 if highlight else 0,
+                hatch="///" if highlight else None,
+                capsize=2,
+                height=0.75,
+            )
+            ax.text(mean + (std if n > 1 else 0) + 0.8, y, f"{mean:.1f}", va="center", fontsize=7)
+            top = max(top, mean + (std if n > 1 else 0))
+        ax.set_yticks(range(len(shown)), shown, fontsize=8)
+        for lbl in ax.get_yticklabels():
+            if lbl.get_text() == own:
+                lbl.set_fontweight("bold")
+        ax.invert_yaxis()
+        ax.set_title(f"pairs without {k}", fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    for ax in list(axes.flat)[len(mods) :]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("R@1 (%)")
+    axes[0, 0].set_xlim(0, top * 1.15 + 1)
+    fig.suptitle(
+        "mfeat: R@1 on the pairs not involving view k\n"
+        "hatched: FixedAnchor(k), which never trains these pairs; next: the best other anchor",
+        fontsize=11,
+    )
+    fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def _lines(ax, rows: list[dict[str, Any]], x_key: str, y_key: str, methods: list[str]) -> None:
+def _lines(ax, rows: Sequence[dict[str, Any]], x_key: str, y_key: str, methods: list[str]) -> None:
     for method in methods:
         pts: dict[float, list[float]] = {}
         for r in rows:
@@ -95,28 +194,26 @@ def _lines(ax, rows: list[dict[str, Any]], x_key: str, y_key: str, methods: list
             continue
         mean = [np.mean(pts[v]) for v in xs]
         std = [np.std(pts[v], ddof=1) if len(pts[v]) > 1 else 0.0 for v in xs]
-        ax.errorbar(xs, mean, yerr=std, marker="o", capsize=3, label=method)
+        ax.errorbar(
+            xs, mean, yerr=std, marker="o", capsize=3, label=method, color=method_color(method)
+        )
 
 
 def sweep_plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> None:
-    """Synthetic: m1's noise level against R@1 without m1 and the pair factor's R^2."""
+    """Synthetic: m1's noise level against R@1 on the pairs without m1 (spread over seeds)."""
     sweep = [r for r in rows if r["suite"] == "synthetic" and r["setting"] == "sweep"]
-    for r in sweep:
-        r2 = [r.get("r2/pair/m2"), r.get("r2/pair/m3")]
-        r["_pair_r2"] = float(np.mean(r2)) if None not in r2 else None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    _lines(axes[0], sweep, "noise_m1", "R@1_excl/m1", methods)
-    axes[0].set_ylabel("R@1 on pairs without m1 (%)")
-    _lines(axes[1], sweep, "noise_m1", "_pair_r2", methods)
-    axes[1].set_ylabel("R² of the pair factor (from m2, m3)")
-    for ax in axes:
-        ax.set_xlabel("noise std of modality m1 (the fixed anchor)")
-        ax.set_xscale("log")
-        ax.grid(alpha=0.3)
-    axes[0].legend()
-    for r in sweep:
-        r.pop("_pair_r2", None)
-    fig.suptitle("synthetic: degrading the anchor modality")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    _lines(ax, sweep, "noise_m1", "R@1_excl/m1", methods)
+    ax.set_ylabel("R@1 on the pairs without m1 (%)")
+    ax.set_xlabel("noise std of modality m1 (the fixed anchor)")
+    ax.set_xscale("log")
+    levels = sorted({float(r["noise_m1"]) for r in sweep if r.get("noise_m1") is not None})
+    if levels:
+        ax.set_xticks(levels, [f"{v:g}" for v in levels])
+        ax.minorticks_off()
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("synthetic: degrading the anchor modality")
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
@@ -124,7 +221,7 @@ def sweep_plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> No
 def missing_plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> None:
     """mfeat with training modalities dropped at rate p: R@1 against p."""
     miss = [r for r in rows if r["suite"] == "missing"]
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6, 4))
     _lines(ax, miss, "p", "R@1", methods)
     ax.set_xlabel("training drop rate p per modality (test set complete)")
     ax.set_ylabel("mean cross-modal R@1 (%)")

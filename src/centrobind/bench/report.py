@@ -6,8 +6,12 @@ Metric keys in a row (all test-split figures; retrieval in percent, R^2 in [.., 
 neither modality k; ``pair/<a>-><b>`` R@1 of one pair; ``loo_R@1`` and ``loo/<b>`` leave-one-out
 retrieval (query = the other modalities fused; Symile: their elementwise product, scored by MIP);
 ``probe/<task>/<view>`` linear-probe accuracy (view = a modality or ``fused``);
-``r2/<group>/<view>``
-latent recovery; ``seconds`` training (or fitting) wall time; ``epochs`` epochs run.
+``r2/<group>/<view>`` latent recovery; ``seconds`` training (or fitting) wall time; ``epochs``
+epochs run; optionally ``logit_scale`` (the scale a method trained with).
+
+Every finding sentence of the report is generated from the comparison it states
+(:func:`compare`): which side is ahead, by how much, and whether the gap is within one standard
+deviation over seeds. Nothing in the report depends on which methods happen to win.
 """
 
 from __future__ import annotations
@@ -15,30 +19,132 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_text
-from .suites import INTRA_WEIGHTS
 
-__all__ = ["aggregate", "fmt", "markdown_table", "render_report", "write_results"]
+__all__ = [
+    "Comparison",
+    "aggregate",
+    "compare",
+    "fmt",
+    "markdown_table",
+    "render_report",
+    "standing",
+    "summary_table",
+    "write_results",
+]
+
+Stat = tuple[float, float, int]  # (mean, std over seeds with ddof=1, number of seeds)
+Agg = dict[tuple[str, str, str], dict[str, Stat]]
 
 _ID = ("suite", "setting", "method", "seed")
+#: Row keys that describe a job's data rather than a result. Where one (suite, setting) holds
+#: several rows per method and seed (a sweep), :func:`aggregate` splits the setting by the one of
+#: these that varies, so a mean over sweep levels is never shown as if it were seed variance.
+DESIGN_KEYS = ("noise_m1", "p")
+#: The method every finding is stated against (``meta["reference_method"]`` overrides it).
+REFERENCE = "CentroBind"
+#: Synthetic data: the modalities that share the "pair" factor.
+PAIR_MODALITIES = ("m2", "m3")
+
+LOO_DEFINITION = (
+    "Leave-one-out R@1: for each modality b, the query of a test row is the L2-normalised mean of "
+    "the row's other modalities' embeddings and the gallery is modality b's embeddings of all "
+    "test rows; R@1 is the % of queries whose own row ranks first, averaged over b (Symile: the "
+    "elementwise product of the other modalities, scored by inner product; GRAM: the volume "
+    "spanned by the other modalities plus the candidate)."
+)
 
 
-def aggregate(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, tuple]]:
-    """``(suite, setting, method) -> {metric: (mean, std, n)}`` (std over seeds, ddof=1)."""
+# --------------------------------------------------------------------------- aggregation
+
+
+def _sweep_key(rows: Sequence[Mapping[str, Any]]) -> str | None:
+    """The design key that varies within one (suite, setting) that repeats a (method, seed)."""
+    seen: set[tuple] = set()
+    repeated = False
+    for r in rows:
+        ident = (r["method"], r["seed"])
+        repeated |= ident in seen
+        seen.add(ident)
+    if not repeated:
+        return None
+    for key in DESIGN_KEYS:
+        if len({r.get(key) for r in rows}) > 1:
+            return key
+    return None
+
+
+def setting_labels(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The setting label of every row: its ``setting``, plus ``" <key>=<value>"`` in a sweep."""
+    by_setting: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_setting[(r["suite"], r["setting"])].append(r)
+    keys = {k: _sweep_key(v) for k, v in by_setting.items()}
+    out = []
+    for r in rows:
+        key = keys[(r["suite"], r["setting"])]
+        v = r.get(key) if key is not None else None
+        level = f"{v:g}" if isinstance(v, int | float) else str(v)
+        out.append(r["setting"] if key is None else f"{r['setting']} {key}={level}")
+    return out
+
+
+def _derived(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows plus summary R^2 keys: ``r2/pair`` (mean over the pair modalities' own embeddings),
+    ``r2/private`` (mean over m of private_m from m's own embedding) and their gain over the
+    ``Untrained`` row of the same suite, setting, seed and design keys (``gain/r2/pair``, ...)."""
+    out = [dict(r) for r in rows]
+    for r in out:
+        pair = [r.get(f"r2/pair/{m}") for m in PAIR_MODALITIES]
+        if all(isinstance(v, int | float) for v in pair):
+            r["r2/pair"] = sum(pair) / len(pair)
+        priv = {
+            k: v
+            for k, v in r.items()
+            if re.fullmatch(r"r2/private_\d+/m\d+", k) and isinstance(v, int | float)
+        }
+        own = [v for k, v in priv.items() if k.split("/")[1][8:] == k.split("/")[2][1:]]
+        if own:
+            r["r2/private"] = sum(own) / len(own)
+
+    def cell(r: Mapping[str, Any]) -> tuple:
+        return (r["suite"], r["setting"], r["seed"], *(r.get(k) for k in DESIGN_KEYS))
+
+    untrained = {cell(r): r for r in out if r["method"] == "Untrained"}
+    for r in out:
+        u = untrained.get(cell(r))
+        if u is None:
+            continue
+        for k in ("r2/pair", "r2/private"):
+            if k in r and k in u:
+                r[f"gain/{k}"] = r[k] - u[k]
+    return out
+
+
+def aggregate(rows: Iterable[Mapping[str, Any]]) -> Agg:
+    """``(suite, setting, method) -> {metric: (mean, std, n)}`` (std over seeds, ddof=1).
+
+    A sweep setting (several rows per method and seed) is split per level: its setting becomes
+    e.g. ``"sweep noise_m1=0.5"``. Adds the derived keys of :func:`_derived`.
+    """
+    rows = _derived(list(rows))
+    labels = setting_labels(rows)
     groups: dict[tuple[str, str, str], dict[str, list[float]]] = defaultdict(
         lambda: defaultdict(list)
     )
-    for r in rows:
-        key = (r["suite"], r["setting"], r["method"])
+    for r, label in zip(rows, labels, strict=True):
+        key = (r["suite"], label, r["method"])
         for k, v in r.items():
-            if k not in _ID and isinstance(v, int | float) and v is not None:
+            if k not in _ID and isinstance(v, int | float) and not isinstance(v, bool):
                 groups[key][k].append(float(v))
-    out: dict[tuple[str, str, str], dict[str, tuple]] = {}
+    out: Agg = {}
     for key, metrics in groups.items():
         out[key] = {}
         for k, vals in metrics.items():
@@ -49,12 +155,223 @@ def aggregate(rows: Iterable[dict[str, Any]]) -> dict[tuple[str, str, str], dict
     return out
 
 
-def fmt(stat: tuple | None, digits: int = 1) -> str:
-    """``mean ± std`` (or ``–`` when missing)."""
+def fmt(stat: Stat | None, digits: int = 1, sign: bool = False) -> str:
+    """``mean ± std`` (just ``mean`` for one seed; ``–`` when missing)."""
     if stat is None:
         return "–"
     mean, std, n = stat
-    return f"{mean:.{digits}f} ± {std:.{digits}f}" if n > 1 else f"{mean:.{digits}f}"
+    if round(mean, digits) == 0:
+        mean = 0.0  # never print "-0.0"
+    m = f"{mean:+.{digits}f}" if sign else f"{mean:.{digits}f}"
+    return f"{m} ± {std:.{digits}f}" if n > 1 else m
+
+
+# --------------------------------------------------------------------------- comparisons
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """``a`` against ``b`` on one metric (higher is better).
+
+    ``winner`` is None when the means are equal at the printed precision. ``noise`` is the larger
+    of the two standard deviations over seeds (None with a single seed: no spread estimate);
+    the gap is "within noise" when it is no larger than that.
+    """
+
+    a: str
+    sa: Stat
+    b: str
+    sb: Stat
+    digits: int = 1
+
+    @property
+    def gap(self) -> float:
+        """``mean(a) - mean(b)`` of the means as printed (rounded to ``digits``), so the stated
+        gap is always the difference of the two numbers shown."""
+        return round(round(self.sa[0], self.digits) - round(self.sb[0], self.digits), self.digits)
+
+    @property
+    def winner(self) -> str | None:
+        if self.gap == 0:
+            return None
+        return self.a if self.gap > 0 else self.b
+
+    @property
+    def noise(self) -> float | None:
+        if min(self.sa[2], self.sb[2]) < 2:
+            return None
+        return max(self.sa[1], self.sb[1])
+
+    @property
+    def within_noise(self) -> bool | None:
+        """True/False; None without a spread estimate (one seed)."""
+        if self.noise is None:
+            return None
+        return abs(self.gap) <= self.noise
+
+    def verdict(self, seed_note: bool = True) -> str:
+        """E.g. ``"AllPairs ahead by 1.3, more than one std (0.4)"``. ``seed_note=False`` leaves
+        out the "one seed: no spread estimate" note (for a sentence that states it once)."""
+        d = self.digits
+        if self.winner is None:
+            return f"equal at this precision ({self.sa[0]:.{d}f})"
+        lead = f"{self.winner} ahead by {abs(self.gap):.{d}f}"
+        if self.noise is None:
+            return f"{lead}, one seed: no spread estimate" if seed_note else lead
+        noise = f"{self.noise:.{d}f}" if round(self.noise, d) > 0 else f"< {0.5 * 10**-d:.{d + 1}f}"
+        if self.within_noise:
+            return f"{lead}, within noise (one std is {noise})"
+        return f"{lead}, more than one std ({noise})"
+
+    def sentence(self, sign: bool = False) -> str:
+        """``"<a> <mean ± std> vs <b> <mean ± std>: <verdict>"``."""
+        d = self.digits
+        a, b = fmt(self.sa, d, sign), fmt(self.sb, d, sign)
+        return f"{self.a} {a} vs {self.b} {b}: {self.verdict()}"
+
+
+def compare(a: str, sa: Stat, b: str, sb: Stat, digits: int = 1) -> Comparison:
+    """Compare two ``(mean, std, n)`` statistics; see :class:`Comparison`."""
+    return Comparison(a, tuple(sa), b, tuple(sb), digits)  # type: ignore[arg-type]
+
+
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("" if n == 1 else "s")
+
+
+def standing(
+    stats: Mapping[str, Mapping[str, Stat]],
+    metric: str,
+    label: str,
+    ref: str = REFERENCE,
+    digits: int = 1,
+    list_behind: int = 2,
+    sign: bool = False,
+) -> str | None:
+    """One finding: where ``ref`` stands among ``stats`` (``{method: {metric: stat}}``) on
+    ``metric``. Names every method ahead of ``ref`` or equal to it, each with its comparison, and
+    the ``list_behind`` closest of those behind it (the rest counted). None without ``ref``."""
+    if ref not in stats or metric not in stats[ref]:
+        return None
+    sr = stats[ref][metric]
+    cmps = [
+        compare(m, st[metric], ref, sr, digits)
+        for m, st in stats.items()
+        if m != ref and metric in st
+    ]
+    if not cmps:
+        return None
+
+    def item(c: Comparison) -> str:
+        return f"{c.a} {fmt(c.sa, digits, sign)} ({c.verdict(seed_note=False)})"
+
+    ahead = sorted((c for c in cmps if c.winner == c.a), key=lambda c: -c.gap)
+    equal = [c for c in cmps if c.winner is None]
+    behind = sorted((c for c in cmps if c.winner == ref), key=lambda c: -c.gap)
+    parts = [f"{label}: {ref} {fmt(sr, digits, sign)}"]
+    if ahead:
+        parts.append(
+            f"{len(ahead)} of {len(cmps)} other methods ahead of it: "
+            + "; ".join(item(c) for c in ahead)
+        )
+    else:
+        parts.append(f"no other method ahead of it ({len(cmps)} compared)")
+    if equal:
+        parts.append("equal at this precision: " + ", ".join(c.a for c in equal))
+    if behind:
+        shown = behind[:list_behind]
+        txt = "; ".join(item(c) for c in shown)
+        if len(shown) == len(behind):
+            parts.append(f"behind it: {txt}")
+        else:
+            rest = len(behind) - len(shown)
+            parts.append(f"{len(behind)} behind it, the closest: {txt}; {rest} more further behind")
+    text = "; ".join(parts) + "."
+    if any(c.noise is None for c in cmps if c.winner is not None):
+        text += " (One seed: no spread estimate for these gaps.)"
+    return text
+
+
+def _fixed_anchors(stats: Mapping[str, Mapping[str, Stat]]) -> list[str]:
+    return [m for m in stats if re.fullmatch(r"FixedAnchor\([^)]*\)", m)]
+
+
+def _best(stats: Mapping[str, Mapping[str, Stat]], methods: Sequence[str], metric: str):
+    have = [m for m in methods if metric in stats[m]]
+    return max(have, key=lambda m: stats[m][metric][0]) if have else None
+
+
+def excluded_view_finding(
+    stats: Mapping[str, Mapping[str, Stat]], label: str, ref: str = REFERENCE
+) -> str | None:
+    """``ref`` against FixedAnchor(k) on the pairs not involving view k, for every such k."""
+    items: list[Comparison] = []
+    for fa in _fixed_anchors(stats):
+        k = fa[len("FixedAnchor(") : -1]
+        metric = f"R@1_excl/{k}"
+        if ref in stats and metric in stats[ref] and metric in stats[fa]:
+            items.append(compare(ref, stats[ref][metric], fa, stats[fa][metric]))
+    if not items:
+        return None
+    ahead = [c for c in items if c.winner == ref]
+    txt = "; ".join(
+        f"without {c.b[len('FixedAnchor(') : -1]}: {fmt(c.sa)} vs {fmt(c.sb)}, "
+        f"{c.verdict(seed_note=False)}"
+        for c in items
+    )
+    if any(c.noise is None for c in items if c.winner is not None):
+        txt += " (one seed: no spread estimate for these gaps)"
+    return (
+        f"{label}, R@1 on the pairs not involving view k (the pairs FixedAnchor(k) never trains "
+        f"directly), {ref} vs FixedAnchor(k): {ref} ahead for {len(ahead)} of {len(items)} views. "
+        f"{txt}."
+    )
+
+
+# --------------------------------------------------------------------------- method variants
+
+_TAGS = {
+    "grad": "gradient through the centroid",
+    "detach": "no gradient through the centroid",
+    "norm": "L2-normalised centroid",
+    "unnorm": "unnormalised centroid",
+    "learned-w": "learned softmax modality weights (gradient through the anchor)",
+    "no-pretrain": "anchor encoder not pre-trained (a random frozen encoder)",
+}
+
+
+def describe_variant(name: str, ref: str = REFERENCE) -> str:
+    """What a method name's suffix says it changes, e.g. ``CentroBind[grad,norm]`` ->
+    "gradient through the centroid, L2-normalised centroid". Unknown tags are quoted."""
+    if name == ref:
+        return "the default (reference)"
+    m = re.fullmatch(r"(?P<base>[^\[+]+(?:\([^)]*\))?)(?:\[(?P<tags>[^\]]*)\])?(?P<rest>.*)", name)
+    if m is None:
+        return name
+    bits: list[str] = []
+    if m["base"] != ref:
+        bits.append(f"{m['base']} instead of {ref}")
+    for tag in (m["tags"] or "").split(","):
+        tag = tag.strip()
+        if not tag:
+            continue
+        if tag in _TAGS:
+            bits.append(_TAGS[tag])
+        elif re.fullmatch(r"lr[0-9.e-]+", tag):
+            bits.append(f"learning rate {tag[2:]}")
+        elif re.fullmatch(r"s=?[0-9.]+", tag):
+            bits.append(f"logit scale {tag.lstrip('s=')}")
+        else:
+            bits.append(f"'{tag}'")
+    intra = re.fullmatch(r"\+intra([0-9.]+)", m["rest"])
+    if intra:
+        bits.append(f"intra-modal term with weight λ = {intra[1]}")
+    elif m["rest"]:
+        bits.append(f"'{m['rest']}'")
+    return ", ".join(bits) if bits else name
+
+
+# --------------------------------------------------------------------------- output files
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -78,7 +395,7 @@ def write_results(rows: list[dict[str, Any]], out: Path, meta: dict[str, Any]) -
     tmp.replace(out / "results.csv")
 
 
-def _methods(agg, suite: str, setting: str) -> list[str]:
+def _methods(agg: Agg, suite: str, setting: str) -> list[str]:
     seen: list[str] = []
     for s, st, m in agg:
         if s == suite and st == setting and m not in seen:
@@ -86,27 +403,114 @@ def _methods(agg, suite: str, setting: str) -> list[str]:
     return seen
 
 
-def _pair_r2(stats: dict[str, tuple], pair=("m2", "m3")) -> tuple | None:
-    a, b = (stats.get(f"r2/pair/{p}") for p in pair)
-    if a is None or b is None:
-        return None
-    return ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2, a[2])
+def _stats(agg: Agg, suite: str, setting: str) -> dict[str, dict[str, Stat]]:
+    return {m: agg[(suite, setting, m)] for m in _methods(agg, suite, setting)}
 
 
-def _private_r2(stats: dict[str, tuple], mods: Sequence[str]) -> tuple | None:
-    vals = [stats.get(f"r2/private_{i + 1}/{m}") for i, m in enumerate(mods)]
-    if any(v is None for v in vals):
-        return None
-    return (sum(v[0] for v in vals) / len(vals), sum(v[1] for v in vals) / len(vals), vals[0][2])
+def _settings(agg: Agg, suite: str) -> list[str]:
+    seen: list[str] = []
+    for s, st, _ in agg:
+        if s == suite and st not in seen:
+            seen.append(st)
+    return seen
 
 
-def _best_fixed(agg, suite: str, setting: str, metric: str = "R@1") -> str | None:
-    fixed = [
-        m for m in _methods(agg, suite, setting) if m.startswith("FixedAnchor(") and "[" not in m
-    ]
-    if not fixed:
-        return None
-    return max(fixed, key=lambda m: agg[(suite, setting, m)].get(metric, (-1,))[0])
+def summary_table(rows: list[dict[str, Any]]) -> str:
+    """Plain-text headline: mean R@1 and fused probe per suite/setting/method (a sweep per
+    level: its spread is over seeds, never over levels)."""
+    agg = aggregate(rows)
+    width = max([24] + [len(f"{s}/{st}") + 1 for s, st, _ in agg])
+    lines = [f"{'suite/setting':{width}} {'method':32} {'R@1':>14} {'probe(fused)':>14}"]
+    for (suite, setting, method), st in agg.items():
+        probe = next(
+            (v for k, v in st.items() if k.startswith("probe/") and k.endswith("/fused")), None
+        )
+        lines.append(
+            f"{suite + '/' + setting:{width}} {method:32} {fmt(st.get('R@1')):>14} {fmt(probe):>14}"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _seed_counts(agg: Agg) -> dict[tuple[str, str], int]:
+    out: dict[tuple[str, str], int] = {}
+    for (suite, setting, _), st in agg.items():
+        n = max((v[2] for v in st.values()), default=0)
+        out[(suite, setting)] = max(out.get((suite, setting), 0), n)
+    return out
+
+
+def _budget_text(meta: Mapping[str, Any]) -> str:
+    """Epoch budget and early stopping, stated as they act (off when patience >= the budget)."""
+    pat = meta.get("patience")
+    budgets = [("", meta["epochs"])]
+    if meta.get("synthetic_epochs") not in (None, meta["epochs"]):
+        budgets.append(("synthetic: ", meta["synthetic_epochs"]))
+    ep = ", ".join(f"{p}{e}" for p, e in budgets)
+    sel = (
+        "the weights of the epoch with the best validation mean R@1 (Symile, GRAM: their own "
+        "leave-one-out R@1) are kept"
+    )
+    if pat is None:
+        return f"{ep} epochs, no early stopping; {sel}"
+    off = [f"{p}{e}" for p, e in budgets if pat >= e]
+    if len(off) == len(budgets):
+        stop = (
+            f"no early stopping (patience {pat} >= the epoch budget): every method trains "
+            "every epoch"
+        )
+    elif off:
+        stop = (
+            f"early stopping with patience {pat} (it never triggers where the budget is "
+            f"{', '.join(off)} epochs)"
+        )
+    else:
+        stop = f"early stopping with patience {pat}"
+    return f"{ep} epochs max; {stop}; {sel}"
+
+
+def _scale_text(meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]]) -> str:
+    if meta.get("logit_scale_protocol"):
+        return str(meta["logit_scale_protocol"])
+    if any("logit_scale" in r for r in rows):
+        return "each method's logit scale as listed in the tables' 'logit scale' column"
+    return "fixed logit scale 10 (Symile: 10 D^(M/2-1))"
+
+
+def quick_banner(meta: Mapping[str, Any], agg: Agg) -> list[str]:
+    """The warning at the top of a ``--quick`` (or single-seed) report; [] otherwise."""
+    seeds = _seed_counts(agg)
+    few = sorted({n for n in seeds.values()}) or [int(meta["seeds"])]
+    quick = bool(meta.get("quick"))
+    if not quick and min(few) > 1:
+        return []
+    lines: list[str] = []
+    if quick:
+        epochs = meta["epochs"]
+        syn = meta.get("synthetic_epochs")
+        ep = f"{epochs}-epoch" + (f" ({syn} on synthetic)" if syn not in (None, epochs) else "")
+        n = str(few[0]) if len(few) == 1 else f"{few[0]}–{few[-1]}"
+        lines.append(
+            f"> **This is a {n}-seed, {ep} smoke run (`--quick`): its numbers are not the "
+            "benchmark's results.** It checks that every method trains and is scored end to end."
+        )
+    if min(few) < 2:
+        lines.append(
+            "> With one seed there is no spread estimate: no difference below is shown to exceed "
+            "seed-to-seed noise."
+        )
+    budget = max(meta["epochs"], meta.get("synthetic_epochs") or 0)
+    if meta.get("patience") is not None and meta["patience"] >= budget:
+        lines.append(
+            f"> Early stopping is off here (patience {meta['patience']} >= {budget} epochs)."
+        )
+    if quick:
+        lines.append(
+            "> The results are the full run: `centrobind benchmark` (committed in docs/benchmark/)."
+        )
+    return lines + [""]
 
 
 def render_report(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -> str:
@@ -114,216 +518,248 @@ def render_report(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -
     from . import plots
 
     agg = aggregate(rows)
+    ref = meta.get("reference_method", REFERENCE)
+    seeds = _seed_counts(agg)
+    other = sorted(
+        {(s, st.split(" ")[0], n) for (s, st), n in seeds.items() if n != meta["seeds"]},
+        key=str,
+    )
+    seed_extra = " (" + ", ".join(f"{s}/{st}: {n}" for s, st, n in other) + ")" if other else ""
     parts = [
         "# centrobind benchmark",
         "",
+        *quick_banner(meta, agg),
         f"Command: `{meta['command']}`  ",
-        f"Seeds: {meta['seeds']} (seed s = split s and initialisation s); budget per method: "
-        f"{meta['epochs']} epochs max (synthetic: {meta.get('synthetic_epochs')}), early stopping "
-        f"patience {meta['patience']} on validation mean R@1 (Symile, GRAM: their own "
-        f"leave-one-out R@1), batch {meta['batch_size']}, embedding D = {meta['embed_dim']}, "
-        f"fixed logit scale 10 (Symile: 10 D^(M/2-1)), AdamW lr "
-        f"{meta['lr']}, warm-up + cosine. Splits 70/10/20 (train/val/test), stratified. "
-        f"Machine: {meta['machine']}. Wall time: {meta['wall_seconds']:.0f} s.",
+        f"Seeds: {meta['seeds']}{seed_extra} (seed s = split s and initialisation s); budget per "
+        f"method: {_budget_text(meta)}; batch {meta['batch_size']}, embedding D = "
+        f"{meta['embed_dim']}, {_scale_text(meta, rows)}, AdamW lr {meta['lr']}, warm-up + "
+        f"cosine. Splits 70/10/20 (train/val/test), stratified. Machine: {meta['machine']}. "
+        f"Wall time: {meta['wall_seconds']:.0f} s.",
         "",
-        "All figures are on the held-out test split, mean ± std over seeds. Retrieval in %, "
-        "chance R@1 = 100/N_test. Pairwise retrieval ranks by cosine, except GRAM (its own "
-        "area score, i.e. cos²); Symile is trained for its multilinear score over ALL modalities, "
-        "so its pairwise-cosine figures are near chance by construction and its own retrieval "
-        "is the leave-one-out column (query = elementwise product of the other modalities, "
-        "scored by MIP); GRAM's leave-one-out ranks by the volume of the query's modalities plus "
-        "the candidate.",
+        "All figures are on the held-out test split, mean ± std over seeds (std with ddof = 1; "
+        "one seed: the value alone). Retrieval in %, chance R@1 = 100/N_test. Pairwise retrieval "
+        "ranks by cosine, except GRAM (its own area score, i.e. cos²); Symile is trained for its "
+        "multilinear score over ALL modalities, so its pairwise-cosine figures are near chance by "
+        "construction and its own retrieval is the leave-one-out column. " + LOO_DEFINITION,
+        "",
+        f"Findings compare each method with the default {ref}: a gap is 'within noise' when it "
+        "is no larger than the larger of the two standard deviations over seeds.",
         "",
         "<!-- findings -->",
     ]
-    findings: list[str] = []
-    if any(k[0] == "mfeat" for k in agg):
-        parts += _mfeat_section(agg, out, plots, findings)
-    if any(k[0] == "synthetic" for k in agg):
-        parts += _synthetic_section(agg, rows, out, plots, findings)
-    if any(k[0] == "missing" for k in agg):
-        parts += _missing_section(agg, rows, out, plots, findings)
+    groups: list[tuple[str, list[str]]] = []
+    for suite, section in (
+        ("mfeat", _mfeat_section),
+        ("synthetic", _synthetic_section),
+        ("missing", _missing_section),
+    ):
+        if any(k[0] == suite for k in agg):
+            findings: list[str] = []
+            parts += section(agg, rows, out, plots, findings, ref)
+            groups.append((suite, findings))
+    block = ["## Findings", ""]
+    for suite, findings in groups:
+        if findings:
+            block += [f"**{suite}**", "", *[f"- {f}" for f in findings], ""]
     at = parts.index("<!-- findings -->")
-    parts[at : at + 1] = ["## Findings", "", *[f"- {f}" for f in findings], ""]
+    parts[at : at + 1] = block
     return "\n".join(parts) + "\n"
 
 
 MFEAT_VIEWS = ["fac", "fou", "kar", "mor", "pix", "zer"]
 
 
-def _mfeat_section(agg, out: Path, plots, findings: list[str]) -> list[str]:
+def _scale_col(stats: Mapping[str, Mapping[str, Stat]]) -> bool:
+    return any("logit_scale" in st for st in stats.values())
+
+
+def _mfeat_section(
+    agg: Agg, rows_all: list[dict[str, Any]], out: Path, plots, findings: list[str], ref: str
+) -> list[str]:
     mods = MFEAT_VIEWS
-    methods = _methods(agg, "mfeat", "mfeat")
-    rows = []
-    for m in methods:
-        st = agg[("mfeat", "mfeat", m)]
-        rows.append(
-            [
-                m,
-                fmt(st.get("R@1")),
-                fmt(st.get("R@5")),
-                fmt(st.get("loo_R@1")),
-                fmt(st.get("probe/digit/fused")),
-                fmt(st.get("seconds")),
-            ]
-        )
+    stats = _stats(agg, "mfeat", "mfeat")
+    methods = list(stats)
+    probe_key = next(
+        (k for st in stats.values() for k in st if k.startswith("probe/") and k.endswith("/fused")),
+        "probe/digit/fused",
+    )
+    task = probe_key.split("/")[1]
+    scale = _scale_col(stats)
+    table = [
+        [m, fmt(st.get("R@1")), fmt(st.get("R@5")), fmt(st.get("loo_R@1")), fmt(st.get(probe_key))]
+        + ([fmt(st.get("logit_scale"))] if scale else [])
+        + [fmt(st.get("seconds"))]
+        for m, st in stats.items()
+    ]
+    n_pairs = len(mods) * (len(mods) - 1)
     lines = [
         "## mfeat (UCI Multiple Features: 6 views of 2,000 digits)",
         "",
         markdown_table(
-            [
-                "method",
-                "R@1 (30 pairs)",
-                "R@5",
-                "leave-one-out R@1",
-                "fused linear probe",
-                "train s",
-            ],
-            rows,
+            ["method", f"R@1 ({n_pairs} pairs)", "R@5", "leave-one-out R@1", "fused linear probe"]
+            + (["logit scale"] if scale else [])
+            + ["train s"],
+            table,
         ),
         "",
+        LOO_DEFINITION,
+        "",
     ]
-    best = _best_fixed(agg, "mfeat", "mfeat")
-    cb = agg.get(("mfeat", "mfeat", "CentroBind"))
-    if best and cb:
-        bf = agg[("mfeat", "mfeat", best)]
-        d = cb["R@1"][0] - bf["R@1"][0]
-        verdict = (
-            "beats"
-            if d > 2 * max(cb["R@1"][1], bf["R@1"][1], 0.3)
-            else ("ties with" if abs(d) <= 2 * max(cb["R@1"][1], bf["R@1"][1], 0.3) else "loses to")
-        )
+    for metric, label in (
+        ("R@1", f"mfeat, mean R@1 over the {n_pairs} ordered pairs"),
+        ("loo_R@1", "mfeat, leave-one-out R@1"),
+        (probe_key, f"mfeat, fused linear probe ({task}, % accuracy)"),
+    ):
+        f = standing(stats, metric, label, ref)
+        if f:
+            findings.append(f)
+    best = _best(stats, _fixed_anchors(stats), "R@1")
+    if best and ref in stats and "R@1" in stats[ref]:
         findings.append(
-            f"mfeat: CentroBind {verdict} the best fixed anchor {best} on mean R@1 over all 30 "
-            f"pairs ({fmt(cb['R@1'])} vs {fmt(bf['R@1'])}); fused linear probe "
-            f"{fmt(cb.get('probe/digit/fused'))} vs {fmt(bf.get('probe/digit/fused'))}."
+            f"mfeat, {ref} vs the best fixed anchor ({best}) on mean R@1: "
+            + compare(ref, stats[ref]["R@1"], best, stats[best]["R@1"]).sentence()
+            + "."
         )
-        weak = [k for k in mods if f"R@1_excl/{k}" in cb]
-        for k in ("fou", "mor"):
-            fk = agg.get(("mfeat", "mfeat", f"FixedAnchor({k})"))
-            if fk and k in weak:
-                findings.append(
-                    f"mfeat, anchor {k}: on the pairs without {k}, FixedAnchor({k}) reaches "
-                    f"{fmt(fk[f'R@1_excl/{k}'])} R@1, CentroBind {fmt(cb[f'R@1_excl/{k}'])}."
-                )
+    if "AllPairs" in stats and ref in stats and "R@1" in stats[ref]:
+        m = len(mods)
+        findings.append(
+            f"mfeat, AllPairs ({m * (m - 1) // 2} pairwise terms) vs {ref} ({m} terms) on mean "
+            f"R@1: "
+            + compare("AllPairs", stats["AllPairs"]["R@1"], ref, stats[ref]["R@1"]).sentence()
+            + "."
+        )
+    f = excluded_view_finding(stats, "mfeat", ref)
+    if f:
+        findings.append(f)
+
+    excl = [m for m in methods if "R@1" in stats[m]]
     header = ["method"] + [f"without {k}" for k in mods]
-    rows = [
-        [m] + [fmt(agg[("mfeat", "mfeat", m)].get(f"R@1_excl/{k}")) for k in mods]
-        for m in methods
-        if "R@1" in agg[("mfeat", "mfeat", m)]
-    ]
+    rows = [[m] + [fmt(stats[m].get(f"R@1_excl/{k}")) for k in mods] for m in excl]
     lines += [
         "### R@1 over the pairs not involving view k",
         "",
-        "The pairs a fixed anchor k never trains directly.",
+        "The pairs a fixed anchor k never trains directly. In the figure, each panel is one view "
+        "k; FixedAnchor(k) is the hatched bar with a black edge.",
         "",
         markdown_table(header, rows),
         "",
         "![R@1 excluding view k](excluding_view.png)",
         "",
     ]
-    plots.excluding_bars(
-        agg,
-        [m for m in methods if "R@1" in agg[("mfeat", "mfeat", m)]],
-        mods,
-        out / "excluding_view.png",
-    )
-    ap = agg.get(("mfeat", "mfeat", "AllPairs"))
-    if cb and ap:
-        d = ap["R@1"][0] - cb["R@1"][0]
-        findings.append(
-            f"mfeat: AllPairs (15 pairwise terms) vs CentroBind (6 terms): {fmt(ap['R@1'])} vs "
-            f"{fmt(cb['R@1'])} mean R@1 ({'AllPairs' if d > 0 else 'CentroBind'} ahead by "
-            f"{abs(d):.1f}); CentroBind's advantage is over fixed anchors, not over the full graph."
-        )
-    if best and cb:
-        heat = ["CentroBind", best] + (["AllPairs"] if ap else [])
+    plots.excluding_bars(agg, excl, mods, out / "excluding_view.png")
+    if best and ref in stats:
+        heat = [ref, best] + (["AllPairs"] if "AllPairs" in stats else [])
         plots.pair_heatmaps(agg, heat, mods, out / "pair_heatmaps.png")
         lines += [
-            f"### Per-pair R@1: CentroBind vs the best fixed anchor ({best}) and AllPairs",
+            f"### Per-pair R@1: {', '.join(heat[:-1])} and {heat[-1]}",
+            "",
+            f"{best} is the best fixed anchor on mean R@1.",
             "",
             "![per-pair R@1](pair_heatmaps.png)",
             "",
         ]
     rows = [
-        [m] + [fmt(agg[("mfeat", "mfeat", m)].get(f"probe/digit/{k}")) for k in mods + ["fused"]]
-        for m in methods
+        [m] + [fmt(stats[m].get(f"probe/{task}/{k}")) for k in mods + ["fused"]] for m in methods
     ]
     lines += [
-        "### Linear-probe accuracy (digit, %) per view and fused",
+        f"### Linear-probe accuracy ({task}, %) per view and fused",
         "",
         "Raw = standardised input features (fused = all views concatenated).",
         "",
         markdown_table(["method"] + mods + ["fused"], rows),
         "",
     ]
-    abl = _methods(agg, "mfeat", "ablation")
+    abl = _stats(agg, "mfeat", "ablation")
     if abl:
-        rows = []
-        for m in abl:
-            st = agg[("mfeat", "ablation", m)]
-            rows.append(
-                [
-                    m,
-                    fmt(st.get("R@1")),
-                    fmt(st.get("loo_R@1")),
-                    fmt(st.get("probe/digit/fused")),
-                    fmt(st.get("seconds")),
-                ]
-            )
+        scale = _scale_col(abl)
+        rows = [
+            [m, describe_variant(m, ref), fmt(st.get("R@1")), fmt(st.get("loo_R@1"))]
+            + [fmt(st.get(probe_key))]
+            + ([fmt(st.get("logit_scale"))] if scale else [])
+            + [fmt(st.get("seconds"))]
+            for m, st in abl.items()
+        ]
+        n = max(v[2] for st in abl.values() for v in st.values())
         lines += [
             "### Ablations",
             "",
-            "CentroBind anchor variants (detach = no gradient through the centroid; norm = "
-            "L2-normalised centroid), learned modality weights (softmax, gradient through the "
-            "anchor), the optional intra-modal term (weight λ), and the fixed anchor without "
-            "its unimodal pre-training (a random frozen encoder).",
+            f"Variants of the default {ref} (and of other methods) on the same {_seeds(n)}; the "
+            f"{ref} row is its own run on these seeds. 'what differs' is read from the variant's "
+            "name.",
             "",
-            markdown_table(["variant", "R@1", "leave-one-out R@1", "fused probe", "train s"], rows),
+            markdown_table(
+                ["variant", "what differs", "R@1", "leave-one-out R@1", "fused probe"]
+                + (["logit scale"] if scale else [])
+                + ["train s"],
+                rows,
+            ),
             "",
         ]
-        ref = agg.get(("mfeat", "ablation", "CentroBind"))
-        if ref:
-            best_abl = max(abl, key=lambda m: agg[("mfeat", "ablation", m)]["R@1"][0])
-            ba = agg[("mfeat", "ablation", best_abl)]
-            findings.append(
-                f"mfeat ablations (same {ref['R@1'][2]} seeds): best variant {best_abl} at "
-                f"{fmt(ba['R@1'])} R@1 vs the default CentroBind {fmt(ref['R@1'])}."
-            )
+        f = standing(abl, "R@1", f"mfeat ablations, mean R@1 ({_seeds(n)})", ref, list_behind=99)
+        if f:
+            findings.append(f)
+        abl_seeds = {
+            r["seed"] for r in rows_all if r["suite"] == "mfeat" and r["setting"] == "ablation"
+        }
+        for m, st in abl.items():
+            base = m.split("[")[0]
+            if base == m or base == ref or base not in stats or "R@1" not in st:
+                continue
+            same = aggregate(
+                r
+                for r in rows_all
+                if (r["suite"], r["setting"], r["method"]) == ("mfeat", "mfeat", base)
+                and r["seed"] in abl_seeds
+            ).get(("mfeat", "mfeat", base), {})
+            if "R@1" in same:
+                findings.append(
+                    f"mfeat ablation {m} ({describe_variant(m, base)}) vs {base} on the same "
+                    f"seeds, mean R@1: " + compare(m, st["R@1"], base, same["R@1"]).sentence() + "."
+                )
     return lines
 
 
-def _synthetic_section(agg, rows_all, out: Path, plots, findings: list[str]) -> list[str]:
-    mods = ["m1", "m2", "m3", "m4"]
+def _r2_cell(st: Mapping[str, Stat], key: str, is_untrained: bool) -> str:
+    """``R² (Δ gain over the untrained encoder)``; the untrained row itself has no Δ."""
+    gain = st.get(f"gain/{key}")
+    delta = f" (Δ {fmt(gain, 2, sign=True)})" if gain is not None and not is_untrained else ""
+    return fmt(st.get(key), 2) + delta
+
+
+def _synthetic_section(
+    agg: Agg, rows_all: list[dict[str, Any]], out: Path, plots, findings: list[str], ref: str
+) -> list[str]:
     lines = [
         "## synthetic (4 modalities: shared, pair (m2, m3) and private factors)",
         "",
-        "R² = ridge regression from an embedding to the true factors (test split): shared "
-        "from the fused embedding, pair = mean over m2 and m3's own embeddings, private = mean "
-        "over m of private_m from m's own embedding. Probe = fused linear probe on the "
+        "R² = ridge regression from an embedding to the true factors (test split): shared from "
+        "the fused embedding, pair = mean over m2 and m3's own embeddings, private = mean over m "
+        "of private_m from m's own embedding. The untrained encoder (a randomly initialised "
+        "Binder) is the reference: Δ in brackets = R² minus the untrained encoder's on the same "
+        "seed, i.e. what training added (or removed). Probe = fused linear probe on the "
         "factor-derived labels.",
         "",
     ]
-    for setting in ("clean", "weak-anchor"):
-        methods = _methods(agg, "synthetic", setting)
-        if not methods:
-            continue
-        table = []
-        for m in methods:
-            st = agg[("synthetic", setting, m)]
-            table.append(
-                [
-                    m,
-                    fmt(st.get("R@1")),
-                    fmt(st.get("R@1_excl/m1")),
-                    fmt(st.get("r2/shared/fused"), 2),
-                    fmt(_pair_r2(st), 2),
-                    fmt(_private_r2(st, mods), 2),
-                    fmt(st.get("probe/shared/fused")),
-                    fmt(st.get("probe/pair/fused")),
-                    fmt(st.get("seconds")),
-                ]
-            )
+    settings = [s for s in ("clean", "weak-anchor") if s in _settings(agg, "synthetic")]
+    per_setting = {s: _stats(agg, "synthetic", s) for s in settings}
+    for setting, stats in per_setting.items():
+        scale = _scale_col(stats)
+
+        table = [
+            [
+                m,
+                fmt(st.get("R@1")),
+                fmt(st.get("R@1_excl/m1")),
+                fmt(st.get("r2/shared/fused"), 2),
+                _r2_cell(st, "r2/pair", m == "Untrained"),
+                _r2_cell(st, "r2/private", m == "Untrained"),
+                fmt(st.get("probe/shared/fused")),
+                fmt(st.get("probe/pair/fused")),
+            ]
+            + ([fmt(st.get("logit_scale"))] if scale else [])
+            + [fmt(st.get("seconds"))]
+            for m, st in stats.items()
+        ]
         noise = "0.1 on every modality" if setting == "clean" else "m1 noise 2.0, others 0.1"
         lines += [
             f"### {setting} ({noise})",
@@ -334,89 +770,134 @@ def _synthetic_section(agg, rows_all, out: Path, plots, findings: list[str]) -> 
                     "R@1",
                     "R@1 without m1",
                     "R² shared",
-                    "R² pair",
-                    "R² private",
+                    "R² pair (Δ vs untrained)",
+                    "R² private (Δ vs untrained)",
                     "probe shared",
                     "probe pair",
-                    "train s",
-                ],
+                ]
+                + (["logit scale"] if scale else [])
+                + ["train s"],
                 table,
             ),
             "",
         ]
-    weak, clean = ("synthetic", "weak-anchor"), ("synthetic", "clean")
-    cbw, faw = agg.get((*weak, "CentroBind")), agg.get((*weak, "FixedAnchor(m1)"))
-    cbc, fac = agg.get((*clean, "CentroBind")), agg.get((*clean, "FixedAnchor(m1)"))
-    if cbw and faw:
-        findings.append(
-            f"synthetic, weak anchor m1: R² of the pair factor FixedAnchor(m1) "
-            f"{fmt(_pair_r2(faw), 2)} vs CentroBind {fmt(_pair_r2(cbw), 2)}; R@1 on pairs "
-            f"without m1 {fmt(faw.get('R@1_excl/m1'))} vs {fmt(cbw.get('R@1_excl/m1'))}."
-        )
-    if cbw and faw and cbc and fac:
-        findings.append(
-            f"synthetic, clean -> weak anchor: CentroBind mean R@1 {fmt(cbc['R@1'])} -> "
-            f"{fmt(cbw['R@1'])}, FixedAnchor(m1) {fmt(fac['R@1'])} -> {fmt(faw['R@1'])}."
-        )
-    lw = agg.get((*weak, "CentroBind[learned-w]"))
-    if cbw and lw:
-        w = ", ".join(f"{m} {lw[f'w/{m}'][0]:.2f}" for m in mods if f"w/{m}" in lw)
-        findings.append(
-            f"synthetic, weak anchor: learned centroid weights ({w}) give R@1 without m1 "
-            f"{fmt(lw.get('R@1_excl/m1'))} vs uniform {fmt(cbw.get('R@1_excl/m1'))}."
-        )
-    for setting in ("clean", "weak-anchor"):
-        ap_s, cb_s = (agg.get(("synthetic", setting, m)) for m in ("AllPairs", "CentroBind"))
-        if ap_s and cb_s:
-            lead = "AllPairs" if ap_s["R@1"][0] > cb_s["R@1"][0] else "CentroBind"
-            findings.append(
-                f"synthetic {setting}: AllPairs vs CentroBind mean R@1 {fmt(ap_s['R@1'])} vs "
-                f"{fmt(cb_s['R@1'])} ({lead} ahead); private-factor R² "
-                f"{fmt(_private_r2(ap_s, mods), 2)} vs {fmt(_private_r2(cb_s, mods), 2)}."
+        for metric, label, digits in (
+            ("R@1", "mean R@1", 1),
+            ("R@1_excl/m1", "R@1 on the pairs without m1", 1),
+            ("gain/r2/pair", "pair-factor R² gain over the untrained encoder", 2),
+        ):
+            trained = {m: st for m, st in stats.items() if m not in ("Untrained", "Raw")}
+            f = standing(
+                trained, metric, f"synthetic {setting}, {label}", ref, digits, sign=digits == 2
             )
-    for setting in ("clean", "weak-anchor"):
-        key = ("synthetic", setting)
-        cb_s, un = agg.get((*key, "CentroBind")), agg.get((*key, "Untrained"))
-        if not (cb_s and un):
-            continue
-        parts = [
-            f"CentroBind {fmt(_private_r2(cb_s, mods), 2)}",
-            f"an untrained encoder {fmt(_private_r2(un, mods), 2)}",
-        ]
-        for w in INTRA_WEIGHTS:
-            st = agg.get((*key, f"CentroBind+intra{w}"))
-            if st:
-                parts.append(
-                    f"CentroBind+intra{w} {fmt(_private_r2(st, mods), 2)} (pair R² "
-                    f"{fmt(_pair_r2(st), 2)}, mean R@1 {fmt(st['R@1'])} vs "
-                    f"{fmt(cb_s['R@1'])} without the term)"
+            if f:
+                findings.append(f)
+        if "AllPairs" in stats and ref in stats:
+            ap, cb = stats["AllPairs"], stats[ref]
+            if "gain/r2/private" in ap and "gain/r2/private" in cb:
+                findings.append(
+                    f"synthetic {setting}, private-factor R² gain over the untrained encoder: "
+                    + compare(
+                        "AllPairs", ap["gain/r2/private"], ref, cb["gain/r2/private"], 2
+                    ).sentence(sign=True)
+                    + "."
                 )
-        findings.append(
-            f"synthetic {setting}, intra-modal information (private-factor R²): "
-            + "; ".join(parts)
-            + "."
-        )
-    sweep_methods = _methods(agg, "synthetic", "sweep")
-    if sweep_methods:
-        plots.sweep_plot(rows_all, sweep_methods, out / "synthetic_sweep.png")
-        lines += ["### Sweep of m1's noise level", "", "![sweep](synthetic_sweep.png)", ""]
+        for m, st in stats.items():
+            if not re.fullmatch(re.escape(ref) + r"\+intra[0-9.]+", m) or ref not in stats:
+                continue
+            cb = stats[ref]
+            if "gain/r2/private" in st and "gain/r2/private" in cb:
+                findings.append(
+                    f"synthetic {setting}, {m} ({describe_variant(m, ref)}), private-factor R² "
+                    "gain over the untrained encoder: "
+                    + compare(m, st["gain/r2/private"], ref, cb["gain/r2/private"], 2).sentence(
+                        sign=True
+                    )
+                    + "; its cost in mean R@1: "
+                    + compare(m, st["R@1"], ref, cb["R@1"]).sentence()
+                    + "."
+                )
+        lw = stats.get(f"{ref}[learned-w]")
+        if lw and ref in stats and "R@1_excl/m1" in lw and "R@1_excl/m1" in stats[ref]:
+            w = ", ".join(f"{k[2:]} {v[0]:.2f}" for k, v in lw.items() if k.startswith("w/"))
+            findings.append(
+                f"synthetic {setting}, learned centroid weights ({w}) vs uniform weights, R@1 on "
+                "the pairs without m1: "
+                + compare(
+                    f"{ref}[learned-w]", lw["R@1_excl/m1"], ref, stats[ref]["R@1_excl/m1"]
+                ).sentence()
+                + "."
+            )
+    if len(per_setting) == 2:
+        clean, weak = per_setting["clean"], per_setting["weak-anchor"]
+        moves = [
+            f"{m} {fmt(clean[m]['R@1'])} -> {fmt(weak[m]['R@1'])} "
+            f"({round(weak[m]['R@1'][0], 1) - round(clean[m]['R@1'][0], 1):+.1f})"
+            for m in clean
+            if m in weak
+            and "R@1" in clean[m]
+            and "R@1" in weak[m]
+            and m != "Untrained"
+            and (m == ref or m == "AllPairs" or m.startswith("FixedAnchor("))
+        ]
+        if moves:
+            findings.append("synthetic, clean -> weak anchor, mean R@1: " + "; ".join(moves) + ".")
+
+    sweep = [s for s in _settings(agg, "synthetic") if s.split(" ")[0] == "sweep"]
+    if sweep:
+        levels = sorted(sweep, key=lambda s: float(s.split("=")[-1]) if "=" in s else 0.0)
+        methods: list[str] = []
+        for s in levels:
+            methods += [m for m in _methods(agg, "synthetic", s) if m not in methods]
+        table = [
+            [m] + [fmt(agg.get(("synthetic", s, m), {}).get("R@1_excl/m1")) for s in levels]
+            for m in methods
+        ]
+        plots.sweep_plot(rows_all, methods, out / "synthetic_sweep.png")
+        lines += [
+            "### Sweep of m1's noise level",
+            "",
+            "R@1 on the pairs without m1 (the pairs FixedAnchor(m1) never trains) as m1 gets "
+            "noisier; the spread is over seeds at each level.",
+            "",
+            markdown_table(["method"] + [f"m1 noise {s.split('=')[-1]}" for s in levels], table),
+            "",
+            "![sweep](synthetic_sweep.png)",
+            "",
+        ]
+        for s in levels:
+            f = standing(
+                _stats(agg, "synthetic", s),
+                "R@1_excl/m1",
+                f"synthetic sweep, m1 noise {s.split('=')[-1]}, R@1 on the pairs without m1",
+                ref,
+            )
+            if f:
+                findings.append(f)
     return lines
 
 
-def _missing_section(agg, rows_all, out: Path, plots, findings: list[str]) -> list[str]:
-    settings = sorted({k[1] for k in agg if k[0] == "missing"}, key=lambda s: float(s[2:]))
-    methods = _methods(agg, "missing", settings[0])
+def _missing_section(
+    agg: Agg, rows_all: list[dict[str, Any]], out: Path, plots, findings: list[str], ref: str
+) -> list[str]:
+    def rate(s: str) -> float:
+        try:
+            return float(s.split("=")[-1])
+        except ValueError:
+            return math.inf
+
+    settings = sorted(_settings(agg, "missing"), key=rate)
+    methods: list[str] = []
+    for s in settings:
+        methods += [m for m in _methods(agg, "missing", s) if m not in methods]
     table = [
         [m] + [fmt(agg.get(("missing", s, m), {}).get("R@1")) for s in settings] for m in methods
     ]
     plots.missing_plot(rows_all, methods, out / "missing.png")
-    last = settings[-1]
-    cb, fa = (agg.get(("missing", last, m)) for m in ("CentroBind", "FixedAnchor(pix)"))
-    if cb and fa:
-        findings.append(
-            f"missing modalities ({last}): CentroBind {fmt(cb['R@1'])} R@1 vs "
-            f"FixedAnchor(pix) {fmt(fa['R@1'])}."
-        )
+    for s in settings:
+        f = standing(_stats(agg, "missing", s), "R@1", f"missing modalities ({s}), mean R@1", ref)
+        if f:
+            findings.append(f)
     return [
         "## missing modalities (mfeat, training rows dropped per modality at rate p)",
         "",
