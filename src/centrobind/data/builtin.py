@@ -81,10 +81,11 @@ def load(path_or_builtin: str | os.PathLike[str], **params: Any) -> MultimodalDa
             f"{path_or_builtin}: does not exist (not a dataset folder, and not a builtin: "
             f"{', '.join(BUILTINS)})"
         )
-    unknown = sorted(set(params) - {"mmap"})
+    unknown = sorted(set(params) - {"mmap", "min_modalities"})
     if unknown:
         raise DatasetError(
-            f"{path}: unknown load parameter(s) {', '.join(unknown)} (allowed: mmap)"
+            f"{path}: unknown load parameter(s) {', '.join(unknown)} "
+            "(allowed: mmap, min_modalities)"
         )
     return load_dataset(path, **params)
 

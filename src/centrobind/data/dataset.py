@@ -186,11 +186,12 @@ class MultimodalDataset:
         factors: Mapping[str, Tensor | np.ndarray] | None = None,
         splits: Mapping[str, Tensor | np.ndarray] | None = None,
         name: str | None = None,
+        min_modalities: int = 2,
     ) -> None:
         if not isinstance(features, Mapping):
             raise DatasetError("features: expected a dict modality name -> [N, D] array")
-        if len(features) < 2:
-            raise DatasetError(f"need at least 2 modalities, got {len(features)}")
+        if len(features) < max(min_modalities, 1):
+            raise DatasetError(f"need at least {min_modalities} modalities, got {len(features)}")
         feats: dict[str, Tensor] = {}
         for key, value in features.items():
             if not isinstance(key, str) or not key:

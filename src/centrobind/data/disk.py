@@ -131,8 +131,12 @@ def _meta_order(meta: dict[str, Any], key: str, items: dict[str, Any]) -> dict[s
     return items
 
 
-def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalDataset:
+def load_dataset(
+    path: str | os.PathLike[str], mmap: bool = True, min_modalities: int = 2
+) -> MultimodalDataset:
     """Load a dataset folder (layout in the module docstring).
+
+    ``min_modalities=1`` accepts a folder with one modality (for embedding/search queries).
 
     Arrays are memory-mapped (``mmap=True``) while being checked and converted to tensors.
     """
@@ -156,10 +160,11 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
                 raise DatasetError(f"{p}: not listed in {root / 'meta.json'} 'modalities'")
     else:
         order = list(files)
-    if len(order) < 2:
+    if len(order) < max(min_modalities, 1):
         found = ", ".join(p.name for p in files.values()) or "none"
         raise DatasetError(
-            f"{mod_dir}: need at least 2 modality .npy files, found {len(order)} ({found})"
+            f"{mod_dir}: need at least {min_modalities} modality .npy files, "
+            f"found {len(order)} ({found})"
         )
 
     feats: dict[str, np.ndarray] = {}
@@ -250,6 +255,7 @@ def load_dataset(path: str | os.PathLike[str], mmap: bool = True) -> MultimodalD
             factors=factors,
             splits=splits,
             name=name,
+            min_modalities=min_modalities,
         )
     except DatasetError as e:  # pragma: no cover - everything is checked above
         raise DatasetError(f"{root}: {e}") from None
