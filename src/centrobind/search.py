@@ -72,7 +72,7 @@ def _block_topk(block: Tensor, k: int, offset: int) -> tuple[Tensor, Tensor]:
 
 
 def topk_exact(
-    corpus: Tensor, queries: Tensor, k: int, corpus_chunk: int = 65536, query_chunk: int = 1024
+    corpus: Tensor, queries: Tensor, k: int, corpus_chunk: int = 16384, query_chunk: int = 1024
 ) -> tuple[Tensor, Tensor]:
     """Exact top-``k`` inner products: ``corpus [N, D]``, ``queries [q, D]`` -> ``(scores [q,
     k'], rows [q, k'])`` with ``k' = min(k, N)``, best first, ties by ascending row. Memory: one
@@ -122,7 +122,7 @@ class Index:
         embeddings: np.ndarray | Tensor,
         ids: Sequence[Any] | np.ndarray | None = None,
         backend: str = "exact",
-        corpus_chunk: int = 65536,
+        corpus_chunk: int = 16384,
         query_chunk: int = 1024,
         faiss_index: str = "Flat",
         nprobe: int | None = None,
