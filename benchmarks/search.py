@@ -3,12 +3,12 @@ peak memory of ``centrobind.Index`` (exact chunked torch vs faiss) at 10^5 and 1
 
     python benchmarks/search.py [--threads 1] [--sizes 100000 1000000] [--queries 1000] [--k 10]
 
-Every search configuration runs in a fresh child process (so peak memory is its own):
-``base MB`` = resident memory after the corpus (random unit vectors, D = 64) and the index are
-built; ``peak MB`` = the process's peak resident memory (ru_maxrss) after the search; the
-difference is what the search itself needed. ``recall@k`` compares each backend's ids with the
-exact backend's. ``naive`` = one ``q x N`` matmul + ``torch.topk`` (what the chunked search avoids),
-run only where its ``q x N`` matrix is under 1 GB.
+Every search configuration runs in a fresh child process: ``base MB`` = resident memory once the
+corpus (unit vectors, D = 64) and the index are built; then the high-water mark is reset (Linux
+``/proc/self/clear_refs``) and ``peak MB`` = the high-water mark (VmHWM) after the batch search;
+``search MB`` = the difference, what the search itself needed. ``recall@k`` compares each
+backend's ids with the exact backend's. ``naive`` = one ``q x N`` matmul + ``torch.topk`` (what
+the chunked search avoids), run only where its ``q x N`` matrix is under 1 GB.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np, torch
 n, d, q, k, threads, kind, opt, out, data = sys.argv[1:10]
 n, d, q, k, threads = int(n), int(d), int(q), int(k), int(threads)
@@ -44,7 +44,11 @@ else:
     fac, _, nprobe = opt.partition("@")
     index = Index(corpus, backend="faiss", faiss_index=fac, nprobe=int(nprobe) if nprobe else None)
 build = time.perf_counter() - t
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def status(key):  # resident memory (VmRSS) or its high-water mark since the reset (VmHWM), MB
+    line = next(x for x in open("/proc/self/status") if x.startswith(key))
+    return int(line.split()[1]) / 1024
+open("/proc/self/clear_refs", "w").write("5")  # reset the high-water mark to the current RSS
+base = status("VmRSS")
 times = []
 for _ in range(2):
     t = time.perf_counter()
@@ -53,7 +57,7 @@ for _ in range(2):
     else:
         _, ids = index.search(queries, k)
     times.append(time.perf_counter() - t)
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+peak = status("VmHWM")
 t = time.perf_counter()
 for i in range(5):  # one query at a time: interactive latency
     if kind == "naive":

@@ -389,6 +389,23 @@ def test_search_cli_errors(featurized, trained, capsys):
             "-k must be",
         ),
     ]
+    cases.append(
+        (
+            [
+                "--run",
+                str(plain_run),
+                "--corpus",
+                str(root / "nope"),
+                "--target",
+                "m1",
+                "--query-data",
+                str(plain_data),
+                "--query-modality",
+                "m1",
+            ],
+            "does not exist",
+        )
+    )
     for argv, msg in cases:
         assert main(["search", *argv]) == 2
         err = capsys.readouterr().err

@@ -205,7 +205,7 @@ class Model:
                 featurized dataset, raw items: a list of texts / file paths (a single string is
                 one item).
             batch_size: rows per forward pass.
-            device: run the encoder there for this call (default: the model's device).
+            device: move the model there first (default: stay on :attr:`device`).
             convert_to_tensor: return a CPU torch tensor instead of numpy.
 
         Returns:
@@ -264,7 +264,8 @@ class Model:
         """
         self._check_modality(modality)
         if isinstance(corpus, (MultimodalDataset, os.PathLike)) or (
-            isinstance(corpus, str) and (corpus in BUILTINS or Path(corpus).is_dir())
+            isinstance(corpus, str)
+            and (corpus in BUILTINS or Path(corpus).is_dir() or modality not in self.featurizers)
         ):
             ds = load_corpus(corpus)
             if modality not in ds.modalities:
@@ -364,7 +365,8 @@ def search_corpus(
             rows = qds.present(query_modality).cpu().nonzero().squeeze(1)
             labels = [f"row {int(r)} ({query_modality})" for r in rows]
             qz = model.encode(query_modality, qds.features[query_modality].cpu()[rows])
-        index = model.index(corpus, modality=target)
+        corpus_ds = load_corpus(corpus)
+        index = model.index(corpus_ds, modality=target)
     except ValueError as e:
         raise CentrobindError(" ".join(str(e).split())) from None
     scores, ids = index.search(qz, k)
