@@ -52,6 +52,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def load_corpus(data: str | os.PathLike[str] | MultimodalDataset) -> MultimodalDataset:
     """A dataset for embedding or search: a builtin name, or a folder with >= 1 modality."""
+    if isinstance(data, os.PathLike):
+        data = Path(data)
     return _as_dataset(data, min_modalities=1)
 
 
@@ -274,8 +276,8 @@ class Model:
             z = self._embed(modality, ds.features[modality].cpu().float()[rows], batch_size)
             row_ids = rows.numpy() if ids is None else np.asarray(ids)[rows.numpy()]
             return Index(z.numpy(), ids=row_ids, backend=backend, **backend_options)
-        z = self.encode(modality, corpus, batch_size=batch_size)
-        return Index(z, ids=ids, backend=backend, **backend_options)
+        emb = self.encode(modality, corpus, batch_size=batch_size)
+        return Index(emb, ids=ids, backend=backend, **backend_options)
 
 
 def _featurizers(run: Run) -> dict[str, dict[str, Any]] | None:
@@ -297,7 +299,7 @@ def load(run_dir: str | os.PathLike[str], device: str | torch.device = "auto") -
     Weights are mapped to ``device`` (``"auto"``: cuda when available, else cpu), so a run
     trained on a GPU loads on a CPU-only machine.
     """
-    return Model(load_run(run_dir), device=device)
+    return Model(load_run(Path(run_dir)), device=device)
 
 
 def _items(corpus: Any, modality: str) -> list[str | None] | None:
