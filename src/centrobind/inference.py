@@ -261,8 +261,10 @@ class Model:
         """A search :class:`~centrobind.search.Index` over ``corpus`` embedded as ``modality``.
 
         ``corpus`` is a dataset (folder, builtin name or :class:`MultimodalDataset`): its rows
-        where ``modality`` is present are indexed, with their row numbers as ids; or input
-        features ``[N, D_m]`` / raw items for :meth:`encode` (ids default to ``0..N-1``).
+        where ``modality`` is present are indexed, with their row numbers as ids (or
+        ``ids[row]`` when ``ids`` gives one id per dataset row); or input features ``[N, D_m]`` /
+        raw items for :meth:`encode` (ids default to ``0..N-1``). ``backend`` and
+        ``backend_options`` go to :class:`~centrobind.search.Index`.
         """
         self._check_modality(modality)
         if isinstance(corpus, (MultimodalDataset, os.PathLike)) or (
