@@ -65,7 +65,7 @@ def test_train_evaluate_embed(data_dir, tmp_path, capsys):
     emb = tmp_path / "emb.npz"
     assert main(["embed", "--run", str(out), "--data", str(data_dir), "--out", str(emb)]) == 0
     arrays = np.load(emb)
-    assert set(arrays.files) == {"m1", "m2", "m3", "fused"}
+    assert set(arrays.files) == {"m1", "m2", "m3", "fused.mean"}
     assert arrays["m1"].shape == (200, 64)
     # missing rows are NaN, present rows unit norm
     assert np.isnan(arrays["m1"]).all(1).sum() > 0

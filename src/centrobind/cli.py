@@ -122,6 +122,26 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .inference import format_hits, load, search_corpus
+
+    results = search_corpus(
+        load(args.run),
+        args.corpus,
+        args.target,
+        k=args.k,
+        queries=args.query,
+        query_data=args.query_data,
+        query_modality=args.query_modality,
+    )
+    if args.json:
+        for res in results:
+            print(json.dumps(res["hits"], ensure_ascii=False))
+    else:
+        print(format_hits(results))
+    return 0
+
+
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
@@ -193,9 +213,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = verb("embed", "embed a dataset with a trained run into an .npz")
     s.add_argument("--run", required=True)
-    s.add_argument("--data", required=True)
-    s.add_argument("--out", required=True, help="output .npz")
+    s.add_argument("--data", required=True, help="dataset with any of the run's modalities")
+    s.add_argument("--out", required=True, help="output .npz (fused embedding: 'fused.mean')")
     s.set_defaults(func=_cmd_embed)
+
+    s = verb("search", "top-k search of queries against a corpus with a run")
+    s.add_argument("--run", required=True)
+    s.add_argument("--corpus", required=True, help="dataset folder or builtin to search in")
+    s.add_argument("--target", required=True, metavar="MODALITY", help="corpus modality")
+    q = s.add_mutually_exclusive_group(required=True)
+    q.add_argument("--query", nargs="+", metavar="TEXT", help="raw text queries")
+    q.add_argument("--query-data", metavar="DATASET", help="dataset whose rows are the queries")
+    s.add_argument("--query-modality", metavar="MODALITY")
+    s.add_argument("-k", type=int, default=10, help="hits per query")
+    s.add_argument("--json", action="store_true", help="one JSON list of hits per query")
+    s.set_defaults(func=_cmd_search)
+
 
     s = verb("benchmark", "compare objectives on the bundled data; writes a report")
     s.add_argument(

@@ -119,7 +119,11 @@ class Binder(nn.Module):
 
     @torch.no_grad()
     def embed(self, modality: str, x: Tensor, batch_size: int = 8192) -> Tensor:
-        """Inference embedding ``[N, D_m] -> [N, D]`` in eval mode, batched, no grad."""
+        """Inference embedding ``[N, D_m] -> [N, D]`` in eval mode, batched, no grad.
+
+        Low-level: ``x`` must already be standardised as in training. To embed raw features
+        (or raw items) of a trained run, use ``centrobind.load(run_dir).encode(modality, x)``.
+        """
         was_training = self.training
         self.eval()
         try:

@@ -35,7 +35,7 @@ from .checkpoint import (
     unprefixed,
 )
 from .config import TrainConfig
-from .data import MultimodalDataset, Standardizer, load
+from .data import BUILTINS, MultimodalDataset, Standardizer, load
 from .errors import CentrobindError, ConfigError
 from .eval import evaluate, fused_embedding, to_builtin
 from .models import Binder
@@ -57,6 +57,9 @@ __all__ = [
     "load_run",
     "evaluate_run",
     "embed_run",
+    "embed_features",
+    "embed_dataset",
+    "FUSED_KEY",
     "read_config_file",
 ]
 
@@ -103,8 +106,12 @@ class Trained:
     result: FitResult | None
 
 
-def _as_dataset(data: str | Path | MultimodalDataset) -> MultimodalDataset:
-    return data if isinstance(data, MultimodalDataset) else load(str(data))
+def _as_dataset(data: str | Path | MultimodalDataset, min_modalities: int = 2) -> MultimodalDataset:
+    if isinstance(data, MultimodalDataset):
+        return data
+    if min_modalities != 2 and str(data) not in BUILTINS:
+        return load(str(data), min_modalities=min_modalities)
+    return load(str(data))
 
 
 def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
@@ -357,8 +364,16 @@ def load_run(path: str | Path) -> Run:
     return Run(path, cfg, binder, std, _load_splits(path), meta)
 
 
-def _check_modalities(run: Run, ds: MultimodalDataset) -> None:
-    for m in run.binder.modalities:
+def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> None:
+    """The data has every modality of the run (``subset``: only run modalities, >= 1)."""
+    if subset:
+        extra = [m for m in ds.modalities if m not in run.binder.dims]
+        if extra:
+            raise CentrobindError(
+                f"the data has modalities {extra} that the run was not trained on "
+                f"(run: {run.binder.modalities}, data: {ds.modalities})"
+            )
+    for m in run.binder.modalities if not subset else ds.modalities:
         if m not in ds.features:
             raise CentrobindError(
                 f"dataset lacks modality {m!r} the run was trained on "
@@ -424,22 +439,59 @@ def evaluate_run(
     return metrics
 
 
+#: Key of the fused embedding in the ``.npz`` that :func:`embed_run` writes. It contains a ``.``,
+#: which no modality name may (see :func:`build_binder`), so it never collides with a modality.
+FUSED_KEY = "fused.mean"
+
+
+@torch.no_grad()
+def embed_features(run: Run, modality: str, x: Tensor, batch_size: int = 8192) -> Tensor:
+    """Input features as stored in the data, ``[N, D_m]`` -> float32 ``[N, D]`` on CPU: the run's
+    standardisation, then :meth:`Binder.embed` (eval mode), batch by batch. The single code path
+    of ``centrobind embed`` and ``centrobind.load(...).encode``."""
+    std = run.standardizer
+    out = []
+    for i in range(0, x.shape[0], batch_size):
+        xb = x[i : i + batch_size].float()
+        out.append(run.binder.embed(modality, std.transform(modality, xb) if std else xb))
+    return torch.cat(out) if out else torch.empty(0, run.binder.embed_dim)
+
+
+def embed_dataset(
+    run: Run, ds: MultimodalDataset, batch_size: int = 8192
+) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+    """Embed each modality ``ds`` holds (any non-empty subset of the run's, in run order).
+
+    Returns ``(emb, masks, fused)``: ``emb[m]`` float32 ``[N, D]`` with NaN rows where ``m`` is
+    missing, ``masks[m]`` bool ``[N]``, ``fused`` ``[N, D]`` the normalised mean of each row's
+    present modalities.
+    """
+    _check_modalities(run, ds, subset=True)
+    mods = [m for m in run.binder.modalities if m in ds.modalities]
+    emb, masks = {}, {}
+    for m in mods:
+        masks[m] = ds.present(m).cpu()
+        emb[m] = embed_features(run, m, ds.features[m].cpu(), batch_size)
+        emb[m][~masks[m]] = float("nan")
+    fused = fused_embedding(emb, torch.stack([masks[m] for m in mods]))
+    return emb, masks, fused.float()
+
+
 def embed_run(
     path: str | Path, data: str | Path | MultimodalDataset, out: str | Path
 ) -> dict[str, np.ndarray]:
-    """Embed every row of ``data`` with a trained run; writes ``out`` (.npz): one ``[N, D]``
-    float32 array per modality (NaN rows where the modality is missing) plus ``fused``."""
-    run = load_run(path)
-    ds = _as_dataset(data)
-    _check_modalities(run, ds)
-    ds = run.standardizer.apply(ds) if run.standardizer is not None else ds
-    emb = run.binder.embed_all(ds)
-    mods = run.binder.modalities
-    fused = fused_embedding(emb, modality_mask(ds, mods))
-    arrays = {m: emb[m].numpy().astype(np.float32) for m in mods}
-    arrays["fused"] = fused.numpy().astype(np.float32)
+    """Embed every row of ``data`` (a dataset holding any non-empty subset of the run's
+    modalities) with a trained run; writes ``out`` (``.npz``): one ``[N, D]`` float32 array per
+    modality the data holds (NaN rows where it is missing) plus the fused embedding under
+    :data:`FUSED_KEY` (``"fused.mean"``)."""
     out = Path(out)
     if out.is_dir():
         raise CentrobindError(f"{out} is a folder; give the output .npz file name")
-    atomic_write(out, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
+    if out.suffix != ".npz":
+        raise CentrobindError(f"{out}: the output must be a .npz file")
+    run = load_run(path)
+    emb, _, fused = embed_dataset(run, _as_dataset(data, min_modalities=1))
+    arrays = {m: e.numpy() for m, e in emb.items()}
+    arrays[FUSED_KEY] = fused.numpy()
+    atomic_write(out, lambda f: np.savez(f, **arrays))
     return arrays

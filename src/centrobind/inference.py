@@ -1,0 +1,410 @@
+"""Use a trained space: ``centrobind.load(run_dir)`` -> encode features or raw items, then search.
+
+Two ways to embed, on purpose:
+
+- :meth:`Model.encode` (this module) is the user-facing one. It takes a modality's *raw input
+  features* ``[n, D_m]`` (numpy or torch, float32/float64) exactly as they are stored in the
+  dataset, applies the run's standardisation, runs the encoder in eval mode in batches and returns
+  L2-normalised float32 ``[n, D]``. For a run trained on a featurized dataset it also takes the raw
+  items (a list of texts, or of image/audio file paths) and runs the recorded featurizer first.
+  It gives exactly what ``centrobind embed`` writes.
+- :meth:`centrobind.models.Binder.embed` is the low-level module method: it expects features that
+  are *already standardised* (as the training loop feeds them) and does no checking. Calling it on
+  raw features gives wrong vectors without a warning.
+
+Example:
+    >>> model = centrobind.load("runs/cb")                         # doctest: +SKIP
+    >>> z = model.encode("fac", x_fac)                             # [n, D] float32, unit rows
+    >>> index = model.index("mfeat", modality="pix")               # corpus rows of pix
+    >>> scores, ids = index.search(z, k=5)                         # [n, 5], [n, 5]
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .data import BUILTINS, MultimodalDataset
+from .errors import CentrobindError
+from .runs import FUSED_KEY, Run, _as_dataset, embed_dataset, embed_features, load_run
+from .search import Index
+
+__all__ = ["Model", "DatasetEmbeddings", "load", "load_corpus", "FUSED_KEY"]
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CentrobindError(f"device {device!r} requested but CUDA is not available")
+    return dev
+
+
+def load_corpus(data: str | os.PathLike[str] | MultimodalDataset) -> MultimodalDataset:
+    """A dataset for embedding or search: a builtin name, or a folder with >= 1 modality."""
+    if isinstance(data, os.PathLike):
+        data = Path(data)
+    return _as_dataset(data, min_modalities=1)
+
+
+@dataclass
+class DatasetEmbeddings:
+    """What :meth:`Model.encode_dataset` returns.
+
+    ``embeddings[m]``: float32 ``[N, D]`` for each modality the dataset holds (in run order),
+    L2-normalised, NaN rows where the modality is missing; ``masks[m]``: bool ``[N]`` (True =
+    present); ``fused``: float32 ``[N, D]``, the L2-normalised mean of each row's present
+    modalities.
+    """
+
+    embeddings: dict[str, np.ndarray]
+    masks: dict[str, np.ndarray]
+    fused: np.ndarray
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.embeddings)
+
+    def __getitem__(self, modality: str) -> np.ndarray:
+        return self.embeddings[modality]
+
+
+class Model:
+    """A trained run ready for inference (build it with :func:`load`).
+
+    Attributes:
+        modalities: the run's modality names (model order).
+        dims: modality -> input feature width ``D_m``.
+        embed_dim: ``D`` of the shared space.
+        featurizers: modality -> featurizer entry (``{"spec", "kind", "version", "dim", ...}``)
+            for a run trained on a featurized dataset, else ``{}``.
+        device: where the encoders run.
+        run: the underlying :class:`~centrobind.runs.Run` (binder, standardizer, config).
+    """
+
+    def __init__(self, run: Run, device: str | torch.device = "auto") -> None:
+        self.run = run
+        self.device = resolve_device(device)
+        self.binder = run.binder.to(self.device).eval()
+        self.standardizer = run.standardizer
+        self.modalities: list[str] = list(run.binder.modalities)
+        self.dims: dict[str, int] = dict(run.binder.dims)
+        self.embed_dim: int = int(run.binder.embed_dim)
+        self.featurizers: dict[str, dict[str, Any]] = dict(_featurizers(run) or {})
+        self._encoders: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        dims = ", ".join(f"{m}={d}" for m, d in self.dims.items())
+        return f"centrobind.Model({self.run.path}, modalities=[{dims}], D={self.embed_dim})"
+
+    # -- encoding ------------------------------------------------------------------------------
+
+    def _check_modality(self, modality: str) -> None:
+        if modality not in self.dims:
+            raise ValueError(f"unknown modality {modality!r}; this run has {self.modalities}")
+
+    def featurize(self, modality: str, items: Sequence[str]) -> np.ndarray:
+        """Raw items (texts, or image/audio file paths) -> input features ``[n, D_m]`` with the
+        featurizer the run's training data was made with."""
+        self._check_modality(modality)
+        entry = self.featurizers.get(modality)
+        if entry is None:
+            raise ValueError(
+                f"modality {modality!r}: this run was not trained on featurized data for it, so "
+                f"it takes input features [n, {self.dims[modality]}], not raw items"
+            )
+        bad = [i for i, it in enumerate(items) if not isinstance(it, str)]
+        if bad:
+            raise ValueError(
+                f"modality {modality!r}: raw items must be strings (texts or file paths); "
+                f"item {bad[0]} is {type(items[bad[0]]).__name__}"
+            )
+        items = list(items)
+        if entry.get("kind") in ("image", "audio"):
+            items = [os.path.abspath(os.path.expanduser(p)) for p in items]
+        if modality not in self._encoders:
+            from .featurize import encoder_from_meta
+
+            dev = "cuda" if self.device.type == "cuda" else "cpu"
+            self._encoders[modality] = encoder_from_meta(entry, device=dev)
+        feats = np.asarray(self._encoders[modality].encode(items), dtype=np.float32)
+        if feats.ndim != 2 or feats.shape != (len(items), self.dims[modality]):
+            raise ValueError(
+                f"modality {modality!r}: featurizer {entry.get('spec')!r} returned shape "
+                f"{feats.shape}, the run expects [{len(items)}, {self.dims[modality]}]"
+            )
+        return feats
+
+    def _features(self, modality: str, x: Any) -> Tensor:
+        """Raw items or an ``[n, D_m]`` array -> checked float32 tensor ``[n, D_m]`` (CPU)."""
+        if isinstance(x, str):
+            x = [x]
+        if isinstance(x, (list, tuple)) and (len(x) == 0 or isinstance(x[0], str)):
+            if len(x) == 0:
+                return torch.empty(0, self.dims[modality])
+            x = self.featurize(modality, x)
+        if isinstance(x, Tensor):
+            t = x.detach()
+        else:
+            arr = np.asarray(x)
+            if arr.dtype.kind not in "biuf":
+                raise ValueError(
+                    f"modality {modality!r}: expected a numeric array [n, {self.dims[modality]}] "
+                    f"(or a list of raw items), got dtype {arr.dtype}"
+                )
+            t = torch.from_numpy(np.ascontiguousarray(arr))
+        if t.is_complex() or t.dtype == torch.bool:
+            raise ValueError(f"modality {modality!r}: expected real numbers, got {t.dtype}")
+        if t.dim() != 2:
+            raise ValueError(
+                f"modality {modality!r}: expected a 2-D array [n, {self.dims[modality]}], "
+                f"got shape {tuple(t.shape)}"
+            )
+        if t.shape[1] != self.dims[modality]:
+            raise ValueError(
+                f"modality {modality!r}: expected {self.dims[modality]} features per row, "
+                f"got {t.shape[1]}"
+            )
+        t = t.to(device="cpu", dtype=torch.float32)
+        finite = torch.isfinite(t).all(dim=1)
+        if not bool(finite.all()):
+            row = int((~finite).nonzero()[0, 0])
+            raise ValueError(
+                f"modality {modality!r}: row {row} has NaN/inf; drop missing rows before encoding"
+            )
+        return t
+
+    def _embed(self, modality: str, t: Tensor, batch_size: int) -> Tensor:
+        """Checked float32 ``[n, D_m]`` (CPU) -> float32 ``[n, D]`` (CPU)."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        return embed_features(self.run, modality, t, batch_size)
+
+    def encode(
+        self,
+        modality: str,
+        x: np.ndarray | Tensor | Sequence[str] | str,
+        batch_size: int = 4096,
+        device: str | torch.device | None = None,
+        convert_to_tensor: bool = False,
+    ) -> np.ndarray | Tensor:
+        """Embed inputs of one modality into the shared space.
+
+        Args:
+            modality: one of :attr:`modalities`.
+            x: input features ``[n, D_m]`` (numpy or torch, float32/float64, as stored in the
+                dataset; the run's standardisation is applied here), or, for a run trained on a
+                featurized dataset, raw items: a list of texts / file paths (a single string is
+                one item).
+            batch_size: rows per forward pass.
+            device: move the model there first (default: stay on :attr:`device`).
+            convert_to_tensor: return a CPU torch tensor instead of numpy.
+
+        Returns:
+            float32 ``[n, D]``, unit-norm rows.
+
+        Raises:
+            ValueError: unknown modality, wrong width or ndim, NaN/inf rows, raw items for a
+                run without a featurizer for ``modality``.
+        """
+        self._check_modality(modality)
+        t = self._features(modality, x)
+        if device is not None and resolve_device(device) != self.device:
+            self.to(device)
+        z = self._embed(modality, t, batch_size)
+        return z if convert_to_tensor else z.numpy()
+
+    def to(self, device: str | torch.device) -> Model:
+        """Move the encoders to ``device`` (in place); returns self."""
+        self.device = resolve_device(device)
+        self.binder.to(self.device)
+        self._encoders.clear()
+        return self
+
+    def encode_dataset(
+        self, data: str | os.PathLike[str] | MultimodalDataset, batch_size: int = 4096
+    ) -> DatasetEmbeddings:
+        """Embed every row of a dataset that holds any non-empty subset of the run's modalities
+        (a folder path, a builtin name, or a :class:`MultimodalDataset` of input features).
+
+        Modalities of the dataset that the run does not know are an error; so is a width that
+        differs from the run's.
+        """
+        emb, masks, fused = embed_dataset(self.run, load_corpus(data), batch_size)
+        return DatasetEmbeddings(
+            {m: e.numpy() for m, e in emb.items()},
+            {m: k.numpy() for m, k in masks.items()},
+            fused.numpy(),
+        )
+
+    # -- search --------------------------------------------------------------------------------
+
+    def index(
+        self,
+        corpus: str | os.PathLike[str] | MultimodalDataset | np.ndarray | Tensor | Sequence[str],
+        modality: str,
+        ids: Sequence[Any] | np.ndarray | None = None,
+        backend: str = "exact",
+        batch_size: int = 4096,
+        **backend_options: Any,
+    ) -> Index:
+        """A search :class:`~centrobind.search.Index` over ``corpus`` embedded as ``modality``.
+
+        ``corpus`` is a dataset (folder, builtin name or :class:`MultimodalDataset`): its rows
+        where ``modality`` is present are indexed, with their row numbers as ids (or
+        ``ids[row]`` when ``ids`` gives one id per dataset row); or input features ``[N, D_m]`` /
+        raw items for :meth:`encode` (ids default to ``0..N-1``). ``backend`` and
+        ``backend_options`` go to :class:`~centrobind.search.Index`.
+        """
+        self._check_modality(modality)
+        if isinstance(corpus, (MultimodalDataset, os.PathLike)) or (
+            isinstance(corpus, str)
+            and (corpus in BUILTINS or Path(corpus).is_dir() or modality not in self.featurizers)
+        ):
+            ds = load_corpus(corpus)
+            if modality not in ds.modalities:
+                raise CentrobindError(f"the corpus has no modality {modality!r} ({ds.modalities})")
+            rows = ds.present(modality).cpu().nonzero().squeeze(1)
+            z = self._embed(modality, ds.features[modality].cpu().float()[rows], batch_size)
+            row_ids = rows.numpy() if ids is None else np.asarray(ids)[rows.numpy()]
+            return Index(z.numpy(), ids=row_ids, backend=backend, **backend_options)
+        emb = self.encode(modality, corpus, batch_size=batch_size)
+        return Index(emb, ids=ids, backend=backend, **backend_options)
+
+
+def _featurizers(run: Run) -> dict[str, dict[str, Any]] | None:
+    """``run.json["featurizers"]`` (written by ``train_run`` for featurized data), else None."""
+    found = run.meta.get("featurizers")
+    if found is None:
+        path = Path(run.path) / "run.json"
+        if path.is_file():
+            try:
+                found = json.loads(path.read_text()).get("featurizers")
+            except (json.JSONDecodeError, OSError, AttributeError):
+                found = None
+    return found if isinstance(found, dict) else None
+
+
+def load(run_dir: str | os.PathLike[str], device: str | torch.device = "auto") -> Model:
+    """Load a run folder for inference: binder, standardisation, modalities, featurizers.
+
+    Weights are mapped to ``device`` (``"auto"``: cuda when available, else cpu), so a run
+    trained on a GPU loads on a CPU-only machine.
+    """
+    return Model(load_run(Path(run_dir)), device=device)
+
+
+def _items(corpus: Any, modality: str) -> list[str | None] | None:
+    """The corpus's raw items (texts / file paths) for ``modality`` where it has them."""
+    if isinstance(corpus, MultimodalDataset) or not Path(str(corpus)).is_dir():
+        return None
+    try:
+        from .featurize import read_items
+    except ImportError:  # the featurize package is not installed in this build
+        return None
+    return read_items(corpus, modality)
+
+
+def search_corpus(
+    model: Model,
+    corpus: str | os.PathLike[str] | MultimodalDataset,
+    target: str,
+    k: int = 10,
+    queries: Sequence[str] | None = None,
+    query_data: str | os.PathLike[str] | MultimodalDataset | None = None,
+    query_modality: str | None = None,
+) -> list[dict[str, Any]]:
+    """What ``centrobind search`` does: embed the corpus rows that have ``target``, embed the
+    queries (raw texts, or the rows of ``query_data`` that have ``query_modality``), search.
+
+    Returns one ``{"query": str, "hits": [{"id": row, "score": s[, "item": raw item]}]}`` per
+    query. Raises :class:`CentrobindError` (one line) for bad input.
+    """
+    if (queries is None) == (query_data is None):
+        raise CentrobindError("give either --query TEXT... or --query-data DATASET")
+    if not isinstance(k, int) or k < 1:
+        raise CentrobindError(f"-k must be a positive integer, got {k}")
+    try:
+        if queries is not None:
+            text = [m for m, e in model.featurizers.items() if e.get("kind") == "text"]
+            if query_modality is None:
+                if not text:
+                    raise CentrobindError(
+                        "a raw text query needs a run trained on featurized data with a text "
+                        f"modality; this run has none ({', '.join(model.modalities)}); use "
+                        "--query-data DATASET --query-modality MODALITY"
+                    )
+                if len(text) > 1:
+                    raise CentrobindError(
+                        f"the run has several text modalities ({', '.join(text)}); choose one "
+                        "with --query-modality"
+                    )
+                query_modality = text[0]
+            elif query_modality not in text:
+                raise CentrobindError(
+                    f"--query-modality {query_modality!r} is not a featurized text modality of "
+                    f"this run (text modalities: {', '.join(text) or 'none'})"
+                )
+            labels = [repr(q) for q in queries]
+            qz = model.encode(query_modality, list(queries))
+        else:
+            if query_modality is None:
+                raise CentrobindError("--query-data needs --query-modality MODALITY")
+            model._check_modality(query_modality)
+            qds = load_corpus(query_data)  # type: ignore[arg-type]
+            if query_modality not in qds.modalities:
+                raise CentrobindError(
+                    f"the query data has no modality {query_modality!r} ({qds.modalities})"
+                )
+            rows = qds.present(query_modality).cpu().nonzero().squeeze(1)
+            labels = [f"row {int(r)} ({query_modality})" for r in rows]
+            qz = model.encode(query_modality, qds.features[query_modality].cpu()[rows])
+        corpus_ds = load_corpus(corpus)
+        index = model.index(corpus_ds, modality=target)
+    except ValueError as e:
+        raise CentrobindError(" ".join(str(e).split())) from None
+    scores, ids = index.search(qz, k)
+    items = _items(corpus, target)
+    out = []
+    for label, srow, irow in zip(labels, scores, ids, strict=True):
+        hits = []
+        for s, i in zip(srow.tolist(), irow.tolist(), strict=True):
+            hit: dict[str, Any] = {"id": int(i), "score": round(float(s), 6)}
+            if items is not None and items[i] is not None:
+                hit["item"] = items[i]
+            hits.append(hit)
+        out.append({"query": label, "hits": hits})
+    return out
+
+
+def format_hits(results: list[dict[str, Any]], width: int = 80) -> str:
+    """Human-readable tables of :func:`search_corpus` results."""
+    lines: list[str] = []
+    for n, res in enumerate(results):
+        if n:
+            lines.append("")
+        lines.append(f"query {n}: {res['query']}")
+        rows = [["rank", "id", "score", "item"]]
+        for r, h in enumerate(res["hits"], 1):
+            item = " ".join(str(h.get("item", "")).split())
+            item = item if len(item) <= width else item[: width - 3] + "..."
+            rows.append([str(r), str(h["id"]), f"{h['score']:.4f}", item])
+        if not any(row[3] for row in rows[1:]):
+            rows = [row[:3] for row in rows]
+        widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+        for row in rows:
+            cells = [
+                c.rjust(w) if j < 3 else c for j, (c, w) in enumerate(zip(row, widths, strict=True))
+            ]
+            lines.append("  " + "  ".join(cells).rstrip())
+    return "\n".join(lines)
