@@ -17,8 +17,9 @@ DEFAULT_SHIFT_RANGE = dict(infonce_module.SAFE_SHIFT_RANGE)
 def exp_path(request, monkeypatch):
     """Run every test through both exponentiation paths of the fused kernel."""
     if request.param == "per_row_col_max":
-        monkeypatch.setattr(infonce_module, "SAFE_SHIFT_RANGE",
-                            {torch.float64: -1e30, torch.float32: -1e30})
+        monkeypatch.setattr(
+            infonce_module, "SAFE_SHIFT_RANGE", {torch.float64: -1e30, torch.float32: -1e30}
+        )
     return request.param
 
 
@@ -61,8 +62,12 @@ def test_kernel_matches_reference(T, N, D, masked, broadcast_a):
 def test_chunked_equals_unchunked(chunk, masked):
     a, b, s = inputs(3, 12, 5, seed=1)
     v = rand_valid(3, 12, seed=1) if masked else None
-    check(symmetric_infonce(a, b, s, v, chunk_size=chunk), symmetric_infonce(a, b, s, v),
-          [a, b, s], atol=1e-12)
+    check(
+        symmetric_infonce(a, b, s, v, chunk_size=chunk),
+        symmetric_infonce(a, b, s, v),
+        [a, b, s],
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("chunk", [None, 5])
@@ -79,7 +84,7 @@ def test_masked_equals_explicit_subset():
     out = symmetric_infonce(a, b, s, v, chunk_size=3)
     for t in range(3):
         idx = v[t].nonzero().squeeze(1)
-        sub = symmetric_infonce(a[t:t + 1, idx], b[t:t + 1, idx], s)
+        sub = symmetric_infonce(a[t : t + 1, idx], b[t : t + 1, idx], s)
         torch.testing.assert_close(out[t], sub[0], atol=1e-12, rtol=0)
     # gradients of absent rows are exactly zero
     ga, gb = torch.autograd.grad(out.sum(), [a, b])
@@ -106,8 +111,9 @@ def test_float_logit_scale_and_partial_requires_grad():
         ss = torch.tensor(3.0, dtype=DT, requires_grad=True)
         params = [p for p in (x, y) if p.requires_grad] + [ss]
         for chunk in (None, 3):
-            check(symmetric_infonce(x, y, ss, chunk_size=chunk), nce_sym_reference(x, y, ss),
-                  params)
+            check(
+                symmetric_infonce(x, y, ss, chunk_size=chunk), nce_sym_reference(x, y, ss), params
+            )
 
 
 def test_no_grad_mode_and_detached_inputs():
@@ -158,8 +164,7 @@ def test_input_validation():
 @pytest.mark.parametrize("chunk", [None, 2, 5])
 @pytest.mark.parametrize("masked", [False, True])
 @pytest.mark.parametrize("broadcast_a", [False, True])
-def test_rank_shares_with_gathered_columns_average_to_the_whole_batch(chunk, masked,
-                                                                      broadcast_a):
+def test_rank_shares_with_gathered_columns_average_to_the_whole_batch(chunk, masked, broadcast_a):
     """W ranks of n rows each, scored against the whole batch as gathered columns: the mean of
     the shares equals the single-process loss, and their summed gradient is W times its
     gradient (what the all-reduce of the gather hands back to each rank)."""
@@ -167,13 +172,14 @@ def test_rank_shares_with_gathered_columns_average_to_the_whole_batch(chunk, mas
     a, b, s = inputs(T, W * n, 5, seed=12, broadcast_a=broadcast_a)
     v = rand_valid(T, W * n, seed=12, p=0.7) if masked else None
     if v is not None:
-        v[:, n:n + 1] = False  # a rank with a row absent from every term
+        v[:, n : n + 1] = False  # a rank with a row absent from every term
     shares = []
     for r in range(W):
         sl = slice(r * n, (r + 1) * n)
         cols = Columns(a, b, v, r * n, W)
-        shares.append(symmetric_infonce(a[:, sl], b[:, sl], s, None if v is None else v[:, sl],
-                                        chunk, cols))
+        shares.append(
+            symmetric_infonce(a[:, sl], b[:, sl], s, None if v is None else v[:, sl], chunk, cols)
+        )
     out = torch.stack(shares).mean(0)
     check(out, nce_sym_reference(a, b, s, v), [a, b, s])
 
@@ -201,8 +207,11 @@ def test_common_shift_is_used_only_when_safe(monkeypatch):
     monkeypatch.setattr(infonce_module, "SAFE_SHIFT_RANGE", DEFAULT_SHIFT_RANGE)
     calls = []
     real = infonce_module._full
-    monkeypatch.setattr(infonce_module, "_full",
-                        lambda L, c, *args: calls.append(c is not None) or real(L, c, *args))
+    monkeypatch.setattr(
+        infonce_module,
+        "_full",
+        lambda L, c, *args: calls.append(c is not None) or real(L, c, *args),
+    )
     a, b, _ = inputs(1, 32, 8, seed=11, dtype=torch.float32)
     symmetric_infonce(a, b, 1 / 0.07)  # |L| <= 14.3: safe
     assert calls == [True]

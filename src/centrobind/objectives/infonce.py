@@ -108,7 +108,6 @@ def _check_pair(a: Tensor, b: Tensor, name_a: str = "a", name_b: str = "b") -> i
     return max(Ta, Tb)
 
 
-
 # ----------------------------------------------------------------------------------------------
 # the kernel: this rank's rows against the columns (on one rank, the rows themselves)
 
@@ -152,13 +151,14 @@ def _sub_positives(P: Tensor, r0: int, p: Tensor | None, val: float) -> None:
     """``P[i, positive of row r0 + i] -= val``: the diagonal when ``p`` is None, else ``p``."""
     k = P.shape[0]
     if p is None:
-        P[:, r0:r0 + k].diagonal().sub_(val)
+        P[:, r0 : r0 + k].diagonal().sub_(val)
     else:
-        P[torch.arange(k, device=P.device), p[r0:r0 + k]] -= val
+        P[torch.arange(k, device=P.device), p[r0 : r0 + k]] -= val
 
 
-def _full(L: Tensor, c: Tensor | None, both: bool, h: float, p: Tensor | None,
-          need_grad: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+def _full(
+    L: Tensor, c: Tensor | None, both: bool, h: float, p: Tensor | None, need_grad: bool
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Row (and, when ``both``, column) log-sum-exp of the logits ``L [n, K]`` (destroyed), and
     ``G = dloss/dL = h (P_row [+ P_col]) - h (1 [+ 1]) onehot(positive)`` written in place.
 
@@ -197,8 +197,9 @@ def _full(L: Tensor, c: Tensor | None, both: bool, h: float, p: Tensor | None,
     return lse_r, lse_c, E
 
 
-def _chunked_stats(qs: Tensor, k: Tensor, chunk: int, c: Tensor | None, both: bool
-                   ) -> tuple[Tensor, Tensor | None]:
+def _chunked_stats(
+    qs: Tensor, k: Tensor, chunk: int, c: Tensor | None, both: bool
+) -> tuple[Tensor, Tensor | None]:
     """Row (and column) log-sum-exp of ``qs @ k^T`` computed in row blocks of ``chunk``.
 
     With a common shift ``c`` the column sums simply accumulate; otherwise a running column
@@ -238,8 +239,17 @@ def _chunked_stats(qs: Tensor, k: Tensor, chunk: int, c: Tensor | None, both: bo
 
 
 def _chunked_grads(
-    q: Tensor, k: Tensor, s: Tensor, lse_r: Tensor, lse_c: Tensor | None, c: Tensor | None,
-    chunk: int, h: float, p: Tensor | None, want_q: bool, want_k: bool,
+    q: Tensor,
+    k: Tensor,
+    s: Tensor,
+    lse_r: Tensor,
+    lse_c: Tensor | None,
+    c: Tensor | None,
+    chunk: int,
+    h: float,
+    p: Tensor | None,
+    want_q: bool,
+    want_k: bool,
 ) -> tuple[Tensor | None, Tensor | None]:
     """``G k`` and ``G^T q`` with ``G`` recomputed in row blocks (never ``[n, K]`` at once)."""
     n, K = q.shape[0], k.shape[0]
@@ -283,8 +293,9 @@ class _InfoNCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world, chunk,
-                need_grad):
+    def forward(
+        ctx, a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world, chunk, need_grad
+    ):
         T = max(a.shape[0], b.shape[0])
         wdt = _work_dtype(a, b)
         s_w = s.detach().to(wdt)
@@ -300,8 +311,7 @@ class _InfoNCE(torch.autograd.Function):
             else:
                 c_idx = _valid_index(col_valid, t)
                 K = b_cols.shape[1] if c_idx is None else c_idx.numel()
-                p = offset + (torch.arange(a.shape[1], device=a.device) if r_idx is None
-                              else r_idx)
+                p = offset + (torch.arange(a.shape[1], device=a.device) if r_idx is None else r_idx)
                 if c_idx is not None:
                     p = (col_valid[t].long().cumsum(0) - 1)[p]
             if n == 0 or K == 0:
@@ -313,8 +323,10 @@ class _InfoNCE(torch.autograd.Function):
             if one_rank:  # the columns are the rows: L^T gives the second direction
                 blocks = [(as_, bt, True)]
             else:
-                blocks = [(as_, _take(b_cols, t, c_idx, wdt), False),
-                          (bt * s_w, _take(a_cols, t, c_idx, wdt), False)]
+                blocks = [
+                    (as_, _take(b_cols, t, c_idx, wdt), False),
+                    (bt * s_w, _take(a_cols, t, c_idx, wdt), False),
+                ]
             st, lse = [], []
             for qs, k, both in blocks:
                 c = _common_shift(qs, k, pos)
@@ -340,8 +352,11 @@ class _InfoNCE(torch.autograd.Function):
         grad_out = grad_out.to(wdt)
 
         def zeros(x, i):
-            return torch.zeros(x.shape, dtype=wdt, device=x.device) if ctx.needs_input_grad[i] \
+            return (
+                torch.zeros(x.shape, dtype=wdt, device=x.device)
+                if ctx.needs_input_grad[i]
                 else None
+            )
 
         ga, gb, gac, gbc = zeros(a, 0), zeros(b, 1), None, None
         if a_cols is not None:
@@ -356,20 +371,20 @@ class _InfoNCE(torch.autograd.Function):
             if a_cols is None:
                 blocks = [(at, ga, bt, gb, r_idx)]
             else:
-                blocks = [(at, ga, _take(b_cols, t, c_idx, wdt), gbc, c_idx),
-                          (bt, gb, _take(a_cols, t, c_idx, wdt), gac, c_idx)]
+                blocks = [
+                    (at, ga, _take(b_cols, t, c_idx, wdt), gbc, c_idx),
+                    (bt, gb, _take(a_cols, t, c_idx, wdt), gac, c_idx),
+                ]
             g = grad_out[t]
             coef = g * s_w
-            for (q, gq_all, k, gk_all, k_idx), (G, lse_r, lse_c, c) in zip(blocks, st,
-                                                                           strict=True):
+            for (q, gq_all, k, gk_all, k_idx), (G, lse_r, lse_c, c) in zip(blocks, st, strict=True):
                 want_q = gq_all is not None or (need_s and gk_all is None)
                 want_k = gk_all is not None
                 if G is not None:
                     gq = torch.mm(G, k) if want_q else None
                     gk = torch.mm(G.t(), q) if want_k else None
                 else:
-                    gq, gk = _chunked_grads(q, k, s_w, lse_r, lse_c, c, chunk, h, p, want_q,
-                                            want_k)
+                    gq, gk = _chunked_grads(q, k, s_w, lse_r, lse_c, c, chunk, h, p, want_q, want_k)
                 if need_s:
                     gs += g * ((q * gq).sum() if gq is not None else (k * gk).sum())
                 if gq_all is not None:
@@ -380,8 +395,19 @@ class _InfoNCE(torch.autograd.Function):
         def cast(gx, x):
             return None if gx is None else gx.to(x.dtype)
 
-        return (cast(ga, a), cast(gb, b), gs.to(s.dtype) if need_s else None,
-                cast(gac, a_cols), cast(gbc, b_cols), None, None, None, None, None, None)
+        return (
+            cast(ga, a),
+            cast(gb, b),
+            gs.to(s.dtype) if need_s else None,
+            cast(gac, a_cols),
+            cast(gbc, b_cols),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
 
 
 def symmetric_infonce(
@@ -445,19 +471,24 @@ def symmetric_infonce(
         Tc = _check_pair(a_cols, b_cols, "columns.a", "columns.b")
         K = a_cols.shape[1]
         if b_cols.shape[1] != K or a_cols.shape[2] != a.shape[2] or Tc not in (1, T):
-            raise ValueError(f"columns must be [T or 1, K, D]; got {tuple(a_cols.shape)}, "
-                             f"{tuple(b_cols.shape)} for rows {tuple(a.shape)}")
+            raise ValueError(
+                f"columns must be [T or 1, K, D]; got {tuple(a_cols.shape)}, "
+                f"{tuple(b_cols.shape)} for rows {tuple(a.shape)}"
+            )
         if col_valid is not None:
             col_valid = col_valid.to(device=a.device, dtype=torch.bool)
             if tuple(col_valid.shape) != (T, K):
-                raise ValueError(f"columns.valid must be [T, K] = [{T}, {K}], got "
-                                 f"{tuple(col_valid.shape)}")
+                raise ValueError(
+                    f"columns.valid must be [T, K] = [{T}, {K}], got {tuple(col_valid.shape)}"
+                )
         if not 0 <= offset <= K - N:
             raise ValueError(f"columns.offset {offset} out of range for N={N}, K={K}")
     grads = any(x is not None and x.requires_grad for x in (a, b, s, a_cols, b_cols))
     need = torch.is_grad_enabled() and grads
-    return _InfoNCE.apply(a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world,
-                          chunk_size, need)
+    return _InfoNCE.apply(
+        a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world, chunk_size, need
+    )
+
 
 # ----------------------------------------------------------------------------------------------
 # references and generic helpers
@@ -488,8 +519,9 @@ def nce_sym_reference(
         return ((row + col) / 2).mean(1)
     v = row_valid.to(device=a.device, dtype=torch.bool).expand(T, N)
     ninf = torch.finfo(logits.dtype).min
-    row = F.cross_entropy(logits.masked_fill(~v[:, None, :], ninf).transpose(1, 2), labels,
-                          reduction="none")
+    row = F.cross_entropy(
+        logits.masked_fill(~v[:, None, :], ninf).transpose(1, 2), labels, reduction="none"
+    )
     col = F.cross_entropy(logits.masked_fill(~v[:, :, None], ninf), labels, reduction="none")
     per = torch.where(v, (row + col) / 2, torch.zeros_like(row))
     return per.sum(1) / v.sum(1).clamp_min(1).to(per.dtype)
