@@ -32,7 +32,7 @@ def pair_terms(batch: Batch, pairs: Sequence[tuple[int, int]], chunk_size: int |
         name -> 0-dim loss (this rank's share under ``torch.distributed``).
 
     Example:
-        >>> import torch.nn.functional as F
+        >>> import torch, torch.nn.functional as F
         >>> z = F.normalize(torch.randn(3, 8, 4), dim=-1)
         >>> sorted(pair_terms(Batch(z, torch.tensor(5.0), None, ["a", "b", "c"]), [(0, 1), (0, 2)]))
         ['a-b', 'a-c']
@@ -73,7 +73,7 @@ class AllPairs(Objective):
     Shapes: ``z [M, N, D]`` (or dict), ``mask [M, N]`` -> ``loss []``.
 
     Example:
-        >>> import torch.nn.functional as F
+        >>> import torch, torch.nn.functional as F
         >>> z = F.normalize(torch.randn(3, 16, 8), dim=-1)
         >>> out = AllPairs()(z, 10.0)
         >>> sorted(out.terms), out.loss.shape
