@@ -35,6 +35,7 @@ from .checkpoint import (
 from .errors import CentrobindError, ConfigError
 from .models import Binder
 from .objectives import FixedAnchor, symmetric_infonce
+from .objectives.base import NonFiniteInputError
 
 __all__ = ["TrainConfig", "FitResult", "TrainingError", "fit", "augment", "intra_modal_loss"]
 
@@ -557,7 +558,10 @@ def fit(
                 feats_b = {m: feats[m].index_select(0, idx) for m in modalities}
                 mask_b = mask_all[:, idx]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, terms = step_module(feats_b, mask_b)
+                    try:
+                        loss, terms = step_module(feats_b, mask_b)
+                    except NonFiniteInputError:  # diverged: reported as a non-finite loss below
+                        loss, terms = torch.tensor(float("nan")), {}
                     if cfg.intra_weight > 0 and trainable_mods:
                         intra = intra_modal_loss(
                             binder,

@@ -12,10 +12,10 @@ Every objective is an :class:`torch.nn.Module` called as ::
 * ``mask``: optional ``Tensor[M, N]`` bool (or a dict of ``Tensor[N]`` when ``z`` is a dict), True
   where modality ``m`` of sample ``n`` is present. Rows of absent modalities may hold anything
   (zeros, NaN): they are zeroed before use and never reach the loss.
-* Errors: ``ValueError`` for malformed inputs (shapes, dtypes, ``M < 2``), for NaN or inf in a
-  *present* embedding, and for a ``logit_scale`` that is not finite or not ``> 0`` (a negative
-  scale would silently reverse the objective). Checked once per call: one reduction over ``z``
-  and one host read of it together with ``s``.
+* Errors: ``ValueError`` for malformed inputs (shapes, dtypes, ``M < 2``), and its subclass
+  :class:`NonFiniteInputError` for NaN or inf in a *present* embedding or a ``logit_scale`` that
+  is not finite or not ``> 0`` (a negative scale would silently reverse the objective). Checked
+  once per call: one reduction over ``z`` and one host read of it together with ``s``.
 
 It returns an :class:`ObjectiveOutput`: ``loss`` (0-dim) is the mean of the present terms,
 ``terms`` maps a term's name to its 0-dim loss (attached to the graph; ``.detach()`` for logging).
@@ -47,6 +47,7 @@ from .infonce import Columns
 __all__ = [
     "Batch",
     "Gathered",
+    "NonFiniteInputError",
     "Objective",
     "ObjectiveOutput",
     "complete_samples",
@@ -175,6 +176,10 @@ def normalize_inputs(
     return z, s, mask, names
 
 
+class NonFiniteInputError(ValueError):
+    """NaN or inf in a present embedding, or a logit scale that is not finite and ``> 0``."""
+
+
 def _check_finite(z: Tensor, s: Tensor) -> None:
     """Raise ``ValueError`` for NaN/inf in ``z`` (absent rows already zeroed) or ``s <= 0``.
 
@@ -185,10 +190,12 @@ def _check_finite(z: Tensor, s: Tensor) -> None:
     acc = torch.float64 if z.dtype == torch.float64 else torch.float32
     total, scale = torch.stack([z.detach().sum(dtype=acc), s.detach().to(acc)]).tolist()
     if not math.isfinite(total) and not bool(torch.isfinite(z).all()):
-        raise ValueError("z has NaN or inf in present embeddings (absent rows may hold anything "
-                         "when the mask marks them absent)")
+        raise NonFiniteInputError(
+            "z has NaN or inf in present embeddings (absent rows may hold anything when the "
+            "mask marks them absent)"
+        )
     if not (math.isfinite(scale) and scale > 0):
-        raise ValueError(f"logit_scale must be finite and > 0, got {scale}")
+        raise NonFiniteInputError(f"logit_scale must be finite and > 0, got {scale}")
 
 
 def resolve_modality(spec: int | str, names: Sequence[str]) -> int:
