@@ -5,6 +5,7 @@ Usage::
     python benchmarks/objectives.py            # M in {2,4,8}, N in {1024,4096}, D in {256,512}
     python benchmarks/objectives.py --quick    # M in {2,4,8}, N=1024, D=256 (a few minutes)
     python benchmarks/objectives.py --chunk    # + CentroBind M=4, N=32768, D=512, chunk_size=4096
+    python benchmarks/objectives.py --case 4,4096,512 --methods centrobind,centrobind_loo
 
 Every (case, method) runs in its own child process (float32, CPU, ``--threads`` threads, default 2)
 which
@@ -21,8 +22,9 @@ which
    reports ``peak = VmHWM - baseline`` (falls back to ``getrusage`` max RSS where ``clear_refs`` is
    not writable, then the number includes the floor's buffers).
 
-Methods: the library objectives (``CentroBind`` with its default detached anchor and with
-``detach_anchor=False``; ``FixedAnchor``; ``AllPairs``; ``Symile`` in ``"n"`` mode; ``Gram``), the
+Methods: the library objectives (``CentroBind`` with its default detached anchor, with the
+leave-one-out centroid (``centrobind_loo``, detached) and with ``detach_anchor=False``;
+``FixedAnchor``; ``AllPairs``; ``Symile`` in ``"n"`` mode; ``Gram``), the
 straightforward versions (``*_ref``: the same losses through ``F.cross_entropy`` + autograd, i.e.
 :func:`centrobind.objectives.nce_sym_reference`; ``gram_ref`` = explicit ``[N, N, M, M]`` Gram
 matrices + ``torch.linalg.det``) and the ``symile`` package (``symile_pkg``, ``"n"`` mode). A
@@ -42,19 +44,32 @@ import sys
 import time
 
 METHODS = [
-    "centrobind", "centrobind_nodetach", "centrobind_ref",
-    "fixed_anchor", "fixed_anchor_ref",
-    "all_pairs", "all_pairs_ref",
-    "symile", "symile_pkg",
-    "gram", "gram_ref",
+    "centrobind",
+    "centrobind_loo",
+    "centrobind_nodetach",
+    "centrobind_ref",
+    "fixed_anchor",
+    "fixed_anchor_ref",
+    "all_pairs",
+    "all_pairs_ref",
+    "symile",
+    "symile_pkg",
+    "gram",
+    "gram_ref",
 ]
 
 
 def n_terms(method: str, M: int) -> int:
     """Number of ``[N, N, D]`` InfoNCE-like terms (the floor is this many floor units)."""
     base = method.removesuffix("_ref").removesuffix("_pkg").removesuffix("_nodetach")
-    return {"centrobind": M, "fixed_anchor": M - 1, "all_pairs": M * (M - 1) // 2,
-            "symile": M, "gram": M - 1}[base]
+    base = base.removesuffix("_loo")
+    return {
+        "centrobind": M,
+        "fixed_anchor": M - 1,
+        "all_pairs": M * (M - 1) // 2,
+        "symile": M,
+        "gram": M - 1,
+    }[base]
 
 
 def estimate(method: str, M: int, N: int) -> tuple[float, float]:
@@ -118,16 +133,22 @@ def _make_method(method: str, M: int, chunk: int | None):
         top = torch.einsum("id,ljd->ijl", zk, zo)  # [N, N, M-1]
         blk = torch.einsum("ljd,mjd->jlm", zo, zo)  # [N, M-1, M-1]
         uu = (zk * zk).sum(-1)
-        G = torch.cat([
-            torch.cat([uu[:, None, None, None].expand(N, N, 1, 1), top[:, :, None, :]], 3),
-            torch.cat([top[:, :, :, None], blk[None].expand(N, N, M - 1, M - 1)], 3),
-        ], 2)  # [N, N, M, M]
+        G = torch.cat(
+            [
+                torch.cat([uu[:, None, None, None].expand(N, N, 1, 1), top[:, :, None, :]], 3),
+                torch.cat([top[:, :, :, None], blk[None].expand(N, N, M - 1, M - 1)], 3),
+            ],
+            2,
+        )  # [N, N, M, M]
         logits = -s * torch.linalg.det(G).clamp_min(eps).sqrt()
         lab = torch.arange(N)
         return (F.cross_entropy(logits, lab) + F.cross_entropy(logits.T, lab)) / 2
 
     if method == "centrobind":
         obj = CentroBind(chunk_size=chunk)
+        return lambda z, s: obj(z, s).loss
+    if method == "centrobind_loo":
+        obj = CentroBind(centroid="leave_one_out", chunk_size=chunk)
         return lambda z, s: obj(z, s).loss
     if method == "centrobind_nodetach":
         obj = CentroBind(detach_anchor=False, chunk_size=chunk)
@@ -217,9 +238,14 @@ def child(spec: dict) -> dict:
     else:
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         mem_method = "maxrss"
-    return {"time_s": statistics.median(ts), "unit_s": statistics.median(us),
-            "ratio_unit": statistics.median(t / u for t, u in zip(ts, us, strict=True)),
-            "peak_mb": peak_mb, "mem": mem_method, "times": ts}
+    return {
+        "time_s": statistics.median(ts),
+        "unit_s": statistics.median(us),
+        "ratio_unit": statistics.median(t / u for t, u in zip(ts, us, strict=True)),
+        "peak_mb": peak_mb,
+        "mem": mem_method,
+        "times": ts,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,9 +275,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--max-gb", type=float, default=6.0, help="skip cases estimated above this")
-    ap.add_argument("--max-s", type=float, default=20.0,
-                    help="skip cases estimated slower than this per forward+backward")
+    ap.add_argument(
+        "--max-s",
+        type=float,
+        default=20.0,
+        help="skip cases estimated slower than this per forward+backward",
+    )
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument(
+        "--case",
+        action="append",
+        default=[],
+        metavar="M,N,D",
+        help="run only these cases (repeatable), instead of the grid",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -260,19 +297,29 @@ def main() -> None:
 
     methods = args.methods.split(",")
     load_start = os.getloadavg()
-    if args.quick:
+    if args.case:
+        grid = [tuple(int(x) for x in c.split(",")) for c in args.case]
+    elif args.quick:
         grid = [(M, 1024, 256) for M in (2, 4, 8)]
     else:
         grid = [(M, N, D) for N in (1024, 4096) for D in (256, 512) for M in (2, 4, 8)]
     # floor unit of [N, N, D] on this machine, roughly (for the skip rule): 6 N^2 D flop at 100 GF/s
-    print(f"# Binding objectives, forward+backward, float32 CPU, {args.threads} threads, "
-          f"median of {args.repeats} (3 for slow cases)\n")
-    print("floor = (number of [N,N,D] terms) x (one forward a b^T + backward G b, G^T a); "
-          "ratio = median over repeats of time / floor (floor timed right before each repeat);")
-    print("peak = peak resident memory of the method above the inputs (child process, "
-          "VmHWM after clear_refs).\n")
-    hdr = f"{'M':>2} {'N':>5} {'D':>4} {'method':<20} {'terms':>5} {'floor ms':>9} " \
-          f"{'time ms':>9} {'ratio':>6} {'peak MB':>8}"
+    print(
+        f"# Binding objectives, forward+backward, float32 CPU, {args.threads} threads, "
+        f"median of {args.repeats} (3 for slow cases)\n"
+    )
+    print(
+        "floor = (number of [N,N,D] terms) x (one forward a b^T + backward G b, G^T a); "
+        "ratio = median over repeats of time / floor (floor timed right before each repeat);"
+    )
+    print(
+        "peak = peak resident memory of the method above the inputs (child process, "
+        "VmHWM after clear_refs).\n"
+    )
+    hdr = (
+        f"{'M':>2} {'N':>5} {'D':>4} {'method':<20} {'terms':>5} {'floor ms':>9} "
+        f"{'time ms':>9} {'ratio':>6} {'peak MB':>8}"
+    )
     print(hdr)
     print("-" * len(hdr), flush=True)
     results: dict = {}
@@ -283,25 +330,39 @@ def main() -> None:
             est_s = rel * 6 * N * N * D / 100e9
             r = None
             if gb > args.max_gb or est_s > args.max_s:
-                print(f"skip {method} M={M} N={N} D={D} (~{gb:.1f} GB, ~{est_s:.0f} s)",
-                      file=sys.stderr)
+                print(
+                    f"skip {method} M={M} N={N} D={D} (~{gb:.1f} GB, ~{est_s:.0f} s)",
+                    file=sys.stderr,
+                )
             else:
                 reps = args.repeats if est_s < 2 else 3
-                spec = {"method": method, "M": M, "N": N, "D": D, "repeats": reps,
-                        "threads": args.threads}
+                spec = {
+                    "method": method,
+                    "M": M,
+                    "N": N,
+                    "D": D,
+                    "repeats": reps,
+                    "threads": args.threads,
+                }
                 print(f"run {method} M={M} N={N} D={D}", file=sys.stderr, flush=True)
                 r = run_child(spec, timeout=max(120.0, 20 * est_s * (reps + 2)))
             if r is None:
-                print(f"{M:>2} {N:>5} {D:>4} {method:<20} {T:>5} {'-':>9} {'-':>9} {'-':>6} "
-                      f"{'-':>8}", flush=True)
+                print(
+                    f"{M:>2} {N:>5} {D:>4} {method:<20} {T:>5} {'-':>9} {'-':>9} {'-':>6} {'-':>8}",
+                    flush=True,
+                )
                 continue
             results[(M, N, D, method)] = r
-            print(f"{M:>2} {N:>5} {D:>4} {method:<20} {T:>5} {T * r['unit_s'] * 1e3:>9.1f} "
-                  f"{r['time_s'] * 1e3:>9.1f} {r['ratio_unit'] / T:>6.2f} {r['peak_mb']:>8.0f}",
-                  flush=True)
+            print(
+                f"{M:>2} {N:>5} {D:>4} {method:<20} {T:>5} {T * r['unit_s'] * 1e3:>9.1f} "
+                f"{r['time_s'] * 1e3:>9.1f} {r['ratio_unit'] / T:>6.2f} {r['peak_mb']:>8.0f}",
+                flush=True,
+            )
         print()
-    print(f"load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
-          f"on {os.cpu_count()} CPUs (other processes make the timings noisy).")
+    print(
+        f"load average (1 min) at start {load_start[0]:.2f}, at end {os.getloadavg()[0]:.2f} "
+        f"on {os.cpu_count()} CPUs (other processes make the timings noisy)."
+    )
 
     # ratio matrix
     cols = [c for c in grid if any((*c, m) in results for m in methods)]
@@ -313,8 +374,7 @@ def main() -> None:
         cells = []
         for M, N, D in cols:
             r = results.get((M, N, D, method))
-            cells.append(f"{r['ratio_unit'] / n_terms(method, M):>12.2f}"
-                         if r else f"{'-':>12}")
+            cells.append(f"{r['ratio_unit'] / n_terms(method, M):>12.2f}" if r else f"{'-':>12}")
         print(f"{method:<20} " + " ".join(cells))
 
     # scaling with M
@@ -337,20 +397,32 @@ def main() -> None:
             print(f"{method:<20} " + " ".join(cells))
 
     if args.chunk:
-        spec = {"method": "centrobind", "M": 4, "N": 32768, "D": 512, "repeats": 1,
-                "threads": args.threads, "chunk": 4096}
-        print("\n## chunked CentroBind: M=4, N=32768, D=512, chunk_size=4096 "
-              "(N x N float32 alone would be 4.3 GB)\n", flush=True)
+        spec = {
+            "method": "centrobind",
+            "M": 4,
+            "N": 32768,
+            "D": 512,
+            "repeats": 1,
+            "threads": args.threads,
+            "chunk": 4096,
+        }
+        print(
+            "\n## chunked CentroBind: M=4, N=32768, D=512, chunk_size=4096 "
+            "(N x N float32 alone would be 4.3 GB)\n",
+            flush=True,
+        )
         print("run chunk case", file=sys.stderr, flush=True)
         r = run_child(spec, timeout=3000)
         if r is None:
             print("failed")
         else:
             floor = 4 * r["unit_s"]
-            print(f"time {r['time_s']:.1f} s (floor {floor:.1f} s, estimated from N=4096 x 64; "
-                  f"ratio {r['ratio_unit'] / 4:.2f}), peak memory above inputs "
-                  f"{r['peak_mb'] / 1024:.2f} GB (includes z.grad; z itself is "
-                  f"{4 * 32768 * 512 * 4 / 2**30:.2f} GB)")
+            print(
+                f"time {r['time_s']:.1f} s (floor {floor:.1f} s, estimated from N=4096 x 64; "
+                f"ratio {r['ratio_unit'] / 4:.2f}), peak memory above inputs "
+                f"{r['peak_mb'] / 1024:.2f} GB (includes z.grad; z itself is "
+                f"{4 * 32768 * 512 * 4 / 2**30:.2f} GB)"
+            )
 
 
 if __name__ == "__main__":

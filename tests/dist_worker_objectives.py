@@ -21,25 +21,38 @@ DT = torch.float64
 
 
 def global_inputs(world: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``z [M, world N_LOCAL, D]`` and a mask where rank 1 never has modality 2."""
+    """``z [M, world N_LOCAL, D]`` and a mask where rank 1 never has modality 2 and one sample of
+    rank 0 has modality 0 only."""
     g = torch.Generator().manual_seed(0)
     N = world * N_LOCAL
     z = F.normalize(torch.randn(M, N, D, generator=g, dtype=DT), dim=-1)
     mask = torch.rand(M, N, generator=g) < 0.75
     mask[:, :2] = True
     mask[:, N_LOCAL + 1] = True
-    mask[2, N_LOCAL:2 * N_LOCAL] = False  # rank 1: no complete sample, modality 2 absent
-    mask[0, N_LOCAL + 2:N_LOCAL + 4] = True
-    mask[1, N_LOCAL + 2:N_LOCAL + 4] = True
+    mask[2, N_LOCAL : 2 * N_LOCAL] = False  # rank 1: no complete sample, modality 2 absent
+    mask[0, 3], mask[1:, 3] = True, False  # rank 0: a sample with modality 0 only
+    mask[0, N_LOCAL + 2 : N_LOCAL + 4] = True
+    mask[1, N_LOCAL + 2 : N_LOCAL + 4] = True
     return z, mask
 
 
 def cases() -> dict:
     return {
         "centrobind": lambda: CentroBind(),
-        "centrobind_grad_norm_chunk": lambda: CentroBind(detach_anchor=False,
-                                                         normalize_anchor=True, chunk_size=3),
+        "centrobind_grad_norm_chunk": lambda: CentroBind(
+            detach_anchor=False, normalize_anchor=True, chunk_size=3
+        ),
         "centrobind_learned": lambda: CentroBind(weights="learned", num_modalities=M),
+        "centrobind_loo": lambda: CentroBind(centroid="leave_one_out"),
+        "centrobind_loo_learned_grad_norm_chunk": lambda: CentroBind(
+            centroid="leave_one_out",
+            weights="learned",
+            num_modalities=M,
+            detach_anchor=False,
+            normalize_anchor=True,
+            chunk_size=2,
+        ),
+        "centrobind_loo_fixed": lambda: CentroBind(centroid="leave_one_out", weights=[0, 1, 2]),
         "fixed_anchor": lambda: FixedAnchor(anchor=1),
         "all_pairs_chunk": lambda: AllPairs(chunk_size=2),
         "symile_n": lambda: Symile("n", generator=torch.Generator().manual_seed(7)),
@@ -93,8 +106,9 @@ def ddp_step(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> di
 
 
 def main(rank: int, world: int, port: int, out: str) -> None:
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                            world_size=world)
+    dist.init_process_group(
+        "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world
+    )
     z, mask = global_inputs(world)
     sl = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
     results: dict = {}
@@ -106,8 +120,8 @@ def main(rank: int, world: int, port: int, out: str) -> None:
         model = nn.parallel.DistributedDataParallel(Encoder())
         m = mask[:, sl] if masked else None
         results[("ddp", masked)] = {
-            k.removeprefix("module."): v for k, v in ddp_step(model, ddp_inputs(world)[:, sl],
-                                                              m).items()
+            k.removeprefix("module."): v
+            for k, v in ddp_step(model, ddp_inputs(world)[:, sl], m).items()
         }
     torch.save(results, out)
     dist.barrier()

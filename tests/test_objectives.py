@@ -83,6 +83,33 @@ def centrobind_bf(z, s, mask=None, weights=None, detach=True, normalize=False):
     return _mean_terms(terms, z, s)
 
 
+def centrobind_loo_bf(z, s, mask=None, weights=None, detach=True, normalize=False):
+    """Leave-one-out: term m's anchor for sample n is the weighted mean of the OTHER present
+    modalities (with a positive weight); samples without one are left out of term m."""
+    M, N, D = z.shape
+    w = [1.0] * M if weights is None else weights
+    terms = {}
+    for m in range(M):
+        idx, anchors = [], []
+        for n in range(N):
+            if mask is not None and not bool(mask[m, n]):
+                continue
+            num, den = torch.zeros(D, dtype=z.dtype), 0.0
+            for k in range(M):
+                if k != m and (mask is None or bool(mask[k, n])) and float(w[k]) > 0:
+                    zz = z[k, n].detach() if detach else z[k, n]
+                    num = num + w[k] * zz
+                    den = den + w[k]
+            if den == 0.0:
+                continue  # only modality m (with a positive weight) present: no anchor
+            c = num / den
+            anchors.append(c / c.norm() if normalize else c)
+            idx.append(n)
+        if len(idx) >= 2:
+            terms[f"c-{m}"] = nce_sym_bf(torch.stack(anchors), z[m][idx], s)
+    return _mean_terms(terms, z, s)
+
+
 def pairs_bf(z, s, pairs, mask=None):
     N = z.shape[1]
     terms = {}
@@ -117,8 +144,10 @@ def symile_bf(z, s, mask=None, perms=None):
                 tuples = list(itertools.product(range(n), repeat=M - 1))
                 target = tuples.index((i,) * (M - 1))
             else:
-                tuples = [(i,) * (M - 1) if j == i else
-                          tuple(int(perms[m][k][j]) for k in range(M - 1)) for j in range(n)]
+                tuples = [
+                    (i,) * (M - 1) if j == i else tuple(int(perms[m][k][j]) for k in range(M - 1))
+                    for j in range(n)
+                ]
                 target = i
             row = torch.stack([mip(m, i, others, c) for c in tuples])
             total = total + _ce(row, target)
@@ -140,8 +169,10 @@ def gram_bf(z, s, k=0, mask=None, eps=1e-6):
     zv = z[:, idx]
     n = len(idx)
     others = [m for m in range(M) if m != k]
-    logits = [[-s * volume_bf([zv[k, i]] + [zv[m, j] for m in others], eps) for j in range(n)]
-              for i in range(n)]
+    logits = [
+        [-s * volume_bf([zv[k, i]] + [zv[m, j] for m in others], eps) for j in range(n)]
+        for i in range(n)
+    ]
     rows = sum(_ce(torch.stack(logits[i]), i) for i in range(n)) / n
     cols = sum(_ce(torch.stack([logits[i][j] for i in range(n)]), j) for j in range(n)) / n
     terms[f"{k}->rest"] = rows
@@ -196,18 +227,26 @@ SIZES = [(2, 6, 3), (3, 6, 4), (5, 5, 3)]
 
 @pytest.mark.parametrize("M,N,D", SIZES)
 @pytest.mark.parametrize("masked", [False, True])
-@pytest.mark.parametrize("opts", [
-    {},
-    {"detach_anchor": False},
-    {"detach_anchor": False, "normalize_anchor": True},
-    {"normalize_anchor": True, "chunk_size": 4},
-])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {},
+        {"detach_anchor": False},
+        {"detach_anchor": False, "normalize_anchor": True},
+        {"normalize_anchor": True, "chunk_size": 4},
+    ],
+)
 def test_centrobind_matches_bruteforce(M, N, D, masked, opts):
     z, s = leaf(rand_z(M, N, D, seed=M))
     mask = rand_mask(M, N, seed=M) if masked else None
     out = CentroBind(**opts)(z, s, mask=mask)
-    ref = centrobind_bf(z, s, mask, detach=opts.get("detach_anchor", True),
-                        normalize=opts.get("normalize_anchor", False))
+    ref = centrobind_bf(
+        z,
+        s,
+        mask,
+        detach=opts.get("detach_anchor", True),
+        normalize=opts.get("normalize_anchor", False),
+    )
     assert_match(out, ref, z, s)
 
 
@@ -218,6 +257,75 @@ def test_centrobind_fixed_weights(M, N, D):
     w = [float(i + 1) for i in range(M)]
     out = CentroBind(weights=w, detach_anchor=False)(z, s, mask=mask)
     assert_match(out, centrobind_bf(z, s, mask, weights=w, detach=False), z, s)
+
+
+@pytest.mark.parametrize("M,N,D", SIZES)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize(
+    "opts",
+    [
+        {},
+        {"detach_anchor": False},
+        {"detach_anchor": False, "normalize_anchor": True, "chunk_size": 2},
+        {"normalize_anchor": True, "chunk_size": 4},
+        {"weights": "fixed"},
+        {"weights": "fixed", "detach_anchor": False, "chunk_size": 3},
+    ],
+)
+def test_centrobind_leave_one_out_matches_bruteforce(M, N, D, masked, opts):
+    z, s = leaf(rand_z(M, N, D, seed=M + 20))
+    mask = None
+    if masked:
+        mask = rand_mask(M, N, seed=M + 20)
+        mask[:, 2] = False
+        mask[0, 2] = True  # sample 2 has modality 0 only: no anchor for term 0
+    opts = dict(opts)
+    w = None
+    if opts.pop("weights", None) == "fixed":
+        w = [0.0] + [float(i + 1) for i in range(1, M)]  # a zero weight never forms an anchor
+    out = CentroBind(centroid="leave_one_out", weights=w, **opts)(z, s, mask=mask)
+    ref = centrobind_loo_bf(
+        z,
+        s,
+        mask,
+        weights=w,
+        detach=opts.get("detach_anchor", True),
+        normalize=opts.get("normalize_anchor", False),
+    )
+    assert_match(out, ref, z, s)
+
+
+def test_centrobind_leave_one_out_hand_check():
+    """M = 2: the anchor of each modality is the other one (detached), i.e. CLIP's loss value."""
+    z, s = leaf(rand_z(2, 7, 3, seed=5))
+    out = CentroBind(centroid="leave_one_out")(z, s)
+    torch.testing.assert_close(out.terms["c-0"], nce_sym_bf(z[1], z[0], s))
+    torch.testing.assert_close(out.terms["c-1"], nce_sym_bf(z[0], z[1], s))
+    full = CentroBind()(z, s)
+    assert not torch.allclose(out.loss, full.loss)  # the paper's form is a different loss
+    mask = torch.ones(2, 7, dtype=torch.bool)
+    mask[1, :5] = False  # samples 0..4 only have modality 0: term 0 keeps samples 5, 6
+    out = CentroBind(centroid="leave_one_out")(z, s, mask=mask)
+    torch.testing.assert_close(out.terms["c-0"], nce_sym_bf(z[1, 5:], z[0, 5:], s))
+    mask[1, 5] = False
+    assert sorted(CentroBind(centroid="leave_one_out")(z, s, mask=mask).terms) == []
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_centrobind_leave_one_out_learned_weights(detach):
+    obj = CentroBind(
+        centroid="leave_one_out", weights="learned", num_modalities=3, detach_anchor=detach
+    ).double()
+    with torch.no_grad():
+        obj.weight_logits.copy_(torch.tensor([0.3, -0.2, 0.5]))
+    z, s = leaf(rand_z(3, 8, 4, seed=6))
+    mask = rand_mask(3, 8, seed=6)
+    w = torch.softmax(obj.weight_logits.detach(), 0).tolist()
+    out = obj(z, s, mask=mask)
+    assert_match(out, centrobind_loo_bf(z, s, mask, weights=w, detach=detach), z, s)
+    obj(z, s, mask=mask).loss.backward()
+    g = obj.weight_logits.grad
+    assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
 
 
 @pytest.mark.parametrize("M,N,D", SIZES)
@@ -256,8 +364,9 @@ def test_symile_n_matches_bruteforce(M, N, D, masked):
     mask = rand_mask(M, N, seed=19, p=0.8) if masked else None
     n = N if mask is None else int(mask.all(0).sum())
     g = torch.Generator().manual_seed(5)
-    perms = torch.stack([torch.stack([torch.randperm(n, generator=g) for _ in range(M - 1)])
-                         for _ in range(M)])
+    perms = torch.stack(
+        [torch.stack([torch.randperm(n, generator=g) for _ in range(M - 1)]) for _ in range(M)]
+    )
     out = Symile("n")(z, s, mask=mask, permutations=perms)
     assert_match(out, symile_bf(z, s, mask, perms=perms), z, s)
     # the generator route draws exactly these permutations
@@ -285,9 +394,15 @@ def _aligned(M, N):
 
 
 # GRAM only at M = 2: equal non-anchor modalities span no volume (V = 0 for every pair).
-@pytest.mark.parametrize("name, M", [(n, m) for n in ("centrobind", "fixed_anchor", "all_pairs",
-                                                      "symile", "gram") for m in (2, 3, 4)
-                                     if n != "gram" or m == 2])
+@pytest.mark.parametrize(
+    "name, M",
+    [
+        (n, m)
+        for n in ("centrobind", "fixed_anchor", "all_pairs", "symile", "gram")
+        for m in (2, 3, 4)
+        if n != "gram" or m == 2
+    ],
+)
 def test_aligned_embeddings_give_near_zero_loss(name, M):
     # (Symile's "n" sampling can draw the positive tuple as a negative: use "n_squared")
     obj = make_objective(name, **({"negative_sampling": "n_squared"} if name == "symile" else {}))
@@ -440,11 +555,12 @@ def test_terms_with_fewer_than_two_samples_are_absent():
 
 
 def test_centrobind_anchor_uses_present_modalities_only():
-    z = torch.tensor([[[1.0, 0.0], [0.0, 1.0]],
-                      [[0.0, 1.0], [1.0, 0.0]],
-                      [[9.0, 9.0], [1.0, 1.0]]], dtype=DT)
+    z = torch.tensor(
+        [[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [1.0, 0.0]], [[9.0, 9.0], [1.0, 1.0]]], dtype=DT
+    )
     mask = torch.tensor([[True, True], [True, True], [False, True]])
     from centrobind.objectives.centrobind import centroid_anchor
+
     c = centroid_anchor(z.masked_fill(~mask[..., None], 0), mask)
     torch.testing.assert_close(c, torch.tensor([[0.5, 0.5], [2 / 3, 2 / 3]], dtype=DT))
 
@@ -456,8 +572,11 @@ def test_centrobind_anchor_uses_present_modalities_only():
 def test_dict_input_names_and_anchor():
     z = rand_z(3, 8, 4)
     d = {"img": z[0], "txt": z[1], "aud": z[2]}
-    mask = {"img": torch.ones(8, dtype=torch.bool), "txt": torch.ones(8, dtype=torch.bool),
-            "aud": torch.arange(8) < 5}
+    mask = {
+        "img": torch.ones(8, dtype=torch.bool),
+        "txt": torch.ones(8, dtype=torch.bool),
+        "aud": torch.arange(8) < 5,
+    }
     out = CentroBind()(d, 5.0, mask=mask)
     assert sorted(out.terms) == ["c-aud", "c-img", "c-txt"]
     ref = CentroBind()(z, 5.0, mask=torch.stack(list(mask.values())))
@@ -472,8 +591,11 @@ def test_dict_input_names_and_anchor():
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_float_and_tensor_logit_scale(name):
     z = rand_z(3, 6, 4).requires_grad_()
-    mk = (lambda: make_objective(name, generator=torch.Generator().manual_seed(0))) \
-        if name == "symile" else (lambda: make_objective(name))
+    mk = (
+        (lambda: make_objective(name, generator=torch.Generator().manual_seed(0)))
+        if name == "symile"
+        else (lambda: make_objective(name))
+    )
     a = mk()(z, 7.0).loss
     s = torch.tensor(7.0, dtype=DT, requires_grad=True)
     b = mk()(z, s).loss
@@ -511,6 +633,8 @@ def test_option_validation():
         CentroBind(weights=[1.0, -1.0])
     with pytest.raises(ValueError):
         CentroBind(weights="uniform")
+    with pytest.raises(ValueError, match="centroid"):
+        CentroBind(centroid="median")
     with pytest.raises(ValueError):
         Symile("n_cubed")
     with pytest.raises(ValueError, match="2 modalities"):
@@ -521,6 +645,35 @@ def test_option_validation():
         AllPairs()(torch.zeros(4, 3), 1.0)
     with pytest.raises(ValueError, match="permutations"):
         Symile()(rand_z(3, 4, 3), 1.0, permutations=torch.zeros(3, 2, 5, dtype=torch.long))
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+def test_non_finite_present_embeddings_raise(name):
+    z = rand_z(3, 6, 4)
+    mask = torch.ones(3, 6, dtype=torch.bool)
+    mask[1, 4] = False
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        zb = z.clone()
+        zb[2, 3, 1] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            make_objective(name)(zb, 5.0, mask=mask)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            make_objective(name)(zb.float(), 5.0)
+        zb = z.clone()
+        zb[1, 4] = bad  # absent: allowed, never reaches the loss
+        assert torch.isfinite(make_objective(name)(zb, 5.0, mask=mask).loss)
+    huge = z * 1e300  # finite, but its sum overflows: not an error
+    assert make_objective(name)(huge, 5.0).loss is not None
+
+
+@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("scale", [float("nan"), float("inf"), 0.0, -1.0])
+def test_bad_logit_scale_raises(name, scale):
+    z = rand_z(3, 6, 4)
+    with pytest.raises(ValueError, match="logit_scale"):
+        make_objective(name)(z, scale)
+    with pytest.raises(ValueError, match="logit_scale"):
+        make_objective(name)(z, torch.tensor(scale, requires_grad=True))
 
 
 def test_make_objective_registry():
@@ -559,16 +712,21 @@ def _count_ops(fn):
     return Count.n
 
 
-@pytest.mark.parametrize("name", sorted(OBJECTIVES))
+@pytest.mark.parametrize("name", [*sorted(OBJECTIVES), "centrobind_loo"])
 def test_no_python_loop_over_samples(name):
     def run(N):
         z = rand_z(4, N, 6).requires_grad_()
         mask = torch.ones(4, N, dtype=torch.bool)
         mask[1, 0] = False
         opts = {"generator": torch.Generator().manual_seed(0)} if name == "symile" else {}
+        if name == "centrobind_loo":
+            name_, opts = "centrobind", {"centroid": "leave_one_out", "weights": [0, 1, 2, 3]}
+        else:
+            name_ = name
 
         def go():
-            make_objective(name, **opts)(z, 5.0, mask=mask).loss.backward()
+            make_objective(name_, **opts)(z, 5.0, mask=mask).loss.backward()
+
         return go
 
     assert _count_ops(run(8)) == _count_ops(run(24))

@@ -47,9 +47,23 @@ def rank_results(tmp_path_factory):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for attempt in range(2):  # a port taken between probing and binding: retry once
         port = _free_port()
-        procs = [subprocess.Popen([sys.executable, str(worker), str(r), str(WORLD), str(port),
-                                   str(tmp / f"rank{r}.pt")], env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.STDOUT, text=True) for r in range(WORLD)]
+        procs = [
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    str(worker),
+                    str(r),
+                    str(WORLD),
+                    str(port),
+                    str(tmp / f"rank{r}.pt"),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for r in range(WORLD)
+        ]
         logs = []
         try:
             for p in procs:

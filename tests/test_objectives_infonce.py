@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from centrobind.objectives import infonce as infonce_module
 from centrobind.objectives import nce_sym_reference, symmetric_infonce
-from centrobind.objectives.infonce import infonce_rows, symmetric_infonce_global
+from centrobind.objectives.infonce import Columns
 
 DT = torch.float64
 DEFAULT_SHIFT_RANGE = dict(infonce_module.SAFE_SHIFT_RANGE)
@@ -17,8 +17,9 @@ DEFAULT_SHIFT_RANGE = dict(infonce_module.SAFE_SHIFT_RANGE)
 def exp_path(request, monkeypatch):
     """Run every test through both exponentiation paths of the fused kernel."""
     if request.param == "per_row_col_max":
-        monkeypatch.setattr(infonce_module, "SAFE_SHIFT_RANGE",
-                            {torch.float64: -1e30, torch.float32: -1e30})
+        monkeypatch.setattr(
+            infonce_module, "SAFE_SHIFT_RANGE", {torch.float64: -1e30, torch.float32: -1e30}
+        )
     return request.param
 
 
@@ -61,8 +62,12 @@ def test_kernel_matches_reference(T, N, D, masked, broadcast_a):
 def test_chunked_equals_unchunked(chunk, masked):
     a, b, s = inputs(3, 12, 5, seed=1)
     v = rand_valid(3, 12, seed=1) if masked else None
-    check(symmetric_infonce(a, b, s, v, chunk_size=chunk), symmetric_infonce(a, b, s, v),
-          [a, b, s], atol=1e-12)
+    check(
+        symmetric_infonce(a, b, s, v, chunk_size=chunk),
+        symmetric_infonce(a, b, s, v),
+        [a, b, s],
+        atol=1e-12,
+    )
 
 
 @pytest.mark.parametrize("chunk", [None, 5])
@@ -79,7 +84,7 @@ def test_masked_equals_explicit_subset():
     out = symmetric_infonce(a, b, s, v, chunk_size=3)
     for t in range(3):
         idx = v[t].nonzero().squeeze(1)
-        sub = symmetric_infonce(a[t:t + 1, idx], b[t:t + 1, idx], s)
+        sub = symmetric_infonce(a[t : t + 1, idx], b[t : t + 1, idx], s)
         torch.testing.assert_close(out[t], sub[0], atol=1e-12, rtol=0)
     # gradients of absent rows are exactly zero
     ga, gb = torch.autograd.grad(out.sum(), [a, b])
@@ -106,8 +111,9 @@ def test_float_logit_scale_and_partial_requires_grad():
         ss = torch.tensor(3.0, dtype=DT, requires_grad=True)
         params = [p for p in (x, y) if p.requires_grad] + [ss]
         for chunk in (None, 3):
-            check(symmetric_infonce(x, y, ss, chunk_size=chunk), nce_sym_reference(x, y, ss),
-                  params)
+            check(
+                symmetric_infonce(x, y, ss, chunk_size=chunk), nce_sym_reference(x, y, ss), params
+            )
 
 
 def test_no_grad_mode_and_detached_inputs():
@@ -152,55 +158,62 @@ def test_input_validation():
 
 
 # ---------------------------------------------------------------------------------------------
-# the one-directional, weighted kernel used by the distributed path
-
-
-def rows_reference(q, k, s, w, col_valid, pos):
-    logits = s * torch.matmul(q, k.transpose(1, 2))
-    T, n, K = logits.shape[0], q.shape[1], k.shape[1]
-    logits = logits.expand(T, n, K)
-    if col_valid is not None:
-        logits = logits.masked_fill(~col_valid[:, None, :], float("-inf"))
-    ce = torch.logsumexp(logits, 2) - logits[:, torch.arange(n), pos]
-    return torch.where(w != 0, w * ce, torch.zeros_like(ce)).sum(1)
+# gathered columns (the distributed path), simulated in one process
 
 
 @pytest.mark.parametrize("chunk", [None, 2, 5])
-def test_rows_kernel_matches_reference(chunk):
-    g = torch.Generator().manual_seed(9)
-    T, n, K, D = 3, 5, 11, 4
-    q = F.normalize(torch.randn(T, n, D, generator=g, dtype=DT), dim=-1).requires_grad_()
-    k = F.normalize(torch.randn(1, K, D, generator=g, dtype=DT), dim=-1).requires_grad_()
-    s = torch.tensor(2.5, dtype=DT, requires_grad=True)
-    pos = torch.arange(n) + 4
-    col_valid = torch.rand(T, K, generator=g) < 0.7
-    col_valid[:, pos] = True
-    col_valid[1, pos[2]] = False
-    w = torch.rand(T, n, generator=g, dtype=DT)
-    w[1, 2] = 0.0  # row whose positive is absent
-    w[0, 0] = 0.0
-    out = infonce_rows(q, k, s, w, col_valid, pos, chunk)
-    check(out, rows_reference(q, k, s, w, col_valid, pos), [q, k, s])
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("broadcast_a", [False, True])
+def test_rank_shares_with_gathered_columns_average_to_the_whole_batch(chunk, masked, broadcast_a):
+    """W ranks of n rows each, scored against the whole batch as gathered columns: the mean of
+    the shares equals the single-process loss, and their summed gradient is W times its
+    gradient (what the all-reduce of the gather hands back to each rank)."""
+    W, n, T = 3, 4, 3
+    a, b, s = inputs(T, W * n, 5, seed=12, broadcast_a=broadcast_a)
+    v = rand_valid(T, W * n, seed=12, p=0.7) if masked else None
+    if v is not None:
+        v[:, n : n + 1] = False  # a rank with a row absent from every term
+    shares = []
+    for r in range(W):
+        sl = slice(r * n, (r + 1) * n)
+        cols = Columns(a, b, v, r * n, W)
+        shares.append(
+            symmetric_infonce(a[:, sl], b[:, sl], s, None if v is None else v[:, sl], chunk, cols)
+        )
+    out = torch.stack(shares).mean(0)
+    check(out, nce_sym_reference(a, b, s, v), [a, b, s])
 
 
-def test_global_symmetric_with_one_rank_equals_fused():
+def test_one_rank_columns_equal_no_columns():
     a, b, s = inputs(3, 9, 4, seed=10, broadcast_a=True)
     v = rand_valid(3, 9, seed=10)
-    w = v.to(DT) / v.sum(1, keepdim=True)
     for chunk in (None, 4):
-        out = symmetric_infonce_global(a, b, a, b, s, w, v, 0, chunk)
+        out = symmetric_infonce(a, b, s, v, chunk, Columns(a, b, v, 0, 1))
         check(out, symmetric_infonce(a, b, s, v), [a, b, s])
+
+
+def test_columns_validation():
+    a, b, s = inputs(2, 6, 3)
+    with pytest.raises(ValueError, match="columns"):
+        symmetric_infonce(a, b, s, columns=Columns(a[:, :4], b, None, 0, 2))
+    with pytest.raises(ValueError, match="offset"):
+        symmetric_infonce(a, b, s, columns=Columns(a, b, None, 3, 2))
+    with pytest.raises(ValueError, match="valid"):
+        symmetric_infonce(a, b, s, columns=Columns(a, b, torch.ones(2, 5, dtype=torch.bool), 0, 1))
 
 
 def test_common_shift_is_used_only_when_safe(monkeypatch):
     """The default guard: SAFE_SHIFT_RANGE restored whatever the autouse fixture set."""
     monkeypatch.setattr(infonce_module, "SAFE_SHIFT_RANGE", DEFAULT_SHIFT_RANGE)
     calls = []
-    real = infonce_module._sym_full_shift
-    monkeypatch.setattr(infonce_module, "_sym_full_shift",
-                        lambda *args: calls.append(1) or real(*args))
+    real = infonce_module._full
+    monkeypatch.setattr(
+        infonce_module,
+        "_full",
+        lambda L, c, *args: calls.append(c is not None) or real(L, c, *args),
+    )
     a, b, _ = inputs(1, 32, 8, seed=11, dtype=torch.float32)
     symmetric_infonce(a, b, 1 / 0.07)  # |L| <= 14.3: safe
-    assert calls == [1]
+    assert calls == [True]
     symmetric_infonce(a, b, 100.0)  # random rows: some diagonal far below the bound
-    assert calls == [1]
+    assert calls == [True, False]

@@ -45,6 +45,7 @@ from .errors import CentrobindError, ConfigError
 from .eval.retrieval import joint_leave_one_out, mean_pairwise_r1
 from .models import Binder
 from .objectives import Objective, resolve_modality, symmetric_infonce
+from .objectives.base import NonFiniteInputError
 
 __all__ = [
     "FitResult",
@@ -482,7 +483,10 @@ def _step(run: _Run, idx: Tensor, state: TrainState, b: int) -> tuple[Tensor, di
     mask = run.mask[:, idx]
     use_bf16 = cfg.bf16 and run.device.type == "cuda"
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        loss, terms = run.step_module(feats, mask)
+        try:
+            loss, terms = run.step_module(feats, mask)
+        except NonFiniteInputError:  # diverged: reported as a non-finite loss below
+            loss, terms = torch.tensor(float("nan")), {}
         if cfg.intra_weight > 0 and run.trainable:
             intra = intra_modal_loss(
                 run.binder, feats, mask, run.trainable, run.binder.logit_scale, cfg, run.aug_gen

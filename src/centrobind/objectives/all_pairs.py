@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor
 
-from .base import Batch, Objective, gather_batch
-from .infonce import symmetric_infonce, symmetric_infonce_global
+from .base import Batch, Objective, gather_batch, select_terms
+from .infonce import symmetric_infonce
 
 __all__ = ["AllPairs", "pair_terms"]
 
@@ -33,41 +32,26 @@ def pair_terms(batch: Batch, pairs: Sequence[tuple[int, int]], chunk_size: int |
         name -> 0-dim loss (this rank's share under ``torch.distributed``).
 
     Example:
-        >>> import torch.nn.functional as F
+        >>> import torch, torch.nn.functional as F
         >>> z = F.normalize(torch.randn(3, 8, 4), dim=-1)
         >>> sorted(pair_terms(Batch(z, torch.tensor(5.0), None, ["a", "b", "c"]), [(0, 1), (0, 2)]))
         ['a-b', 'a-c']
     """
     z, s, mask = batch.z, batch.s, batch.mask
-    N = z.shape[1]
     ia = [i for i, _ in pairs]
     ib = [j for _, j in pairs]
-    if batch.dist is None:
-        valid = None if mask is None else mask[ia] & mask[ib]
-        counts = [N] * len(pairs) if valid is None else valid.sum(1).tolist()
-    else:
-        zg, mask_loc, mask_g, offset = gather_batch(batch)
-        valid_g = mask_g[ia] & mask_g[ib]
-        counts = valid_g.sum(1).tolist()
+    g = gather_batch(batch)  # the identity on one rank
+    valid = None if g.mask is None else g.mask[ia] & g.mask[ib]  # [P, W n]
+    counts = [z.shape[1] * g.world] * len(pairs) if valid is None else valid.sum(1).tolist()
     keep = [t for t, c in enumerate(counts) if c >= 2]
     if not keep:
         return {}
     ka = [ia[t] for t in keep]
     kb = [ib[t] for t in keep]
-
-    def pick(x: Tensor, idx: list[int]) -> Tensor:
-        # a shared modality (fixed anchor) is broadcast as [1, N, D] instead of copied
-        return x[idx[0]][None] if len(set(idx)) == 1 else x[idx]
-
-    if batch.dist is None:
-        losses = symmetric_infonce(pick(z, ka), pick(z, kb), s,
-                                   None if valid is None else valid[keep], chunk_size)
-    else:
-        world = batch.dist.world_size
-        cnt = torch.tensor([counts[t] for t in keep], dtype=z.dtype, device=z.device)
-        weight = (mask_loc[ka] & mask_loc[kb]).to(z.dtype) * (world / cnt)[:, None]
-        losses = symmetric_infonce_global(pick(z, ka), pick(z, kb), pick(zg, ka), pick(zg, kb), s,
-                                          weight, valid_g[keep], offset, chunk_size)
+    row_valid = None if mask is None else mask[ka] & mask[kb]
+    cols = g.columns(ka, kb, None if valid is None else valid[keep])
+    losses = symmetric_infonce(select_terms(z, ka), select_terms(z, kb), s, row_valid, chunk_size,
+                               cols)
     names = batch.names
     return {
         f"{names[i]}-{names[j]}": losses[t]
@@ -89,7 +73,7 @@ class AllPairs(Objective):
     Shapes: ``z [M, N, D]`` (or dict), ``mask [M, N]`` -> ``loss []``.
 
     Example:
-        >>> import torch.nn.functional as F
+        >>> import torch, torch.nn.functional as F
         >>> z = F.normalize(torch.randn(3, 16, 8), dim=-1)
         >>> out = AllPairs()(z, 10.0)
         >>> sorted(out.terms), out.loss.shape

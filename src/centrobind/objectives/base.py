@@ -12,6 +12,10 @@ Every objective is an :class:`torch.nn.Module` called as ::
 * ``mask``: optional ``Tensor[M, N]`` bool (or a dict of ``Tensor[N]`` when ``z`` is a dict), True
   where modality ``m`` of sample ``n`` is present. Rows of absent modalities may hold anything
   (zeros, NaN): they are zeroed before use and never reach the loss.
+* Errors: ``ValueError`` for malformed inputs (shapes, dtypes, ``M < 2``), and its subclass
+  :class:`NonFiniteInputError` for NaN or inf in a *present* embedding or a ``logit_scale`` that
+  is not finite or not ``> 0`` (a negative scale would silently reverse the objective). Checked
+  once per call: one reduction over ``z`` and one host read of it together with ``s``.
 
 It returns an :class:`ObjectiveOutput`: ``loss`` (0-dim) is the mean of the present terms,
 ``terms`` maps a term's name to its 0-dim loss (attached to the graph; ``.detach()`` for logging).
@@ -24,6 +28,7 @@ against the global batch; see :mod:`centrobind.objectives.distributed` for the c
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -38,9 +43,12 @@ from .distributed import (
     check_equal_sizes,
     dist_info,
 )
+from .infonce import Columns
 
 __all__ = [
     "Batch",
+    "Gathered",
+    "NonFiniteInputError",
     "Objective",
     "ObjectiveOutput",
     "ScoreFn",
@@ -48,6 +56,7 @@ __all__ = [
     "gather_batch",
     "normalize_inputs",
     "resolve_modality",
+    "select_terms",
 ]
 
 
@@ -169,7 +178,30 @@ def normalize_inputs(
             mask = None
         else:
             z = z.masked_fill(~mask[..., None], 0.0)
+    _check_finite(z, s)
     return z, s, mask, names
+
+
+class NonFiniteInputError(ValueError):
+    """NaN or inf in a present embedding, or a logit scale that is not finite and ``> 0``."""
+
+
+def _check_finite(z: Tensor, s: Tensor) -> None:
+    """Raise ``ValueError`` for NaN/inf in ``z`` (absent rows already zeroed) or ``s <= 0``.
+
+    One reduction (``z.sum()``, float32 or wider) and one host read of ``[sum, s]``; the exact
+    elementwise check runs only when the sum is not finite (a huge but finite ``z`` can overflow
+    the sum without containing inf).
+    """
+    acc = torch.float64 if z.dtype == torch.float64 else torch.float32
+    total, scale = torch.stack([z.detach().sum(dtype=acc), s.detach().to(acc)]).tolist()
+    if not math.isfinite(total) and not bool(torch.isfinite(z).all()):
+        raise NonFiniteInputError(
+            "z has NaN or inf in present embeddings (absent rows may hold anything when the "
+            "mask marks them absent)"
+        )
+    if not (math.isfinite(scale) and scale > 0):
+        raise NonFiniteInputError(f"logit_scale must be finite and > 0, got {scale}")
 
 
 def resolve_modality(spec: int | str, names: Sequence[str]) -> int:
@@ -192,33 +224,87 @@ def resolve_modality(spec: int | str, names: Sequence[str]) -> int:
     return int(spec) % M
 
 
-def gather_batch(
-    batch: Batch, extra: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor, int]:
-    """Gather ``z`` (plus ``extra`` rows, e.g. an anchor) and the mask over ranks.
+def select_terms(x: Tensor, idx: Sequence[int]) -> Tensor:
+    """``x[idx]`` as a ``[T, N, D]`` term stack, without copying when it can be avoided.
+
+    ``x`` itself when ``idx`` is ``0 .. len(x) - 1``; the broadcast ``x[i][None]`` (``[1, N, D]``)
+    when every index is the same ``i`` (a shared anchor); else the copy ``x[idx]``.
+
+    Example:
+        >>> x = torch.zeros(3, 4, 2)
+        >>> select_terms(x, [0, 1, 2]) is x, select_terms(x, [1, 1]).shape
+        (True, torch.Size([1, 4, 2]))
+    """
+    idx = list(idx)
+    if idx == list(range(x.shape[0])):
+        return x
+    if len(set(idx)) == 1:
+        return x[idx[0]][None]
+    return x[idx]
+
+
+@dataclass
+class Gathered:
+    """The global batch as this rank sees it; on one rank, the local batch itself (no copy).
+
+    Attributes:
+        x: ``[M + E, W n, D]`` gathered ``z`` (and ``extra`` rows), or None on one rank (the
+            columns are the local rows).
+        mask: ``[M, W n]`` bool global mask, or None when everything is present.
+        offset: global index of this rank's first sample (0 on one rank).
+        world: the number of ranks ``W`` (1 on one rank).
+    """
+
+    x: Tensor | None
+    mask: Tensor | None
+    offset: int
+    world: int
+
+    def columns(self, ia: Sequence[int], ib: Sequence[int], valid: Tensor | None
+                ) -> Columns | None:
+        """Kernel columns for terms ``(x[ia[t]], x[ib[t]])`` (None on one rank).
+
+        Args:
+            ia, ib: row indices into ``x`` (``z`` rows first, then the ``extra`` rows).
+            valid: ``[T, W n]`` bool global validity of the terms, or None.
+        """
+        if self.x is None:
+            return None
+        return Columns(select_terms(self.x, ia), select_terms(self.x, ib), valid, self.offset,
+                       self.world)
+
+
+def gather_batch(batch: Batch, extra: Tensor | None = None) -> Gathered:
+    """Gather ``z`` (plus ``extra`` rows, e.g. anchors) and the mask over ranks.
+
+    On one rank (``batch.dist`` None) this is the identity: nothing is copied and the columns are
+    the local rows (``x=None``, ``mask=batch.mask``, offset 0, ``W = 1``). Under
+    ``torch.distributed`` it runs one differentiable gather of ``cat([z, extra])`` and one of the
+    mask (a full mask where none was given, so every rank runs the same collectives).
 
     Args:
-        batch: a batch with ``batch.dist`` set; ``z`` is ``[M, n, D]``.
-        extra: optional ``[E, n, D]`` stacked under ``z`` before the (single) differentiable gather.
+        batch: normalised inputs, ``z [M, n, D]``.
+        extra: optional ``[E, n, D]`` rows gathered with ``z``.
 
     Returns:
-        ``(xg [M + E, W n, D], mask_loc [M, n], mask_g [M, W n], offset = rank * n)``. Every rank
-        gathers a full mask (all True where none was given) so all ranks run the same collectives.
+        :class:`Gathered`.
 
-    Example (inside an initialised process group)::
-
-        zg, mask_loc, mask_g, offset = gather_batch(batch)
+    Example:
+        >>> b = Batch(torch.ones(2, 3, 4), torch.tensor(1.0), None, ["0", "1"])
+        >>> g = gather_batch(b); (g.x, g.mask, g.offset, g.world)
+        (None, None, 0, 1)
     """
     info = batch.dist
-    assert info is not None
+    if info is None:
+        return Gathered(None, batch.mask, 0, 1)
     z = batch.z
     M, n, _ = z.shape
     check_equal_sizes(n, z.device, info)
     mask_loc = batch.mask if batch.mask is not None else z.new_ones(M, n, dtype=torch.bool)
-    x = z if extra is None else torch.cat([z, extra], 0)
+    x = z if extra is None else torch.cat([z, extra.to(z.dtype)], 0)
     xg = all_gather_with_grad(x, 1, info)
     mask_g = all_gather_no_grad(mask_loc, 1, info)
-    return xg, mask_loc, mask_g, info.rank * n
+    return Gathered(xg, mask_g, info.rank * n, info.world_size)
 
 
 def complete_samples(batch: Batch) -> tuple[Tensor, Tensor, int, float]:
@@ -229,29 +315,28 @@ def complete_samples(batch: Batch) -> tuple[Tensor, Tensor, int, float]:
 
     Returns:
         ``(z_rows [M, n_l, D], z_cols [M, n_g, D], offset, scale)``: ``z_cols`` are the complete
-        samples of the global batch (``z_rows`` itself in a single process), ``offset`` is the
-        column index of the first local row, and ``scale = W / n_g`` multiplies the summed per-row
-        losses (``1 / n`` in a single process) so that rank shares average to the global mean.
+        samples of the global batch (``z_rows`` itself, the same object, on one rank), ``offset``
+        is the column index of the first local row, and ``scale = W / n_g`` multiplies the summed
+        per-row losses (``1 / n`` on one rank) so that rank shares average to the global mean.
 
     Example:
         >>> b = Batch(torch.ones(2, 3, 4), torch.tensor(1.0),
         ...           torch.tensor([[True, True, False], [True, True, True]]), ["0", "1"])
         >>> zr, zc, off, scale = complete_samples(b)
-        >>> zr.shape, off, scale
-        (torch.Size([2, 2, 4]), 0, 0.5)
+        >>> zr.shape, zc is zr, off, scale
+        (torch.Size([2, 2, 4]), True, 0, 0.5)
     """
-    z, mask = batch.z, batch.mask
+    z = batch.z
     if z.dtype in (torch.float16, torch.bfloat16):
         z = z.float()
-    if batch.dist is None:
-        zr = z if mask is None else z[:, mask.all(0)]
-        return zr, zr, 0, 1.0 / max(zr.shape[1], 1)
-    zg, mask_loc, mask_g, offset = gather_batch(batch)
-    valid_loc, valid_g = mask_loc.all(0), mask_g.all(0)
-    zr = z[:, valid_loc]
-    zc = zg[:, valid_g].to(z.dtype)
-    off = int(valid_g[:offset].sum())
-    return zr, zc, off, batch.dist.world_size / max(zc.shape[1], 1)
+    g = gather_batch(batch)
+    zr = z if batch.mask is None else z[:, batch.mask.all(0)]
+    if g.x is None:
+        zc = zr
+    else:
+        zc = (g.x if g.mask is None else g.x[:, g.mask.all(0)]).to(z.dtype)
+    off = 0 if g.mask is None else int(g.mask.all(0)[: g.offset].sum())
+    return zr, zc, off, g.world / max(zc.shape[1], 1)
 
 
 class Objective(nn.Module):

@@ -1,7 +1,10 @@
-"""CentroBind: bind every modality to the per-sample centroid of all present modalities.
+"""CentroBind: bind every modality to a per-sample centroid of the present modalities.
 
-``c_n = sum_m w_m z_mn / sum_m w_m`` (over the modalities present for sample ``n``), and
-``loss = mean_m nce_sym(c, z_m)`` (term ``m`` over the samples where modality ``m`` is present).
+``centroid="full"`` (the paper's form): ``c_n = sum_m w_m z_mn / sum_m w_m`` over the modalities
+present for sample ``n``, ``loss = mean_m nce_sym(c, z_m)``.
+``centroid="leave_one_out"``: term ``m`` uses the centroid of the *other* present modalities,
+``c_{-m} = (sum_k w_k z_k - w_m z_m) / (sum_k w_k - w_m)``, so no positive logit contains the
+modality's similarity with itself.
 """
 
 from __future__ import annotations
@@ -13,49 +16,88 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Batch, Objective, gather_batch
-from .infonce import symmetric_infonce, symmetric_infonce_global
+from .base import Batch, Objective, gather_batch, select_terms
+from .infonce import symmetric_infonce
 
-__all__ = ["CentroBind", "centroid_anchor"]
+__all__ = ["CentroBind", "anchor_valid", "centroid_anchor"]
 
 
 def centroid_anchor(z: Tensor, mask: Tensor | None, weights: Tensor | None = None,
-                    normalize: bool = False) -> Tensor:
-    """Weighted per-sample centroid of the present modalities.
+                    normalize: bool = False, leave_one_out: bool = False) -> Tensor:
+    """Weighted per-sample centroid of the present modalities (or of the others, per modality).
 
-    ``c_n = sum_m w_m mask_mn z_mn / sum_m w_m mask_mn`` (0 where the denominator is 0), then
-    ``c_n / ||c_n||`` when ``normalize``.
+    ``c_n = sum_m w_m mask_mn z_mn / sum_m w_m mask_mn``; with ``leave_one_out`` one anchor per
+    modality, ``c_mn = (sum_k w_k mask_kn z_kn - w_m mask_mn z_mn) / (sum_k w_k mask_kn -
+    w_m mask_mn)``. 0 where the denominator is 0 (no present modality, or none but ``m``); then
+    ``c / ||c||`` when ``normalize``.
 
     Args:
         z: ``[M, N, D]`` embeddings (absent rows must be finite, e.g. zeroed).
         mask: ``[M, N]`` bool or None (all present).
         weights: ``[M]`` non-negative weights, None for uniform.
         normalize: L2-normalise the centroid.
+        leave_one_out: the anchor of modality ``m`` leaves ``m`` out.
 
     Returns:
-        ``[N, D]``.
+        ``[N, D]``, or ``[M, N, D]`` with ``leave_one_out``.
 
     Example:
         >>> z = torch.tensor([[[1., 0.]], [[0., 1.]], [[5., 5.]]])   # M=3, N=1, D=2
         >>> centroid_anchor(z, torch.tensor([[True], [True], [False]]))
         tensor([[0.5000, 0.5000]])
+        >>> centroid_anchor(z, None, leave_one_out=True)[:, 0]
+        tensor([[2.5000, 3.0000],
+                [3.0000, 2.5000],
+                [0.5000, 0.5000]])
     """
     M, N, _ = z.shape
     w = z.new_ones(M) if weights is None else weights.to(z.dtype)
-    mw = w[:, None].expand(M, N) if mask is None else w[:, None] * mask.to(z.dtype)
-    den = mw.sum(0)
-    c = torch.einsum("mn,mnd->nd", mw, z) / den.clamp_min(torch.finfo(z.dtype).tiny)[:, None]
+    mw = w[:, None].expand(M, N) if mask is None else w[:, None] * mask.to(z.dtype)  # [M, N]
+    num = torch.einsum("mn,mnd->nd", mw, z)  # [N, D]
+    den = mw.sum(0)  # [N]
+    if leave_one_out:
+        num = num[None] - mw[..., None] * z  # [M, N, D]
+        den = den[None] - mw  # [M, N]
+    c = num / torch.where(den > 0, den, torch.ones_like(den))[..., None]
     return F.normalize(c, dim=-1) if normalize else c
 
 
-class CentroBind(Objective):
-    """CentroBind: ``loss = mean_m nce_sym(c, z_m)`` with ``c`` the per-sample modality centroid.
+def anchor_valid(mask: Tensor | None, weights: Tensor | None, leave_one_out: bool,
+                 num_samples: int) -> Tensor | None:
+    """``[M, N]`` bool: sample ``n`` has an anchor for modality ``m`` (None: every one has).
 
-    ``c_n = sum_{m present} w_m z_mn / sum_{m present} w_m`` (L2-normalised when
-    ``normalize_anchor``); ``nce_sym(c, z_m) = (nce(c, z_m) + nce(z_m, c)) / 2`` with
+    Full centroid: ``m`` present. Leave-one-out: ``m`` present and at least one other present
+    modality with a positive weight.
+
+    Example:
+        >>> anchor_valid(torch.tensor([[True, True], [True, False]]), None, True, 2)
+        tensor([[ True, False],
+                [ True, False]])
+    """
+    positive = None if weights is None or bool((weights > 0).all()) else weights > 0
+    if not leave_one_out or (mask is None and positive is None):
+        return mask
+    if mask is None:
+        assert weights is not None
+        mask = torch.ones(weights.shape[0], num_samples, dtype=torch.bool,
+                          device=weights.device)
+    counted = mask if positive is None else mask & positive.to(mask.device)[:, None]
+    others = counted.sum(0, keepdim=True) - counted.long()  # [M, N]
+    return mask & (others > 0)
+
+
+class CentroBind(Objective):
+    """CentroBind: ``loss = mean_m nce_sym(c_m, z_m)`` with ``c_m`` a per-sample centroid.
+
+    ``centroid="full"`` (the paper's form, the default): one anchor for every term,
+    ``c_n = sum_{m present} w_m z_mn / sum_{m present} w_m``. ``centroid="leave_one_out"``: term
+    ``m`` uses the centroid of the other present modalities, ``c_{-m} = (sum_k w_k z_k - w_m z_m)
+    / (sum_k w_k - w_m)``; a sample whose only present modality is ``m`` has no anchor for ``m``
+    and is left out of term ``m``. Anchors are L2-normalised when ``normalize_anchor``;
+    ``nce_sym(c, z_m) = (nce(c, z_m) + nce(z_m, c)) / 2`` with
     ``nce(a, b) = mean_i CE(s a_i . b_j over j, target i)``; term ``"c-m"`` uses the samples where
-    modality ``m`` is present (rows and columns). ``M`` terms of one ``N x N`` product each, so the
-    cost grows linearly with ``M`` (all-pairs grows quadratically).
+    modality ``m`` (and its anchor) is present (rows and columns). ``M`` terms of one ``N x N``
+    product each, either way, so the cost grows linearly with ``M`` (all-pairs quadratically).
 
     Defaults (``detach_anchor=True``, ``normalize_anchor=False``): a prototype measured the
     detached, unnormalised anchor best on retrieval and back-propagating through a normalised
@@ -78,8 +120,11 @@ class CentroBind(Objective):
         gather: compute against the batch gathered over ``torch.distributed`` ranks (the anchor
             is computed per sample on its own rank, then gathered).
         num_modalities: ``M``; required with ``weights="learned"``, checked against ``z`` otherwise.
+        centroid: ``"full"`` (the paper's centroid of all present modalities) or
+            ``"leave_one_out"`` (per term, the centroid of the other present modalities).
 
-    Shapes: ``z [M, N, D]`` (or dict), ``mask [M, N]`` -> ``loss []``.
+    Shapes: ``z [M, N, D]`` (or dict), ``mask [M, N]`` -> ``loss []``; anchors ``[1, N, D]``
+    (full) or ``[M, N, D]`` (leave-one-out).
 
     Example:
         >>> import torch.nn.functional as F
@@ -90,6 +135,8 @@ class CentroBind(Objective):
         >>> obj = CentroBind(weights="learned", num_modalities=3)
         >>> obj(z, 10.0).loss.backward(); obj.weight_logits.grad.shape
         torch.Size([3])
+        >>> sorted(CentroBind(centroid="leave_one_out")(z, 10.0).terms)
+        ['c-0', 'c-1', 'c-2']
     """
 
     supports_chunking = True
@@ -106,8 +153,12 @@ class CentroBind(Objective):
         chunk_size: int | None = None,
         gather: bool = True,
         num_modalities: int | None = None,
+        centroid: str = "full",
     ) -> None:
         super().__init__(gather)
+        if centroid not in ("full", "leave_one_out"):
+            raise ValueError(f"centroid must be 'full' or 'leave_one_out', got {centroid!r}")
+        self.centroid = centroid
         self.detach_anchor = bool(detach_anchor)
         self.normalize_anchor = bool(normalize_anchor)
         self.chunk_size = chunk_size
@@ -162,30 +213,28 @@ class CentroBind(Objective):
         z, s, mask, names = batch.z, batch.s, batch.mask, batch.names
         M, N, _ = z.shape
         w = self.modality_weights(M)
+        w = None if w is None else w.to(z.device)
+        loo = self.centroid == "leave_one_out"
         zc = z.detach() if self.detach_anchor else z
-        c = centroid_anchor(zc, mask, None if w is None else w.to(z.device), self.normalize_anchor)
-        if batch.dist is None:
-            counts = [N] * M if mask is None else mask.sum(1).tolist()
-            keep = [m for m in range(M) if counts[m] >= 2]
-            if not keep:
-                return {}
-            valid = None if mask is None else mask[keep]
-            losses = symmetric_infonce(c[None], z[keep], s, valid, self.chunk_size)
-        else:
-            xg, mask_loc, mask_g, offset = gather_batch(batch, extra=c[None])
-            zg, cg = xg[:M], xg[M:]
-            counts = mask_g.sum(1).tolist()
-            keep = [m for m in range(M) if counts[m] >= 2]
-            if not keep:
-                return {}
-            cnt = torch.tensor([counts[m] for m in keep], dtype=z.dtype, device=z.device)
-            weight = mask_loc[keep].to(z.dtype) * (batch.dist.world_size / cnt)[:, None]
-            losses = symmetric_infonce_global(c[None], z[keep], cg, zg[keep], s, weight,
-                                              mask_g[keep], offset, self.chunk_size)
+        c = centroid_anchor(zc, mask, w, self.normalize_anchor, loo)  # [N, D] or [M, N, D]
+        c = c if loo else c[None]
+        g = gather_batch(batch, extra=c)  # the identity on one rank
+        valid = anchor_valid(g.mask, w, loo, N * g.world)  # [M, W n]: global
+        counts = [N * g.world] * M if valid is None else valid.sum(1).tolist()
+        keep = [m for m in range(M) if counts[m] >= 2]
+        if not keep:
+            return {}
+        row_valid = anchor_valid(mask, w, loo, N)
+        row_valid = None if row_valid is None else row_valid[keep]
+        ia = [M + m for m in keep] if loo else [M] * len(keep)
+        cols = g.columns(ia, keep, None if valid is None else valid[keep])
+        losses = symmetric_infonce(select_terms(c, keep) if loo else c, select_terms(z, keep), s,
+                                   row_valid, self.chunk_size, cols)
         return {f"c-{names[m]}": losses[k] for k, m in enumerate(keep)}
 
     def extra_repr(self) -> str:
         w = "learned" if self.learned_weights else (
             None if self.fixed_weights is None else self.fixed_weights.tolist())
-        return (f"detach_anchor={self.detach_anchor}, normalize_anchor={self.normalize_anchor}, "
-                f"weights={w}, chunk_size={self.chunk_size}")
+        return (f"centroid={self.centroid!r}, detach_anchor={self.detach_anchor}, "
+                f"normalize_anchor={self.normalize_anchor}, weights={w}, "
+                f"chunk_size={self.chunk_size}")

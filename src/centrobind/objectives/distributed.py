@@ -126,10 +126,12 @@ def check_equal_sizes(n: int, device: torch.device, info: DistInfo) -> None:
         )
 
 
-def broadcast_(x: Tensor, info: DistInfo, src: int = 0) -> Tensor:
-    """In-place broadcast of ``x`` from rank ``src`` to all ranks (returns ``x``).
+def broadcast_(x: Tensor, info: DistInfo | None, src: int = 0) -> Tensor:
+    """In-place broadcast of ``x`` from rank ``src`` to all ranks (returns ``x``); the identity
+    on one rank (``info`` None).
 
     Example (inside an initialised group): ``broadcast_(perms, info)``.
     """
-    dist.broadcast(x, src=src, group=info.group)
+    if info is not None:
+        dist.broadcast(x, src=src, group=info.group)
     return x

@@ -168,12 +168,9 @@ class Gram(Objective):
         if ng < 2:
             return {}
         target = torch.arange(nl, device=zr.device) + offset
-        if batch.dist is None:
-            logits = gram_volumes(zr[k], zr[others], self.eps) * -s  # [n, n]
-            logits_t = logits.t()
-        else:
-            logits = gram_volumes(zr[k], zc[others], self.eps) * -s  # local anchors, global cands
-            logits_t = gram_volumes(zc[k], zr[others], self.eps).t() * -s  # local cands
+        logits = gram_volumes(zr[k], zc[others], self.eps) * -s  # local anchors, all candidates
+        # local candidates vs all anchors; on one rank (columns = rows) the same matrix
+        logits_t = logits.t() if zc is zr else gram_volumes(zc[k], zr[others], self.eps).t() * -s
         name = names[k]
         return {
             f"{name}->rest": row_cross_entropy(logits, target, scale),

@@ -124,9 +124,7 @@ class Symile(Objective):
         zc_ = zr_ if zc is zr else zc.unbind(0)
         if self.negative_sampling == "n":
             if permutations is None:
-                perms = self.draw_permutations(M, ng, zr.device)
-                if batch.dist is not None:
-                    broadcast_(perms, batch.dist)
+                perms = broadcast_(self.draw_permutations(M, ng, zr.device), batch.dist)
             else:
                 perms = torch.as_tensor(permutations, device=zr.device).long()
                 if tuple(perms.shape) != (M, M - 1, ng):
