@@ -75,8 +75,10 @@ def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]]]:
             raise CentrobindError(f"{path}: empty manifest (no header row)") from None
         rows = []
         for i, row in enumerate(reader):
-            if not any(c.strip() for c in row):
-                continue  # blank line
+            if not row:  # a blank line: an empty cell in a one-column manifest, else skipped
+                if len(header) != 1:
+                    continue
+                row = [""]
             if len(row) != len(header):
                 raise CentrobindError(
                     f"{path}: line {reader.line_num} has {len(row)} fields, the header has "

@@ -33,9 +33,9 @@ class SentenceTransformerEncoder(Encoder):
                 f"{' '.join(str(e).split())[:300]}"
             ) from None
         self.spec = spec
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or getattr(
-            self.model, "get_sentence_embedding_dimension"
-        )
+        get_dim = getattr(self.model, "get_embedding_dimension", None)
+        if get_dim is None:  # sentence-transformers < 5
+            get_dim = self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.version = version
         self.options: dict[str, Any] = {}
