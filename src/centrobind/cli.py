@@ -159,7 +159,9 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .featurize.demo import run_demo
 
-    report = run_demo(args.out, tiny=args.tiny, n=args.n, seed=args.seed, quiet=args.quiet)
+    report = run_demo(
+        args.out, tiny=args.tiny, n=args.n, seed=args.seed, quiet=args.quiet, seeds=args.seeds
+    )
     print(f"wrote {report}")
     return 0
 
@@ -242,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="folder for the raw data, runs and report")
     s.add_argument("--tiny", action="store_true", help="a few dozen items (a CI smoke test)")
     s.add_argument("--n", type=int, default=None, help="number of items (default 600, tiny 40)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="first seed (data and training)")
+    s.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, tiny 1)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_demo)
     return p

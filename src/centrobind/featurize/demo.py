@@ -160,12 +160,62 @@ def _train_all(data: Path, runs: Path, cfg_kw: dict[str, Any]) -> dict[str, Path
     return out
 
 
-def run_demo(
-    out: str | Path, tiny: bool = False, n: int | None = None, seed: int = 0, quiet: bool = False
-) -> Path:
-    """Build, featurize, train and report; returns the report path ``<out>/report.md``."""
-    from centrobind.data import load
+def _seed_rows(ds: Any, runs: dict[str, Path]) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """One seed: R@1/R@5 (``evaluate_run``) and digit@1 per pair for CentroBind, AllPairs and
+    the fixed anchor that is best on validation. Returns (rows, best anchor, val metrics)."""
     from centrobind.runs import evaluate_run, load_run
+
+    anchors = [k for k in runs if k.startswith("FixedAnchor")]
+    val = {k: load_run(runs[k]).meta.get("best_val_metric") for k in anchors}
+    best = max(anchors, key=lambda k: -1e9 if val[k] is None else val[k])
+    labels = ds.labels["digit"].numpy()
+    rows: dict[str, Any] = {}
+    for name in ("CentroBind", "AllPairs", best):
+        metrics = evaluate_run(runs[name])["retrieval"]
+        run = load_run(runs[name])
+        test = run.splits["test"].numpy()
+        mask = ds.mask.numpy()[:, test]
+        emb = {m: _embed(run, m, ds.features[m].numpy()[test]) for m in ds.modalities}
+        row: dict[str, Any] = {}
+        for a, b in PAIRS:
+            both = mask[ds.modalities.index(a)] & mask[ds.modalities.index(b)]
+            hit = _top_k(emb[a][both], emb[b][both], 1)[:, 0]  # top-1 gallery row per query
+            same = labels[test][both][hit] == labels[test][both]
+            r = metrics[f"{a}->{b}"]
+            row[f"{a}->{b}"] = {
+                "R@1": r["R@1"], "R@5": r["R@5"], "n": r["n_queries"],
+                "digit@1": 100.0 * float(same.mean()),
+            }  # fmt: skip
+        rows["FixedAnchor (best on val)" if name == best else name] = row
+    return rows, best, val
+
+
+def _aggregate(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean and std (ddof 0) over seeds of every metric."""
+    out: dict[str, Any] = {}
+    for name in per_seed[0]:
+        out[name] = {}
+        for pair, m in per_seed[0][name].items():
+            agg: dict[str, Any] = {"n": m["n"]}
+            for key in ("R@1", "R@5", "digit@1"):
+                vals = np.array([s[name][pair][key] for s in per_seed], dtype=np.float64)
+                agg[key], agg[key + "_std"] = float(vals.mean()), float(vals.std())
+            out[name][pair] = agg
+    return out
+
+
+def run_demo(
+    out: str | Path,
+    tiny: bool = False,
+    n: int | None = None,
+    seed: int = 0,
+    quiet: bool = False,
+    seeds: int | None = None,
+) -> Path:
+    """Build, featurize, train (``seeds`` seeds: default 3, tiny 1) and report; returns the
+    report path ``<out>/report.md`` (also ``results.json`` and ``retrieval.png``)."""
+    from centrobind.data import load
+    from centrobind.runs import load_run
 
     from .core import featurize
     from .encoders import load_encoder
@@ -176,6 +226,9 @@ def run_demo(
     if out.exists() and any(out.iterdir()):
         raise CentrobindError(f"{out} is not empty; choose a new --out folder")
     n = n if n is not None else (40 if tiny else 600)
+    seeds = seeds if seeds is not None else (1 if tiny else 3)
+    if seeds < 1:
+        raise CentrobindError(f"--seeds must be >= 1, got {seeds}")
     log = (lambda *a: None) if quiet else (lambda *a: print(*a, flush=True))
     log(f"[1/4] building {n} image/caption/speech samples in {out / 'raw'}")
     manifest = build_raw(out / "raw", n, seed)
@@ -184,53 +237,34 @@ def run_demo(
     fz = featurize(manifest, data, encoders=ENCODERS, labels=["digit"], device="cpu",
                    progress=not quiet)  # fmt: skip
     log("      " + fz.line())
-    cfg_kw = dict(
-        epochs=5 if tiny else 150,
-        batch_size=16 if tiny else 64,
-        early_stopping=None if tiny else 30,
-        seed=seed,
-        device="cpu",
-        quiet=True,
-    )
-    if tiny:
-        cfg_kw["anchor_pretrain_epochs"] = 2
-    log("[3/4] training CentroBind, AllPairs and FixedAnchor (each modality as the anchor)")
-    runs = _train_all(data, out / "runs", cfg_kw)
-    log("[4/4] evaluating on the held-out test split and writing the report")
-    metrics = {name: evaluate_run(folder)["retrieval"] for name, folder in runs.items()}
-    anchors = {k: v for k, v in runs.items() if k.startswith("FixedAnchor")}
-    val = {k: load_run(v).meta.get("best_val_metric") for k, v in anchors.items()}
-    best_anchor = max(anchors, key=lambda k: -1e9 if val[k] is None else val[k])
-
-    # class-level check on the same test rows: does the top-1 hit show the same digit?
     ds = load(str(data))
-    labels = ds.labels["digit"].numpy()
-    rows: dict[str, dict[str, Any]] = {}
-    for name in ("CentroBind", "AllPairs", best_anchor):
-        run = load_run(runs[name])
-        test = run.splits["test"].numpy()
-        mask = ds.mask.numpy()[:, test]
-        emb = {m: _embed(run, m, ds.features[m].numpy()[test]) for m in ds.modalities}
-        row: dict[str, Any] = {}
-        for a, b in PAIRS:
-            ia, ib = ds.modalities.index(a), ds.modalities.index(b)
-            both = mask[ia] & mask[ib]
-            hit = _top_k(emb[a][both], emb[b][both], 1)[:, 0]
-            same = labels[test][both][hit] == labels[test][both]
-            r = metrics[name][f"{a}->{b}"]
-            row[f"{a}->{b}"] = {
-                "R@1": r["R@1"], "R@5": r["R@5"], "n": r["n_queries"],
-                "digit@1": 100.0 * float(same.mean()),
-            }  # fmt: skip
-        rows[name] = row
+    per_seed, best_anchors, vals, first_runs = [], [], [], {}
+    for i in range(seeds):
+        cfg_kw = dict(
+            epochs=5 if tiny else 150,
+            batch_size=16 if tiny else 64,
+            early_stopping=None if tiny else 30,
+            seed=seed + i,
+            device="cpu",
+            quiet=True,
+        )
+        if tiny:
+            cfg_kw["anchor_pretrain_epochs"] = 2
+        log(f"[3/4] seed {seed + i}: training CentroBind, AllPairs, FixedAnchor x 3 anchors")
+        runs = _train_all(data, out / "runs" / f"seed{seed + i}", cfg_kw)
+        first_runs = first_runs or runs
+        rows, best, val = _seed_rows(ds, runs)
+        per_seed.append(rows)
+        best_anchors.append(best)
+        vals.append(val)
+    log("[4/4] writing the report")
 
-    # free-text queries against the test split (CentroBind)
-    run = load_run(runs["CentroBind"])
+    # free-text queries against the test split (CentroBind, first seed)
+    labels = ds.labels["digit"].numpy()
+    run = load_run(first_runs["CentroBind"])
     test = run.splits["test"].numpy()
-    img_ok = ds.mask.numpy()[ds.modalities.index("image"), test]
-    sp_ok = ds.mask.numpy()[ds.modalities.index("speech"), test]
-    gal_img = test[img_ok]
-    gal_sp = test[sp_ok]
+    gal_img = test[ds.mask.numpy()[ds.modalities.index("image"), test]]
+    gal_sp = test[ds.mask.numpy()[ds.modalities.index("speech"), test]]
     q = _embed(run, "caption", load_encoder("minilm").encode(QUERIES))
     top_img = gal_img[_top_k(q, _embed(run, "image", ds.features["image"].numpy()[gal_img]), 5)]
     top_sp = gal_sp[_top_k(q, _embed(run, "speech", ds.features["speech"].numpy()[gal_sp]), 3)]
@@ -242,12 +276,13 @@ def run_demo(
     result = {
         "n_items": n,
         "n_test": int(len(test)),
-        "seed": seed,
+        "seeds": [seed + i for i in range(seeds)],
         "tiny": tiny,
         "encoders": ENCODERS,
-        "best_anchor": best_anchor,
-        "val_metric": val,
-        "methods": rows,
+        "best_anchor": best_anchors,
+        "val_metric": vals,
+        "methods": _aggregate(per_seed),
+        "per_seed": per_seed,
         "queries": [
             {
                 "query": qtext,
@@ -311,7 +346,9 @@ def _markdown(res: dict[str, Any]) -> str:
     lines = [head + " |", "|---|" + "---:|" * 3 * len(keys)]
     for name, row in methods.items():
         cells = [
-            f"{row[k]['R@1']:.1f} | {row[k]['R@5']:.1f} | {row[k]['digit@1']:.0f}" for k in keys
+            f"{row[k]['R@1']:.1f} ± {row[k]['R@1_std']:.1f} | {row[k]['R@5']:.1f} ± "
+            f"{row[k]['R@5_std']:.1f} | {row[k]['digit@1']:.0f} ± {row[k]['digit@1_std']:.0f}"
+            for k in keys
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     chance = [f"{100 / n_q[k]:.1f} | {min(100.0, 500 / n_q[k]):.1f} | 10" for k in keys]
@@ -328,18 +365,24 @@ def _markdown(res: dict[str, Any]) -> str:
             f"- **“{q['query']}”**: the five images show digits {digits}; "
             f"top-3 speech clips: {speech}"
         )
-    vals = ", ".join(
-        f"{k} {v:.1f}" if v is not None else f"{k} n/a" for k, v in res["val_metric"].items()
+    vals = "; ".join(
+        f"seed {sd}: "
+        + ", ".join(f"{k[12:-1]} {v:.1f}" if v is not None else f"{k} n/a" for k, v in val.items())
+        for sd, val in zip(res["seeds"], res["val_metric"], strict=True)
+    )
+    chosen = ", ".join(
+        f"seed {sd}: {b[12:-1]}" for sd, b in zip(res["seeds"], res["best_anchor"], strict=True)
     )
     fz = res["featurize"]
     rate = ", ".join(f"{m} {v:.0f}/s" for m, v in fz["items_per_s"].items())
     table = "\n".join(lines)
     queries_md = "\n".join(queries)
     tiny = " --tiny" if res["tiny"] else ""
+    seed_list = ", ".join(map(str, res["seeds"]))
     return f"""# Tri-modal demo: digits, captions and speech in one space
 
 Rebuild with `centrobind demo --out demo_out{tiny}` (offline; needs espeak-ng). This page:
-seed {res["seed"]}, {res["seconds"]:.0f} s end to end on a {res["cpus"]}-CPU machine.
+seeds {seed_list}, {res["seconds"]:.0f} s end to end on a {res["cpus"]}-CPU machine.
 
 **Data** ({res["n_items"]} paired samples). Images: scikit-learn's 8x8 handwritten digits, saved
 as PNG. Captions: from templates, naming the digit, its stroke weight (thin / medium / bold:
@@ -350,21 +393,22 @@ digit and the stroke weight (“seven. bold”) in one of four voices at a rando
 **Features** (`centrobind featurize`): captions → `minilm` (384-d), images → `pixels:16:gray`
 (256-d), speech → `logmel` (128-d); throughput in this run: {rate}.
 
-**Training**: the same 2-layer MLP heads (D = 64) for every method, one seed, early stopping on
-the validation split. The fixed anchor was picked on the validation split (mean R@1: {vals}),
-not on the test split: **{res["best_anchor"]}**.
+**Training**: the same 2-layer MLP heads (D = 64) for every method, early stopping on the
+validation split, {len(res["seeds"])} seed(s) (each with its own seeded train/val/test split). The
+fixed anchor is picked per seed on the validation split, never on the test split (validation
+mean R@1: {vals}); chosen: **{chosen}**.
 
 ## Retrieval on the held-out test split ({res["n_test"]} samples)
 
-R@k (%): the query's own paired item is among the top k of the {res["n_test"]}-item test gallery.
-digit@1 (%): the top-1 item shows the same digit. One query = {100 / max(n_q.values()):.1f}
-points, and this is one seed: differences of a few points are noise.
+Mean ± std over the seeds. R@k (%): the query's own paired item is among the top k of the
+{res["n_test"]}-item test gallery. digit@1 (%): the top-1 item shows the same digit. One query
+= {100 / max(n_q.values()):.1f} points.
 
 {table}
 
 Best R@1 per pair: {best}.
 
-## Text queries (CentroBind; the test split is the gallery)
+## Text queries (CentroBind, seed {res["seeds"][0]}; its test split is the gallery)
 
 Free-text queries, not captions from the data. Each row shows the five retrieved test images
 (title: rank and true digit); the three retrieved speech clips are named below.
