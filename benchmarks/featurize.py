@@ -6,7 +6,8 @@ Texts: template captions (~8 words). Images: 32x32 RGB PNG. Audio: 1 s 16 kHz PC
 ``hf-audio-tiny`` is a randomly initialised 2-layer wav2vec2 (hidden 32) saved to disk: it times
 the ``hf:`` audio path, not a real speech model. Reports items/s of the encoding itself
 (decode + forward, from ``FeaturizeSummary.items_per_s``) and of the whole call (model loading,
-manifest reading and writing included).
+manifest reading and writing included). On a loaded machine use ``--threads 1``: torch's
+intra-op threads slow down ~10x when the cores are oversubscribed.
 """
 
 from __future__ import annotations
@@ -75,7 +76,12 @@ def main() -> None:
     p.add_argument("--n", type=int, default=2000)
     p.add_argument("--out", default="/tmp/featurize_bench")
     p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: as is)"
+    )
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     root = Path(args.out)
     shutil.rmtree(root, ignore_errors=True)
     _raw(root / "raw", args.n)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
-from featurize_helpers import cli
 
 from centrobind.data import load
 from centrobind.featurize import read_items
+from featurize_helpers import cli
 
 
 def test_demo_tiny_end_to_end(tmp_path):

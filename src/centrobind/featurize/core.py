@@ -24,7 +24,7 @@ import numpy as np
 
 from centrobind.errors import CentrobindError
 
-from .encoders import Encoder, load_encoder, resolve_device
+from .encoders import Encoder, check_spec, load_encoder, resolve_device
 from .items import write_items
 from .labels import encode_labels
 from .manifest import Manifest, column_kind, read_manifest
@@ -116,6 +116,7 @@ def _encode_chunk(
 ) -> tuple[list[int], np.ndarray, dict[int, str]]:
     """Encode ``(row, item)`` pairs: (rows encoded, float32 [n, dim], {row: reason} failed)."""
     failed: dict[int, str] = {}
+    item_of = dict(items)
     ok_rows: list[int] = []
     prepared: list[Any] = []
     for row, item in items:
@@ -136,12 +137,12 @@ def _encode_chunk(
                 try:
                     parts.append(([r], np.asarray(enc.forward([p]), dtype=np.float32)))
                 except Exception as e:
-                    failed[r] = f"{dict(items)[r]}: encoder failed: {_reason(e)}"
+                    failed[r] = f"{item_of[r]}: encoder failed: {_reason(e)}"
         for rs, x in parts:
             finite = np.isfinite(x).all(axis=1)
             for r, good in zip(rs, finite, strict=True):
                 if not good:
-                    failed[r] = f"{dict(items)[r]}: encoder produced NaN/inf"
+                    failed[r] = f"{item_of[r]}: encoder produced NaN/inf"
             rows_out.extend(r for r, good in zip(rs, finite, strict=True) if good)
             outs.append(x[finite])
     x = np.concatenate(outs) if outs else np.zeros((0, enc.dim), np.float32)
@@ -189,12 +190,18 @@ def featurize(
     state = ProgressState.open(out, _fingerprint(man.path, specs, labels, chunk_rows))
     n_chunks = (n + chunk_rows - 1) // chunk_rows
 
-    # Build every encoder that still has work before any is run (bad specs fail fast).
-    live: dict[str, Encoder] = {}
+    # Build every encoder that still has work before any is run (bad specs fail fast): names
+    # first, then the weight-free families before the ones that load a model.
     for m in mods:
+        check_spec(specs[m])
+    live: dict[str, Encoder] = {}
+    for m in sorted(mods, key=lambda m: specs[m].split(":")[0] not in ("pixels", "logmel")):
         ms = state.modality(m)
         if len(ms["done"]) < n_chunks or ms["entry"] is None:
-            live[m] = load_encoder(specs[m], device=dev, allow_random=allow_random, kind=kinds[m])
+            # a column of image/audio files must get an encoder of that kind; any other column
+            # (texts, or files with unknown suffixes) takes whatever kind the encoder has
+            hint = kinds[m] if kinds[m] != "text" else None
+            live[m] = load_encoder(specs[m], device=dev, allow_random=allow_random, kind=hint)
             if ms["entry"] is not None and ms["entry"]["dim"] != live[m].dim:
                 raise CentrobindError(f"{out}: {m} was started with another width; delete {out}")
             ms["entry"] = live[m].entry()

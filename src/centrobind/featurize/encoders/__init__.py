@@ -4,6 +4,7 @@ from .base import (
     KINDS,
     Encoder,
     EncoderError,
+    check_spec,
     encoder_from_meta,
     load_encoder,
     register_encoder,
@@ -13,6 +14,7 @@ from .base import (
 __all__ = [
     "KINDS",
     "Encoder",
+    "check_spec",
     "EncoderError",
     "encoder_from_meta",
     "load_encoder",

@@ -23,6 +23,7 @@ __all__ = [
     "Encoder",
     "EncoderError",
     "KINDS",
+    "check_spec",
     "load_encoder",
     "encoder_from_meta",
     "register_encoder",
@@ -158,6 +159,16 @@ def offline() -> None:
         pass
 
 
+def check_spec(spec: str) -> None:
+    """Raise :class:`EncoderError` if ``spec`` names no registered family (loads nothing)."""
+    family = spec.strip().partition(":")[0]
+    if family not in _REGISTRY:
+        raise EncoderError(
+            f"unknown encoder {spec!r} (families: {', '.join(sorted(_REGISTRY))}; "
+            "e.g. minilm, st:PATH, hf:PATH, pixels, timm:NAME@WEIGHTS, logmel)"
+        )
+
+
 def load_encoder(
     spec: str, *, device: str = "cpu", allow_random: bool = False, kind: str | None = None
 ) -> Encoder:
@@ -173,12 +184,8 @@ def load_encoder(
     family, _, arg = spec.partition(":")
     if kind is not None and kind not in KINDS:
         raise EncoderError(f"unknown kind {kind!r} (use one of {', '.join(KINDS)})")
-    target = _REGISTRY.get(family)
-    if target is None:
-        raise EncoderError(
-            f"unknown encoder {spec!r} (families: {', '.join(sorted(_REGISTRY))}; "
-            "e.g. minilm, st:PATH, hf:PATH, pixels, timm:NAME@WEIGHTS, logmel)"
-        )
+    check_spec(spec)
+    target = _REGISTRY[family]
     if isinstance(target, str):
         mod, fn = target.split(":")
         target = getattr(importlib.import_module(f"{__package__}.{mod}"), fn)
