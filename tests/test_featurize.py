@@ -237,3 +237,20 @@ def test_cli_featurize_summary_line(tmp_path, raw):
     assert "image 11 ok, 1 empty, 0 unreadable" in proc.stdout
     meta = json.loads((tmp_path / "ds/meta.json").read_text())
     assert meta["featurizers"]["image"]["dim"] == 64
+
+
+def test_explicit_encoder_on_files_without_known_suffix(tmp_path, raw):
+    """Image files named *.bin look like text; an explicit image encoder reads them as files."""
+    import shutil
+
+    root, rows = raw
+    for i in range(3):
+        shutil.copy(root / "img" / f"{i}.png", tmp_path / f"{i}.bin")
+    man = write_manifest(tmp_path / "m.csv", [{"pic": f"{i}.bin"} for i in range(3)])
+    s = featurize(man, tmp_path / "ds", encoders={"pic": "pixels:4"}, progress=False)
+    assert s.encoded == {"pic": 3}
+    meta = json.loads((tmp_path / "ds/meta.json").read_text())
+    assert meta["featurizers"]["pic"]["kind"] == "image"
+    ref = load_encoder("pixels:4").encode([str(root / "img" / "0.png")])
+    np.testing.assert_allclose(np.load(tmp_path / "ds/modalities/pic.npy")[0], ref[0])
+    assert read_items(tmp_path / "ds", "pic")[0] == str((tmp_path / "0.bin").resolve())
