@@ -171,3 +171,12 @@ def test_wav_with_other_suffix_is_per_row_missing(raw, tmp_path):
     assert s.encoded == {"s": 1} and s.failed == {"s": 1}
     state = json.loads((tmp_path / "ds/featurize.json").read_text())
     assert "only PCM WAV" in state["modalities"]["s"]["failed"]["1"]
+
+
+def test_encode_bad_item_is_one_line_encoder_error(raw, tmp_path):
+    root, _ = raw
+    with pytest.raises(CentrobindError, match=r"pixels: item 1 \(.*missing.png'\) cannot be read: "
+                       "file not found"):  # fmt: skip
+        load_encoder("pixels").encode([str(root / "img/0.png"), str(root / "img/missing.png")])
+    with pytest.raises(CentrobindError, match="item 0 .* not a readable PCM WAV"):
+        load_encoder("logmel").encode([str(root / "wav/corrupt.wav")])

@@ -62,10 +62,22 @@ class Encoder:
         raise NotImplementedError
 
     def encode(self, items: list[str]) -> np.ndarray:
-        """Texts or absolute file paths -> float32 ``[n, dim]`` (raises on a bad item)."""
+        """Texts or absolute file paths -> float32 ``[n, dim]``.
+
+        An item that cannot be read raises :class:`EncoderError` naming it (one line).
+        """
         if not items:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = np.asarray(self.forward([self.prepare(i) for i in items]), dtype=np.float32)
+        prepared = []
+        for i, item in enumerate(items):
+            try:
+                prepared.append(self.prepare(item))
+            except Exception as e:
+                why = "file not found" if isinstance(e, FileNotFoundError) else str(e)
+                raise EncoderError(
+                    f"{self.spec}: item {i} ({item!r:.200}) cannot be read: {' '.join(why.split())}"
+                ) from None
+        out = np.asarray(self.forward(prepared), dtype=np.float32)
         if out.shape != (len(items), self.dim):
             raise RuntimeError(
                 f"{self.spec}: produced {out.shape}, expected {(len(items), self.dim)}"
