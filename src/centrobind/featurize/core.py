@@ -139,12 +139,12 @@ def _encode_chunk(
                 except Exception as e:
                     failed[r] = f"{item_of[r]}: encoder failed: {_reason(e)}"
         for rs, x in parts:
-            finite = np.isfinite(x).all(axis=1)
+            finite: list[bool] = [bool(v) for v in np.isfinite(x).all(axis=1).reshape(-1)]
             for r, good in zip(rs, finite, strict=True):
                 if not good:
                     failed[r] = f"{item_of[r]}: encoder produced NaN/inf"
             rows_out.extend(r for r, good in zip(rs, finite, strict=True) if good)
-            outs.append(x[finite])
+            outs.append(x[np.asarray(finite, dtype=bool)])
     x = np.concatenate(outs) if outs else np.zeros((0, enc.dim), np.float32)
     return rows_out, x, failed
 
@@ -245,7 +245,7 @@ def featurize(
                 if c in done:
                     continue
                 lo, hi = c * chunk_rows, min(n, (c + 1) * chunk_rows)
-                pairs = [(r, items[m][r]) for r in range(lo, hi) if items[m][r] is not None]
+                pairs = [(r, v) for r in range(lo, hi) if (v := items[m][r]) is not None]
                 t = time.perf_counter()
                 rows, x, failed = _encode_chunk(enc, pairs, batch_size)
                 seconds_now[m] += time.perf_counter() - t

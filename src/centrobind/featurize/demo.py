@@ -88,7 +88,9 @@ def build_raw(root: Path, n: int, seed: int = 0) -> Path:
     rows, spoken = [], []
     for i in range(n):
         pix = (255 - imgs[i] * 255 / 16).round().astype(np.uint8)  # dark ink on white
-        Image.fromarray(pix).resize((32, 32), Image.NEAREST).save(root / "images" / f"{i:04d}.png")
+        Image.fromarray(pix).resize((32, 32), Image.Resampling.NEAREST).save(
+            root / "images" / f"{i:04d}.png"
+        )
         word = WORDS[ys[i]]
         caption = TEMPLATES[rng.integers(len(TEMPLATES))].format(
             word=word, weight=weight[i], slant=slant[i]
@@ -167,7 +169,8 @@ def _seed_rows(ds: Any, runs: dict[str, Path]) -> tuple[dict[str, Any], str, dic
 
     anchors = [k for k in runs if k.startswith("FixedAnchor")]
     val = {k: load_run(runs[k]).meta.get("best_val_metric") for k in anchors}
-    best = max(anchors, key=lambda k: -1e9 if val[k] is None else val[k])
+    scores = {k: -1e9 if v is None else float(v) for k, v in val.items()}
+    best = max(anchors, key=scores.__getitem__)
     labels = ds.labels["digit"].numpy()
     rows: dict[str, Any] = {}
     for name in ("CentroBind", "AllPairs", best):
@@ -252,7 +255,10 @@ def _run_demo(
                    progress=not quiet)  # fmt: skip
     log("      " + fz.line())
     ds = load(str(data))
-    per_seed, best_anchors, vals, first_runs = [], [], [], {}
+    per_seed: list[dict[str, Any]] = []
+    best_anchors: list[str] = []
+    vals: list[dict[str, Any]] = []
+    first_runs: dict[str, Path] = {}
     for i in range(seeds):
         cfg_kw = dict(
             epochs=5 if tiny else 150,
@@ -282,8 +288,8 @@ def _run_demo(
     q = _embed(run, "caption", load_encoder("minilm").encode(QUERIES))
     top_img = gal_img[_top_k(q, _embed(run, "image", ds.features["image"].numpy()[gal_img]), 5)]
     top_sp = gal_sp[_top_k(q, _embed(run, "speech", ds.features["speech"].numpy()[gal_sp]), 3)]
-    images = read_items(data, "image")
-    speech = read_items(data, "speech")
+    images = read_items(data, "image") or []
+    speech = read_items(data, "speech") or []
     said = json.loads((out / "raw" / "said.json").read_text())
     _figure(out / "retrieval.png", QUERIES, top_img, images, labels)
 
@@ -352,6 +358,11 @@ def _figure(path: Path, queries: list[str], top: np.ndarray, images: list, label
     plt.close(fig)
 
 
+def _best(methods: dict[str, Any], key: str) -> str:
+    """The method with the highest mean R@1 on pair ``key``."""
+    return max(methods, key=lambda name: float(methods[name][key]["R@1"]))
+
+
 def _markdown(res: dict[str, Any]) -> str:
     methods = res["methods"]
     keys = [f"{a}->{b}" for a, b in PAIRS]
@@ -367,10 +378,8 @@ def _markdown(res: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     chance = [f"{100 / n_q[k]:.1f} | {min(100.0, 500 / n_q[k]):.1f} | 10" for k in keys]
     lines.append("| chance | " + " | ".join(chance) + " |")
-    best = "; ".join(
-        f"{k.replace('->', '→')}: {max(methods, key=lambda m, k=k: methods[m][k]['R@1'])}"
-        for k in keys
-    )
+
+    best = "; ".join(f"{k.replace('->', '→')}: {_best(methods, k)}" for k in keys)
     queries = []
     for q in res["queries"]:
         digits = ", ".join(str(x["digit"]) for x in q["images"])

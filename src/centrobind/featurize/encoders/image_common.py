@@ -42,9 +42,9 @@ def cnn_input(path: str, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) 
     w, h = im.size
     left, top = (w - size) // 2, (h - size) // 2
     im = im.crop((left, top, left + size, top + size))
-    x = np.asarray(im, dtype=np.float32) / 255.0  # [H, W, 3]
-    x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    return np.ascontiguousarray(x.transpose(2, 0, 1))
+    x = np.asarray(im, dtype=np.float32) / np.float32(255.0)  # [H, W, 3]
+    y = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(y.transpose(2, 0, 1), dtype=np.float32)
 
 
 def split_weights(spec: str, arg: str | None, family: str) -> tuple[str, Path | None]:
@@ -77,6 +77,7 @@ def load_state_dict(path: Path) -> dict[str, Any]:
     (tensors only: no code from the file is ever executed)."""
     import torch
 
+    sd: Any
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
