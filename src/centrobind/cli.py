@@ -151,6 +151,39 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_featurize(args: argparse.Namespace) -> int:
+    from .featurize import featurize
+
+    encoders: dict[str, str] = {}
+    for item in args.encoder or []:
+        col, sep, spec = item.partition("=")
+        if not sep or not col or not spec:
+            raise CentrobindError(f"--encoder expects MODALITY=SPEC, got {item!r}")
+        encoders[col] = spec
+    summary = featurize(
+        args.manifest,
+        args.out,
+        encoders=encoders,
+        labels=args.label,
+        batch_size=args.batch_size,
+        device=args.device,
+        allow_random=args.allow_random,
+        progress=not args.quiet,
+    )
+    print(summary.line())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .featurize.demo import run_demo
+
+    report = run_demo(
+        args.out, tiny=args.tiny, n=args.n, seed=args.seed, quiet=args.quiet, seeds=args.seeds
+    )
+    print(f"wrote {report}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one ``error: ...`` line (exit 2), like every
     other user error of the CLI."""
@@ -244,6 +277,31 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", default="bench_out", help="output folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     s.set_defaults(func=_cmd_benchmark)
+
+    s = verb("featurize", "raw texts/images/audio (a manifest) -> a dataset folder")
+    s.add_argument("manifest", help="CSV, TSV, JSONL or Parquet; one column per modality")
+    s.add_argument("--out", required=True, help="dataset folder to write (resumable)")
+    s.add_argument(
+        "--encoder",
+        action="append",
+        metavar="MODALITY=SPEC",
+        help="e.g. caption=minilm, image=pixels:16:gray, speech=logmel, x=hf:PATH (repeatable)",
+    )
+    s.add_argument("--label", action="append", metavar="COLUMN", help="a label column (repeatable)")
+    s.add_argument("--batch-size", type=int, default=32, help="items per encoder batch")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    s.add_argument("--allow-random", action="store_true", help="image backbones without weights")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_featurize)
+
+    s = verb("demo", "build, featurize, train and report the tri-modal digits demo")
+    s.add_argument("--out", required=True, help="folder for the raw data, runs and report")
+    s.add_argument("--tiny", action="store_true", help="a few dozen items (a CI smoke test)")
+    s.add_argument("--n", type=int, default=None, help="number of items (default 600, tiny 40)")
+    s.add_argument("--seed", type=int, default=0, help="first seed (data and training)")
+    s.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, tiny 1)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_demo)
     return p
 
 
