@@ -63,7 +63,7 @@ def _check_resume(out: str, given: dict[str, Any]) -> int | None:
     """``--resume`` continues the run as saved: flags equal to the saved config are fine (the
     original command line plus ``--resume`` works); a conflicting one is refused, named. Returns
     the epochs to extend the run to (``--epochs`` above the saved ones), else None."""
-    from .config import TrainConfig
+    from .config import PER_INVOCATION, TrainConfig
 
     path = Path(out) / "config.json"
     if not path.is_file():
@@ -77,7 +77,7 @@ def _check_resume(out: str, given: dict[str, Any]) -> int | None:
     conflicts = [
         f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
         for k in given
-        if k != "quiet" and getattr(asked, k) != getattr(saved, k)
+        if k not in PER_INVOCATION and getattr(asked, k) != getattr(saved, k)
         if not (k == "epochs" and extend)
     ]
     if conflicts:

@@ -36,6 +36,7 @@ from .errors import ConfigError
 from .objectives import OBJECTIVES, Objective
 
 __all__ = [
+    "PER_INVOCATION",
     "TrainConfig",
     "add_config_arguments",
     "config_overrides",
@@ -44,6 +45,10 @@ __all__ = [
 ]
 
 INT_MAX = 2**63 - 1  # what a seed (and any int) must fit: int64
+
+#: Fields about watching one invocation, not the run: ``--resume`` takes them from its own
+#: command line (they may differ from the saved config).
+PER_INVOCATION = ("quiet", "tensorboard")
 
 
 def _field(

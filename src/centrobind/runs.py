@@ -35,7 +35,7 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import TrainConfig
+from .config import PER_INVOCATION, TrainConfig
 from .data import MultimodalDataset, Standardizer, load
 from .errors import CentrobindError, ConfigError
 from .eval import evaluate, fused_embedding, to_builtin
@@ -275,8 +275,9 @@ def train_run(
     split -> standardise -> build -> fit (:func:`prepare_data`, :func:`build_and_fit`), then write
     ``model.safetensors`` and ``run.json``.
 
-    ``resume`` continues the run in ``out`` with its saved config (``cfg`` is not used);
-    ``extend_to`` epochs (more than saved) extend it. ``init_from`` (a run folder) warm-starts a
+    ``resume`` continues the run in ``out`` with its saved config (of ``cfg`` only the
+    :data:`~centrobind.config.PER_INVOCATION` fields are used); ``extend_to`` epochs (more than
+    saved) extend it. ``init_from`` (a run folder) warm-starts a
     new run's encoders: :func:`init_from_run`. Under ``torchrun`` rank 0 writes the files.
     """
     cfg.check()
@@ -289,7 +290,7 @@ def train_run(
     if resume and init_from is not None:
         raise ConfigError("--init-from starts a new run; drop it when you --resume")
     if resume:
-        cfg = _resume_config(out, extend_to)
+        cfg = _resume_config(out, extend_to, cfg)
         splits = _load_splits(out)
     else:
         splits = make_splits(ds, cfg)
@@ -352,9 +353,9 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _resume_config(out: Path, extend_to: int | None) -> TrainConfig:
+def _resume_config(out: Path, extend_to: int | None, asked: TrainConfig) -> TrainConfig:
     """The saved config of the run in ``out``, with ``extend_to`` epochs when given (at least
-    the saved ones: a run is extended, not shortened)."""
+    the saved ones: a run is extended, not shortened) and ``asked``'s per-invocation fields."""
     saved = out / "config.json"
     if not saved.is_file():
         raise CentrobindError(f"--resume: {saved} not found")
@@ -364,6 +365,7 @@ def _resume_config(out: Path, extend_to: int | None) -> TrainConfig:
             f"--resume: --epochs {extend_to} is below the saved {cfg.epochs}; a run can be "
             "extended, not shortened"
         )
+    cfg = dataclasses.replace(cfg, **{k: getattr(asked, k) for k in PER_INVOCATION})
     return dataclasses.replace(cfg, epochs=extend_to) if extend_to is not None else cfg
 
 

@@ -41,7 +41,7 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import TrainConfig, resolve_device
+from .config import PER_INVOCATION, TrainConfig, resolve_device
 from .data import MultimodalDataset
 from .errors import CentrobindError, ConfigError
 from .eval.retrieval import joint_leave_one_out, mean_pairwise_r1
@@ -440,7 +440,8 @@ def _check_resumed_config(saved: Mapping[str, Any], cfg: TrainConfig, path: Path
     ``saved`` equals ``cfg`` but for more ``epochs`` (an extension)."""
     now = cfg.to_dict()
     planned = int(saved.get("epochs", cfg.epochs))
-    if {**now, **saved, "epochs": cfg.epochs} != now:  # keys newer than the checkpoint: equal
+    ours = {k: now[k] for k in ("epochs", *PER_INVOCATION)}
+    if {**now, **saved, **ours} != now:  # keys newer than the checkpoint: equal
         raise CentrobindError(
             f"--resume: {path} was written by a different config; start a new run folder instead"
         )
@@ -564,6 +565,8 @@ def _setup(
     cfg.check()
     rank, world = _dist()
     device = torch.device(resolve_device(cfg.device))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)
     binder.to(device)
     objective.to(device)
@@ -571,8 +574,6 @@ def _setup(
     n = len(train_ds)
     bs = min(cfg.batch_size, n)
     _check_distributed(cfg, n, bs, world)
-    if rank == 0:
-        _warn_batching(n, cfg)
     feats = {m: train_ds.features[m].to(device) for m in mods}
     mask = modality_mask(train_ds, mods).to(device)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
@@ -742,11 +743,14 @@ def fit(
     """
     cfg = config or TrainConfig()
     run = _setup(binder, objective, train_ds, cfg, out_dir, resume, validate)
+    gpu = f" ({torch.cuda.get_device_name(run.device)})" if run.device.type == "cuda" else ""
     run.log(
-        f"training {cfg.objective} on {run.device} (--device {cfg.device}), world size "
+        f"training {cfg.objective} on {run.device}{gpu} (--device {cfg.device}), world size "
         f"{run.world}: {run.nb} steps/epoch x {cfg.epochs} epochs, warm-up "
         f"{warmup_steps(cfg, run.total_steps)} steps"
     )
+    if run.rank == 0:
+        _warn_batching(len(train_ds), cfg)
     state = run.restore() if resume else TrainState()
     gallery = len(val_ds) if val_ds is not None else None
     from tqdm.auto import tqdm
