@@ -88,6 +88,12 @@ def _check_resume(out: str, given: dict[str, Any]) -> int | None:
     return asked.epochs if extend else None
 
 
+def _torch_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """Print each warning raised inside as one ``warning: ...`` line on stderr, when raised."""
@@ -119,6 +125,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             extend_to=extend_to,
             init_from=args.init_from,
         )
+    if init_distributed(cfg.device) and _torch_rank() != 0:
+        return 0  # under torchrun rank 0 reports
     best = (
         f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}% over a gallery "
         f"of {result.val_gallery} validation rows)"
