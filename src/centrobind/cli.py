@@ -7,10 +7,12 @@ stderr, ``error: <message>``, with exit code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import typing
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,42 +59,77 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def _check_resume(out: str, given: dict[str, Any]) -> None:
+def _check_resume(out: str, given: dict[str, Any]) -> int | None:
     """``--resume`` continues the run as saved: flags equal to the saved config are fine (the
-    original command line plus ``--resume`` works); a conflicting one is refused, named."""
-    from .config import TrainConfig
+    original command line plus ``--resume`` works); a conflicting one is refused, named. Returns
+    the epochs to extend the run to (``--epochs`` above the saved ones), else None."""
+    from .config import PER_INVOCATION, TrainConfig
 
     path = Path(out) / "config.json"
     if not path.is_file():
-        return  # train_run says that there is nothing to resume
+        return None  # train_run says that there is nothing to resume
     try:
         saved = TrainConfig.from_dict(json.loads(path.read_text()))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CentrobindError(f"{path}: not a valid run config ({e})") from None
     asked = TrainConfig.from_dict({**saved.to_dict(), **given})
+    extend = asked.epochs > saved.epochs  # more epochs extend the run
     conflicts = [
         f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
         for k in given
-        if k != "quiet" and getattr(asked, k) != getattr(saved, k)
+        if k not in PER_INVOCATION and getattr(asked, k) != getattr(saved, k)
+        if not (k == "epochs" and extend)
     ]
     if conflicts:
         raise CentrobindError(
             f"--resume continues the run exactly as configured in {path}; "
-            f"drop {', '.join(conflicts)}"
+            f"drop {', '.join(conflicts)} (only a larger --epochs, to extend it, may differ)"
         )
+    return asked.epochs if extend else None
+
+
+def _torch_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Print each warning raised inside as one ``warning: ...`` line on stderr, when raised."""
+
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .runs import train_run
+    from .train import init_distributed
 
     given = _given_config(args)
-    if args.resume:
-        _check_resume(args.out, given)
+    extend_to = _check_resume(args.out, given) if args.resume else None
     cfg = TrainConfig.from_dict(given)
-    run, result = train_run(args.data, cfg, args.out, resume=args.resume)
+    init_distributed(cfg.device)
+    with _warnings_as_lines():
+        run, result = train_run(
+            args.data,
+            cfg,
+            args.out,
+            resume=args.resume,
+            extend_to=extend_to,
+            init_from=args.init_from,
+        )
+    if init_distributed(cfg.device) and _torch_rank() != 0:
+        return 0  # under torchrun rank 0 reports
     best = (
-        f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}%)"
+        f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}% over a gallery "
+        f"of {result.val_gallery} validation rows)"
         if result.best_epoch
         else ""
     )
@@ -109,6 +146,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run, args.data)
     print(format_metrics(metrics))
+    gallery = metrics["gallery"]
+    val = gallery.get("validation")
+    seen = f"; the training log's validation R@1 searched {val} rows" if val else ""
+    print(f"R@1 above: a gallery of {gallery['test']} test rows{seen}")
     print(f"wrote {args.run}/metrics.json")
     return 0
 
@@ -234,7 +275,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--resume",
         action="store_true",
-        help="continue from OUT/checkpoints/latest (flags must equal the saved config)",
+        help="continue from OUT/checkpoints/latest (flags must equal the saved config; a "
+        "larger --epochs extends the run)",
+    )
+    s.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from the encoder weights of run folder RUN (modalities it lacks start fresh)",
     )
     add_config_arguments(s)
     s.set_defaults(func=_cmd_train)

@@ -35,9 +35,20 @@ from typing import Any
 from .errors import ConfigError
 from .objectives import OBJECTIVES, Objective
 
-__all__ = ["TrainConfig", "add_config_arguments", "config_overrides", "objective_class"]
+__all__ = [
+    "PER_INVOCATION",
+    "TrainConfig",
+    "add_config_arguments",
+    "config_overrides",
+    "objective_class",
+    "resolve_device",
+]
 
 INT_MAX = 2**63 - 1  # what a seed (and any int) must fit: int64
+
+#: Fields about watching one invocation, not the run: ``--resume`` takes them from its own
+#: command line (they may differ from the saved config).
+PER_INVOCATION = ("quiet", "tensorboard")
 
 
 def _field(
@@ -127,7 +138,13 @@ class TrainConfig:
     batch_size: int = _field(256, "global batch size", group="optimiser", lo=2, hi=2**31)
     lr: float = _field(1e-3, "peak learning rate", group="optimiser", lo=0, lo_open=True)
     weight_decay: float = _field(0.0, "AdamW weight decay", group="optimiser", lo=0)
-    warmup_steps: int = _field(50, "linear warm-up steps", group="optimiser", lo=0, hi=INT_MAX)
+    warmup_steps: int = _field(
+        50,
+        "linear warm-up steps (at most a tenth of the run's steps)",
+        group="optimiser",
+        lo=0,
+        hi=INT_MAX,
+    )
     schedule: str = _field(
         "cosine", "learning-rate schedule", group="optimiser", choices=("cosine", "constant")
     )
@@ -135,7 +152,12 @@ class TrainConfig:
         None, "row-block size of the logits (memory)", group="optimiser", lo=1, hi=INT_MAX
     )
     seed: int = _field(0, "seed of everything random", group="run", lo=0, hi=INT_MAX)
-    device: str = _field("cpu", "cpu | cuda | cuda:N | mps", group="run", metavar="DEVICE")
+    device: str = _field(
+        "auto",
+        "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps",
+        group="run",
+        metavar="DEVICE",
+    )
     bf16: bool = _field(True, "bfloat16 autocast on CUDA", group="run")
     early_stopping: int | None = _field(
         None, "patience in epochs (none: off)", group="run", lo=1, hi=INT_MAX, metavar="PATIENCE"
@@ -153,6 +175,9 @@ class TrainConfig:
     standardize: bool = _field(True, "standardise features on the training rows", group="data")
     drop_last: bool = _field(True, "drop the last incomplete batch", group="data")
     quiet: bool = _field(False, "no progress bar", group="run")
+    tensorboard: bool = _field(
+        False, "write TensorBoard event files to OUT/tensorboard", group="run"
+    )
 
     def check(self) -> None:
         """Type-check and bound every field (generated from the annotations and metadata), then
@@ -287,9 +312,25 @@ def _check_value(name: str, v: Any, tp: Any, meta: Mapping[str, Any]) -> None:
         raise TypeError(f"config field {name}: unsupported type {tp!r}")
 
 
+def resolve_device(device: str) -> str:
+    """The device a run uses: ``auto`` is CUDA when available, else CPU; under ``torchrun``
+    (``LOCAL_RANK`` set) a bare ``cuda`` is this process's GPU, ``cuda:LOCAL_RANK``."""
+    import os
+
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
 def _check_device(device: str) -> None:
     import torch
 
+    if device == "auto":
+        return
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:

@@ -15,6 +15,7 @@ Layout of ``runs/<name>/`` (stable):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import TrainConfig
+from .config import PER_INVOCATION, TrainConfig
 from .data import BUILTINS, MultimodalDataset, Standardizer, load
 from .errors import CentrobindError, ConfigError
 from .eval import evaluate, fused_embedding, to_builtin
@@ -51,6 +52,7 @@ __all__ = [
     "build_models",
     "build_objective",
     "fingerprint",
+    "init_from_run",
     "make_splits",
     "prepare_data",
     "train_run",
@@ -269,11 +271,22 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def train_run(
-    data: str | Path | MultimodalDataset, cfg: TrainConfig, out: str | Path, resume: bool = False
+    data: str | Path | MultimodalDataset,
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    extend_to: int | None = None,
+    init_from: str | Path | None = None,
 ) -> tuple[Run, FitResult]:
     """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``:
     split -> standardise -> build -> fit (:func:`prepare_data`, :func:`build_and_fit`), then write
-    ``model.safetensors`` and ``run.json``."""
+    ``model.safetensors`` and ``run.json``.
+
+    ``resume`` continues the run in ``out`` with its saved config (of ``cfg`` only the
+    :data:`~centrobind.config.PER_INVOCATION` fields are used); ``extend_to`` epochs (more than
+    saved) extend it. ``init_from`` (a run folder) warm-starts a
+    new run's encoders: :func:`init_from_run`. Under ``torchrun`` rank 0 writes the files.
+    """
     cfg.check()
     out = Path(out)
     ds = _as_dataset(data)
@@ -281,11 +294,10 @@ def train_run(
         raise CentrobindError(
             f"{out} already holds a run; use --resume to continue it or choose another --out"
         )
+    if resume and init_from is not None:
+        raise ConfigError("--init-from starts a new run; drop it when you --resume")
     if resume:
-        saved = out / "config.json"
-        if not saved.is_file():
-            raise CentrobindError(f"--resume: {saved} not found")
-        cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
+        cfg = _resume_config(out, extend_to, cfg)
         splits = _load_splits(out)
     else:
         splits = make_splits(ds, cfg)
@@ -293,8 +305,13 @@ def train_run(
         raise ConfigError("the training split has fewer than 2 rows")
     prepared = prepare_data(ds, splits, cfg)
     binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
+    warm = init_from_run(binder, init_from) if init_from is not None else None
+    _barrier()  # every rank has checked the folder before rank 0 writes to it
+    main = _rank() == 0
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if main and resume and extend_to is not None:
+        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    if main and not resume:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
         save_tensors(out / "splits.safetensors", dict(splits))
     result = fit(binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=resume)
@@ -319,13 +336,92 @@ def train_run(
         "steps": result.steps,
         "stopped_early": result.stopped_early,
     }
+    meta.update(_training_record(out, cfg, result, warm, resume))
     featurizers = getattr(ds, "meta", {}).get("featurizers")
     if featurizers is not None:  # how raw items were featurised (centrobind.featurize)
         meta["featurizers"] = featurizers
-    save_tensors(out / "model.safetensors", tensors, meta)
-    atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
+    if main:
+        save_tensors(out / "model.safetensors", tensors, meta)
+        atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
     run = Run(out, cfg, binder, std, splits, meta)
     return run, result
+
+
+def _rank() -> int:
+    """This process's rank under ``torchrun`` (0 otherwise)."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    """Wait for every rank (no-op outside ``torchrun``)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _resume_config(out: Path, extend_to: int | None, asked: TrainConfig) -> TrainConfig:
+    """The saved config of the run in ``out``, with ``extend_to`` epochs when given (at least
+    the saved ones: a run is extended, not shortened) and ``asked``'s per-invocation fields."""
+    saved = out / "config.json"
+    if not saved.is_file():
+        raise CentrobindError(f"--resume: {saved} not found")
+    cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
+    if extend_to is not None and extend_to < cfg.epochs:
+        raise ConfigError(
+            f"--resume: --epochs {extend_to} is below the saved {cfg.epochs}; a run can be "
+            "extended, not shortened"
+        )
+    cfg = dataclasses.replace(cfg, **{k: getattr(asked, k) for k in PER_INVOCATION})
+    return dataclasses.replace(cfg, epochs=extend_to) if extend_to is not None else cfg
+
+
+def _training_record(
+    out: Path, cfg: TrainConfig, result: FitResult, warm: dict[str, Any] | None, resume: bool
+) -> dict[str, Any]:
+    """The ``run.json`` keys about how the run trained: ``device`` used, ``val_gallery`` (rows
+    the validation R@1 searched), ``init_from`` and ``extended`` (kept across resumes)."""
+    before: dict[str, Any] = {}
+    if resume and (out / "run.json").is_file():
+        before = json.loads((out / "run.json").read_text())
+    rec: dict[str, Any] = {"device": result.device, "val_gallery": result.val_gallery}
+    if warm is not None or "init_from" in before:
+        rec["init_from"] = warm if warm is not None else before["init_from"]
+    extended = list(before.get("extended", []))
+    if result.schedule_start and all(e["at_step"] != result.schedule_start for e in extended):
+        extended.append({"at_step": result.schedule_start, "epochs": cfg.epochs})
+    if extended:
+        rec["extended"] = extended
+    return rec
+
+
+def init_from_run(binder: Binder, source: str | Path) -> dict[str, Any]:
+    """Warm-start ``binder`` from the run folder ``source``: every modality both have gets that
+    run's encoder weights (same input width and encoder shape, else a one-line error); the
+    others stay freshly initialised. Returns ``{"run", "loaded", "fresh"}`` for ``run.json``."""
+    src = load_run(source)
+    loaded = [m for m in binder.modalities if m in src.binder.modalities]
+    if not loaded:
+        raise ConfigError(
+            f"--init-from {source}: no modality in common (that run: "
+            f"{src.binder.modalities}, this data: {binder.modalities})"
+        )
+    for m in loaded:
+        if src.binder.dims[m] != binder.dims[m]:
+            raise ConfigError(
+                f"--init-from {source}: modality {m!r} has width {binder.dims[m]} here but "
+                f"{src.binder.dims[m]} in that run"
+            )
+        theirs, ours = src.binder.encoders[m].state_dict(), binder.encoders[m].state_dict()
+        bad = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+        if bad or len(theirs) != len(ours):
+            raise ConfigError(
+                f"--init-from {source}: the encoder of {m!r} has another shape there "
+                "(use that run's --embed-dim, --hidden and --depth)"
+            )
+        binder.encoders[m].load_state_dict(theirs)
+    fresh = [m for m in binder.modalities if m not in loaded]
+    return {"run": str(Path(source).resolve()), "loaded": loaded, "fresh": fresh}
 
 
 def _data_ref(data: str | Path | MultimodalDataset) -> str | None:
@@ -434,6 +530,8 @@ def evaluate_run(
     native = native_leave_one_out(run.binder, test_ds, cls, ks=(1, 5, 10))
     if native is not None:
         metrics["retrieval"]["native_leave_one_out"] = to_builtin(native)
+    # R@1 depends on how many rows it searches: the test and validation galleries differ in size
+    metrics["gallery"] = {"test": len(test_ds), "validation": run.meta.get("val_gallery")}
     if write:
         atomic_write_text(Path(path) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
