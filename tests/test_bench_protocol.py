@@ -27,6 +27,8 @@ def test_choose_scale_ties_go_to_the_scale_nearer_the_default():
     assert choose_scale(scores, default=10.0) == 10.0
     assert choose_scale({2.0: 40.0, 10.0: 40.0}, default=5.0) == 10.0  # log-distance, not linear
     assert choose_scale({3.5: 40.0, 14.0: 40.0}, default=7.0) == 3.5  # equal distance: smaller
+    # float noise in a mean of percentages is a tie, not a win
+    assert choose_scale({3.0: 28.209459459459463, 7.0: 28.209459459459456}, default=7.0) == 7.0
 
 
 def test_choose_scale_ignores_missing_scores():

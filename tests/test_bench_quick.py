@@ -61,9 +61,9 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
     meta = results["meta"]
     assert meta["reference_method"] == "CentroBind"
     for r in rows:
-        if r["method"] in ("CentroBind", "AllPairs", "CentroBind[paper]") or r[
-            "method"
-        ].startswith("FixedAnchor("):
+        if r["method"] in ("CentroBind", "AllPairs", "CentroBind[paper]") or r["method"].startswith(
+            "FixedAnchor("
+        ):
             assert r["logit_scale"] in QUICK_SCALE_GRID, r["method"]
             assert math.isfinite(r["val_metric"])
         if r["method"] in ("GCCA", "Raw"):

@@ -178,9 +178,9 @@ def scale_grid(method: Method, data: tuple, embed_dim: int, quick: bool = False)
 
 
 def choose_scale(scores: Mapping[float, float | None], default: float) -> float:
-    """The scale with the best validation score; ties go to the scale nearer ``default`` (by
-    ``|log(s / default)|``, then the smaller). Scales without a score (None, NaN) never win
-    unless none has one (then: nearest the default).
+    """The scale with the best validation score; ties (equal to 6 decimals) go to the scale
+    nearer ``default`` (by ``|log(s / default)|``, then the smaller). Scales without a score
+    (None, NaN) never win unless none has one (then: nearest the default).
 
     Example:
         >>> choose_scale({3.0: 50.0, 7.0: 51.0, 10.0: 51.0}, default=7.0)
@@ -194,7 +194,8 @@ def choose_scale(scores: Mapping[float, float | None], default: float) -> float:
     def key(s: float) -> tuple[float, float, float]:
         v = scores[s]
         ok = v is not None and math.isfinite(v)
-        return (float(v) if ok else -math.inf, -abs(math.log(s / default)), -s)  # type: ignore[arg-type]
+        best = round(float(v), 6) if ok else -math.inf  # float noise in a mean is not a win
+        return (best, -abs(math.log(s / default)), -s)  # type: ignore[arg-type]
 
     return max(scores, key=key)
 
