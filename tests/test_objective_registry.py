@@ -128,3 +128,16 @@ def test_class_hooks_of_the_builtin_objectives():
     assert Objective.leave_one_out_query(z) is None
     q, score = Symile.leave_one_out_query(z)
     assert score is None and torch.allclose(q, z[0] * z[1])
+
+
+def test_train_config_uses_each_objectives_default_scale():
+    """`centrobind train --objective X` without --logit-scale-init starts at X's scale."""
+    for name, want in (
+        ("centrobind", 5.0),
+        ("all_pairs", 7.0),
+        ("fixed_anchor", 7.0),
+        ("gram", 14.0),
+        ("symile", 5.0 * 64),
+    ):
+        assert TrainConfig(objective=name).resolved_logit_scale(4) == (want, 10 * want), name
+    assert TrainConfig(objective="gram", logit_scale_init=3.0).resolved_logit_scale(4)[0] == 3.0
