@@ -185,9 +185,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
+    from .errors import ConfigError
 
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     run_benchmark(
-        suite=args.suite, seeds=args.seeds, quick=args.quick, out=args.out, quiet=args.quiet
+        suite=args.suite,
+        seeds=args.seeds,
+        quick=args.quick,
+        out=args.out,
+        quiet=args.quiet,
+        workers=args.workers,
     )
     return 0
 
@@ -309,7 +317,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON list of hits per query")
     s.set_defaults(func=_cmd_search)
 
-
     s = verb("benchmark", "compare objectives on the bundled data; writes a report")
     s.add_argument(
         "--suite",
@@ -319,7 +326,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
     s.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 seed, 15 epochs (~1 min on 2 idle cores)"
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 seed, 15 epochs, logit-scale grid {3, 7} instead of "
+        "{2, 3, 5, 7, 10, 14, 20}",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel single-threaded worker processes (default: CPU cores, at most 4)",
     )
     s.add_argument("--out", default="bench_out", help="output folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")

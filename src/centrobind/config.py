@@ -82,8 +82,9 @@ class TrainConfig:
     ``anchor_pretrain_epochs`` of augmented-view InfoNCE on the anchor alone, the stand-in for
     ImageBind's pretrained anchor encoder; "none": a random frozen encoder).
     Logit scale: ``logit_scale_init=None`` means the objective's
-    :meth:`~centrobind.objectives.Objective.default_logit_scale` (``s = 10``, temperature 0.1;
-    Symile ``10 * D^(M/2 - 1)``); ``max_logit_scale=None`` means 10x the initial scale. The Binder
+    :meth:`~centrobind.objectives.Objective.default_logit_scale`, per objective (centrobind 5,
+    all_pairs 7, fixed_anchor 7, gram 14, symile ``5 * D^(M/2 - 1)``; base class 10);
+    ``max_logit_scale=None`` means 10x the initial scale. The Binder
     supports CLIP's learnable scale (``logit_scale_init=1/0.07, learn_logit_scale=True``), but on
     mfeat it measured worse for every objective (mean R@1, 2 seeds, benchmark budget: CentroBind
     38.1 vs 41.9, FixedAnchor(pix) 34.7 vs 37.0, AllPairs 42.3 vs 43.5): with a few thousand
@@ -125,7 +126,8 @@ class TrainConfig:
     dropout: float = _field(0.0, "dropout", group="model", lo=0, hi=1, hi_open=True)
     logit_scale_init: float | None = _field(
         None,
-        "initial logit scale s (none: the objective's default)",
+        "initial logit scale s (none: the objective's default: centrobind 5, all_pairs and "
+        "fixed_anchor 7, gram 14, symile 5 D^(M/2-1))",
         group="model",
         lo=0,
         lo_open=True,

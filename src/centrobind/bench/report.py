@@ -337,6 +337,9 @@ _TAGS = {
     "unnorm": "unnormalised centroid",
     "learned-w": "learned softmax modality weights (gradient through the anchor)",
     "no-pretrain": "anchor encoder not pre-trained (a random frozen encoder)",
+    "paper": "the paper's full centroid (self_weight 1)",
+    "loo": "leave-one-out centroid (self_weight 0)",
+    "learned-scale": "learnable logit scale from the chosen value, clamped to at most 2x",
 }
 
 
