@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -142,6 +142,13 @@ def _top_k(q: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-(q @ g.T), axis=1, kind="stable")[:, :k]
 
 
+class _MethodOptions(TypedDict, total=False):
+    """The :class:`~centrobind.config.TrainConfig` fields that tell the demo's methods apart."""
+
+    objective: str
+    anchor: str
+
+
 def _train_all(data: Path, runs: Path, cfg_kw: dict[str, Any]) -> dict[str, Path]:
     """Train CentroBind, AllPairs and each FixedAnchor; returns method -> run folder."""
     from centrobind.runs import train_run
@@ -152,10 +159,12 @@ def _train_all(data: Path, runs: Path, cfg_kw: dict[str, Any]) -> dict[str, Path
         from centrobind.train import TrainConfig
 
     out: dict[str, Path] = {}
-    for name, kw in [("CentroBind", {"objective": "centrobind"}),
-                     ("AllPairs", {"objective": "all_pairs"})] + [
-        (f"FixedAnchor({m})", {"objective": "fixed_anchor", "anchor": m}) for m in ENCODERS
-    ]:  # fmt: skip
+    methods: list[tuple[str, _MethodOptions]] = [
+        ("CentroBind", {"objective": "centrobind"}),
+        ("AllPairs", {"objective": "all_pairs"}),
+    ]
+    methods += [(f"FixedAnchor({m})", {"objective": "fixed_anchor", "anchor": m}) for m in ENCODERS]
+    for name, kw in methods:
         folder = runs / name.lower().replace("(", "-").replace(")", "")
         train_run(data, TrainConfig(**kw, **cfg_kw), folder)
         out[name] = folder
