@@ -190,8 +190,55 @@ def featurize(
     state = ProgressState.open(out, _fingerprint(man.path, specs, labels, chunk_rows))
     n_chunks = (n + chunk_rows - 1) // chunk_rows
 
-    # Build every encoder that still has work before any is run (bad specs fail fast): names
-    # first, then the weight-free families before the ones that load a model.
+    live = _load_encoders(mods, kinds, specs, state, n_chunks, dev, allow_random, out)
+    out.mkdir(parents=True, exist_ok=True)
+    state.save()
+    items = _column_items(man, mods, state)
+    encoded_now, seconds_now, resumed = _encode_columns(
+        out, n, mods, items, live, state, chunk_rows, batch_size, progress
+    )
+
+    # Labels, items, meta.json (the dataset is complete once meta.json is written).
+    label_maps = _write_labels(out, man, labels)
+    summary = FeaturizeSummary(out=out, rows=n, modalities=mods, encoders=specs, labels=labels)
+    for m in mods:
+        failed_rows = {int(r) for r in state.modality(m)["failed"]}
+        empty = sum(c is None for c in man.columns[m])
+        summary.empty[m] = empty
+        summary.failed[m] = len(failed_rows)
+        summary.encoded[m] = n - empty - len(failed_rows)
+        write_items(out, m, [None if r in failed_rows else v for r, v in enumerate(items[m])])
+        if seconds_now[m] > 0:
+            summary.items_per_s[m] = encoded_now[m] / seconds_now[m]
+    _write_meta(out, man, mods, labels, label_maps, state)
+    state.data["complete"] = True
+    state.save()
+    summary.resumed_rows = resumed
+    summary.seconds = time.perf_counter() - t0
+    dead = [m for m in mods if summary.encoded[m] == 0]
+    if dead:
+        raise CentrobindError(
+            f"column {dead[0]!r}: no item could be read ({summary.failed[dead[0]]} unreadable, "
+            f"see {out / STATE})"
+        )
+    return summary
+
+
+def _load_encoders(
+    mods: list[str],
+    kinds: dict[str, str],
+    specs: dict[str, str],
+    state: ProgressState,
+    n_chunks: int,
+    device: str,
+    allow_random: bool,
+    out: Path,
+) -> dict[str, Encoder]:
+    """The encoder of every modality that still has work, recording its entry in ``state``.
+
+    All are built before any is run (bad specs fail fast): names first, then the weight-free
+    families before the ones that load a model.
+    """
     for m in mods:
         check_spec(specs[m])
     live: dict[str, Encoder] = {}
@@ -201,20 +248,44 @@ def featurize(
             # a column of image/audio files must get an encoder of that kind; any other column
             # (texts, or files with unknown suffixes) takes whatever kind the encoder has
             hint = kinds[m] if kinds[m] != "text" else None
-            live[m] = load_encoder(specs[m], device=dev, allow_random=allow_random, kind=hint)
+            live[m] = load_encoder(specs[m], device=device, allow_random=allow_random, kind=hint)
             if ms["entry"] is not None and ms["entry"]["dim"] != live[m].dim:
                 raise CentrobindError(f"{out}: {m} was started with another width; delete {out}")
             ms["entry"] = live[m].entry()
-    out.mkdir(parents=True, exist_ok=True)
-    state.save()
+    return live
 
+
+def _column_items(
+    man: Manifest, mods: list[str], state: ProgressState
+) -> dict[str, list[str | None]]:
+    """Each modality's items per row: texts as they are, files as absolute paths (None: empty).
+
+    File kinds follow the encoder's kind, not only the column's look.
+    """
     items: dict[str, list[str | None]] = {}
-    for m in mods:  # file kinds follow the encoder's kind, not only the column's look
+    for m in mods:
         if state.modality(m)["entry"]["kind"] != "text":
             items[m] = [man.resolve(c) if c is not None else None for c in man.columns[m]]
         else:
             items[m] = list(man.columns[m])
+    return items
 
+
+def _encode_columns(
+    out: Path,
+    n: int,
+    mods: list[str],
+    items: dict[str, list[str | None]],
+    live: dict[str, Encoder],
+    state: ProgressState,
+    chunk_rows: int,
+    batch_size: int,
+    progress: bool,
+) -> tuple[dict[str, int], dict[str, float], int]:
+    """Encode every chunk not done yet into ``<out>/modalities/<m>.npy`` (progress bar on
+    stderr, the first unreadable items printed). Returns (items encoded now per modality,
+    seconds spent encoding per modality, rows resumed from an earlier run)."""
+    n_chunks = (n + chunk_rows - 1) // chunk_rows
     todo = sum(
         min(chunk_rows, n - c * chunk_rows)
         for m in mods
@@ -269,26 +340,34 @@ def featurize(
         bar.close()
     if printed > _MAX_PRINTED:
         print(f"... and {printed - _MAX_PRINTED} more unreadable items", file=sys.stderr)
+    return encoded_now, seconds_now, resumed
 
-    # Labels, items, meta.json (the dataset is complete once meta.json is written).
+
+def _write_labels(out: Path, man: Manifest, labels: list[str]) -> dict[str, dict[str, int]]:
+    """Write ``<out>/labels/<name>.npy`` (int64, -1 = empty) per label column; returns the
+    label maps ``{name: {original value: int}}``."""
+    from centrobind.checkpoint import atomic_write
+
     label_maps = {}
     for name in labels:
         arr, mapping = encode_labels(name, man.columns[name])
         (out / "labels").mkdir(exist_ok=True)
-        from centrobind.checkpoint import atomic_write
-
         atomic_write(out / "labels" / f"{name}.npy", lambda f, a=arr: np.save(f, a))
         label_maps[name] = mapping
-    summary = FeaturizeSummary(out=out, rows=n, modalities=mods, encoders=specs, labels=labels)
-    for m in mods:
-        failed_rows = {int(r) for r in state.modality(m)["failed"]}
-        empty = sum(c is None for c in man.columns[m])
-        summary.empty[m] = empty
-        summary.failed[m] = len(failed_rows)
-        summary.encoded[m] = n - empty - len(failed_rows)
-        write_items(out, m, [None if r in failed_rows else v for r, v in enumerate(items[m])])
-        if seconds_now[m] > 0:
-            summary.items_per_s[m] = encoded_now[m] / seconds_now[m]
+    return label_maps
+
+
+def _write_meta(
+    out: Path,
+    man: Manifest,
+    mods: list[str],
+    labels: list[str],
+    label_maps: dict[str, dict[str, int]],
+    state: ProgressState,
+) -> None:
+    """Write ``<out>/meta.json``; the dataset is complete once it exists."""
+    from centrobind.checkpoint import atomic_write_text
+
     meta = {
         "name": out.resolve().name,
         "modalities": mods,
@@ -297,17 +376,4 @@ def featurize(
         "label_maps": label_maps,
         "source": str(man.path),
     }
-    from centrobind.checkpoint import atomic_write_text
-
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
-    state.data["complete"] = True
-    state.save()
-    summary.resumed_rows = resumed
-    summary.seconds = time.perf_counter() - t0
-    dead = [m for m in mods if summary.encoded[m] == 0]
-    if dead:
-        raise CentrobindError(
-            f"column {dead[0]!r}: no item could be read ({summary.failed[dead[0]]} unreadable, "
-            f"see {out / STATE})"
-        )
-    return summary

@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 
@@ -142,7 +142,26 @@ def _top_k(q: np.ndarray, g: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-(q @ g.T), axis=1, kind="stable")[:, :k]
 
 
-def _train_all(data: Path, runs: Path, cfg_kw: dict[str, Any]) -> dict[str, Path]:
+class _MethodOptions(TypedDict, total=False):
+    """The :class:`~centrobind.config.TrainConfig` fields that tell the demo's methods apart."""
+
+    objective: str
+    anchor: str
+
+
+class _TrainOptions(TypedDict, total=False):
+    """The :class:`~centrobind.config.TrainConfig` fields the demo sets for every method."""
+
+    epochs: int
+    batch_size: int
+    early_stopping: int | None
+    seed: int
+    device: str
+    quiet: bool
+    anchor_pretrain_epochs: int
+
+
+def _train_all(data: Path, runs: Path, cfg_kw: _TrainOptions) -> dict[str, Path]:
     """Train CentroBind, AllPairs and each FixedAnchor; returns method -> run folder."""
     from centrobind.runs import train_run
 
@@ -152,10 +171,12 @@ def _train_all(data: Path, runs: Path, cfg_kw: dict[str, Any]) -> dict[str, Path
         from centrobind.train import TrainConfig
 
     out: dict[str, Path] = {}
-    for name, kw in [("CentroBind", {"objective": "centrobind"}),
-                     ("AllPairs", {"objective": "all_pairs"})] + [
-        (f"FixedAnchor({m})", {"objective": "fixed_anchor", "anchor": m}) for m in ENCODERS
-    ]:  # fmt: skip
+    methods: list[tuple[str, _MethodOptions]] = [
+        ("CentroBind", {"objective": "centrobind"}),
+        ("AllPairs", {"objective": "all_pairs"}),
+    ]
+    methods += [(f"FixedAnchor({m})", {"objective": "fixed_anchor", "anchor": m}) for m in ENCODERS]
+    for name, kw in methods:
         folder = runs / name.lower().replace("(", "-").replace(")", "")
         train_run(data, TrainConfig(**kw, **cfg_kw), folder)
         out[name] = folder
@@ -235,11 +256,8 @@ def _run_demo(
     out: Path, tiny: bool, n: int | None, seed: int, quiet: bool, seeds: int | None
 ) -> Path:
     from centrobind.data import load
-    from centrobind.runs import load_run
 
     from .core import featurize
-    from .encoders import load_encoder
-    from .items import read_items
 
     t0 = time.perf_counter()
     n = n if n is not None else (40 if tiny else 600)
@@ -260,42 +278,19 @@ def _run_demo(
     vals: list[dict[str, Any]] = []
     first_runs: dict[str, Path] = {}
     for i in range(seeds):
-        cfg_kw = dict(
-            epochs=5 if tiny else 150,
-            batch_size=16 if tiny else 64,
-            early_stopping=None if tiny else 30,
-            seed=seed + i,
-            device="cpu",
-            quiet=True,
-        )
-        if tiny:
-            cfg_kw["anchor_pretrain_epochs"] = 2
         log(f"[3/4] seed {seed + i}: training CentroBind, AllPairs, FixedAnchor x 3 anchors")
-        runs = _train_all(data, out / "runs" / f"seed{seed + i}", cfg_kw)
+        runs = _train_all(data, out / "runs" / f"seed{seed + i}", _training(tiny, seed + i))
         first_runs = first_runs or runs
         rows, best, val = _seed_rows(ds, runs)
         per_seed.append(rows)
         best_anchors.append(best)
         vals.append(val)
     log("[4/4] writing the report")
-
-    # free-text queries against the test split (CentroBind, first seed)
-    labels = ds.labels["digit"].numpy()
-    run = load_run(first_runs["CentroBind"])
-    test = run.splits["test"].numpy()
-    gal_img = test[ds.mask.numpy()[ds.modalities.index("image"), test]]
-    gal_sp = test[ds.mask.numpy()[ds.modalities.index("speech"), test]]
-    q = _embed(run, "caption", load_encoder("minilm").encode(QUERIES))
-    top_img = gal_img[_top_k(q, _embed(run, "image", ds.features["image"].numpy()[gal_img]), 5)]
-    top_sp = gal_sp[_top_k(q, _embed(run, "speech", ds.features["speech"].numpy()[gal_sp]), 3)]
-    images = read_items(data, "image") or []
-    speech = read_items(data, "speech") or []
-    said = json.loads((out / "raw" / "said.json").read_text())
-    _figure(out / "retrieval.png", QUERIES, top_img, images, labels)
+    n_test, queries = _query_examples(out, data, ds, first_runs["CentroBind"])
 
     result = {
         "n_items": n,
-        "n_test": int(len(test)),
+        "n_test": n_test,
         "seeds": [seed + i for i in range(seeds)],
         "tiny": tiny,
         "encoders": ENCODERS,
@@ -303,20 +298,7 @@ def _run_demo(
         "val_metric": vals,
         "methods": _aggregate(per_seed),
         "per_seed": per_seed,
-        "queries": [
-            {
-                "query": qtext,
-                "images": [
-                    {"row": int(r), "digit": int(labels[r]), "file": Path(images[r]).name}
-                    for r in top_img[i]
-                ],
-                "speech": [
-                    {"row": int(r), "file": Path(speech[r]).name, "said": said[r]}
-                    for r in top_sp[i]
-                ],
-            }
-            for i, qtext in enumerate(QUERIES)
-        ],
+        "queries": queries,
         "seconds": time.perf_counter() - t0,
         "cpus": os.cpu_count(),
         "featurize": {
@@ -329,6 +311,60 @@ def _run_demo(
     report = out / "report.md"
     report.write_text(_markdown(result))
     return report
+
+
+def _training(tiny: bool, seed: int) -> _TrainOptions:
+    """The demo's training budget for one seed (``tiny``: a few epochs, for tests)."""
+    cfg_kw: _TrainOptions = {
+        "epochs": 5 if tiny else 150,
+        "batch_size": 16 if tiny else 64,
+        "early_stopping": None if tiny else 30,
+        "seed": seed,
+        "device": "cpu",
+        "quiet": True,
+    }
+    if tiny:
+        cfg_kw["anchor_pretrain_epochs"] = 2
+    return cfg_kw
+
+
+def _query_examples(
+    out: Path, data: Path, ds: Any, run_dir: Path
+) -> tuple[int, list[dict[str, Any]]]:
+    """Free-text :data:`QUERIES` against the test split with the run in ``run_dir`` (CentroBind,
+    first seed): the top-5 images (drawn to ``<out>/retrieval.png``) and top-3 speech clips per
+    query. Returns (number of test rows, one entry per query)."""
+    from centrobind.runs import load_run
+
+    from .encoders import load_encoder
+    from .items import read_items
+
+    labels = ds.labels["digit"].numpy()
+    run = load_run(run_dir)
+    test = run.splits["test"].numpy()
+    gal_img = test[ds.mask.numpy()[ds.modalities.index("image"), test]]
+    gal_sp = test[ds.mask.numpy()[ds.modalities.index("speech"), test]]
+    q = _embed(run, "caption", load_encoder("minilm").encode(QUERIES))
+    top_img = gal_img[_top_k(q, _embed(run, "image", ds.features["image"].numpy()[gal_img]), 5)]
+    top_sp = gal_sp[_top_k(q, _embed(run, "speech", ds.features["speech"].numpy()[gal_sp]), 3)]
+    images = read_items(data, "image") or []
+    speech = read_items(data, "speech") or []
+    said = json.loads((out / "raw" / "said.json").read_text())
+    _figure(out / "retrieval.png", QUERIES, top_img, images, labels)
+    queries = [
+        {
+            "query": qtext,
+            "images": [
+                {"row": int(r), "digit": int(labels[r]), "file": Path(images[r]).name}
+                for r in top_img[i]
+            ],
+            "speech": [
+                {"row": int(r), "file": Path(speech[r]).name, "said": said[r]} for r in top_sp[i]
+            ],
+        }
+        for i, qtext in enumerate(QUERIES)
+    ]
+    return int(len(test)), queries
 
 
 def _figure(path: Path, queries: list[str], top: np.ndarray, images: list, labels) -> None:

@@ -7,10 +7,12 @@ the positive is ``c = (i, ..., i)``; ``loss = mean_m CE_m``. Matches the ``symil
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
-from .base import Batch, Objective, ScoreFn, complete_samples
+from .base import Batch, Objective, ObjectiveOutput, ScoreFn, complete_samples
 from .distributed import broadcast_
 from .infonce import row_cross_entropy
 
@@ -91,7 +93,14 @@ class Symile(Objective):
         self.negative_sampling = negative_sampling
         self.generator = generator
 
-    def forward(self, z, logit_scale, mask=None, *, permutations: Tensor | None = None):
+    def forward(
+        self,
+        z: Tensor | Mapping[str, Tensor],
+        logit_scale: float | Tensor,
+        mask: Tensor | Mapping[str, Tensor] | None = None,
+        *,
+        permutations: Tensor | None = None,
+    ) -> ObjectiveOutput:
         """Loss of ``z`` at logit scale ``s``; ``permutations`` ``[M, M-1, n]`` overrides the
         random draws of ``"n"`` mode (see the class docstring)."""
         return self._run(z, logit_scale, mask, permutations=permutations)
