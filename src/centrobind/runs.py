@@ -21,7 +21,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -591,5 +591,6 @@ def embed_run(
     emb, _, fused = embed_dataset(run, _as_dataset(data, min_modalities=1))
     arrays = {m: e.numpy() for m, e in emb.items()}
     arrays[FUSED_KEY] = fused.numpy()
-    atomic_write(out, lambda f: np.savez(f, **arrays))
+    # cast: numpy>=2 stubs type savez's **kwds as its allow_pickle flag; these are arrays
+    atomic_write(out, lambda f: np.savez(f, **cast(dict[str, Any], arrays)))
     return arrays
