@@ -194,9 +194,9 @@ def choose_scale(scores: Mapping[float, float | None], default: float) -> float:
 
     def key(s: float) -> tuple[float, float, float]:
         v = scores[s]
-        ok = v is not None and math.isfinite(v)
-        best = round(float(v), 6) if ok else -math.inf  # float noise in a mean is not a win
-        return (best, -abs(math.log(s / default)), -s)  # type: ignore[arg-type]
+        # float noise in a mean is not a win: compare at 6 decimals
+        best = round(v, 6) if v is not None and math.isfinite(v) else -math.inf
+        return (best, -abs(math.log(s / default)), -s)
 
     return max(scores, key=key)
 
