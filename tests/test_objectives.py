@@ -764,3 +764,20 @@ def test_no_python_loop_over_samples(name):
         return go
 
     assert _count_ops(run(8)) == _count_ops(run(24))
+
+
+@pytest.mark.parametrize("name", ["centrobind", "all_pairs", "fixed_anchor", "symile", "gram"])
+def test_backward_under_bf16_autocast(name):
+    """The trainer runs the step under bf16 autocast on CUDA; CPU autocast reproduces the dtype
+    mix that once broke the fused kernel's backward (bf16 products saved, fp32 in backward)."""
+    torch.manual_seed(0)
+    z = F.normalize(torch.randn(3, 16, 8), dim=-1).requires_grad_()
+    obj = make_objective(name)
+    ref = obj(z, 5.0).loss
+    (g_ref,) = torch.autograd.grad(ref, z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = obj(z, 5.0).loss
+    (g,) = torch.autograd.grad(out, z)
+    assert torch.isfinite(g).all()
+    assert abs(float(out) - float(ref)) < 0.05
+    assert float((g - g_ref).abs().max()) < 0.05

@@ -314,6 +314,28 @@ class _InfoNCE(torch.autograd.Function):
         chunk: int | None,
         need_grad: bool,
     ) -> Tensor:
+        # The kernel picks its own precision (_work_dtype); under an outer autocast the products
+        # would come out in bf16 while backward (run outside autocast) mixes them with fp32.
+        with torch.autocast(a.device.type, enabled=False):
+            return _InfoNCE._forward(
+                ctx, a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world, chunk, need_grad
+            )
+
+    @staticmethod
+    def _forward(
+        ctx: Any,
+        a: Tensor,
+        b: Tensor,
+        s: Tensor,
+        a_cols: Tensor | None,
+        b_cols: Tensor | None,
+        row_valid: Tensor | None,
+        col_valid: Tensor | None,
+        offset: int,
+        world: int,
+        chunk: int | None,
+        need_grad: bool,
+    ) -> Tensor:
         T = max(a.shape[0], b.shape[0])
         wdt = _work_dtype(a, b)
         s_w = s.detach().to(wdt)
