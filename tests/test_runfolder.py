@@ -201,10 +201,10 @@ def test_output_device_dir_fifo_refused(tmp_path):
         link.symlink_to("/dev/null")
         with pytest.raises(CentrobindError, match="character device"):
             check_output_file(link)
-    d = tmp_path / "d.npz"
-    d.mkdir()
-    with pytest.raises(CentrobindError, match="a folder"):
-        check_output_file(d)
+    for d in (tmp_path / "d.npz", tmp_path / "d"):
+        d.mkdir()
+        with pytest.raises(CentrobindError, match="is a folder"):
+            check_output_file(d)
     fifo = tmp_path / "p.npz"
     os.mkfifo(fifo)
     with pytest.raises(CentrobindError, match="named pipe"):

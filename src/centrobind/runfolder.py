@@ -174,8 +174,6 @@ def check_output_file(path: str | os.PathLike, suffix: str = ".npz") -> Path:
         CentrobindError: one line naming the path and the reason.
     """
     p = Path(path)
-    if not p.name.lower().endswith(suffix.lower()) or p.name.lower() == suffix.lower():
-        raise CentrobindError(f"{p}: the output must be a {suffix} file name (e.g. out{suffix})")
     target = p
     try:
         lst = os.lstat(p)
@@ -195,6 +193,8 @@ def check_output_file(path: str | os.PathLike, suffix: str = ".npz") -> Path:
         raise CentrobindError(
             f"{p}: is {_kind(lst.st_mode)}, not a regular file; refusing to replace it"
         )
+    if not p.name.lower().endswith(suffix.lower()) or p.name.lower() == suffix.lower():
+        raise CentrobindError(f"{p}: the output must be a {suffix} file name (e.g. out{suffix})")
     run = find_run_dir(target.parent if lst is None else target)
     if run is None and lst is None:  # a new file inside a not yet existing folder of a run?
         run = next((d for d in target.parents if d.exists() and is_run_dir(d)), None)
