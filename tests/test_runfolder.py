@@ -161,6 +161,13 @@ def test_check_new_run_dir_points_a_run_at_resume(tmp_path):
         check_new_run_dir(_fake_run(tmp_path / "run"))
 
 
+def test_check_new_run_dir_refuses_a_folder_inside_a_run(tmp_path):
+    run = _fake_run(tmp_path / "run")
+    for inner in (run / "checkpoints", run / "new", run / "a" / "b"):
+        with pytest.raises(CentrobindError, match="inside the run folder"):
+            check_new_run_dir(inner)
+
+
 def test_check_new_run_dir_refuses_a_file(tmp_path):
     f = tmp_path / "f"
     f.write_text("x")

@@ -104,7 +104,8 @@ def is_temp_file_name(name: str) -> bool:
 
 
 def check_new_run_dir(path: str | os.PathLike) -> None:
-    """Refuse ``path`` as the folder of a NEW run unless it is absent or empty.
+    """Refuse ``path`` as the folder of a NEW run unless it is absent or empty (and not inside
+    another run folder).
 
     Our own ``.lock`` and stale temporary files do not count as content. A folder that already
     holds a run gets a message pointing at ``--resume``; any other non-empty folder is refused
@@ -114,6 +115,11 @@ def check_new_run_dir(path: str | os.PathLike) -> None:
         CentrobindError: one line naming the folder and what is in it.
     """
     p = Path(path)
+    outer = next((d for d in Path(os.path.abspath(p)).parents if is_run_dir(d)), None)
+    if outer is not None:
+        raise CentrobindError(
+            f"{p} lies inside the run folder {outer}; choose a --out outside any run"
+        )
     if not p.exists() and not p.is_symlink():
         return
     if not p.is_dir():
