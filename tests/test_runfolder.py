@@ -116,6 +116,19 @@ def test_lock_is_reentrant_in_one_process_and_creates_the_folder(tmp_path):
     RunLock(run).acquire().release()  # free again
 
 
+def test_lock_removes_a_folder_it_created_when_nothing_was_written(tmp_path):
+    with RunLock(tmp_path / "a" / "unused"):
+        pass
+    assert not (tmp_path / "a" / "unused").exists() and (tmp_path / "a").is_dir()
+    with RunLock(tmp_path / "used"):
+        (tmp_path / "used" / "config.json").write_text("{}")
+    assert (tmp_path / "used" / LOCK_NAME).is_file()
+    (tmp_path / "mine").mkdir()
+    with RunLock(tmp_path / "mine"):  # existed before: kept, with the lock file
+        pass
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_lock_disabled_is_a_no_op(tmp_path):
     with RunLock(tmp_path / "r", enabled=False) as lock:
         assert not lock.held
@@ -166,6 +179,20 @@ def test_check_new_run_dir_refuses_a_folder_inside_a_run(tmp_path):
     for inner in (run / "checkpoints", run / "new", run / "a" / "b"):
         with pytest.raises(CentrobindError, match="inside the run folder"):
             check_new_run_dir(inner)
+
+
+def test_check_new_run_dir_names_the_process_making_it(tmp_path):
+    run = tmp_path / "run"
+    proc = _holder(run)
+    try:
+        (run / "config.json").write_text("{}")
+        with pytest.raises(RunLockedError, match=f"pid {proc.pid}"):
+            check_new_run_dir(run)
+    finally:
+        proc.kill()
+        proc.wait()
+    with pytest.raises(CentrobindError, match="already holds a run"):
+        check_new_run_dir(run)
 
 
 def test_check_new_run_dir_refuses_a_file(tmp_path):

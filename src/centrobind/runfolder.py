@@ -109,9 +109,11 @@ def check_new_run_dir(path: str | os.PathLike) -> None:
 
     Our own ``.lock`` and stale temporary files do not count as content. A folder that already
     holds a run gets a message pointing at ``--resume``; any other non-empty folder is refused
-    (its files would be overwritten: ``log.csv``, ``metrics.json``, ...).
+    (its files would be overwritten: ``log.csv``, ``metrics.json``, ...). A folder whose lock
+    another process holds is refused naming that process.
 
     Raises:
+        RunLockedError: another process holds the folder's lock.
         CentrobindError: one line naming the folder and what is in it.
     """
     p = Path(path)
@@ -124,6 +126,8 @@ def check_new_run_dir(path: str | os.PathLike) -> None:
         return
     if not p.is_dir():
         raise CentrobindError(f"{p} exists and is not a folder; choose another --out")
+    if (p / LOCK_NAME).is_file():  # ours: is another process making this run right now?
+        RunLock(p, purpose="check").acquire().release()
     if is_run_dir(p):
         raise CentrobindError(
             f"{p} already holds a run; use --resume to continue it or choose another --out"
@@ -251,10 +255,11 @@ class RunLock:
         with RunLock(out, purpose="train"):
             ...
 
-    The folder is created if needed. The lock file stays (an empty-looking ``.lock`` marks the
-    folder as a run); the lock itself dies with the process, so a crash or ``kill -9`` never
-    leaves a folder locked. Re-entrant within one process. ``enabled=False`` makes it a no-op
-    (non-zero ranks under ``torchrun``).
+    The folder is created if needed, and removed again at release if nothing but the lock file
+    was written into it (a refused run leaves no trace). Otherwise the lock file stays (next to
+    ``config.json`` it marks the folder as a run); the lock itself dies with the process, so a
+    crash or ``kill -9`` never leaves a folder locked. Re-entrant within one process.
+    ``enabled=False`` makes it a no-op (non-zero ranks under ``torchrun``).
 
     Raises:
         RunLockedError: another process holds the lock; the message names its pid, host and
@@ -266,11 +271,13 @@ class RunLock:
         self.purpose = purpose
         self.enabled = enabled and fcntl is not None
         self._key: str | None = None
+        self._created = False
 
     def acquire(self) -> RunLock:
         if not self.enabled or self._key is not None:
             return self
         try:
+            self._created = not self.run_dir.exists()
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
             raise CentrobindError(f"{self.run_dir} exists and is not a folder") from None
@@ -325,6 +332,9 @@ class RunLock:
                     del _HELD[self._key]
                     try:
                         os.ftruncate(entry[0], 0)  # no stale holder info once released
+                        if self._created and os.listdir(self._key) == [LOCK_NAME]:
+                            os.unlink(os.path.join(self._key, LOCK_NAME))  # still holding it
+                            os.rmdir(self._key)
                     except OSError:
                         pass
                     os.close(entry[0])  # closing the descriptor releases the flock
