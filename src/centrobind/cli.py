@@ -10,11 +10,12 @@ import argparse
 import json
 import sys
 import typing
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import CentrobindError
+from .errors import CentrobindError, CentrobindWarning
 
 EXIT_USAGE = 2
 
@@ -61,14 +62,12 @@ def _check_resume(out: str, given: dict[str, Any]) -> None:
     """``--resume`` continues the run as saved: flags equal to the saved config are fine (the
     original command line plus ``--resume`` works); a conflicting one is refused, named."""
     from .config import TrainConfig
+    from .runs import read_run_config
 
     path = Path(out) / "config.json"
     if not path.is_file():
         return  # train_run says that there is nothing to resume
-    try:
-        saved = TrainConfig.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CentrobindError(f"{path}: not a valid run config ({e})") from None
+    saved = read_run_config(out)  # any defect of config.json as one line
     asked = TrainConfig.from_dict({**saved.to_dict(), **given})
     conflicts = [
         f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
@@ -107,7 +106,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .eval import format_metrics
     from .runs import evaluate_run
 
-    metrics = evaluate_run(args.run, args.data)
+    metrics = evaluate_run(args.run, args.data, device=args.device)
     print(format_metrics(metrics))
     print(f"wrote {args.run}/metrics.json")
     return 0
@@ -116,7 +115,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from .runs import embed_run
 
-    arrays = embed_run(args.run, args.data, args.out)
+    arrays = embed_run(args.run, args.data, args.out, device=args.device)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items())
     print(f"wrote {args.out}: {shapes}")
     return 0
@@ -169,6 +168,28 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
+_DEVICE_HELP = "cpu | cuda | mps | auto (default: the run's device when present, else cpu)"
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: typing.TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """Our warnings (:class:`CentrobindWarning`) as one ``warning: ...`` line on stderr; any
+    other warning as Python shows it."""
+    if issubclass(category, CentrobindWarning):
+        print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import add_config_arguments
@@ -209,12 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("evaluate", "score a run on its held-out split; writes metrics.json")
     s.add_argument("--run", required=True)
     s.add_argument("--data", help="dataset (default: the one the run was trained on)")
+    s.add_argument("--device", help=_DEVICE_HELP)
     s.set_defaults(func=_cmd_evaluate)
 
     s = verb("embed", "embed a dataset with a trained run into an .npz")
     s.add_argument("--run", required=True)
     s.add_argument("--data", required=True, help="dataset with any of the run's modalities")
     s.add_argument("--out", required=True, help="output .npz (fused embedding: 'fused.mean')")
+    s.add_argument("--device", help=_DEVICE_HELP)
     s.set_defaults(func=_cmd_embed)
 
     s = verb("search", "top-k search of queries against a corpus with a run")
@@ -250,7 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("always", CentrobindWarning)
+            return args.func(args)
     except CentrobindError as e:
         msg = " ".join(str(e).split())
         print(f"error: {msg}", file=sys.stderr)
