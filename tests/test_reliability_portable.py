@@ -109,3 +109,30 @@ def test_run_device():
     assert run_device("cpu", "auto") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert run_device("cuda") == ("cuda" if torch.cuda.is_available() else "cpu")
     assert run_device("tpu!") == "tpu!"  # not a device: left for validation to name
+
+
+def test_python_load_and_search_map_the_device(cpu_run, data, tmp_path):
+    import centrobind
+
+    run = _moved(cpu_run, tmp_path, "cuda")
+    model = centrobind.load(run)  # device "auto"
+    assert model.device.type == ("cuda" if torch.cuda.is_available() else "cpu")
+    x = np.random.default_rng(0).normal(size=(5, 10)).astype(np.float32)
+    assert model.encode("m1", x).shape == (5, 64)
+    rc, out, err = cli(
+        "search",
+        "--run",
+        run,
+        "--corpus",
+        data,
+        "--target",
+        "m2",
+        "--query-data",
+        data,
+        "--query-modality",
+        "m1",
+        "-k",
+        "3",
+        "--json",
+    )
+    assert rc == 0, err

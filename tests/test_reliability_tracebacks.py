@@ -192,3 +192,24 @@ def test_modality_names_that_are_module_attributes(tmp_path, names):
     arrays = np.load(tmp_path / "e.npz")
     assert set(names) <= set(arrays.files)
     assert all(arrays[n].shape == (120, 64) for n in names)
+
+
+# ------------------------------------------------------------------- fixed by other layers
+
+
+def test_seed_too_large(data, tmp_path):
+    rc, _, err = train(data, tmp_path / "run", "--seed", str(2**70))
+    error_line(rc, err, "seed must be <=")
+
+
+def test_deeply_nested_meta_json(tmp_path):
+    save_dataset(
+        make_synthetic(n_samples=60, n_modalities=3, dims=[4, 4, 4], seed=0), tmp_path / "d"
+    )
+    (tmp_path / "d" / "meta.json").write_text('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    for args in (
+        ("inspect", tmp_path / "d"),
+        ("train", "--data", tmp_path / "d", "--out", tmp_path / "r"),
+    ):
+        rc, _, err = cli(*args)
+        error_line(rc, err, "meta.json")

@@ -149,3 +149,77 @@ def test_evaluate_refuses_a_run_with_an_empty_test_split(run, tmp_path):
     save_tensors(old / "splits.safetensors", tensors, state)
     rc, _, err = cli("evaluate", "--run", old)
     error_line(rc, err, "test split is empty")
+
+
+# ------------------------------------------------------------------- fixed by other layers,
+# checked here through the CLI so that the whole class stays covered in one place
+
+
+def _copy_with(ds, tmp_path, name, change):
+    path = tmp_path / name
+    save_dataset(ds, path)
+    change(path)
+    return path
+
+
+def _npy_dir(p):
+    (p / "modalities" / "m3.npy").unlink()
+    (p / "modalities" / "m3.npy").mkdir()
+
+
+def _npy_dangling(p):
+    (p / "modalities" / "m3.npy").unlink()
+    (p / "modalities" / "m3.npy").symlink_to(p / "nowhere.npy")
+
+
+def _npy_loop(p):
+    (p / "modalities" / "m3.npy").unlink()
+    (p / "modalities" / "m3.npy").symlink_to("m3.npy")
+
+
+def _label_1e20(p):
+    y = np.ones(200)
+    y[0] = 1e20
+    np.save(p / "labels" / "big.npy", y)
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (_npy_dir, "m3.npy: is a folder"),
+        (_npy_dangling, "m3.npy: dangling symlink"),
+        (_npy_loop, "m3.npy: symlink loop"),
+        (_label_1e20, "outside the int64 range"),
+    ],
+    ids=["npy is a folder", "dangling symlink", "symlink loop", "label 1e20"],
+)
+def test_malformed_dataset_entries_are_named(ds, tmp_path, change, needle):
+    bad = _copy_with(ds, tmp_path, "bad", change)
+    rc, _, err = train(bad, tmp_path / "run")
+    error_line(rc, err, needle)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "given, needle",
+    [
+        ({"standardize": "false"}, "standardize must be true or false"),
+        ({"drop_last": "no"}, "drop_last must be true or false"),
+        ({"hidden": "16"}, "hidden must be an integer"),
+        ({"split": [0.5, 0.5]}, "split must be 3 values"),
+        ({"objective": 5}, "objective must be a string"),
+    ],
+)
+def test_config_file_fields_are_type_checked(data, tmp_path, given, needle):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(given))
+    rc, _, err = train(data, tmp_path / "run", "--config", cfg)
+    error_line(rc, err, needle)
+
+
+@pytest.mark.parametrize("flag", ["--lr", "--weight-decay", "--intra-weight"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_non_finite_floats_refused_before_anything_is_written(data, tmp_path, flag, value):
+    rc, _, err = train(data, tmp_path / "run", flag, value)
+    error_line(rc, err, "finite")
+    assert not (tmp_path / "run").exists()
