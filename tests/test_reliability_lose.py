@@ -61,6 +61,15 @@ def test_train_refuses_a_new_run_inside_a_run(data, run):
     assert not (run / "checkpoints" / "nested").exists()
 
 
+def test_evaluate_never_writes_into_a_folder_that_is_not_a_run(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("x")
+    rc, _, err = cli("evaluate", "--run", mine)
+    error_line(rc, err, "not a run folder")
+    assert sorted(os.listdir(mine)) == ["notes.txt"]  # no .lock, no metrics.json
+
+
 # ------------------------------------------------------------------- embed --out
 
 

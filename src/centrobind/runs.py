@@ -50,6 +50,7 @@ from .runfolder import (
     check_parameter_memory,
     count_parameters,
     fingerprint,
+    is_run_dir,
     non_finite_tensors,
     remove_stale_temp_files,
 )
@@ -591,7 +592,7 @@ def evaluate_run(
     With ``write``, the run folder is locked meanwhile (refused while a training writes it).
     ``device``: see :func:`load_run`.
     """
-    with RunLock(path, "evaluate", enabled=write and Path(path).is_dir()):
+    with RunLock(path, "evaluate", enabled=write and is_run_dir(path)):  # never in other folders
         return _evaluate(path, data, write, device)
 
 
