@@ -38,7 +38,11 @@ def global_inputs(world: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def cases() -> dict:
     return {
-        "centrobind": lambda: CentroBind(),
+        "centrobind": lambda: CentroBind(),  # the default: self_weight 0.25
+        "centrobind_full": lambda: CentroBind(centroid="full"),
+        "centrobind_full_learned": lambda: CentroBind(
+            centroid="full", weights="learned", num_modalities=M
+        ),
         "centrobind_grad_norm_chunk": lambda: CentroBind(
             detach_anchor=False, normalize_anchor=True, chunk_size=3
         ),

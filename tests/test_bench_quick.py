@@ -39,6 +39,10 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
     methods = {r["method"] for r in rows if r["suite"] == "mfeat"}
     for m in (
         "CentroBind",
+        "CentroBind[paper]",
+        "CentroBind[loo]",
+        "CentroBind[learned-scale]",
+        "AllPairs[learned-scale]",
         "AllPairs",
         "Symile",
         "Gram(fac)",
@@ -51,11 +55,34 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
         if r["method"] != "Raw":
             assert math.isfinite(r["R@1"]) and 0 <= r["R@1"] <= 100, r
         assert r["seconds"] >= 0
+    # the temperature protocol: every binding row carries the scale chosen on validation
+    from centrobind.bench.suites import QUICK_SCALE_GRID
+
+    meta = results["meta"]
+    assert meta["reference_method"] == "CentroBind"
+    for r in rows:
+        if r["method"] in ("CentroBind", "AllPairs", "CentroBind[paper]") or r["method"].startswith(
+            "FixedAnchor("
+        ):
+            assert r["logit_scale"] in QUICK_SCALE_GRID, r["method"]
+            assert math.isfinite(r["val_metric"])
+        if r["method"] in ("GCCA", "Raw"):
+            assert "logit_scale" not in r
+    grid = {(g["method"], tuple(g["data"])): g for g in meta["logit_scale_grid"]}
+    cb = grid[("CentroBind", ("mfeat",))]
+    best = max(v for v in cb["val_metric"].values())
+    assert cb["val_metric"][f"{cb['chosen']:g}"] == best
+    mf = [r for r in rows if r["suite"] == "mfeat" and r["setting"] == "mfeat"]
+    learned = next(r for r in mf if r["method"] == "CentroBind[learned-scale]")
+    fixed = next(r for r in mf if r["method"] == "CentroBind")
+    assert learned["logit_scale"] == fixed["logit_scale"] == cb["chosen"]
+    assert learned["logit_scale_final"] <= 2 * learned["logit_scale"] + 1e-6
     with (out / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     report = (out / "report.md").read_text()
     for needle in (
         "## Findings",
+        "validation split",
         "## mfeat",
         "## synthetic",
         "## missing modalities",

@@ -118,12 +118,26 @@ def test_class_hooks_of_the_builtin_objectives():
         AllPairs,
     }
     assert {c for c in OBJECTIVES.values() if c.requires_all_modalities} == {Symile, Gram}
-    for c in OBJECTIVES.values():  # numerical behaviour of the old rule: 10, Symile 10 D^(M/2-1)
-        want = 10.0 * 64 ** (6 / 2 - 1) if c is Symile else 10.0
-        assert c.default_logit_scale(6, 64) == pytest.approx(want)
+    # the per-objective defaults measured in issue 11 (FINDINGS.md)
+    want = {CentroBind: 5.0, AllPairs: 7.0, FixedAnchor: 7.0, Gram: 14.0, Symile: 5.0 * 64**2}
+    for c in OBJECTIVES.values():
+        assert c.default_logit_scale(6, 64) == pytest.approx(want[c])
     assert CentroBind.needs_num_modalities({"weights": "learned"})
     assert not CentroBind.needs_num_modalities({})
     z = torch.nn.functional.normalize(torch.randn(2, 5, 4), dim=-1)
     assert Objective.leave_one_out_query(z) is None
     q, score = Symile.leave_one_out_query(z)
     assert score is None and torch.allclose(q, z[0] * z[1])
+
+
+def test_train_config_uses_each_objectives_default_scale():
+    """`centrobind train --objective X` without --logit-scale-init starts at X's scale."""
+    for name, want in (
+        ("centrobind", 5.0),
+        ("all_pairs", 7.0),
+        ("fixed_anchor", 7.0),
+        ("gram", 14.0),
+        ("symile", 5.0 * 64),
+    ):
+        assert TrainConfig(objective=name).resolved_logit_scale(4) == (want, 10 * want), name
+    assert TrainConfig(objective="gram", logit_scale_init=3.0).resolved_logit_scale(4)[0] == 3.0

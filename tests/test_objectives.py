@@ -83,9 +83,10 @@ def centrobind_bf(z, s, mask=None, weights=None, detach=True, normalize=False):
     return _mean_terms(terms, z, s)
 
 
-def centrobind_loo_bf(z, s, mask=None, weights=None, detach=True, normalize=False):
-    """Leave-one-out: term m's anchor for sample n is the weighted mean of the OTHER present
-    modalities (with a positive weight); samples without one are left out of term m."""
+def centrobind_loo_bf(z, s, mask=None, weights=None, detach=True, normalize=False, alpha=0.0):
+    """Leave-one-out (``alpha = 0``): term m's anchor for sample n is the weighted mean of the
+    OTHER present modalities (with a positive weight); samples without one are left out of term m.
+    ``alpha > 0``: modality m itself joins its anchor with weight ``alpha * w_m``."""
     M, N, D = z.shape
     w = [1.0] * M if weights is None else weights
     terms = {}
@@ -102,6 +103,8 @@ def centrobind_loo_bf(z, s, mask=None, weights=None, detach=True, normalize=Fals
                     den = den + w[k]
             if den == 0.0:
                 continue  # only modality m (with a positive weight) present: no anchor
+            own = z[m, n].detach() if detach else z[m, n]
+            num, den = num + alpha * w[m] * own, den + alpha * w[m]
             c = num / den
             anchors.append(c / c.norm() if normalize else c)
             idx.append(n)
@@ -239,7 +242,7 @@ SIZES = [(2, 6, 3), (3, 6, 4), (5, 5, 3)]
 def test_centrobind_matches_bruteforce(M, N, D, masked, opts):
     z, s = leaf(rand_z(M, N, D, seed=M))
     mask = rand_mask(M, N, seed=M) if masked else None
-    out = CentroBind(**opts)(z, s, mask=mask)
+    out = CentroBind(centroid="full", **opts)(z, s, mask=mask)
     ref = centrobind_bf(
         z,
         s,
@@ -255,7 +258,7 @@ def test_centrobind_fixed_weights(M, N, D):
     z, s = leaf(rand_z(M, N, D, seed=7))
     mask = rand_mask(M, N, seed=7)
     w = [float(i + 1) for i in range(M)]
-    out = CentroBind(weights=w, detach_anchor=False)(z, s, mask=mask)
+    out = CentroBind(centroid="full", weights=w, detach_anchor=False)(z, s, mask=mask)
     assert_match(out, centrobind_bf(z, s, mask, weights=w, detach=False), z, s)
 
 
@@ -272,7 +275,8 @@ def test_centrobind_fixed_weights(M, N, D):
         {"weights": "fixed", "detach_anchor": False, "chunk_size": 3},
     ],
 )
-def test_centrobind_leave_one_out_matches_bruteforce(M, N, D, masked, opts):
+@pytest.mark.parametrize("alpha", [0.0, 0.25, 0.7])
+def test_centrobind_leave_one_out_matches_bruteforce(M, N, D, masked, opts, alpha):
     z, s = leaf(rand_z(M, N, D, seed=M + 20))
     mask = None
     if masked:
@@ -283,7 +287,7 @@ def test_centrobind_leave_one_out_matches_bruteforce(M, N, D, masked, opts):
     w = None
     if opts.pop("weights", None) == "fixed":
         w = [0.0] + [float(i + 1) for i in range(1, M)]  # a zero weight never forms an anchor
-    out = CentroBind(centroid="leave_one_out", weights=w, **opts)(z, s, mask=mask)
+    out = CentroBind(self_weight=alpha, weights=w, **opts)(z, s, mask=mask)
     ref = centrobind_loo_bf(
         z,
         s,
@@ -291,6 +295,7 @@ def test_centrobind_leave_one_out_matches_bruteforce(M, N, D, masked, opts):
         weights=w,
         detach=opts.get("detach_anchor", True),
         normalize=opts.get("normalize_anchor", False),
+        alpha=alpha,
     )
     assert_match(out, ref, z, s)
 
@@ -301,7 +306,7 @@ def test_centrobind_leave_one_out_hand_check():
     out = CentroBind(centroid="leave_one_out")(z, s)
     torch.testing.assert_close(out.terms["c-0"], nce_sym_bf(z[1], z[0], s))
     torch.testing.assert_close(out.terms["c-1"], nce_sym_bf(z[0], z[1], s))
-    full = CentroBind()(z, s)
+    full = CentroBind(centroid="full")(z, s)
     assert not torch.allclose(out.loss, full.loss)  # the paper's form is a different loss
     mask = torch.ones(2, 7, dtype=torch.bool)
     mask[1, :5] = False  # samples 0..4 only have modality 0: term 0 keeps samples 5, 6
@@ -311,10 +316,39 @@ def test_centrobind_leave_one_out_hand_check():
     assert sorted(CentroBind(centroid="leave_one_out")(z, s, mask=mask).terms) == []
 
 
+def test_centrobind_self_weight_aliases_and_default():
+    """alpha = 1 is the paper's full centroid, alpha = 0 leave-one-out; the default is 0.25."""
+    z, s = leaf(rand_z(3, 9, 4, seed=11))
+    mask = rand_mask(3, 9, seed=11)
+    full, one = (
+        CentroBind(centroid="full")(z, s, mask=mask),
+        CentroBind(self_weight=1)(z, s, mask=mask),
+    )
+    torch.testing.assert_close(full.loss, one.loss)
+    torch.testing.assert_close(full.loss, centrobind_bf(z, s, mask)[0])
+    loo = CentroBind(centroid="leave_one_out")(z, s, mask=mask)
+    torch.testing.assert_close(loo.loss, CentroBind(self_weight=0.0)(z, s, mask=mask).loss)
+    assert CentroBind().self_weight == 0.25 and CentroBind().centroid == "self_weight"
+    torch.testing.assert_close(
+        CentroBind()(z, s, mask=mask).loss, centrobind_loo_bf(z, s, mask, alpha=0.25)[0]
+    )
+    assert CentroBind(centroid="full", self_weight=1.0).self_weight == 1.0  # agreeing: fine
+    for bad in (
+        {"centroid": "full", "self_weight": 0.25},
+        {"centroid": "leave_one_out", "self_weight": 1},
+    ):
+        with pytest.raises(ValueError, match="conflicts"):
+            CentroBind(**bad)
+    for bad_alpha in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="self_weight"):
+            CentroBind(self_weight=bad_alpha)
+
+
 @pytest.mark.parametrize("detach", [True, False])
-def test_centrobind_leave_one_out_learned_weights(detach):
+@pytest.mark.parametrize("alpha", [0.0, 0.25])
+def test_centrobind_leave_one_out_learned_weights(detach, alpha):
     obj = CentroBind(
-        centroid="leave_one_out", weights="learned", num_modalities=3, detach_anchor=detach
+        self_weight=alpha, weights="learned", num_modalities=3, detach_anchor=detach
     ).double()
     with torch.no_grad():
         obj.weight_logits.copy_(torch.tensor([0.3, -0.2, 0.5]))
@@ -322,7 +356,7 @@ def test_centrobind_leave_one_out_learned_weights(detach):
     mask = rand_mask(3, 8, seed=6)
     w = torch.softmax(obj.weight_logits.detach(), 0).tolist()
     out = obj(z, s, mask=mask)
-    assert_match(out, centrobind_loo_bf(z, s, mask, weights=w, detach=detach), z, s)
+    assert_match(out, centrobind_loo_bf(z, s, mask, weights=w, detach=detach, alpha=alpha), z, s)
     obj(z, s, mask=mask).loss.backward()
     g = obj.weight_logits.grad
     assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
@@ -609,13 +643,13 @@ def test_float_and_tensor_logit_scale(name):
 
 def test_learned_weights_get_gradients():
     for detach in (True, False):
-        obj = CentroBind(weights="learned", num_modalities=3, detach_anchor=detach)
+        obj = CentroBind(centroid="full", weights="learned", num_modalities=3, detach_anchor=detach)
         z = rand_z(3, 8, 4).float().requires_grad_()
         obj(z, 5.0).loss.backward()
         g = obj.weight_logits.grad
         assert g is not None and torch.isfinite(g).all() and g.abs().sum() > 0
     # equal to fixed weights softmax(logits) (with the anchor detached or not)
-    obj = CentroBind(weights="learned", num_modalities=3, detach_anchor=False)
+    obj = CentroBind(centroid="full", weights="learned", num_modalities=3, detach_anchor=False)
     with torch.no_grad():
         obj.weight_logits.copy_(torch.tensor([0.3, -0.2, 0.5]))
     z = rand_z(3, 8, 4)

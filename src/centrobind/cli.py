@@ -7,15 +7,16 @@ stderr, ``error: <message>``, with exit code 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import typing
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import CentrobindError, CentrobindWarning
+from .errors import CentrobindError
 
 EXIT_USAGE = 2
 
@@ -58,40 +59,75 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def _check_resume(out: str, given: dict[str, Any]) -> None:
+def _check_resume(out: str, given: dict[str, Any]) -> int | None:
     """``--resume`` continues the run as saved: flags equal to the saved config are fine (the
-    original command line plus ``--resume`` works); a conflicting one is refused, named."""
-    from .config import TrainConfig
+    original command line plus ``--resume`` works); a conflicting one is refused, named. Returns
+    the epochs to extend the run to (``--epochs`` above the saved ones), else None."""
+    from .config import PER_INVOCATION, TrainConfig
     from .runs import read_run_config
 
     path = Path(out) / "config.json"
     if not path.is_file():
-        return  # train_run says that there is nothing to resume
+        return None  # train_run says that there is nothing to resume
     saved = read_run_config(out)  # any defect of config.json as one line
     asked = TrainConfig.from_dict({**saved.to_dict(), **given})
+    extend = asked.epochs > saved.epochs  # more epochs extend the run
     conflicts = [
         f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
         for k in given
-        if k != "quiet" and getattr(asked, k) != getattr(saved, k)
+        if k not in PER_INVOCATION and getattr(asked, k) != getattr(saved, k)
+        if not (k == "epochs" and extend)
     ]
     if conflicts:
         raise CentrobindError(
             f"--resume continues the run exactly as configured in {path}; "
-            f"drop {', '.join(conflicts)}"
+            f"drop {', '.join(conflicts)} (only a larger --epochs, to extend it, may differ)"
         )
+    return asked.epochs if extend else None
+
+
+def _torch_rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+@contextlib.contextmanager
+def _warnings_as_lines() -> Iterator[None]:
+    """Print each warning raised inside as one ``warning: ...`` line on stderr, when raised."""
+
+    def show(message: Warning | str, *_: Any, **__: Any) -> None:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .runs import train_run
+    from .train import init_distributed
 
     given = _given_config(args)
-    if args.resume:
-        _check_resume(args.out, given)
+    extend_to = _check_resume(args.out, given) if args.resume else None
     cfg = TrainConfig.from_dict(given)
-    run, result = train_run(args.data, cfg, args.out, resume=args.resume)
+    init_distributed(cfg.device)
+    with _warnings_as_lines():
+        run, result = train_run(
+            args.data,
+            cfg,
+            args.out,
+            resume=args.resume,
+            extend_to=extend_to,
+            init_from=args.init_from,
+        )
+    if init_distributed(cfg.device) and _torch_rank() != 0:
+        return 0  # under torchrun rank 0 reports
     best = (
-        f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}%)"
+        f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}% over a gallery "
+        f"of {result.val_gallery} validation rows)"
         if result.best_epoch
         else ""
     )
@@ -108,6 +144,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     metrics = evaluate_run(args.run, args.data, device=args.device)
     print(format_metrics(metrics))
+    gallery = metrics["gallery"]
+    val = gallery.get("validation")
+    seen = f"; the training log's validation R@1 searched {val} rows" if val else ""
+    print(f"R@1 above: a gallery of {gallery['test']} test rows{seen}")
     print(f"wrote {args.run}/metrics.json")
     return 0
 
@@ -143,10 +183,51 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
+    from .errors import ConfigError
 
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be >= 1, got {args.workers}")
     run_benchmark(
-        suite=args.suite, seeds=args.seeds, quick=args.quick, out=args.out, quiet=args.quiet
+        suite=args.suite,
+        seeds=args.seeds,
+        quick=args.quick,
+        out=args.out,
+        quiet=args.quiet,
+        workers=args.workers,
     )
+    return 0
+
+
+def _cmd_featurize(args: argparse.Namespace) -> int:
+    from .featurize import featurize
+
+    encoders: dict[str, str] = {}
+    for item in args.encoder or []:
+        col, sep, spec = item.partition("=")
+        if not sep or not col or not spec:
+            raise CentrobindError(f"--encoder expects MODALITY=SPEC, got {item!r}")
+        encoders[col] = spec
+    summary = featurize(
+        args.manifest,
+        args.out,
+        encoders=encoders,
+        labels=args.label,
+        batch_size=args.batch_size,
+        device=args.device,
+        allow_random=args.allow_random,
+        progress=not args.quiet,
+    )
+    print(summary.line())
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .featurize.demo import run_demo
+
+    report = run_demo(
+        args.out, tiny=args.tiny, n=args.n, seed=args.seed, quiet=args.quiet, seeds=args.seeds
+    )
+    print(f"wrote {report}")
     return 0
 
 
@@ -169,25 +250,6 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 _DEVICE_HELP = "cpu | cuda | mps | auto (default: the run's device when present, else cpu)"
-
-
-def _show_warning(
-    message: Warning | str,
-    category: type[Warning],
-    filename: str,
-    lineno: int,
-    file: typing.TextIO | None = None,
-    line: str | None = None,
-) -> None:
-    """Our warnings (:class:`CentrobindWarning`) as one ``warning: ...`` line on stderr; any
-    other warning as Python shows it."""
-    if issubclass(category, CentrobindWarning):
-        print(f"warning: {' '.join(str(message).split())}", file=sys.stderr)
-    else:
-        _python_showwarning(message, category, filename, lineno, file, line)
-
-
-_python_showwarning = warnings.showwarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -222,7 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--resume",
         action="store_true",
-        help="continue from OUT/checkpoints/latest (flags must equal the saved config)",
+        help="continue from OUT/checkpoints/latest (flags must equal the saved config; a "
+        "larger --epochs extends the run)",
+    )
+    s.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from the encoder weights of run folder RUN (modalities it lacks start fresh)",
     )
     add_config_arguments(s)
     s.set_defaults(func=_cmd_train)
@@ -252,7 +320,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON list of hits per query")
     s.set_defaults(func=_cmd_search)
 
-
     s = verb("benchmark", "compare objectives on the bundled data; writes a report")
     s.add_argument(
         "--suite",
@@ -262,21 +329,52 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
     s.add_argument(
-        "--quick", action="store_true", help="smoke run: 1 seed, 15 epochs (~1 min on 2 idle cores)"
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 seed, 15 epochs, logit-scale grid {3, 7} instead of "
+        "{2, 3, 5, 7, 10, 14, 20}",
+    )
+    s.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel single-threaded worker processes (default: CPU cores, at most 4)",
     )
     s.add_argument("--out", default="bench_out", help="output folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     s.set_defaults(func=_cmd_benchmark)
+
+    s = verb("featurize", "raw texts/images/audio (a manifest) -> a dataset folder")
+    s.add_argument("manifest", help="CSV, TSV, JSONL or Parquet; one column per modality")
+    s.add_argument("--out", required=True, help="dataset folder to write (resumable)")
+    s.add_argument(
+        "--encoder",
+        action="append",
+        metavar="MODALITY=SPEC",
+        help="e.g. caption=minilm, image=pixels:16:gray, speech=logmel, x=hf:PATH (repeatable)",
+    )
+    s.add_argument("--label", action="append", metavar="COLUMN", help="a label column (repeatable)")
+    s.add_argument("--batch-size", type=int, default=32, help="items per encoder batch")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    s.add_argument("--allow-random", action="store_true", help="image backbones without weights")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_featurize)
+
+    s = verb("demo", "build, featurize, train and report the tri-modal digits demo")
+    s.add_argument("--out", required=True, help="folder for the raw data, runs and report")
+    s.add_argument("--tiny", action="store_true", help="a few dozen items (a CI smoke test)")
+    s.add_argument("--n", type=int, default=None, help="number of items (default 600, tiny 40)")
+    s.add_argument("--seed", type=int, default=0, help="first seed (data and training)")
+    s.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, tiny 1)")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_demo)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            warnings.simplefilter("always", CentrobindWarning)
-            return args.func(args)
+        return args.func(args)
     except CentrobindError as e:
         msg = " ".join(str(e).split())
         print(f"error: {msg}", file=sys.stderr)

@@ -35,9 +35,20 @@ from typing import Any
 from .errors import ConfigError
 from .objectives import OBJECTIVES, Objective
 
-__all__ = ["TrainConfig", "add_config_arguments", "config_overrides", "objective_class"]
+__all__ = [
+    "PER_INVOCATION",
+    "TrainConfig",
+    "add_config_arguments",
+    "config_overrides",
+    "objective_class",
+    "resolve_device",
+]
 
 INT_MAX = 2**63 - 1  # what a seed (and any int) must fit: int64
+
+#: Fields about watching one invocation, not the run: ``--resume`` takes them from its own
+#: command line (they may differ from the saved config).
+PER_INVOCATION = ("quiet", "tensorboard")
 
 
 def _field(
@@ -71,8 +82,9 @@ class TrainConfig:
     ``anchor_pretrain_epochs`` of augmented-view InfoNCE on the anchor alone, the stand-in for
     ImageBind's pretrained anchor encoder; "none": a random frozen encoder).
     Logit scale: ``logit_scale_init=None`` means the objective's
-    :meth:`~centrobind.objectives.Objective.default_logit_scale` (``s = 10``, temperature 0.1;
-    Symile ``10 * D^(M/2 - 1)``); ``max_logit_scale=None`` means 10x the initial scale. The Binder
+    :meth:`~centrobind.objectives.Objective.default_logit_scale`, per objective (centrobind 5,
+    all_pairs 7, fixed_anchor 7, gram 14, symile ``5 * D^(M/2 - 1)``; base class 10);
+    ``max_logit_scale=None`` means 10x the initial scale. The Binder
     supports CLIP's learnable scale (``logit_scale_init=1/0.07, learn_logit_scale=True``), but on
     mfeat it measured worse for every objective (mean R@1, 2 seeds, benchmark budget: CentroBind
     38.1 vs 41.9, FixedAnchor(pix) 34.7 vs 37.0, AllPairs 42.3 vs 43.5): with a few thousand
@@ -114,7 +126,8 @@ class TrainConfig:
     dropout: float = _field(0.0, "dropout", group="model", lo=0, hi=1, hi_open=True)
     logit_scale_init: float | None = _field(
         None,
-        "initial logit scale s (none: the objective's default)",
+        "initial logit scale s (none: the objective's default: centrobind 5, all_pairs and "
+        "fixed_anchor 7, gram 14, symile 5 D^(M/2-1))",
         group="model",
         lo=0,
         lo_open=True,
@@ -127,7 +140,13 @@ class TrainConfig:
     batch_size: int = _field(256, "global batch size", group="optimiser", lo=2, hi=2**31)
     lr: float = _field(1e-3, "peak learning rate", group="optimiser", lo=0, lo_open=True)
     weight_decay: float = _field(0.0, "AdamW weight decay", group="optimiser", lo=0)
-    warmup_steps: int = _field(50, "linear warm-up steps", group="optimiser", lo=0, hi=INT_MAX)
+    warmup_steps: int = _field(
+        50,
+        "linear warm-up steps (at most a tenth of the run's steps)",
+        group="optimiser",
+        lo=0,
+        hi=INT_MAX,
+    )
     schedule: str = _field(
         "cosine", "learning-rate schedule", group="optimiser", choices=("cosine", "constant")
     )
@@ -135,7 +154,12 @@ class TrainConfig:
         None, "row-block size of the logits (memory)", group="optimiser", lo=1, hi=INT_MAX
     )
     seed: int = _field(0, "seed of everything random", group="run", lo=0, hi=INT_MAX)
-    device: str = _field("cpu", "cpu | cuda | cuda:N | mps", group="run", metavar="DEVICE")
+    device: str = _field(
+        "auto",
+        "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps",
+        group="run",
+        metavar="DEVICE",
+    )
     bf16: bool = _field(True, "bfloat16 autocast on CUDA", group="run")
     early_stopping: int | None = _field(
         None, "patience in epochs (none: off)", group="run", lo=1, hi=INT_MAX, metavar="PATIENCE"
@@ -153,6 +177,9 @@ class TrainConfig:
     standardize: bool = _field(True, "standardise features on the training rows", group="data")
     drop_last: bool = _field(True, "drop the last incomplete batch", group="data")
     quiet: bool = _field(False, "no progress bar", group="run")
+    tensorboard: bool = _field(
+        False, "write TensorBoard event files to OUT/tensorboard", group="run"
+    )
 
     def check(self) -> None:
         """Type-check and bound every field (generated from the annotations and metadata), then
@@ -287,9 +314,25 @@ def _check_value(name: str, v: Any, tp: Any, meta: Mapping[str, Any]) -> None:
         raise TypeError(f"config field {name}: unsupported type {tp!r}")
 
 
+def resolve_device(device: str) -> str:
+    """The device a run uses: ``auto`` is CUDA when available, else CPU; under ``torchrun``
+    (``LOCAL_RANK`` set) a bare ``cuda`` is this process's GPU, ``cuda:LOCAL_RANK``."""
+    import os
+
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and "LOCAL_RANK" in os.environ:
+        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
+    return device
+
+
 def _check_device(device: str) -> None:
     import torch
 
+    if device == "auto":
+        return
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:

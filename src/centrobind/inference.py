@@ -12,11 +12,12 @@ Two ways to embed, on purpose:
   are *already standardised* (as the training loop feeds them) and does no checking. Calling it on
   raw features gives wrong vectors without a warning.
 
-Example:
-    >>> model = centrobind.load("runs/cb")                         # doctest: +SKIP
-    >>> z = model.encode("fac", x_fac)                             # [n, D] float32, unit rows
-    >>> index = model.index("mfeat", modality="pix")               # corpus rows of pix
-    >>> scores, ids = index.search(z, k=5)                         # [n, 5], [n, 5]
+Example::
+
+    model = centrobind.load("runs/cb")
+    z = model.encode("fac", x_fac)                             # [n, D] float32, unit rows
+    index = model.index("mfeat", modality="pix")               # corpus rows of pix
+    scores, ids = index.search(z, k=5)                         # [n, 5], [n, 5]
 """
 
 from __future__ import annotations

@@ -17,13 +17,14 @@ Layout of ``runs/<name>/`` (stable):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -37,7 +38,7 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import TrainConfig
+from .config import PER_INVOCATION, TrainConfig, resolve_device
 from .data import BUILTINS, MultimodalDataset, Standardizer, load
 from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, to_builtin
@@ -66,10 +67,11 @@ __all__ = [
     "build_objective",
     "check_split_sizes",
     "fingerprint",
-    "load_run",
+    "init_from_run",
     "make_splits",
     "prepare_data",
     "train_run",
+    "load_run",
     "evaluate_run",
     "embed_run",
     "embed_features",
@@ -301,7 +303,7 @@ def check_model_fits(dims: dict[str, int], cfg: TrainConfig, copies: int = 5) ->
     allocating (``copies`` parameter-sized buffers: 5 to train with AdamW, 2 to load)."""
     n = count_parameters(lambda: build_binder(dims, cfg))
     what = "training" if copies >= 5 else "loading the run"
-    check_parameter_memory(n, cfg.device, copies=copies, what=what)
+    check_parameter_memory(n, resolve_device(cfg.device), copies=copies, what=what)
 
 
 def read_run_config(
@@ -406,17 +408,30 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 
 def train_run(
-    data: str | Path | MultimodalDataset, cfg: TrainConfig, out: str | Path, resume: bool = False
+    data: str | Path | MultimodalDataset,
+    cfg: TrainConfig,
+    out: str | Path,
+    resume: bool = False,
+    extend_to: int | None = None,
+    init_from: str | Path | None = None,
 ) -> tuple[Run, FitResult]:
     """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``:
     split -> standardise -> build -> fit (:func:`prepare_data`, :func:`build_and_fit`), then write
     ``model.safetensors`` and ``run.json``.
 
-    The folder is locked for the whole training (:class:`~centrobind.runfolder.RunLock`). A new
-    run needs an absent or empty folder; ``resume`` needs the same data (content fingerprint) and
-    starts from step 0 when the run was killed before its first checkpoint."""
+    ``resume`` continues the run in ``out`` with its saved config (of ``cfg`` only the
+    :data:`~centrobind.config.PER_INVOCATION` fields are used); ``extend_to`` epochs (more than
+    saved) extend it. ``init_from`` (a run folder) warm-starts a
+    new run's encoders: :func:`init_from_run`. Under ``torchrun`` rank 0 writes the files.
+
+    The folder is locked for the whole training (:class:`~centrobind.runfolder.RunLock`, rank
+    0). A new run needs an absent or empty folder; ``resume`` needs the same data (content
+    fingerprint) and starts from step 0 when the run was killed before its first checkpoint.
+    """
     cfg.check()
     out = Path(out)
+    if resume and init_from is not None:
+        raise ConfigError("--init-from starts a new run; drop it when you --resume")
     if not resume:
         check_new_run_dir(out)  # before loading anything: fail fast
     ds = _as_dataset(data)
@@ -424,13 +439,9 @@ def train_run(
     if not resume:  # every refusal before the folder is created
         splits = make_splits(ds, cfg)
         check_split_sizes(splits)
-    with RunLock(out, "train", enabled=_is_main_process()):
-        return _train_locked(ds, data, cfg, out, splits)
-
-
-def _is_main_process() -> bool:
-    dist = torch.distributed
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+    _barrier()  # every rank has checked the folder before rank 0 locks it
+    with RunLock(out, "train", enabled=_rank() == 0):
+        return _train_locked(ds, data, cfg, out, splits, extend_to, init_from)
 
 
 def _train_locked(
@@ -439,23 +450,23 @@ def _train_locked(
     cfg: TrainConfig,
     out: Path,
     splits: dict[str, Tensor] | None,
+    extend_to: int | None,
+    init_from: str | Path | None,
 ) -> tuple[Run, FitResult]:
-    """:func:`train_run` while holding the folder's lock (``splits`` None: resume)."""
+    """:func:`train_run` while rank 0 holds the folder's lock (``splits`` None: resume)."""
     resume = splits is None
-    remove_stale_temp_files(out)  # of writes killed earlier; nobody else writes here now
+    main = _rank() == 0
+    if main:
+        remove_stale_temp_files(out)  # of writes killed earlier; nobody else writes here now
     has_splits = False
     if resume:
-        if not (out / "config.json").is_file():
-            raise CentrobindError(
-                f"--resume: {out}/config.json not found; nothing to resume (drop --resume)"
-            )
-        cfg = read_run_config(out)
+        cfg = _resume_config(out, extend_to, cfg)
         check_saved_config(out, cfg, ds.dims, copies=5)
         _check_same_data(out, ds, str(_data_ref(data) or "the data"))
         has_splits = (out / "splits.safetensors").is_file()
         splits = _load_splits(out) if has_splits else make_splits(ds, cfg)
         check_split_sizes(splits)
-    else:
+    elif main:
         check_new_run_dir(out)  # again under the lock: another run may have started meanwhile
     assert splits is not None
     from_checkpoint = resume and (out / "checkpoints" / "latest.safetensors").is_file()
@@ -466,10 +477,14 @@ def _train_locked(
     prepared = prepare_data(ds, splits, cfg)
     check_model_fits(prepared.train.dims, cfg)  # counted, not allocated
     binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
+    warm = init_from_run(binder, init_from) if init_from is not None else None
+    _barrier()  # every rank has checked the folder before rank 0 writes to it
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
+    if main and resume and extend_to is not None:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
-    if not has_splits:  # with the data's fingerprint, checked by --resume and evaluate
+    if main and not resume:
+        atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
+    if main and not has_splits:  # with the data's fingerprint, checked by --resume and evaluate
         save_tensors(out / "splits.safetensors", dict(splits), _data_state(ds))
     result = fit(
         binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=from_checkpoint
@@ -501,13 +516,96 @@ def _train_locked(
         "steps": result.steps,
         "stopped_early": result.stopped_early,
     }
+    meta.update(_training_record(out, cfg, result, warm, resume))
     featurizers = getattr(ds, "meta", {}).get("featurizers")
     if featurizers is not None:  # how raw items were featurised (centrobind.featurize)
         meta["featurizers"] = featurizers
-    save_tensors(out / "model.safetensors", tensors, meta)
-    atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
+    if main:
+        save_tensors(out / "model.safetensors", tensors, meta)
+        atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
     run = Run(out, cfg, binder, std, splits, meta)
     return run, result
+
+
+def _rank() -> int:
+    """This process's rank under ``torchrun`` (0 otherwise)."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    """Wait for every rank (no-op outside ``torchrun``)."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _resume_config(out: Path, extend_to: int | None, asked: TrainConfig) -> TrainConfig:
+    """The saved config of the run in ``out``, with ``extend_to`` epochs when given (at least
+    the saved ones: a run is extended, not shortened) and ``asked``'s per-invocation fields."""
+    if not (out / "config.json").is_file():
+        raise CentrobindError(
+            f"--resume: {out}/config.json not found; nothing to resume (drop --resume)"
+        )
+    cfg = read_run_config(out)  # any defect as one line
+    if extend_to is not None and extend_to < cfg.epochs:
+        raise ConfigError(
+            f"--resume: --epochs {extend_to} is below the saved {cfg.epochs}; a run can be "
+            "extended, not shortened"
+        )
+    cfg = dataclasses.replace(cfg, **{k: getattr(asked, k) for k in PER_INVOCATION})
+    return dataclasses.replace(cfg, epochs=extend_to) if extend_to is not None else cfg
+
+
+def _training_record(
+    out: Path, cfg: TrainConfig, result: FitResult, warm: dict[str, Any] | None, resume: bool
+) -> dict[str, Any]:
+    """The ``run.json`` keys about how the run trained: ``device`` used, ``val_gallery`` (rows
+    the validation R@1 searched), ``init_from`` and ``extended`` (kept across resumes)."""
+    before: dict[str, Any] = {}
+    if resume and (out / "run.json").is_file():
+        try:
+            before = dict(json.loads((out / "run.json").read_text()))
+        except (ValueError, TypeError, RecursionError):
+            before = {}  # unreadable: rewritten below
+    rec: dict[str, Any] = {"device": result.device, "val_gallery": result.val_gallery}
+    if warm is not None or "init_from" in before:
+        rec["init_from"] = warm if warm is not None else before["init_from"]
+    extended = list(before.get("extended", []))
+    if result.schedule_start and all(e["at_step"] != result.schedule_start for e in extended):
+        extended.append({"at_step": result.schedule_start, "epochs": cfg.epochs})
+    if extended:
+        rec["extended"] = extended
+    return rec
+
+
+def init_from_run(binder: Binder, source: str | Path) -> dict[str, Any]:
+    """Warm-start ``binder`` from the run folder ``source``: every modality both have gets that
+    run's encoder weights (same input width and encoder shape, else a one-line error); the
+    others stay freshly initialised. Returns ``{"run", "loaded", "fresh"}`` for ``run.json``."""
+    src = load_run(source)
+    loaded = [m for m in binder.modalities if m in src.binder.modalities]
+    if not loaded:
+        raise ConfigError(
+            f"--init-from {source}: no modality in common (that run: "
+            f"{src.binder.modalities}, this data: {binder.modalities})"
+        )
+    for m in loaded:
+        if src.binder.dims[m] != binder.dims[m]:
+            raise ConfigError(
+                f"--init-from {source}: modality {m!r} has width {binder.dims[m]} here but "
+                f"{src.binder.dims[m]} in that run"
+            )
+        theirs, ours = src.binder.encoders[m].state_dict(), binder.encoders[m].state_dict()
+        bad = [k for k in ours if k not in theirs or theirs[k].shape != ours[k].shape]
+        if bad or len(theirs) != len(ours):
+            raise ConfigError(
+                f"--init-from {source}: the encoder of {m!r} has another shape there "
+                "(use that run's --embed-dim, --hidden and --depth)"
+            )
+        binder.encoders[m].load_state_dict(theirs)
+    fresh = [m for m in binder.modalities if m not in loaded]
+    return {"run": str(Path(source).resolve()), "loaded": loaded, "fresh": fresh}
 
 
 def _data_ref(data: str | Path | MultimodalDataset) -> str | None:
@@ -548,7 +646,7 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
             f"{path}/model.safetensors does not match config.json "
             f"({' '.join(str(e).split())[:200]})"
         ) from None
-    binder.to(cfg.device)
+    binder.to(resolve_device(cfg.device))
     return Run(path, cfg, binder, std, _load_splits(path), meta)
 
 
@@ -592,7 +690,7 @@ def evaluate_run(
     With ``write``, the run folder is locked meanwhile (refused while a training writes it).
     ``device``: see :func:`load_run`.
     """
-    with RunLock(path, "evaluate", enabled=write and is_run_dir(path)):  # never in other folders
+    with RunLock(path, "evaluate", enabled=write and is_run_dir(path)):  # never other folders
         return _evaluate(path, data, write, device)
 
 
@@ -636,6 +734,8 @@ def _evaluate(
     native = native_leave_one_out(run.binder, test_ds, cls, ks=(1, 5, 10))
     if native is not None:
         metrics["retrieval"]["native_leave_one_out"] = to_builtin(native)
+    # R@1 depends on how many rows it searches: the test and validation galleries differ in size
+    metrics["gallery"] = {"test": len(test_ds), "validation": run.meta.get("val_gallery")}
     if write:
         atomic_write_text(Path(path) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
@@ -695,5 +795,6 @@ def embed_run(
     emb, _, fused = embed_dataset(run, _as_dataset(data, min_modalities=1))
     arrays = {m: e.numpy() for m, e in emb.items()}
     arrays[FUSED_KEY] = fused.numpy()
-    atomic_write(target, lambda f: np.savez(f, **arrays))
+    # cast: numpy>=2 stubs type savez's **kwds as its allow_pickle flag; these are arrays
+    atomic_write(target, lambda f: np.savez(f, **cast(dict[str, Any], arrays)))
     return arrays

@@ -20,7 +20,9 @@ global batch.
 from __future__ import annotations
 
 import math
+import sys
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,7 +41,7 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import TrainConfig
+from .config import PER_INVOCATION, TrainConfig, resolve_device
 from .data import MultimodalDataset
 from .errors import CentrobindError, ConfigError
 from .eval.retrieval import joint_leave_one_out, mean_pairwise_r1
@@ -53,14 +55,17 @@ __all__ = [
     "TrainConfig",
     "TrainState",
     "TrainingError",
+    "TrainingWarning",
     "Validator",
     "augment",
     "fit",
+    "init_distributed",
     "intra_modal_loss",
     "modality_mask",
     "native_leave_one_out",
     "native_validator",
     "pretrain_encoder",
+    "warmup_steps",
 ]
 
 #: ``validator(binder, val_ds) -> score`` (higher is better), e.g. mean cross-modal R@1 (%).
@@ -69,6 +74,14 @@ Validator = Callable[[Binder, MultimodalDataset], float]
 
 class TrainingError(CentrobindError):
     """Training cannot go on (e.g. a non-finite loss)."""
+
+
+class TrainingWarning(UserWarning):
+    """Training runs, but probably not as meant (e.g. batches that drop many rows)."""
+
+
+#: The warm-up is at most this fraction of the steps it precedes (see :func:`warmup_steps`).
+WARMUP_MAX_FRACTION = 0.1
 
 
 @dataclass
@@ -81,6 +94,9 @@ class FitResult:
     train_seconds: float
     steps: int
     stopped_early: bool = False
+    device: str = "cpu"  # the device used (``config.device`` may say "auto")
+    schedule_start: int = 0  # the step where the last (re-planned) lr schedule began
+    val_gallery: int | None = None  # rows of the validation split (the retrieval gallery)
 
 
 @dataclass
@@ -103,6 +119,7 @@ class TrainState:
     elapsed: float = 0.0
     stopped_early: bool = False
     partial: dict[str, Any] = field(default_factory=dict)
+    schedule_start: int = 0
 
     def to_checkpoint(
         self,
@@ -136,6 +153,7 @@ class TrainState:
             "frozen": frozen,
             "stopped_early": self.stopped_early,
             "partial": self.partial,  # running sums of the epoch in progress
+            "schedule_start": self.schedule_start,  # where an extended run re-planned its lr
         }
         return tensors, state
 
@@ -156,6 +174,7 @@ class TrainState:
             elapsed=state["elapsed"],
             stopped_early=bool(state.get("stopped_early", False)),
             partial=state.get("partial", {}),
+            schedule_start=int(state.get("schedule_start", 0)),
         )
 
 
@@ -209,12 +228,25 @@ def intra_modal_loss(
     return losses.mean()
 
 
-def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+def warmup_steps(cfg: TrainConfig, steps: int) -> int:
+    """The warm-up of a schedule of ``steps`` steps: ``min(cfg.warmup_steps, max(1, floor(0.1 x
+    steps)))`` (0 when ``cfg.warmup_steps`` is 0), so a short run still reaches the peak lr and
+    decays (30 steps: 3 warm-up steps, not 50)."""
+    if cfg.warmup_steps == 0:
+        return 0
+    return min(cfg.warmup_steps, max(1, int(WARMUP_MAX_FRACTION * steps)))
+
+
+def _lr_at(step: int, total: int, cfg: TrainConfig, start: int = 0) -> float:
+    """The lr of ``step`` in a schedule planned from step ``start`` (0, or where an extended run
+    re-planned it) to ``total``: linear warm-up to ``cfg.lr``, then cosine to 0 (or constant)."""
+    step, total = step - start, total - start
+    warm = warmup_steps(cfg, total)
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
     if cfg.schedule == "constant":
         return cfg.lr
-    t = (step - cfg.warmup_steps) / max(1, total - cfg.warmup_steps)
+    t = (step - warm) / max(1, total - warm)
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
@@ -271,7 +303,7 @@ def pretrain_encoder(
     generator: torch.Generator,
 ) -> None:
     """Unimodal self-supervised pre-training of one encoder (augmented-view InfoNCE)."""
-    device = torch.device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
     x_all = train_ds.features[modality].to(device)
     present = train_ds.mask[train_ds.modalities.index(modality)].to(device)
     x_all = x_all[present]
@@ -336,6 +368,7 @@ class _Run:
     trainable: list[str]  # modalities whose encoder trains
     validate: Validator
     out: Path | None
+    tb: Any = None  # a TensorBoard SummaryWriter (``cfg.tensorboard``, rank 0, with a folder)
     saved_step: int | None = None  # step of the last checkpoint written (finite weights only)
 
     @property
@@ -386,16 +419,13 @@ class _Run:
             )
 
     def restore(self) -> TrainState:
-        """Load ``latest.safetensors``: weights, frozen encoders, optimiser, RNG, state (any
-        mismatch with the run, e.g. a hand-edited config.json, as one line)."""
+        """Load ``latest.safetensors``: weights, frozen encoders, optimiser, RNG, state. The
+        config is checked first; any other mismatch (e.g. a hand-edited config.json) is one
+        line."""
         if self.latest is None or not self.latest.is_file():
             raise CentrobindError(f"--resume: no checkpoint at {self.latest}")
         tensors, meta = load_tensors(self.latest)
-        if meta.get("config") != self.cfg.to_dict():
-            raise CentrobindError(
-                f"--resume: {self.latest} was written by a different config; "
-                "start a new run folder instead"
-            )
+        planned = _check_resumed_config(meta.get("config") or {}, self.cfg, self.latest)
         try:
             self.load_weights(tensors)
             for m in meta.get("frozen", []):
@@ -411,7 +441,108 @@ class _Run:
             msg = f"--resume: {self.latest} does not match the run ({why})"
             raise CentrobindError(msg) from None
         self.saved_step = state.step
+        if planned < self.cfg.epochs:
+            self.extend(state, planned)
         return state
+
+    def extend(self, state: TrainState, planned: int) -> None:
+        """Continue a run planned for ``planned`` epochs to ``cfg.epochs``: the lr schedule is
+        re-planned from this step (warm-up to ``cfg.lr``, then cosine to 0 at the new end) and
+        an early-stopped run trains on (patience counted afresh)."""
+        state.schedule_start = state.step
+        state.stopped_early, state.bad_epochs = False, 0
+        left = self.total_steps - state.step
+        self.log(
+            f"resume: extending the run from {planned} to {self.cfg.epochs} epochs at step "
+            f"{state.step}; {self.cfg.schedule} lr schedule re-planned from here: warm-up "
+            f"{warmup_steps(self.cfg, left)} steps to {self.cfg.lr:g}, {left} steps in all"
+        )
+
+    def log(self, message: str) -> None:
+        """One line on stderr (rank 0, unless ``cfg.quiet``)."""
+        if self.rank == 0 and not self.cfg.quiet:
+            print(message, file=sys.stderr, flush=True)
+
+
+def _check_resumed_config(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> int:
+    """The epochs the checkpoint at ``path`` was planned for, after checking that its config
+    ``saved`` equals ``cfg`` but for more ``epochs`` (an extension)."""
+    now = cfg.to_dict()
+    planned = int(saved.get("epochs", cfg.epochs))
+    ours = {k: now[k] for k in ("epochs", *PER_INVOCATION)}
+    if {**now, **saved, **ours} != now:  # keys newer than the checkpoint: equal
+        raise CentrobindError(
+            f"--resume: {path} was written by a different config; start a new run folder instead"
+        )
+    if cfg.epochs < planned:
+        raise CentrobindError(
+            f"--resume: --epochs {cfg.epochs} is below the {planned} the run was planned for; "
+            "a run can be extended, not shortened"
+        )
+    return planned
+
+
+def _warn_batching(n: int, cfg: TrainConfig) -> None:
+    """Warn (:class:`TrainingWarning`) when the batch size exceeds the training split or
+    ``drop_last`` leaves out more than a tenth of the training rows every epoch."""
+    if cfg.batch_size > n:
+        warnings.warn(
+            f"batch size {cfg.batch_size} exceeds the {n} training rows; each epoch is one "
+            f"batch of {n}",
+            TrainingWarning,
+            stacklevel=3,
+        )
+    elif cfg.drop_last and n % cfg.batch_size > 0.1 * n:
+        drop = n % cfg.batch_size
+        warnings.warn(
+            f"drop_last leaves out {drop} of the {n} training rows ({100 * drop / n:.0f}%) every "
+            f"epoch (batch size {cfg.batch_size}); use a smaller --batch-size or --no-drop-last",
+            TrainingWarning,
+            stacklevel=3,
+        )
+
+
+def _open_tensorboard(cfg: TrainConfig, out: Path | None, rank: int) -> Any:
+    """A SummaryWriter on ``out/tensorboard`` when ``cfg.tensorboard`` (rank 0), else None."""
+    if not cfg.tensorboard or rank != 0:
+        return None
+    if out is None:
+        raise ConfigError("--tensorboard needs a run folder (out_dir) to write to")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError(
+            "--tensorboard needs the tensorboard package: pip install 'centrobind[tensorboard]'"
+        ) from None
+    return SummaryWriter(log_dir=str(out / "tensorboard"))
+
+
+def _tensorboard_epoch(writer: Any, row: Mapping[str, float]) -> None:
+    """One epoch's scalars at its last step: ``loss``, ``loss/<term>`` (named by modality, e.g.
+    ``loss/c-fac``), ``lr``, ``logit_scale`` and ``val/R@1`` (%)."""
+    step = int(row["step"])
+    for key, value in row.items():
+        if key in ("loss", "lr", "logit_scale") or key.startswith("loss/"):
+            writer.add_scalar(key, value, step)
+    if "val_metric" in row and math.isfinite(row["val_metric"]):
+        writer.add_scalar("val/R@1", row["val_metric"], step)
+    writer.flush()
+
+
+def init_distributed(device: str = "auto") -> bool:
+    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join the process group: NCCL
+    when ``device`` resolves to CUDA (this process's GPU, ``LOCAL_RANK``), else gloo. Returns
+    whether this process is one of several ranks."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return False
+    if not dist.is_initialized():
+        on_cuda = torch.device(resolve_device(device)).type == "cuda"
+        if on_cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if on_cuda else "gloo")
+    return True
 
 
 def _check_distributed(cfg: TrainConfig, n: int, bs: int, world: int) -> None:
@@ -462,7 +593,9 @@ def _setup(
     anchor, wrap for DDP and build the optimiser (in this order: the RNG stream depends on it)."""
     cfg.check()
     rank, world = _dist()
-    device = torch.device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)
     binder.to(device)
     objective.to(device)
@@ -496,6 +629,7 @@ def _setup(
         trainable=[m for m in mods if not binder.is_frozen(m)],
         validate=validate or native_validator(objective),
         out=Path(out_dir) if out_dir is not None else None,
+        tb=_open_tensorboard(cfg, Path(out_dir) if out_dir is not None else None, rank),
     )
 
 
@@ -506,7 +640,7 @@ def _step(run: _Run, idx: Tensor, state: TrainState, b: int) -> tuple[Tensor, di
     """One optimiser step on the rows ``idx`` (this rank's share); returns loss and terms."""
     cfg = run.cfg
     for g in run.opt.param_groups:
-        g["lr"] = _lr_at(state.step, run.total_steps, cfg)
+        g["lr"] = _lr_at(state.step, run.total_steps, cfg, state.schedule_start)
     feats = {m: run.feats[m].index_select(0, idx) for m in run.binder.modalities}
     mask = run.mask[:, idx]
     use_bf16 = cfg.bf16 and run.device.type == "cuda"
@@ -613,6 +747,8 @@ def _end_epoch(
         else:
             state.bad_epochs += 1
     state.history.append(row)
+    if run.tb is not None:
+        _tensorboard_epoch(run.tb, row)
     if run.out is not None and run.rank == 0:
         _write_log(run.out / "log.csv", state.history)
     patience = run.cfg.early_stopping
@@ -646,7 +782,16 @@ def fit(
     """
     cfg = config or TrainConfig()
     run = _setup(binder, objective, train_ds, cfg, out_dir, resume, validate)
+    gpu = f" ({torch.cuda.get_device_name(run.device)})" if run.device.type == "cuda" else ""
+    run.log(
+        f"training {cfg.objective} on {run.device}{gpu} (--device {cfg.device}), world size "
+        f"{run.world}: {run.nb} steps/epoch x {cfg.epochs} epochs, warm-up "
+        f"{warmup_steps(cfg, run.total_steps)} steps"
+    )
+    if run.rank == 0:
+        _warn_batching(len(train_ds), cfg)
     state = run.restore() if resume else TrainState()
+    gallery = len(val_ds) if val_ds is not None else None
     from tqdm.auto import tqdm
 
     bar = tqdm(
@@ -661,10 +806,14 @@ def fit(
         while state.epoch < cfg.epochs and not state.stopped_early:
             losses = _train_epoch(run, state, bar)
             row = _end_epoch(run, state, val_ds, losses)
-            val = {"val R@1": f"{row['val_metric']:.1f}%"} if "val_metric" in row else {}
+            val = {}
+            if "val_metric" in row:
+                val = {"val R@1": f"{row['val_metric']:.1f}% (gallery {gallery})"}
             bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
     finally:
         bar.close()
+        if run.tb is not None:
+            run.tb.close()
     if state.best_state is not None:
         run.load_weights(state.best_state)
     return FitResult(
@@ -674,6 +823,9 @@ def fit(
         train_seconds=state.elapsed,
         steps=state.step,
         stopped_early=state.stopped_early,
+        device=str(run.device),
+        schedule_start=state.schedule_start,
+        val_gallery=gallery,
     )
 
 

@@ -2,7 +2,8 @@
 
 Every binding method gets the same encoders, embedding size, optimiser, epoch budget and early
 stopping (``base`` config); only the objective (and what it requires: a frozen, pre-trained anchor
-for FixedAnchor, a larger logit scale for Symile) differs.
+for FixedAnchor) and the logit scale differ: every binding method gets its own scale, chosen on the
+validation split from one grid (:func:`centrobind.bench.suites.choose_scale`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,12 @@ class Method:
     """A method to compare. ``kind``: "binder" (trained with ``objective``), "gcca" (closed form),
     "raw" (standardised input features; classification/latent recovery only), "untrained" (a
     randomly initialised Binder: the reference for how much intra-modal information training
-    keeps)."""
+    keeps).
+
+    Logit scale: a "binder" method's scale is chosen by the benchmark's protocol and applied with
+    :meth:`with_scale`. ``learn_scale``: a learnable scale initialised at the scale chosen for
+    the method named ``scale_from`` (same objective and options), clamped to at most twice it.
+    """
 
     name: str
     kind: str = "binder"
@@ -41,6 +47,34 @@ class Method:
     anchor: str | None = None
     intra_weight: float = 0.0
     overrides: tuple[tuple[str, Any], ...] = field(default=())
+    learn_scale: bool = False
+    scale_from: str | None = None
+
+    @property
+    def tuned(self) -> bool:
+        """Whether the protocol chooses its logit scale (binder methods)."""
+        return self.kind == "binder"
+
+    def tuning_method(self) -> Method:
+        """The method whose validation grid sets this one's scale (itself, or for a
+        ``learn_scale`` variant the fixed-scale method it starts from)."""
+        if not self.learn_scale:
+            return self
+        assert self.scale_from is not None
+        return dataclasses.replace(self, name=self.scale_from, learn_scale=False, scale_from=None)
+
+    def with_scale(self, s: float) -> Method:
+        """This method trained at logit scale ``s`` (learnable from ``s`` up to ``2 s`` with
+        ``learn_scale``; the Binder clamps only from above)."""
+        extra: tuple[tuple[str, Any], ...] = (("logit_scale_init", float(s)),)
+        if self.learn_scale:
+            extra += (("learn_logit_scale", True), ("max_logit_scale", 2.0 * float(s)))
+        return dataclasses.replace(self, overrides=self.overrides + extra)
+
+    @property
+    def logit_scale(self) -> float | None:
+        """The scale set by :meth:`with_scale`, None if none."""
+        return dict(self.overrides).get("logit_scale_init")
 
 
 def _config(method: Method, base: TrainConfig, seed: int) -> TrainConfig:
@@ -71,6 +105,10 @@ def _fit_method(
         if trained.result is None:
             return trained.binder, None, extra
         extra["epochs"] = float(len(trained.result.history))
+        if trained.result.best_metric is not None:
+            extra["val_metric"] = float(trained.result.best_metric)  # the scale's criterion
+        if cfg.learn_logit_scale:
+            extra["logit_scale_final"] = float(trained.binder.logit_scale.detach())
         weights = getattr(trained.objective, "modality_weights", None)
         if getattr(trained.objective, "learned_weights", False) and weights is not None:
             mods = trained.binder.modalities

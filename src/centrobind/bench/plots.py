@@ -22,7 +22,8 @@ import numpy as np  # noqa: E402
 
 __all__ = ["method_color", "pair_heatmaps", "excluding_bars", "sweep_plot", "missing_plot"]
 
-Agg = dict[tuple[str, str, str], dict[str, tuple]]
+Stat = tuple[float, float, int]  # (mean, std over seeds, number of seeds), as in report.Agg
+Agg = dict[tuple[str, str, str], dict[str, Stat]]
 
 _EXACT = {
     "CentroBind": "#d62728",
@@ -79,7 +80,7 @@ def method_color(name: str) -> str:
     return _pick(name, _OTHER, [])
 
 
-def _stat(agg: Agg, key: tuple[str, str, str], metric: str) -> tuple | None:
+def _stat(agg: Agg, key: tuple[str, str, str], metric: str) -> Stat | None:
     return agg.get(key, {}).get(metric)
 
 
@@ -144,9 +145,11 @@ def excluding_bars(agg: Agg, methods: list[str], mods: list[str], path: Path) ->
         others = [m for m in fixed if m != own and _stat(agg, ("mfeat", "mfeat", m), metric)]
         best_other = max(others, key=lambda m: agg[("mfeat", "mfeat", m)][metric][0], default=None)
         shown = ([own] if own in fixed else []) + ([best_other] if best_other else []) + rest
-        shown = [m for m in shown if _stat(agg, ("mfeat", "mfeat", m), metric) is not None]
-        for y, m in enumerate(shown):
-            mean, std, n = _stat(agg, ("mfeat", "mfeat", m), metric)
+        have = [
+            (m, st) for m in shown if (st := _stat(agg, ("mfeat", "mfeat", m), metric)) is not None
+        ]
+        shown = [m for m, _ in have]
+        for y, (m, (mean, std, n)) in enumerate(have):
             highlight = m == own
             ax.barh(
                 y,

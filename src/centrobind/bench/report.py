@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from ..checkpoint import atomic_write_text
@@ -103,8 +104,9 @@ def _derived(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = [dict(r) for r in rows]
     for r in out:
         pair = [r.get(f"r2/pair/{m}") for m in PAIR_MODALITIES]
-        if all(isinstance(v, int | float) for v in pair):
-            r["r2/pair"] = sum(pair) / len(pair)
+        nums = [v for v in pair if isinstance(v, int | float)]
+        if len(nums) == len(pair):
+            r["r2/pair"] = sum(nums) / len(nums)
         priv = {
             k: v
             for k, v in r.items()
@@ -296,7 +298,9 @@ def _fixed_anchors(stats: Mapping[str, Mapping[str, Stat]]) -> list[str]:
     return [m for m in stats if re.fullmatch(r"FixedAnchor\([^)]*\)", m)]
 
 
-def _best(stats: Mapping[str, Mapping[str, Stat]], methods: Sequence[str], metric: str):
+def _best(
+    stats: Mapping[str, Mapping[str, Stat]], methods: Sequence[str], metric: str
+) -> str | None:
     have = [m for m in methods if metric in stats[m]]
     return max(have, key=lambda m: stats[m][metric][0]) if have else None
 
@@ -337,6 +341,9 @@ _TAGS = {
     "unnorm": "unnormalised centroid",
     "learned-w": "learned softmax modality weights (gradient through the anchor)",
     "no-pretrain": "anchor encoder not pre-trained (a random frozen encoder)",
+    "paper": "the paper's full centroid (self_weight 1)",
+    "loo": "leave-one-out centroid (self_weight 0)",
+    "learned-scale": "learnable logit scale from the chosen value, clamped to at most 2x",
 }
 
 
@@ -574,16 +581,36 @@ def _scale_col(stats: Mapping[str, Mapping[str, Stat]]) -> bool:
 
 
 def _mfeat_section(
-    agg: Agg, rows_all: list[dict[str, Any]], out: Path, plots, findings: list[str], ref: str
+    agg: Agg,
+    rows_all: list[dict[str, Any]],
+    out: Path,
+    plots: ModuleType,
+    findings: list[str],
+    ref: str,
 ) -> list[str]:
     mods = MFEAT_VIEWS
     stats = _stats(agg, "mfeat", "mfeat")
-    methods = list(stats)
     probe_key = next(
         (k for st in stats.values() for k in st if k.startswith("probe/") and k.endswith("/fused")),
         "probe/digit/fused",
     )
     task = probe_key.split("/")[1]
+    best = _best(stats, _fixed_anchors(stats), "R@1")
+    lines = _mfeat_main_table(stats, probe_key, mods)
+    findings += _mfeat_findings(stats, probe_key, mods, best, ref)
+    lines += _mfeat_view_figures(agg, stats, mods, best, out, plots, ref)
+    lines += _mfeat_probe_table(stats, task, mods)
+    abl = _stats(agg, "mfeat", "ablation")
+    if abl:
+        lines += _mfeat_ablation_table(abl, probe_key, ref)
+        findings += _mfeat_ablation_findings(abl, stats, rows_all, ref)
+    return lines
+
+
+def _mfeat_main_table(
+    stats: Mapping[str, Mapping[str, Stat]], probe_key: str, mods: Sequence[str]
+) -> list[str]:
+    """The mfeat headline table: R@1, R@5, leave-one-out R@1 and the fused probe per method."""
     scale = _scale_col(stats)
     table = [
         [m, fmt(st.get("R@1")), fmt(st.get("R@5")), fmt(st.get("loo_R@1")), fmt(st.get(probe_key))]
@@ -592,7 +619,7 @@ def _mfeat_section(
         for m, st in stats.items()
     ]
     n_pairs = len(mods) * (len(mods) - 1)
-    lines = [
+    return [
         "## mfeat (UCI Multiple Features: 6 views of 2,000 digits)",
         "",
         markdown_table(
@@ -605,6 +632,20 @@ def _mfeat_section(
         LOO_DEFINITION,
         "",
     ]
+
+
+def _mfeat_findings(
+    stats: Mapping[str, Mapping[str, Stat]],
+    probe_key: str,
+    mods: Sequence[str],
+    best: str | None,
+    ref: str,
+) -> list[str]:
+    """Findings on the mfeat headline metrics: standings, ``ref`` vs the best fixed anchor and
+    vs AllPairs, and the excluded-view comparison."""
+    findings = []
+    task = probe_key.split("/")[1]
+    n_pairs = len(mods) * (len(mods) - 1)
     for metric, label in (
         ("R@1", f"mfeat, mean R@1 over the {n_pairs} ordered pairs"),
         ("loo_R@1", "mfeat, leave-one-out R@1"),
@@ -613,7 +654,6 @@ def _mfeat_section(
         f = standing(stats, metric, label, ref)
         if f:
             findings.append(f)
-    best = _best(stats, _fixed_anchors(stats), "R@1")
     if best and ref in stats and "R@1" in stats[ref]:
         findings.append(
             f"mfeat, {ref} vs the best fixed anchor ({best}) on mean R@1: "
@@ -631,11 +671,23 @@ def _mfeat_section(
     f = excluded_view_finding(stats, "mfeat", ref)
     if f:
         findings.append(f)
+    return findings
 
-    excl = [m for m in methods if "R@1" in stats[m]]
+
+def _mfeat_view_figures(
+    agg: Agg,
+    stats: Mapping[str, Mapping[str, Stat]],
+    mods: list[str],
+    best: str | None,
+    out: Path,
+    plots: ModuleType,
+    ref: str,
+) -> list[str]:
+    """The R@1-without-view-k table and figure, and the per-pair heatmaps (written to ``out``)."""
+    excl = [m for m in stats if "R@1" in stats[m]]
     header = ["method"] + [f"without {k}" for k in mods]
     rows = [[m] + [fmt(stats[m].get(f"R@1_excl/{k}")) for k in mods] for m in excl]
-    lines += [
+    lines = [
         "### R@1 over the pairs not involving view k",
         "",
         "The pairs a fixed anchor k never trains directly. In the figure, each panel is one view "
@@ -658,10 +710,15 @@ def _mfeat_section(
             "![per-pair R@1](pair_heatmaps.png)",
             "",
         ]
-    rows = [
-        [m] + [fmt(stats[m].get(f"probe/{task}/{k}")) for k in mods + ["fused"]] for m in methods
-    ]
-    lines += [
+    return lines
+
+
+def _mfeat_probe_table(
+    stats: Mapping[str, Mapping[str, Stat]], task: str, mods: list[str]
+) -> list[str]:
+    """Linear-probe accuracy per view and fused."""
+    rows = [[m] + [fmt(stats[m].get(f"probe/{task}/{k}")) for k in mods + ["fused"]] for m in stats]
+    return [
         f"### Linear-probe accuracy ({task}, %) per view and fused",
         "",
         "Raw = standardised input features (fused = all views concatenated).",
@@ -669,54 +726,70 @@ def _mfeat_section(
         markdown_table(["method"] + mods + ["fused"], rows),
         "",
     ]
-    abl = _stats(agg, "mfeat", "ablation")
-    if abl:
-        scale = _scale_col(abl)
-        rows = [
-            [m, describe_variant(m, ref), fmt(st.get("R@1")), fmt(st.get("loo_R@1"))]
-            + [fmt(st.get(probe_key))]
-            + ([fmt(st.get("logit_scale"))] if scale else [])
-            + [fmt(st.get("seconds"))]
-            for m, st in abl.items()
-        ]
-        n = max(v[2] for st in abl.values() for v in st.values())
-        lines += [
-            "### Ablations",
-            "",
-            f"Variants of the default {ref} (and of other methods) on the same {_seeds(n)}; the "
-            f"{ref} row is its own run on these seeds. 'what differs' is read from the variant's "
-            "name.",
-            "",
-            markdown_table(
-                ["variant", "what differs", "R@1", "leave-one-out R@1", "fused probe"]
-                + (["logit scale"] if scale else [])
-                + ["train s"],
-                rows,
-            ),
-            "",
-        ]
-        f = standing(abl, "R@1", f"mfeat ablations, mean R@1 ({_seeds(n)})", ref, list_behind=99)
-        if f:
-            findings.append(f)
-        abl_seeds = {
-            r["seed"] for r in rows_all if r["suite"] == "mfeat" and r["setting"] == "ablation"
-        }
-        for m, st in abl.items():
-            base = m.split("[")[0]
-            if base == m or base == ref or base not in stats or "R@1" not in st:
-                continue
-            same = aggregate(
-                r
-                for r in rows_all
-                if (r["suite"], r["setting"], r["method"]) == ("mfeat", "mfeat", base)
-                and r["seed"] in abl_seeds
-            ).get(("mfeat", "mfeat", base), {})
-            if "R@1" in same:
-                findings.append(
-                    f"mfeat ablation {m} ({describe_variant(m, base)}) vs {base} on the same "
-                    f"seeds, mean R@1: " + compare(m, st["R@1"], base, same["R@1"]).sentence() + "."
-                )
-    return lines
+
+
+def _mfeat_ablation_table(
+    abl: Mapping[str, Mapping[str, Stat]], probe_key: str, ref: str
+) -> list[str]:
+    """The ablation variants' table (``abl``: the ``("mfeat", "ablation")`` stats)."""
+    scale = _scale_col(abl)
+    rows = [
+        [m, describe_variant(m, ref), fmt(st.get("R@1")), fmt(st.get("loo_R@1"))]
+        + [fmt(st.get(probe_key))]
+        + ([fmt(st.get("logit_scale"))] if scale else [])
+        + [fmt(st.get("seconds"))]
+        for m, st in abl.items()
+    ]
+    n = max(v[2] for st in abl.values() for v in st.values())
+    return [
+        "### Ablations",
+        "",
+        f"Variants of the default {ref} (and of other methods) on the same {_seeds(n)}; the "
+        f"{ref} row is its own run on these seeds. 'what differs' is read from the variant's "
+        "name.",
+        "",
+        markdown_table(
+            ["variant", "what differs", "R@1", "leave-one-out R@1", "fused probe"]
+            + (["logit scale"] if scale else [])
+            + ["train s"],
+            rows,
+        ),
+        "",
+    ]
+
+
+def _mfeat_ablation_findings(
+    abl: Mapping[str, Mapping[str, Stat]],
+    stats: Mapping[str, Mapping[str, Stat]],
+    rows_all: list[dict[str, Any]],
+    ref: str,
+) -> list[str]:
+    """The ablations' standing, and each variant ``base[tag]`` vs its ``base`` method re-aggregated
+    on the ablation seeds."""
+    findings = []
+    n = max(v[2] for st in abl.values() for v in st.values())
+    f = standing(abl, "R@1", f"mfeat ablations, mean R@1 ({_seeds(n)})", ref, list_behind=99)
+    if f:
+        findings.append(f)
+    abl_seeds = {
+        r["seed"] for r in rows_all if r["suite"] == "mfeat" and r["setting"] == "ablation"
+    }
+    for m, st in abl.items():
+        base = m.split("[")[0]
+        if base == m or base == ref or base not in stats or "R@1" not in st:
+            continue
+        same = aggregate(
+            r
+            for r in rows_all
+            if (r["suite"], r["setting"], r["method"]) == ("mfeat", "mfeat", base)
+            and r["seed"] in abl_seeds
+        ).get(("mfeat", "mfeat", base), {})
+        if "R@1" in same:
+            findings.append(
+                f"mfeat ablation {m} ({describe_variant(m, base)}) vs {base} on the same "
+                f"seeds, mean R@1: " + compare(m, st["R@1"], base, same["R@1"]).sentence() + "."
+            )
+    return findings
 
 
 def _r2_cell(st: Mapping[str, Stat], key: str, is_untrained: bool) -> str:
@@ -727,7 +800,12 @@ def _r2_cell(st: Mapping[str, Stat], key: str, is_untrained: bool) -> str:
 
 
 def _synthetic_section(
-    agg: Agg, rows_all: list[dict[str, Any]], out: Path, plots, findings: list[str], ref: str
+    agg: Agg,
+    rows_all: list[dict[str, Any]],
+    out: Path,
+    plots: ModuleType,
+    findings: list[str],
+    ref: str,
 ) -> list[str]:
     lines = [
         "## synthetic (4 modalities: shared, pair (m2, m3) and private factors)",
@@ -743,142 +821,185 @@ def _synthetic_section(
     settings = [s for s in ("clean", "weak-anchor") if s in _settings(agg, "synthetic")]
     per_setting = {s: _stats(agg, "synthetic", s) for s in settings}
     for setting, stats in per_setting.items():
-        scale = _scale_col(stats)
+        lines += _synthetic_setting_table(setting, stats)
+        findings += _synthetic_setting_findings(setting, stats, ref)
+    if len(per_setting) == 2:
+        f = _clean_to_weak_finding(per_setting["clean"], per_setting["weak-anchor"], ref)
+        if f:
+            findings.append(f)
+    lines += _synthetic_sweep(agg, rows_all, out, plots, findings, ref)
+    return lines
 
-        table = [
+
+def _synthetic_setting_table(setting: str, stats: Mapping[str, Mapping[str, Stat]]) -> list[str]:
+    """One synthetic setting's table: retrieval, R² (with gains) and probes per method."""
+    scale = _scale_col(stats)
+
+    table = [
+        [
+            m,
+            fmt(st.get("R@1")),
+            fmt(st.get("R@1_excl/m1")),
+            fmt(st.get("r2/shared/fused"), 2),
+            _r2_cell(st, "r2/pair", m == "Untrained"),
+            _r2_cell(st, "r2/private", m == "Untrained"),
+            fmt(st.get("probe/shared/fused")),
+            fmt(st.get("probe/pair/fused")),
+        ]
+        + ([fmt(st.get("logit_scale"))] if scale else [])
+        + [fmt(st.get("seconds"))]
+        for m, st in stats.items()
+    ]
+    noise = "0.1 on every modality" if setting == "clean" else "m1 noise 2.0, others 0.1"
+    return [
+        f"### {setting} ({noise})",
+        "",
+        markdown_table(
             [
-                m,
-                fmt(st.get("R@1")),
-                fmt(st.get("R@1_excl/m1")),
-                fmt(st.get("r2/shared/fused"), 2),
-                _r2_cell(st, "r2/pair", m == "Untrained"),
-                _r2_cell(st, "r2/private", m == "Untrained"),
-                fmt(st.get("probe/shared/fused")),
-                fmt(st.get("probe/pair/fused")),
+                "method",
+                "R@1",
+                "R@1 without m1",
+                "R² shared",
+                "R² pair (Δ vs untrained)",
+                "R² private (Δ vs untrained)",
+                "probe shared",
+                "probe pair",
             ]
-            + ([fmt(st.get("logit_scale"))] if scale else [])
-            + [fmt(st.get("seconds"))]
-            for m, st in stats.items()
-        ]
-        noise = "0.1 on every modality" if setting == "clean" else "m1 noise 2.0, others 0.1"
-        lines += [
-            f"### {setting} ({noise})",
-            "",
-            markdown_table(
-                [
-                    "method",
-                    "R@1",
-                    "R@1 without m1",
-                    "R² shared",
-                    "R² pair (Δ vs untrained)",
-                    "R² private (Δ vs untrained)",
-                    "probe shared",
-                    "probe pair",
-                ]
-                + (["logit scale"] if scale else [])
-                + ["train s"],
-                table,
-            ),
-            "",
-        ]
-        for metric, label, digits in (
-            ("R@1", "mean R@1", 1),
-            ("R@1_excl/m1", "R@1 on the pairs without m1", 1),
-            ("gain/r2/pair", "pair-factor R² gain over the untrained encoder", 2),
-        ):
-            trained = {m: st for m, st in stats.items() if m not in ("Untrained", "Raw")}
-            f = standing(
-                trained, metric, f"synthetic {setting}, {label}", ref, digits, sign=digits == 2
-            )
-            if f:
-                findings.append(f)
-        if "AllPairs" in stats and ref in stats:
-            ap, cb = stats["AllPairs"], stats[ref]
-            if "gain/r2/private" in ap and "gain/r2/private" in cb:
-                findings.append(
-                    f"synthetic {setting}, private-factor R² gain over the untrained encoder: "
-                    + compare(
-                        "AllPairs", ap["gain/r2/private"], ref, cb["gain/r2/private"], 2
-                    ).sentence(sign=True)
-                    + "."
-                )
-        for m, st in stats.items():
-            if not re.fullmatch(re.escape(ref) + r"\+intra[0-9.]+", m) or ref not in stats:
-                continue
-            cb = stats[ref]
-            if "gain/r2/private" in st and "gain/r2/private" in cb:
-                findings.append(
-                    f"synthetic {setting}, {m} ({describe_variant(m, ref)}), private-factor R² "
-                    "gain over the untrained encoder: "
-                    + compare(m, st["gain/r2/private"], ref, cb["gain/r2/private"], 2).sentence(
-                        sign=True
-                    )
-                    + "; its cost in mean R@1: "
-                    + compare(m, st["R@1"], ref, cb["R@1"]).sentence()
-                    + "."
-                )
-        lw = stats.get(f"{ref}[learned-w]")
-        if lw and ref in stats and "R@1_excl/m1" in lw and "R@1_excl/m1" in stats[ref]:
-            w = ", ".join(f"{k[2:]} {v[0]:.2f}" for k, v in lw.items() if k.startswith("w/"))
+            + (["logit scale"] if scale else [])
+            + ["train s"],
+            table,
+        ),
+        "",
+    ]
+
+
+def _synthetic_setting_findings(
+    setting: str, stats: Mapping[str, Mapping[str, Stat]], ref: str
+) -> list[str]:
+    """One synthetic setting's findings: standings, AllPairs vs ``ref`` on the private factors,
+    ``ref+intra`` variants, and learned vs uniform centroid weights."""
+    findings = []
+    for metric, label, digits in (
+        ("R@1", "mean R@1", 1),
+        ("R@1_excl/m1", "R@1 on the pairs without m1", 1),
+        ("gain/r2/pair", "pair-factor R² gain over the untrained encoder", 2),
+    ):
+        trained = {m: st for m, st in stats.items() if m not in ("Untrained", "Raw")}
+        f = standing(
+            trained, metric, f"synthetic {setting}, {label}", ref, digits, sign=digits == 2
+        )
+        if f:
+            findings.append(f)
+    if "AllPairs" in stats and ref in stats:
+        ap, cb = stats["AllPairs"], stats[ref]
+        if "gain/r2/private" in ap and "gain/r2/private" in cb:
             findings.append(
-                f"synthetic {setting}, learned centroid weights ({w}) vs uniform weights, R@1 on "
-                "the pairs without m1: "
+                f"synthetic {setting}, private-factor R² gain over the untrained encoder: "
                 + compare(
-                    f"{ref}[learned-w]", lw["R@1_excl/m1"], ref, stats[ref]["R@1_excl/m1"]
-                ).sentence()
+                    "AllPairs", ap["gain/r2/private"], ref, cb["gain/r2/private"], 2
+                ).sentence(sign=True)
                 + "."
             )
-    if len(per_setting) == 2:
-        clean, weak = per_setting["clean"], per_setting["weak-anchor"]
-        moves = [
-            f"{m} {fmt(clean[m]['R@1'])} -> {fmt(weak[m]['R@1'])} "
-            f"({round(weak[m]['R@1'][0], 1) - round(clean[m]['R@1'][0], 1):+.1f})"
-            for m in clean
-            if m in weak
-            and "R@1" in clean[m]
-            and "R@1" in weak[m]
-            and m != "Untrained"
-            and (m == ref or m == "AllPairs" or m.startswith("FixedAnchor("))
-        ]
-        if moves:
-            findings.append("synthetic, clean -> weak anchor, mean R@1: " + "; ".join(moves) + ".")
-
-    sweep = [s for s in _settings(agg, "synthetic") if s.split(" ")[0] == "sweep"]
-    if sweep:
-        levels = sorted(sweep, key=lambda s: float(s.split("=")[-1]) if "=" in s else 0.0)
-        methods: list[str] = []
-        for s in levels:
-            methods += [m for m in _methods(agg, "synthetic", s) if m not in methods]
-        table = [
-            [m] + [fmt(agg.get(("synthetic", s, m), {}).get("R@1_excl/m1")) for s in levels]
-            for m in methods
-        ]
-        plots.sweep_plot(rows_all, methods, out / "synthetic_sweep.png")
-        lines += [
-            "### Sweep of m1's noise level",
-            "",
-            "R@1 on the pairs without m1 (the pairs FixedAnchor(m1) never trains) as m1 gets "
-            "noisier; the spread is over seeds at each level.",
-            "",
-            markdown_table(["method"] + [f"m1 noise {s.split('=')[-1]}" for s in levels], table),
-            "",
-            "![sweep](synthetic_sweep.png)",
-            "",
-        ]
-        for s in levels:
-            f = standing(
-                _stats(agg, "synthetic", s),
-                "R@1_excl/m1",
-                f"synthetic sweep, m1 noise {s.split('=')[-1]}, R@1 on the pairs without m1",
-                ref,
+    for m, st in stats.items():
+        if not re.fullmatch(re.escape(ref) + r"\+intra[0-9.]+", m) or ref not in stats:
+            continue
+        cb = stats[ref]
+        if "gain/r2/private" in st and "gain/r2/private" in cb:
+            findings.append(
+                f"synthetic {setting}, {m} ({describe_variant(m, ref)}), private-factor R² "
+                "gain over the untrained encoder: "
+                + compare(m, st["gain/r2/private"], ref, cb["gain/r2/private"], 2).sentence(
+                    sign=True
+                )
+                + "; its cost in mean R@1: "
+                + compare(m, st["R@1"], ref, cb["R@1"]).sentence()
+                + "."
             )
-            if f:
-                findings.append(f)
+    lw = stats.get(f"{ref}[learned-w]")
+    if lw and ref in stats and "R@1_excl/m1" in lw and "R@1_excl/m1" in stats[ref]:
+        w = ", ".join(f"{k[2:]} {v[0]:.2f}" for k, v in lw.items() if k.startswith("w/"))
+        findings.append(
+            f"synthetic {setting}, learned centroid weights ({w}) vs uniform weights, R@1 on "
+            "the pairs without m1: "
+            + compare(
+                f"{ref}[learned-w]", lw["R@1_excl/m1"], ref, stats[ref]["R@1_excl/m1"]
+            ).sentence()
+            + "."
+        )
+    return findings
+
+
+def _clean_to_weak_finding(
+    clean: Mapping[str, Mapping[str, Stat]], weak: Mapping[str, Mapping[str, Stat]], ref: str
+) -> str | None:
+    """How mean R@1 moves from the clean to the weak-anchor setting (``ref``, AllPairs, and the
+    fixed anchors), or None when no method has both."""
+    moves = [
+        f"{m} {fmt(clean[m]['R@1'])} -> {fmt(weak[m]['R@1'])} "
+        f"({round(weak[m]['R@1'][0], 1) - round(clean[m]['R@1'][0], 1):+.1f})"
+        for m in clean
+        if m in weak
+        and "R@1" in clean[m]
+        and "R@1" in weak[m]
+        and m != "Untrained"
+        and (m == ref or m == "AllPairs" or m.startswith("FixedAnchor("))
+    ]
+    if not moves:
+        return None
+    return "synthetic, clean -> weak anchor, mean R@1: " + "; ".join(moves) + "."
+
+
+def _synthetic_sweep(
+    agg: Agg,
+    rows_all: list[dict[str, Any]],
+    out: Path,
+    plots: ModuleType,
+    findings: list[str],
+    ref: str,
+) -> list[str]:
+    """The sweep over m1's noise level: table, figure (written to ``out``) and standings."""
+    sweep = [s for s in _settings(agg, "synthetic") if s.split(" ")[0] == "sweep"]
+    if not sweep:
+        return []
+    levels = sorted(sweep, key=lambda s: float(s.split("=")[-1]) if "=" in s else 0.0)
+    methods: list[str] = []
+    for s in levels:
+        methods += [m for m in _methods(agg, "synthetic", s) if m not in methods]
+    table = [
+        [m] + [fmt(agg.get(("synthetic", s, m), {}).get("R@1_excl/m1")) for s in levels]
+        for m in methods
+    ]
+    plots.sweep_plot(rows_all, methods, out / "synthetic_sweep.png")
+    lines = [
+        "### Sweep of m1's noise level",
+        "",
+        "R@1 on the pairs without m1 (the pairs FixedAnchor(m1) never trains) as m1 gets "
+        "noisier; the spread is over seeds at each level.",
+        "",
+        markdown_table(["method"] + [f"m1 noise {s.split('=')[-1]}" for s in levels], table),
+        "",
+        "![sweep](synthetic_sweep.png)",
+        "",
+    ]
+    for s in levels:
+        f = standing(
+            _stats(agg, "synthetic", s),
+            "R@1_excl/m1",
+            f"synthetic sweep, m1 noise {s.split('=')[-1]}, R@1 on the pairs without m1",
+            ref,
+        )
+        if f:
+            findings.append(f)
     return lines
 
 
 def _missing_section(
-    agg: Agg, rows_all: list[dict[str, Any]], out: Path, plots, findings: list[str], ref: str
+    agg: Agg,
+    rows_all: list[dict[str, Any]],
+    out: Path,
+    plots: ModuleType,
+    findings: list[str],
+    ref: str,
 ) -> list[str]:
     def rate(s: str) -> float:
         try:

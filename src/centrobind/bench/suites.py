@@ -7,20 +7,31 @@
 - ``missing``: mfeat with each modality of each training sample dropped at rate p.
 
 Each suite yields result rows ``{"suite", "setting", "method", "seed", **metrics}``.
+
+Temperature protocol (every binding method on equal terms): per dataset/setting (the data a job
+trains on; the missing suite uses the choice made on complete mfeat), every binding method is
+first trained on seed 0 at each logit scale of :data:`SCALE_GRID` (Symile and GRAM: their own
+default times the same factors relative to 7, ``s / 7``); the scale with the best validation
+score (the trainer's early-stopping metric, ``FitResult.best_metric``) is chosen, ties going to
+the scale nearer the objective's default (in log-scale); then every seed runs at that scale (the
+seed-0 run at the chosen scale is reused). ``--quick`` uses :data:`QUICK_SCALE_GRID`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import math
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
-from ..config import TrainConfig
+from ..config import TrainConfig, objective_class
 from ..data import MultimodalDataset, load_builtin
 from ..errors import ConfigError
 from .methods import Method, run_method
 
 __all__ = [
+    "QUICK_SCALE_GRID",
+    "SCALE_GRID",
     "INTRA_WEIGHTS",
     "MISSING_RATES",
     "SUITES",
@@ -29,7 +40,9 @@ __all__ = [
     "SYNTH_WEAK_NOISE",
     "BenchSettings",
     "Job",
+    "choose_scale",
     "core_methods",
+    "scale_grid",
     "dataset",
     "suite_jobs",
 ]
@@ -39,6 +52,12 @@ SYNTH_CLEAN_NOISE = 0.1
 SWEEP_NOISE = (0.1, 0.5, 1.0, 2.0, 4.0)
 MISSING_RATES = (0.0, 0.3, 0.6)
 INTRA_WEIGHTS = (0.3, 1.0)
+#: The logit scales every cosine-score method is tried at (seed 0, validation split).
+SCALE_GRID = (2.0, 3.0, 5.0, 7.0, 10.0, 14.0, 20.0)
+#: ``--quick``: a reduced grid (the protocol end to end, at a third of the cost).
+QUICK_SCALE_GRID = (3.0, 7.0)
+#: Objectives whose scale lives on another range: their default times ``SCALE_GRID / 7``.
+RELATIVE_SCALE_OBJECTIVES = ("symile", "gram")
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,7 @@ class BenchSettings:
             embed_dim=self.embed_dim,
             early_stopping=self.patience,
             warmup_steps=20,
+            device="cpu",  # reproducible figures; many small cells gain nothing from a GPU
             quiet=True,
         )
 
@@ -106,6 +126,12 @@ class Job:
     def compute_key(self) -> tuple:
         """Jobs with equal keys train the same model on the same rows (evaluation may differ)."""
         return (self.method, self.seed, self.data, self.drop, self.epochs)
+
+    def tuning_key(self) -> tuple:
+        """Jobs with equal keys share one logit-scale choice: the method (for a learnable-scale
+        variant, the fixed-scale method it starts from) on the same data and budget (any drop
+        rate: the choice is made on the complete data)."""
+        return (self.method.tuning_method(), self.data, self.epochs)
 
     def run(self, base: TrainConfig) -> dict:
         ds = dataset(self.data)
@@ -136,6 +162,45 @@ class Job:
         }
 
 
+def default_scale(method: Method, data: tuple, embed_dim: int) -> float:
+    """The objective's own default logit scale on ``data`` (its ``default_logit_scale``)."""
+    n_mod = len(dataset(data).modalities)
+    return objective_class(method.objective).default_logit_scale(n_mod, embed_dim)
+
+
+def scale_grid(method: Method, data: tuple, embed_dim: int, quick: bool = False) -> list[float]:
+    """The scales ``method`` is tried at on ``data``: :data:`SCALE_GRID` (quick:
+    :data:`QUICK_SCALE_GRID`); Symile and GRAM: their default times ``grid / 7``."""
+    grid = QUICK_SCALE_GRID if quick else SCALE_GRID
+    if method.objective in RELATIVE_SCALE_OBJECTIVES:
+        d = default_scale(method, data, embed_dim)
+        return [d * g / 7.0 for g in grid]
+    return list(grid)
+
+
+def choose_scale(scores: Mapping[float, float | None], default: float) -> float:
+    """The scale with the best validation score; ties (equal to 6 decimals) go to the scale
+    nearer ``default`` (by ``|log(s / default)|``, then the smaller). Scales without a score
+    (None, NaN) never win unless none has one (then: nearest the default).
+
+    Example:
+        >>> choose_scale({3.0: 50.0, 7.0: 51.0, 10.0: 51.0}, default=7.0)
+        7.0
+        >>> choose_scale({2.0: 40.0, 10.0: 40.0}, default=5.0)   # |log 0.4| > |log 2|
+        10.0
+    """
+    if not scores:
+        raise ValueError("choose_scale needs at least one scale")
+
+    def key(s: float) -> tuple[float, float, float]:
+        v = scores[s]
+        ok = v is not None and math.isfinite(v)
+        best = round(float(v), 6) if ok else -math.inf  # float noise in a mean is not a win
+        return (best, -abs(math.log(s / default)), -s)  # type: ignore[arg-type]
+
+    return max(scores, key=key)
+
+
 _CACHE: dict[tuple, MultimodalDataset] = {}
 
 
@@ -155,11 +220,18 @@ def dataset(key: tuple) -> MultimodalDataset:
 MFEAT = ("mfeat",)
 
 
+PAPER = Method("CentroBind[paper]", options=(("centroid", "full"),))
+LOO = Method("CentroBind[loo]", options=(("centroid", "leave_one_out"),))
+
+
 def core_methods(modalities: list[str], anchors: list[str]) -> list[Method]:
-    """Fixed anchor on each of ``anchors``, CentroBind (defaults), AllPairs, Symile, Gram."""
+    """Fixed anchor on each of ``anchors``, CentroBind (the default, self_weight 0.25), the
+    paper's full centroid, the leave-one-out centroid, AllPairs, Symile, Gram."""
     methods = [Method(f"FixedAnchor({a})", objective="fixed_anchor", anchor=a) for a in anchors]
     methods += [
         Method("CentroBind", objective="centrobind"),
+        PAPER,
+        LOO,
         Method("AllPairs", objective="all_pairs"),
         Method("Symile", objective="symile"),
         Method(f"Gram({modalities[0]})", objective="gram", anchor=modalities[0]),
@@ -167,9 +239,23 @@ def core_methods(modalities: list[str], anchors: list[str]) -> list[Method]:
     return methods
 
 
+def learned_scale_methods() -> list[Method]:
+    """CentroBind and AllPairs with a learnable scale from their chosen one (clamp at 2x)."""
+    return [
+        Method("CentroBind[learned-scale]", learn_scale=True, scale_from="CentroBind"),
+        Method(
+            "AllPairs[learned-scale]",
+            objective="all_pairs",
+            learn_scale=True,
+            scale_from="AllPairs",
+        ),
+    ]
+
+
 def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
     mods = ["fac", "fou", "kar", "mor", "pix", "zer"]
-    methods = core_methods(mods, mods) + [Method("GCCA", kind="gcca"), Method("Raw", kind="raw")]
+    methods = core_methods(mods, mods) + learned_scale_methods()
+    methods += [Method("GCCA", kind="gcca"), Method("Raw", kind="raw")]
     ablations = [
         Method("CentroBind"),  # the reference, on the same seeds (a copy of the mfeat run)
         Method("CentroBind[grad,unnorm]", options=(("detach_anchor", False),)),
@@ -200,7 +286,8 @@ def mfeat_jobs(s: BenchSettings) -> Iterator[Job]:
 
 def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
     mods = ["m1", "m2", "m3", "m4"]
-    methods = core_methods(mods, ["m1", "m2"]) + [
+    methods = core_methods(mods, ["m1", "m2"]) + learned_scale_methods()
+    methods += [
         Method("Untrained", kind="untrained"),
         Method("Raw", kind="raw"),
         Method("GCCA", kind="gcca"),
@@ -223,6 +310,7 @@ def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
     sweep = [
         Method("FixedAnchor(m1)", objective="fixed_anchor", anchor="m1"),
         Method("CentroBind"),
+        PAPER,
         Method("AllPairs", objective="all_pairs"),
     ]
     levels = SWEEP_NOISE[::2] if s.quick else SWEEP_NOISE
@@ -245,6 +333,7 @@ def synthetic_jobs(s: BenchSettings) -> Iterator[Job]:
 def missing_jobs(s: BenchSettings) -> Iterator[Job]:
     methods = [
         Method("CentroBind"),
+        PAPER,
         Method("AllPairs", objective="all_pairs"),
         Method("FixedAnchor(pix)", objective="fixed_anchor", anchor="pix"),
     ]

@@ -119,6 +119,127 @@ def _index_tensor(idx: Any, n: int, what: str = "index") -> Tensor:
     return t
 
 
+def _checked_meta(meta: Mapping[str, Any] | None) -> dict[str, Any]:
+    """A validated copy of the user's ``meta`` (JSON-able, no key the loader reserves)."""
+    if isinstance(meta, Mapping):
+        meta = dict(meta)
+    meta_copy = {} if meta is None else check_meta(meta, "meta")
+    reserved = sorted(set(meta_copy) & set(RESERVED_META_KEYS))
+    if reserved:
+        raise DatasetError(f"meta: key(s) {reserved} are reserved for the loader")
+    return meta_copy
+
+
+def _checked_features(
+    features: Mapping[str, Tensor | np.ndarray[Any, Any]],
+) -> dict[str, Tensor]:
+    """Float ``[N, D_m]`` tensors per modality, same ``N > 0``, on the first one's device."""
+    feats: dict[str, Tensor] = {}
+    for key, value in features.items():
+        if not isinstance(key, str) or not key:
+            raise DatasetError(f"modality names must be non-empty strings, got {key!r}")
+        feats[key] = _float_matrix(value, f"modality {key!r}")
+    names = list(feats)
+    n = int(feats[names[0]].shape[0])
+    for key in names[1:]:
+        if feats[key].shape[0] != n:
+            raise DatasetError(
+                f"modality {key!r} has {feats[key].shape[0]} rows but modality {names[0]!r} has {n}"
+            )
+    if n == 0:
+        raise DatasetError("dataset is empty (0 samples)")
+    device = feats[names[0]].device
+    return {k: v.to(device) for k, v in feats.items()}
+
+
+def _checked_mask(mask: Tensor | np.ndarray[Any, Any] | None, feats: dict[str, Tensor]) -> Tensor:
+    """The ``[M, N]`` bool presence mask (given, or all-NaN rows = absent), checked against the
+    features: present rows finite, every modality and every sample present somewhere. Absent
+    rows of ``feats`` are zeroed in place."""
+    names = list(feats)
+    n = int(feats[names[0]].shape[0])
+    device = feats[names[0]].device
+    if mask is None:
+        present = torch.stack([~torch.isnan(x).all(dim=1) for x in feats.values()])
+    else:
+        present = _raw_tensor(mask, "mask").to(device)
+        if present.shape != (len(names), n):
+            raise DatasetError(
+                f"mask: shape {tuple(present.shape)}, expected [M, N] = ({len(names)}, {n})"
+            )
+        if present.dtype != torch.bool:
+            if bool(((present != 0) & (present != 1)).any()):
+                raise DatasetError("mask: values must be booleans (or 0/1)")
+            present = present != 0
+
+    for i, key in enumerate(names):
+        x, p = feats[key], present[i]
+        bad = p & ~torch.isfinite(x).all(dim=1)
+        if bool(bad.any()):
+            row = int(bad.nonzero()[0, 0])
+            raise DatasetError(
+                f"modality {key!r}: row {row} has NaN/inf in a present sample "
+                "(a missing sample must be an all-NaN row or be masked out)"
+            )
+        if not bool(p.any()):
+            raise DatasetError(f"modality {key!r} is missing for every sample")
+        if not bool(p.all()):
+            feats[key] = x.masked_fill(~p.unsqueeze(1), 0.0)
+    empty = ~present.any(dim=0)
+    if bool(empty.any()):
+        row = int(empty.nonzero()[0, 0])
+        raise DatasetError(f"sample {row} has no modality present")
+    return present
+
+
+def _checked_labels(
+    labels: Mapping[str, Tensor | np.ndarray[Any, Any]] | None, n: int, device: torch.device
+) -> dict[str, Tensor]:
+    """Integer ``[N]`` label vectors per task on ``device``."""
+    labs: dict[str, Tensor] = {}
+    for task, value in (labels or {}).items():
+        t = _int_vector(value, f"label {task!r}")
+        if t.shape[0] != n:
+            raise DatasetError(f"label {task!r}: has {t.shape[0]} entries, expected {n}")
+        labs[str(task)] = t.to(device)
+    return labs
+
+
+def _checked_factors(
+    factors: Mapping[str, Tensor | np.ndarray[Any, Any]] | None, n: int, device: torch.device
+) -> dict[str, Tensor]:
+    """Finite float ``[N, K]`` (or ``[N]``) latent factors per group on ``device``."""
+    facs: dict[str, Tensor] = {}
+    for group, value in (factors or {}).items():
+        t = _float_matrix(value, f"factor {group!r}", allow_1d=True)
+        if t.shape[0] != n:
+            raise DatasetError(f"factor {group!r}: has {t.shape[0]} rows, expected {n}")
+        if not bool(torch.isfinite(t).all()):
+            raise DatasetError(f"factor {group!r}: contains NaN/inf")
+        facs[str(group)] = t.to(device)
+    return facs
+
+
+def _checked_splits(
+    splits: Mapping[str, Tensor | np.ndarray[Any, Any]] | None, n: int, device: torch.device
+) -> dict[str, Tensor]:
+    """Row-index vectors per split (in range, no duplicates) on ``device``."""
+    spl: dict[str, Tensor] = {}
+    for split, value in (splits or {}).items():
+        t = _int_vector(value, f"split {split!r}")
+        if t.numel():
+            bad = (t < 0) | (t >= n)
+            if bool(bad.any()):
+                raise DatasetError(
+                    f"split {split!r}: index {int(t[bad][0])} out of range for {n} samples"
+                )
+            uniq, counts = torch.unique(t, return_counts=True)
+            if bool((counts > 1).any()):
+                raise DatasetError(f"split {split!r}: duplicate index {int(uniq[counts > 1][0])}")
+        spl[str(split)] = t.to(device)
+    return spl
+
+
 # --------------------------------------------------------------------------------------------
 # MultimodalDataset
 # --------------------------------------------------------------------------------------------
@@ -175,90 +296,15 @@ class MultimodalDataset:
             )
         if name is not None and not isinstance(name, str):
             raise DatasetError(f"name must be a string or None, got {type(name).__name__}")
-        if isinstance(meta, Mapping):
-            meta = dict(meta)
-        meta_copy = {} if meta is None else check_meta(meta, "meta")
-        reserved = sorted(set(meta_copy) & set(RESERVED_META_KEYS))
-        if reserved:
-            raise DatasetError(f"meta: key(s) {reserved} are reserved for the loader")
-        feats: dict[str, Tensor] = {}
-        for key, value in features.items():
-            if not isinstance(key, str) or not key:
-                raise DatasetError(f"modality names must be non-empty strings, got {key!r}")
-            feats[key] = _float_matrix(value, f"modality {key!r}")
+        meta_copy = _checked_meta(meta)
+        feats = _checked_features(features)
         names = list(feats)
         n = int(feats[names[0]].shape[0])
-        for key in names[1:]:
-            if feats[key].shape[0] != n:
-                raise DatasetError(
-                    f"modality {key!r} has {feats[key].shape[0]} rows but modality "
-                    f"{names[0]!r} has {n}"
-                )
-        if n == 0:
-            raise DatasetError("dataset is empty (0 samples)")
         device = feats[names[0]].device
-        feats = {k: v.to(device) for k, v in feats.items()}
-
-        if mask is None:
-            present = torch.stack([~torch.isnan(x).all(dim=1) for x in feats.values()])
-        else:
-            present = _raw_tensor(mask, "mask").to(device)
-            if present.shape != (len(names), n):
-                raise DatasetError(
-                    f"mask: shape {tuple(present.shape)}, expected [M, N] = ({len(names)}, {n})"
-                )
-            if present.dtype != torch.bool:
-                if bool(((present != 0) & (present != 1)).any()):
-                    raise DatasetError("mask: values must be booleans (or 0/1)")
-                present = present != 0
-
-        for i, key in enumerate(names):
-            x, p = feats[key], present[i]
-            bad = p & ~torch.isfinite(x).all(dim=1)
-            if bool(bad.any()):
-                row = int(bad.nonzero()[0, 0])
-                raise DatasetError(
-                    f"modality {key!r}: row {row} has NaN/inf in a present sample "
-                    "(a missing sample must be an all-NaN row or be masked out)"
-                )
-            if not bool(p.any()):
-                raise DatasetError(f"modality {key!r} is missing for every sample")
-            if not bool(p.all()):
-                feats[key] = x.masked_fill(~p.unsqueeze(1), 0.0)
-        empty = ~present.any(dim=0)
-        if bool(empty.any()):
-            row = int(empty.nonzero()[0, 0])
-            raise DatasetError(f"sample {row} has no modality present")
-
-        labs: dict[str, Tensor] = {}
-        for task, value in (labels or {}).items():
-            t = _int_vector(value, f"label {task!r}")
-            if t.shape[0] != n:
-                raise DatasetError(f"label {task!r}: has {t.shape[0]} entries, expected {n}")
-            labs[str(task)] = t.to(device)
-        facs: dict[str, Tensor] = {}
-        for group, value in (factors or {}).items():
-            t = _float_matrix(value, f"factor {group!r}", allow_1d=True)
-            if t.shape[0] != n:
-                raise DatasetError(f"factor {group!r}: has {t.shape[0]} rows, expected {n}")
-            if not bool(torch.isfinite(t).all()):
-                raise DatasetError(f"factor {group!r}: contains NaN/inf")
-            facs[str(group)] = t.to(device)
-        spl: dict[str, Tensor] = {}
-        for split, value in (splits or {}).items():
-            t = _int_vector(value, f"split {split!r}")
-            if t.numel():
-                bad = (t < 0) | (t >= n)
-                if bool(bad.any()):
-                    raise DatasetError(
-                        f"split {split!r}: index {int(t[bad][0])} out of range for {n} samples"
-                    )
-                uniq, counts = torch.unique(t, return_counts=True)
-                if bool((counts > 1).any()):
-                    raise DatasetError(
-                        f"split {split!r}: duplicate index {int(uniq[counts > 1][0])}"
-                    )
-            spl[str(split)] = t.to(device)
+        present = _checked_mask(mask, feats)
+        labs = _checked_labels(labels, n, device)
+        facs = _checked_factors(factors, n, device)
+        spl = _checked_splits(splits, n, device)
         self._set(names, feats, present, labs, facs, spl, name, meta_copy)
 
     # -- construction without validation (for internal, already-valid data) --------------------

@@ -413,63 +413,17 @@ def _load_dataset(
         raise DatasetError(f"{mod_dir}: missing folder (expected one <name>.npy per modality)")
     own, extra = _read_meta(root)
     files, ignored_mods = _listing(mod_dir)
-    listed = own.get("modalities")
-    if listed is not None:
-        for m in listed:
-            if m not in files:
-                raise DatasetError(f"{mod_dir / (m + '.npy')}: listed in meta.json but missing")
-        for m, p in files.items():
-            if m not in listed:
-                raise DatasetError(f"{p}: not listed in {root / 'meta.json'} 'modalities'")
-        order: list[str] = list(listed)
-    else:
-        order = list(files)
-    if len(order) < min_modalities:
-        found = ", ".join(p.name for p in files.values()) or "none"
-        skipped = f"; ignored (not .npy): {', '.join(ignored_mods)}" if ignored_mods else ""
-        raise DatasetError(
-            f"{mod_dir}: need at least {min_modalities} modality .npy file"
-            f"{'s' if min_modalities > 1 else ''}, found {len(order)} ({found}){skipped}"
-        )
+    order = _modality_order(root, own.get("modalities"), files, ignored_mods, min_modalities)
     feats, mask = _load_features(order, files, mod_dir, mmap)
     n = int(mask.shape[1])
 
     ignored = {"modalities": ignored_mods}
     label_files, ignored["labels"] = _listing(root / "labels")
-    labels: dict[str, np.ndarray[Any, Any]] = {}
-    for task, p in label_files.items():
-        y = _integers(_read_npy(p, mmap), p, "labels")
-        if y.shape[0] != n:
-            raise DatasetError(f"{p}: has {y.shape[0]} labels, expected {n} (number of samples)")
-        labels[task] = y
+    labels = _load_labels(label_files, n, mmap)
     factor_files, ignored["factors"] = _listing(root / "factors")
-    factors: dict[str, np.ndarray[Any, Any]] = {}
-    for group, p in factor_files.items():
-        arr = _read_npy(p, mmap)
-        if arr.ndim == 1:
-            arr = arr.reshape(-1, 1)
-        if arr.ndim != 2:
-            raise DatasetError(f"{p}: factors must be a 2-D array [N, k], got shape {arr.shape}")
-        if arr.shape[0] != n:
-            raise DatasetError(f"{p}: has {arr.shape[0]} rows, expected {n} (number of samples)")
-        if arr.shape[1] == 0:
-            raise DatasetError(f"{p}: has 0 columns")
-        with np.errstate(over="ignore", invalid="ignore"):
-            f = np.array(arr, dtype=np.float32)
-        if not np.isfinite(f).all():
-            raise DatasetError(f"{p}: factors contain NaN/inf (or values beyond float32 range)")
-        factors[group] = f
+    factors = _load_factors(factor_files, n, mmap)
     split_files, ignored["splits"] = _listing(root / "splits")
-    splits: dict[str, np.ndarray[Any, Any]] = {}
-    for split, p in split_files.items():
-        s = _integers(_read_npy(p, mmap), p, "split indices")
-        out = (s < 0) | (s >= n)
-        if out.any():
-            raise DatasetError(f"{p}: index {int(s[out][0])} out of range for {n} samples")
-        uniq, counts = np.unique(s, return_counts=True)
-        if (counts > 1).any():
-            raise DatasetError(f"{p}: duplicate index {int(uniq[counts > 1][0])} in split")
-        splits[split] = s
+    splits = _load_splits(split_files, n, mmap)
 
     labels = _meta_order(own.get("labels"), labels)
     factors = _meta_order(own.get("factors"), factors)
@@ -501,6 +455,83 @@ def _load_dataset(
                 stacklevel=2,
             )
     return ds
+
+
+def _modality_order(
+    root: Path,
+    listed: list[str] | None,
+    files: dict[str, Path],
+    ignored_mods: list[str],
+    min_modalities: int,
+) -> list[str]:
+    """The modality order: meta.json's ``modalities`` (``listed``; it must match the .npy files
+    exactly), else the files sorted by name; at least ``min_modalities`` of them."""
+    mod_dir = root / "modalities"
+    if listed is not None:
+        for m in listed:
+            if m not in files:
+                raise DatasetError(f"{mod_dir / (m + '.npy')}: listed in meta.json but missing")
+        for m, p in files.items():
+            if m not in listed:
+                raise DatasetError(f"{p}: not listed in {root / 'meta.json'} 'modalities'")
+        order: list[str] = list(listed)
+    else:
+        order = list(files)
+    if len(order) < min_modalities:
+        found = ", ".join(p.name for p in files.values()) or "none"
+        skipped = f"; ignored (not .npy): {', '.join(ignored_mods)}" if ignored_mods else ""
+        raise DatasetError(
+            f"{mod_dir}: need at least {min_modalities} modality .npy file"
+            f"{'s' if min_modalities > 1 else ''}, found {len(order)} ({found}){skipped}"
+        )
+    return order
+
+
+def _load_labels(files: dict[str, Path], n: int, mmap: bool) -> dict[str, np.ndarray[Any, Any]]:
+    """int64 ``[N]`` labels per task from ``labels/<task>.npy``."""
+    labels: dict[str, np.ndarray[Any, Any]] = {}
+    for task, p in files.items():
+        y = _integers(_read_npy(p, mmap), p, "labels")
+        if y.shape[0] != n:
+            raise DatasetError(f"{p}: has {y.shape[0]} labels, expected {n} (number of samples)")
+        labels[task] = y
+    return labels
+
+
+def _load_factors(files: dict[str, Path], n: int, mmap: bool) -> dict[str, np.ndarray[Any, Any]]:
+    """Finite float32 ``[N, k]`` factors per group from ``factors/<group>.npy`` (1-D -> k = 1)."""
+    factors: dict[str, np.ndarray[Any, Any]] = {}
+    for group, p in files.items():
+        arr = _read_npy(p, mmap)
+        if arr.ndim == 1:
+            arr = arr.reshape(-1, 1)
+        if arr.ndim != 2:
+            raise DatasetError(f"{p}: factors must be a 2-D array [N, k], got shape {arr.shape}")
+        if arr.shape[0] != n:
+            raise DatasetError(f"{p}: has {arr.shape[0]} rows, expected {n} (number of samples)")
+        if arr.shape[1] == 0:
+            raise DatasetError(f"{p}: has 0 columns")
+        with np.errstate(over="ignore", invalid="ignore"):
+            f = np.array(arr, dtype=np.float32)
+        if not np.isfinite(f).all():
+            raise DatasetError(f"{p}: factors contain NaN/inf (or values beyond float32 range)")
+        factors[group] = f
+    return factors
+
+
+def _load_splits(files: dict[str, Path], n: int, mmap: bool) -> dict[str, np.ndarray[Any, Any]]:
+    """int64 row indices per split from ``splits/<split>.npy`` (in range, no duplicates)."""
+    splits: dict[str, np.ndarray[Any, Any]] = {}
+    for split, p in files.items():
+        s = _integers(_read_npy(p, mmap), p, "split indices")
+        out = (s < 0) | (s >= n)
+        if out.any():
+            raise DatasetError(f"{p}: index {int(s[out][0])} out of range for {n} samples")
+        uniq, counts = np.unique(s, return_counts=True)
+        if (counts > 1).any():
+            raise DatasetError(f"{p}: duplicate index {int(uniq[counts > 1][0])} in split")
+        splits[split] = s
+    return splits
 
 
 _NOT_IN_NAMES = {c for c in ("/", "\0", os.sep, os.altsep) if c}

@@ -87,36 +87,8 @@ def make_synthetic(
     pair_dim = _int_param(pair_dim, "pair_dim", 0)
     private_dim = _int_param(private_dim, "private_dim", 0)
     dim_list = [_int_param(d, "dims", 1) for d in _per_modality(dims, "dims", m)]
-    noise_list: list[float] = []
-    for s in _per_modality(noise, "noise", m):
-        if (
-            isinstance(s, bool)
-            or not isinstance(s, numbers.Real)
-            or not np.isfinite(float(s))
-            or float(s) < 0
-        ):
-            raise _err(f"noise must be a finite number >= 0 (or a list of {m}), got {s!r}")
-        noise_list.append(float(s))
-    pair_mods: tuple[int, ...] = ()
-    if pair is not None and pair_dim > 0:
-        if (
-            not isinstance(pair, Sequence)
-            or len(pair) != 2
-            or not all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pair)
-        ):
-            raise _err(f"pair must be two 1-based modality numbers, got {pair!r}")
-        if m == 2:
-            raise _err(
-                "n_modalities=2 leaves no two non-anchor modalities for the pair factor; "
-                "pass pair=None or pair_dim=0"
-            )
-        a, b = int(pair[0]), int(pair[1])
-        if a == b or not (2 <= a <= m and 2 <= b <= m):
-            raise _err(
-                f"pair must be two different modality numbers in 2..{m} (1-based, not the "
-                f"anchor m1), got {tuple(pair)}"
-            )
-        pair_mods = (a - 1, b - 1)
+    noise_list = _noise_list(noise, m)
+    pair_mods = _pair_modalities(pair, pair_dim, m)
 
     root = np.random.SeedSequence(seed)
     s_factors, s_maps, s_noise, s_labels = root.spawn(4)
@@ -127,7 +99,69 @@ def make_synthetic(
         if k > 0:
             factors[g] = np.random.default_rng(ss).standard_normal((n, k))
 
+    features = _features(factors, pair_mods, dim_list, noise_list, s_maps, s_noise)
+    labels = _labels(factors, groups, n, n_classes, s_labels)
+    return MultimodalDataset(
+        features,
+        labels=labels,
+        factors={g: f.astype(np.float32) for g, f in factors.items()},
+        name="synthetic",
+    )
+
+
+def _noise_list(noise: object, m: int) -> list[float]:
+    """``noise`` (one number or a list of ``m``) as ``m`` finite stds >= 0."""
+    noise_list: list[float] = []
+    for s in _per_modality(noise, "noise", m):
+        if (
+            isinstance(s, bool)
+            or not isinstance(s, numbers.Real)
+            or not np.isfinite(float(s))
+            or float(s) < 0
+        ):
+            raise _err(f"noise must be a finite number >= 0 (or a list of {m}), got {s!r}")
+        noise_list.append(float(s))
+    return noise_list
+
+
+def _pair_modalities(pair: object, pair_dim: int, m: int) -> tuple[int, ...]:
+    """The 0-based indices of the two modalities that see the pair factor; ``()`` when there is
+    no pair factor (``pair`` None or ``pair_dim`` 0)."""
+    if pair is None or pair_dim <= 0:
+        return ()
+    if (
+        not isinstance(pair, Sequence)
+        or len(pair) != 2
+        or not all(isinstance(p, numbers.Integral) and not isinstance(p, bool) for p in pair)
+    ):
+        raise _err(f"pair must be two 1-based modality numbers, got {pair!r}")
+    if m == 2:
+        raise _err(
+            "n_modalities=2 leaves no two non-anchor modalities for the pair factor; "
+            "pass pair=None or pair_dim=0"
+        )
+    a, b = int(pair[0]), int(pair[1])
+    if a == b or not (2 <= a <= m and 2 <= b <= m):
+        raise _err(
+            f"pair must be two different modality numbers in 2..{m} (1-based, not the "
+            f"anchor m1), got {tuple(pair)}"
+        )
+    return (a - 1, b - 1)
+
+
+def _features(
+    factors: dict[str, np.ndarray],
+    pair_mods: tuple[int, ...],
+    dims: list[int],
+    noise: list[float],
+    s_maps: np.random.SeedSequence,
+    s_noise: np.random.SeedSequence,
+) -> dict[str, np.ndarray]:
+    """Modality ``m<i>`` float32 ``[N, D_i]``: a random tanh MLP of the factors it sees,
+    standardised per feature, plus noise of std ``noise[i]`` (one seed stream per map and per
+    noise draw)."""
     features: dict[str, np.ndarray] = {}
+    m = len(dims)
     map_seeds = s_maps.spawn(m)
     noise_seeds = s_noise.spawn(m)
     for i in range(m):
@@ -142,12 +176,23 @@ def make_synthetic(
         rng = np.random.default_rng(map_seeds[i])
         w1 = rng.standard_normal((k, hidden)) / np.sqrt(k)
         b1 = 0.1 * rng.standard_normal(hidden)
-        w2 = rng.standard_normal((hidden, dim_list[i])) / np.sqrt(hidden)
+        w2 = rng.standard_normal((hidden, dims[i])) / np.sqrt(hidden)
         x = np.tanh(z @ w1 + b1) @ w2
         x = (x - x.mean(axis=0)) / np.maximum(x.std(axis=0), 1e-12)
         eps = np.random.default_rng(noise_seeds[i]).standard_normal(x.shape)
-        features[f"m{i + 1}"] = (x + noise_list[i] * eps).astype(np.float32)
+        features[f"m{i + 1}"] = (x + noise[i] * eps).astype(np.float32)
+    return features
 
+
+def _labels(
+    factors: dict[str, np.ndarray],
+    groups: list[str],
+    n: int,
+    n_classes: int,
+    s_labels: np.random.SeedSequence,
+) -> dict[str, np.ndarray]:
+    """Label task per factor group: ``n_classes`` balanced quantile bins (int64 ``[N]``) of a
+    random 1-D projection of the group's factors (one seed stream per group in ``groups``)."""
     labels: dict[str, np.ndarray] = {}
     label_seeds = s_labels.spawn(len(groups))
     for g, ss in zip(groups, label_seeds, strict=True):
@@ -158,10 +203,4 @@ def make_synthetic(
         y = np.empty(n, dtype=np.int64)
         y[order] = np.arange(n) * n_classes // n
         labels[g] = y
-
-    return MultimodalDataset(
-        features,
-        labels=labels,
-        factors={g: f.astype(np.float32) for g, f in factors.items()},
-        name="synthetic",
-    )
+    return labels

@@ -1,10 +1,11 @@
 """CentroBind: bind every modality to a per-sample centroid of the present modalities.
 
-``centroid="full"`` (the paper's form): ``c_n = sum_m w_m z_mn / sum_m w_m`` over the modalities
-present for sample ``n``, ``loss = mean_m nce_sym(c, z_m)``.
-``centroid="leave_one_out"``: term ``m`` uses the centroid of the *other* present modalities,
-``c_{-m} = (sum_k w_k z_k - w_m z_m) / (sum_k w_k - w_m)``, so no positive logit contains the
-modality's similarity with itself.
+The anchor of modality ``m`` is ``c_m = (S - (1 - alpha) w_m z_m) / (W - (1 - alpha) w_m)`` with
+``S = sum_k w_k z_k``, ``W = sum_k w_k`` over the present modalities and ``alpha = self_weight``
+in ``[0, 1]`` (the modality's own weight inside its anchor). ``alpha = 1`` (``centroid="full"``)
+is the paper's form, one centroid of all present modalities; ``alpha = 0``
+(``centroid="leave_one_out"``) the centroid of the *other* present modalities, so no positive
+logit contains the modality's similarity with itself. The default is ``alpha = 0.25``.
 """
 
 from __future__ import annotations
@@ -19,27 +20,39 @@ from torch import Tensor, nn
 from .base import Batch, Objective, gather_batch, select_terms
 from .infonce import symmetric_infonce
 
-__all__ = ["CentroBind", "anchor_valid", "centroid_anchor"]
+__all__ = ["DEFAULT_SELF_WEIGHT", "CentroBind", "anchor_valid", "centroid_anchor"]
+
+#: The default ``self_weight`` (alpha) of :class:`CentroBind`; 1 is the paper's full centroid.
+DEFAULT_SELF_WEIGHT = 0.25
 
 
-def centroid_anchor(z: Tensor, mask: Tensor | None, weights: Tensor | None = None,
-                    normalize: bool = False, leave_one_out: bool = False) -> Tensor:
-    """Weighted per-sample centroid of the present modalities (or of the others, per modality).
+def centroid_anchor(
+    z: Tensor,
+    mask: Tensor | None,
+    weights: Tensor | None = None,
+    normalize: bool = False,
+    leave_one_out: bool = False,
+    self_weight: float | None = None,
+) -> Tensor:
+    """Weighted per-sample centroid of the present modalities (or, per modality, with the
+    modality's own weight scaled by ``self_weight``).
 
-    ``c_n = sum_m w_m mask_mn z_mn / sum_m w_m mask_mn``; with ``leave_one_out`` one anchor per
-    modality, ``c_mn = (sum_k w_k mask_kn z_kn - w_m mask_mn z_mn) / (sum_k w_k mask_kn -
-    w_m mask_mn)``. 0 where the denominator is 0 (no present modality, or none but ``m``); then
-    ``c / ||c||`` when ``normalize``.
+    ``c_n = sum_m w_m mask_mn z_mn / sum_m w_m mask_mn``; with ``self_weight=alpha`` one anchor
+    per modality, ``c_mn = (S_n - (1 - alpha) w_m mask_mn z_mn) / (W_n - (1 - alpha) w_m
+    mask_mn)`` with ``S_n = sum_k w_k mask_kn z_kn``, ``W_n = sum_k w_k mask_kn``
+    (``leave_one_out`` = ``self_weight=0``). 0 where the denominator is 0 (no present modality,
+    or none but ``m`` with ``alpha = 0``); then ``c / ||c||`` when ``normalize``.
 
     Args:
         z: ``[M, N, D]`` embeddings (absent rows must be finite, e.g. zeroed).
         mask: ``[M, N]`` bool or None (all present).
         weights: ``[M]`` non-negative weights, None for uniform.
         normalize: L2-normalise the centroid.
-        leave_one_out: the anchor of modality ``m`` leaves ``m`` out.
+        leave_one_out: the anchor of modality ``m`` leaves ``m`` out (``self_weight=0``).
+        self_weight: ``alpha`` in ``[0, 1]``: one anchor per modality (None: one shared anchor).
 
     Returns:
-        ``[N, D]``, or ``[M, N, D]`` with ``leave_one_out``.
+        ``[N, D]``, or ``[M, N, D]`` with ``leave_one_out`` or ``self_weight``.
 
     Example:
         >>> z = torch.tensor([[[1., 0.]], [[0., 1.]], [[5., 5.]]])   # M=3, N=1, D=2
@@ -49,25 +62,32 @@ def centroid_anchor(z: Tensor, mask: Tensor | None, weights: Tensor | None = Non
         tensor([[2.5000, 3.0000],
                 [3.0000, 2.5000],
                 [0.5000, 0.5000]])
+        >>> centroid_anchor(z, None, self_weight=1.0)[0, 0]   # alpha = 1: the full centroid
+        tensor([2., 2.])
     """
+    if leave_one_out:
+        self_weight = 0.0
     M, N, _ = z.shape
     w = z.new_ones(M) if weights is None else weights.to(z.dtype)
     mw = w[:, None].expand(M, N) if mask is None else w[:, None] * mask.to(z.dtype)  # [M, N]
     num = torch.einsum("mn,mnd->nd", mw, z)  # [N, D]
     den = mw.sum(0)  # [N]
-    if leave_one_out:
-        num = num[None] - mw[..., None] * z  # [M, N, D]
-        den = den[None] - mw  # [M, N]
+    if self_weight is not None:
+        own = (1.0 - float(self_weight)) * mw  # [M, N]
+        num = num[None] - own[..., None] * z  # [M, N, D]
+        den = den[None] - own  # [M, N]
     c = num / torch.where(den > 0, den, torch.ones_like(den))[..., None]
     return F.normalize(c, dim=-1) if normalize else c
 
 
-def anchor_valid(mask: Tensor | None, weights: Tensor | None, leave_one_out: bool,
-                 num_samples: int) -> Tensor | None:
+def anchor_valid(
+    mask: Tensor | None, weights: Tensor | None, leave_one_out: bool, num_samples: int
+) -> Tensor | None:
     """``[M, N]`` bool: sample ``n`` has an anchor for modality ``m`` (None: every one has).
 
-    Full centroid: ``m`` present. Leave-one-out: ``m`` present and at least one other present
-    modality with a positive weight.
+    Full centroid: ``m`` present. Leave-one-out (``leave_one_out=True``, meaning any
+    ``self_weight < 1``): ``m`` present and at least one other present modality with a positive
+    weight (an anchor made of ``z_m`` alone would only be its self-similarity).
 
     Example:
         >>> anchor_valid(torch.tensor([[True, True], [True, False]]), None, True, 2)
@@ -79,8 +99,7 @@ def anchor_valid(mask: Tensor | None, weights: Tensor | None, leave_one_out: boo
         return mask
     if mask is None:
         assert weights is not None
-        mask = torch.ones(weights.shape[0], num_samples, dtype=torch.bool,
-                          device=weights.device)
+        mask = torch.ones(weights.shape[0], num_samples, dtype=torch.bool, device=weights.device)
     counted = mask if positive is None else mask & positive.to(mask.device)[:, None]
     others = counted.sum(0, keepdim=True) - counted.long()  # [M, N]
     return mask & (others > 0)
@@ -89,15 +108,22 @@ def anchor_valid(mask: Tensor | None, weights: Tensor | None, leave_one_out: boo
 class CentroBind(Objective):
     """CentroBind: ``loss = mean_m nce_sym(c_m, z_m)`` with ``c_m`` a per-sample centroid.
 
-    ``centroid="full"`` (the paper's form, the default): one anchor for every term,
-    ``c_n = sum_{m present} w_m z_mn / sum_{m present} w_m``. ``centroid="leave_one_out"``: term
-    ``m`` uses the centroid of the other present modalities, ``c_{-m} = (sum_k w_k z_k - w_m z_m)
-    / (sum_k w_k - w_m)``; a sample whose only present modality is ``m`` has no anchor for ``m``
-    and is left out of term ``m``. Anchors are L2-normalised when ``normalize_anchor``;
+    Anchor of modality ``m`` (``alpha = self_weight``, sums over the present modalities):
+    ``c_m = (sum_k w_k z_k - (1 - alpha) w_m z_m) / (sum_k w_k - (1 - alpha) w_m)``.
+    ``alpha = 1`` (``centroid="full"``) is **the paper's form**: one anchor for every term,
+    ``c_n = sum_{m present} w_m z_mn / sum_{m present} w_m``. ``alpha = 0``
+    (``centroid="leave_one_out"``): the centroid of the other present modalities. The default
+    ``alpha = 0.25`` keeps a quarter of the modality's own weight: it measured the best mean of
+    the centroid variants on the benchmark cells (issue 11, research notes ``FINDINGS.md``: the
+    full anchor's self-similarity inflates every positive logit and a noisy modality drags every
+    anchor; leaving it out entirely costs on clean data). For ``alpha < 1`` a sample whose only
+    present modality (with a positive weight) is ``m`` has no anchor for ``m`` and is left out of
+    term ``m``. Anchors are L2-normalised when ``normalize_anchor``;
     ``nce_sym(c, z_m) = (nce(c, z_m) + nce(z_m, c)) / 2`` with
     ``nce(a, b) = mean_i CE(s a_i . b_j over j, target i)``; term ``"c-m"`` uses the samples where
     modality ``m`` (and its anchor) is present (rows and columns). ``M`` terms of one ``N x N``
-    product each, either way, so the cost grows linearly with ``M`` (all-pairs quadratically).
+    product each, whatever ``alpha``, so the cost grows linearly with ``M`` (all-pairs
+    quadratically).
 
     Defaults (``detach_anchor=True``, ``normalize_anchor=False``): a prototype measured the
     detached, unnormalised anchor best on retrieval and back-propagating through a normalised
@@ -111,6 +137,11 @@ class CentroBind(Objective):
     anchor becomes the weighted mix that best matches every modality, while the encoders see a
     constant anchor); with ``detach_anchor=False`` both receive gradient.
 
+    Default logit scale ``s = 5`` (:meth:`default_logit_scale`): the grid factor with the smallest
+    mean validation shortfall from each setting's best scale on mfeat, synthetic clean and
+    synthetic weak-anchor (issue 11 research, ``FINDINGS.md``; today's 10 cost the paper form 8.0
+    val R@1 points on average).
+
     Args:
         detach_anchor: stop the gradient through the embeddings that form the anchor.
         normalize_anchor: L2-normalise the anchor.
@@ -120,26 +151,35 @@ class CentroBind(Objective):
         gather: compute against the batch gathered over ``torch.distributed`` ranks (the anchor
             is computed per sample on its own rank, then gathered).
         num_modalities: ``M``; required with ``weights="learned"``, checked against ``z`` otherwise.
-        centroid: ``"full"`` (the paper's centroid of all present modalities) or
-            ``"leave_one_out"`` (per term, the centroid of the other present modalities).
+        centroid: ``"full"`` (alias of ``self_weight=1``, the paper's form) or
+            ``"leave_one_out"`` (alias of ``self_weight=0``). Given together with a
+            ``self_weight`` that differs from its alias: ValueError.
+        self_weight: ``alpha`` in ``[0, 1]`` (default 0.25 when ``centroid`` is not given).
 
     Shapes: ``z [M, N, D]`` (or dict), ``mask [M, N]`` -> ``loss []``; anchors ``[1, N, D]``
-    (full) or ``[M, N, D]`` (leave-one-out).
+    (``alpha = 1``) or ``[M, N, D]``.
 
     Example:
         >>> import torch.nn.functional as F
         >>> z = F.normalize(torch.randn(3, 16, 8), dim=-1)
-        >>> out = CentroBind()(z, 10.0)
+        >>> out = CentroBind()(z, 5.0)
         >>> sorted(out.terms)
         ['c-0', 'c-1', 'c-2']
         >>> obj = CentroBind(weights="learned", num_modalities=3)
-        >>> obj(z, 10.0).loss.backward(); obj.weight_logits.grad.shape
+        >>> obj(z, 5.0).loss.backward(); obj.weight_logits.grad.shape
         torch.Size([3])
-        >>> sorted(CentroBind(centroid="leave_one_out")(z, 10.0).terms)
-        ['c-0', 'c-1', 'c-2']
+        >>> CentroBind(centroid="full").self_weight, CentroBind(centroid="leave_one_out").centroid
+        (1.0, 'leave_one_out')
     """
 
     supports_chunking = True
+
+    @classmethod
+    def default_logit_scale(cls, num_modalities: int, embed_dim: int) -> float:
+        """``s = 5`` for every ``self_weight`` (issue 11 research, ``FINDINGS.md``: the grid
+        factor with the smallest mean validation shortfall over mfeat and the synthetic clean and
+        weak-anchor settings; 1.7 / 0.6 val R@1 points for the paper form / leave-one-out)."""
+        return 5.0
 
     @classmethod
     def needs_num_modalities(cls, options: Mapping[str, Any]) -> bool:
@@ -153,12 +193,27 @@ class CentroBind(Objective):
         chunk_size: int | None = None,
         gather: bool = True,
         num_modalities: int | None = None,
-        centroid: str = "full",
+        centroid: str | None = None,
+        self_weight: float | None = None,
     ) -> None:
         super().__init__(gather)
-        if centroid not in ("full", "leave_one_out"):
+        aliases = {"full": 1.0, "leave_one_out": 0.0}
+        if centroid is not None and centroid not in aliases:
             raise ValueError(f"centroid must be 'full' or 'leave_one_out', got {centroid!r}")
-        self.centroid = centroid
+        if self_weight is not None:
+            alpha = float(self_weight)
+            if not 0.0 <= alpha <= 1.0:
+                raise ValueError(f"self_weight must be in [0, 1], got {self_weight}")
+            if centroid is not None and aliases[centroid] != alpha:
+                raise ValueError(
+                    f"centroid={centroid!r} means self_weight={aliases[centroid]:g}, "
+                    f"which conflicts with self_weight={alpha:g}; give one of them"
+                )
+        else:
+            alpha = DEFAULT_SELF_WEIGHT if centroid is None else aliases[centroid]
+        self.self_weight = alpha
+        #: "full" (alpha 1), "leave_one_out" (alpha 0) or "self_weight" (in between).
+        self.centroid = {1.0: "full", 0.0: "leave_one_out"}.get(alpha, "self_weight")
         self.detach_anchor = bool(detach_anchor)
         self.normalize_anchor = bool(normalize_anchor)
         self.chunk_size = chunk_size
@@ -170,8 +225,9 @@ class CentroBind(Objective):
             raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
         if isinstance(weights, str):
             if weights != "learned":
-                raise ValueError(f"weights must be None, a sequence of floats or 'learned', "
-                                 f"got {weights!r}")
+                raise ValueError(
+                    f"weights must be None, a sequence of floats or 'learned', got {weights!r}"
+                )
             if num_modalities is None or num_modalities < 2:
                 raise ValueError("weights='learned' needs num_modalities=M (>= 2)")
             self.learned_weights = True
@@ -214,9 +270,11 @@ class CentroBind(Objective):
         M, N, _ = z.shape
         w = self.modality_weights(M)
         w = None if w is None else w.to(z.device)
-        loo = self.centroid == "leave_one_out"
+        loo = self.self_weight < 1.0  # one anchor per modality, and anchor_valid's rule
         zc = z.detach() if self.detach_anchor else z
-        c = centroid_anchor(zc, mask, w, self.normalize_anchor, loo)  # [N, D] or [M, N, D]
+        c = centroid_anchor(
+            zc, mask, w, self.normalize_anchor, self_weight=self.self_weight if loo else None
+        )  # [N|M, N, D]
         c = c if loo else c[None]
         g = gather_batch(batch, extra=c)  # the identity on one rank
         valid = anchor_valid(g.mask, w, loo, N * g.world)  # [M, W n]: global
@@ -228,13 +286,24 @@ class CentroBind(Objective):
         row_valid = None if row_valid is None else row_valid[keep]
         ia = [M + m for m in keep] if loo else [M] * len(keep)
         cols = g.columns(ia, keep, None if valid is None else valid[keep])
-        losses = symmetric_infonce(select_terms(c, keep) if loo else c, select_terms(z, keep), s,
-                                   row_valid, self.chunk_size, cols)
+        losses = symmetric_infonce(
+            select_terms(c, keep) if loo else c,
+            select_terms(z, keep),
+            s,
+            row_valid,
+            self.chunk_size,
+            cols,
+        )
         return {f"c-{names[m]}": losses[k] for k, m in enumerate(keep)}
 
     def extra_repr(self) -> str:
-        w = "learned" if self.learned_weights else (
-            None if self.fixed_weights is None else self.fixed_weights.tolist())
-        return (f"centroid={self.centroid!r}, detach_anchor={self.detach_anchor}, "
-                f"normalize_anchor={self.normalize_anchor}, weights={w}, "
-                f"chunk_size={self.chunk_size}")
+        w = (
+            "learned"
+            if self.learned_weights
+            else (None if self.fixed_weights is None else self.fixed_weights.tolist())
+        )
+        return (
+            f"self_weight={self.self_weight:g}, detach_anchor={self.detach_anchor}, "
+            f"normalize_anchor={self.normalize_anchor}, weights={w}, "
+            f"chunk_size={self.chunk_size}"
+        )

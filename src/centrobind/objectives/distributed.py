@@ -72,7 +72,7 @@ class _AllGatherWithGrad(torch.autograd.Function):
     """``cat(all_gather(x), dim)``; backward: all-reduce (sum) the gradient, keep local slice."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, dim: int, world: int, rank: int, group: Any) -> Tensor:
+    def forward(ctx: Any, x: Tensor, dim: int, world: int, rank: int, group: Any) -> Tensor:
         x = x.contiguous()
         parts = [torch.empty_like(x) for _ in range(world)]
         dist.all_gather(parts, x, group=group)
@@ -80,7 +80,7 @@ class _AllGatherWithGrad(torch.autograd.Function):
         return torch.cat(parts, dim)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
         grad = grad.contiguous().clone()
         dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
         return grad.narrow(ctx.dim, ctx.rank * ctx.n, ctx.n), None, None, None, None
@@ -97,7 +97,11 @@ def all_gather_with_grad(x: Tensor, dim: int, info: DistInfo) -> Tensor:
 
         zg = all_gather_with_grad(z, 1, dist_info())   # [M, n, D] -> [M, 2n, D]
     """
-    return _AllGatherWithGrad.apply(x, dim, info.world_size, info.rank, info.group)
+    # torch leaves ``Function.apply`` unannotated (an untyped classmethod returning Any).
+    out: Tensor = _AllGatherWithGrad.apply(  # type: ignore[no-untyped-call]
+        x, dim, info.world_size, info.rank, info.group
+    )
+    return out
 
 
 def all_gather_no_grad(x: Tensor, dim: int, info: DistInfo) -> Tensor:

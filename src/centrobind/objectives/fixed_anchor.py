@@ -39,6 +39,13 @@ class FixedAnchor(Objective):
     supports_chunking = True
     pretrains_frozen_anchor = True
 
+    @classmethod
+    def default_logit_scale(cls, num_modalities: int, embed_dim: int) -> float:
+        """``s = 7``: the grid factor with the smallest mean validation shortfall from each
+        setting's best scale on mfeat and the synthetic clean and weak-anchor settings (issue 11
+        research, ``FINDINGS.md``)."""
+        return 7.0
+
     def __init__(self, anchor: int | str = 0, chunk_size: int | None = None,
                  gather: bool = True) -> None:
         super().__init__(gather)

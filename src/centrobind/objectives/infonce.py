@@ -37,7 +37,7 @@ All kernels compute in float32 for half/bfloat16 inputs and in the input precisi
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -141,7 +141,7 @@ SAFE_SHIFT_RANGE = {torch.float64: 600.0, torch.float32: 60.0}
 
 def _common_shift(qs: Tensor, k: Tensor, pos: Tensor) -> Tensor | None:
     """``c = max_i |s q_i| max_j |k_j| >= max L`` if ``min_i pos_i >= c - range``, else None."""
-    c = torch.linalg.vector_norm(qs, dim=1).max() * torch.linalg.vector_norm(k, dim=1).max()
+    c: Tensor = torch.linalg.vector_norm(qs, dim=1).max() * torch.linalg.vector_norm(k, dim=1).max()
     if bool(pos.min() >= c - SAFE_SHIFT_RANGE.get(qs.dtype, 60.0)):
         return c
     return None
@@ -284,6 +284,13 @@ def _chunked_grads(
     return gq, gk
 
 
+#: Per block of a term, what the backward needs: ``(G, None, None, None)`` when ``G`` was formed
+#: in the forward, else ``(None, lse_row, lse_col, shift)`` to recompute it in chunks.
+_BlockState = tuple[Tensor | None, Tensor | None, Tensor | None, Tensor | None]
+#: Per term: ``(row index, column index, positive columns, h, block states)``.
+_TermState = tuple[Tensor | None, Tensor | None, Tensor | None, float, list[_BlockState]]
+
+
 class _InfoNCE(torch.autograd.Function):
     """Fused symmetric InfoNCE of ``T`` terms; see :func:`symmetric_infonce`.
 
@@ -294,14 +301,25 @@ class _InfoNCE(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world, chunk, need_grad
-    ):
+        ctx: Any,
+        a: Tensor,
+        b: Tensor,
+        s: Tensor,
+        a_cols: Tensor | None,
+        b_cols: Tensor | None,
+        row_valid: Tensor | None,
+        col_valid: Tensor | None,
+        offset: int,
+        world: int,
+        chunk: int | None,
+        need_grad: bool,
+    ) -> Tensor:
         T = max(a.shape[0], b.shape[0])
         wdt = _work_dtype(a, b)
         s_w = s.detach().to(wdt)
         one_rank = a_cols is None
         out = torch.zeros(T, dtype=wdt, device=a.device)
-        states: list = []
+        states: list[_TermState | None] = []
         for t in range(T):
             r_idx = _valid_index(row_valid, t)
             at, bt = _take(a, t, r_idx, wdt), _take(b, t, r_idx, wdt)
@@ -309,10 +327,12 @@ class _InfoNCE(torch.autograd.Function):
             if one_rank:
                 c_idx, p, K = r_idx, None, n
             else:
+                assert a_cols is not None and b_cols is not None
                 c_idx = _valid_index(col_valid, t)
                 K = b_cols.shape[1] if c_idx is None else c_idx.numel()
                 p = offset + (torch.arange(a.shape[1], device=a.device) if r_idx is None else r_idx)
                 if c_idx is not None:
+                    assert col_valid is not None  # c_idx comes from it
                     p = (col_valid[t].long().cumsum(0) - 1)[p]
             if n == 0 or K == 0:
                 states.append(None)
@@ -323,11 +343,13 @@ class _InfoNCE(torch.autograd.Function):
             if one_rank:  # the columns are the rows: L^T gives the second direction
                 blocks = [(as_, bt, True)]
             else:
+                assert a_cols is not None and b_cols is not None
                 blocks = [
                     (as_, _take(b_cols, t, c_idx, wdt), False),
                     (bt * s_w, _take(a_cols, t, c_idx, wdt), False),
                 ]
-            st, lse = [], []
+            st: list[_BlockState] = []
+            lse: list[Tensor] = []
             for qs, k, both in blocks:
                 c = _common_shift(qs, k, pos)
                 if chunk is None or chunk >= n:
@@ -344,14 +366,14 @@ class _InfoNCE(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx, grad_out):
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
         a, b, s, a_cols, b_cols = ctx.saved_tensors
         need_s = ctx.needs_input_grad[2]
         wdt, chunk = ctx.wdt, ctx.chunk
         s_w = s.detach().to(wdt)
         grad_out = grad_out.to(wdt)
 
-        def zeros(x, i):
+        def zeros(x: Tensor, i: int) -> Tensor | None:
             return (
                 torch.zeros(x.shape, dtype=wdt, device=x.device)
                 if ctx.needs_input_grad[i]
@@ -385,14 +407,19 @@ class _InfoNCE(torch.autograd.Function):
                     gk = torch.mm(G.t(), q) if want_k else None
                 else:
                     gq, gk = _chunked_grads(q, k, s_w, lse_r, lse_c, c, chunk, h, p, want_q, want_k)
-                if need_s:
-                    gs += g * ((q * gq).sum() if gq is not None else (k * gk).sum())
+                if need_s and gq is not None:
+                    gs += g * (q * gq).sum()
+                elif need_s:
+                    assert gk is not None  # need_s -> want_q or want_k
+                    gs += g * (k * gk).sum()
                 if gq_all is not None:
+                    assert gq is not None  # want_q
                     _put(gq_all, t, r_idx, gq.mul_(coef))
                 if gk_all is not None:
+                    assert gk is not None  # want_k
                     _put(gk_all, t, k_idx, gk.mul_(coef))
 
-        def cast(gx, x):
+        def cast(gx: Tensor | None, x: Tensor) -> Tensor | None:
             return None if gx is None else gx.to(x.dtype)
 
         return (
@@ -485,9 +512,11 @@ def symmetric_infonce(
             raise ValueError(f"columns.offset {offset} out of range for N={N}, K={K}")
     grads = any(x is not None and x.requires_grad for x in (a, b, s, a_cols, b_cols))
     need = torch.is_grad_enabled() and grads
-    return _InfoNCE.apply(
+    # torch leaves ``Function.apply`` unannotated (an untyped classmethod returning Any).
+    out: Tensor = _InfoNCE.apply(  # type: ignore[no-untyped-call]
         a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world, chunk_size, need
     )
+    return out
 
 
 # ----------------------------------------------------------------------------------------------

@@ -7,10 +7,12 @@ the positive is ``c = (i, ..., i)``; ``loss = mean_m CE_m``. Matches the ``symil
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 
-from .base import Batch, Objective, ScoreFn, complete_samples
+from .base import Batch, Objective, ObjectiveOutput, ScoreFn, complete_samples
 from .distributed import broadcast_
 from .infonce import row_cross_entropy
 
@@ -62,11 +64,14 @@ class Symile(Objective):
 
     @classmethod
     def default_logit_scale(cls, num_modalities: int, embed_dim: int) -> float:
-        """``10 * D^(M/2 - 1)``: a multilinear inner product of ``M`` unit vectors is tiny (an
+        """``5 * D^(M/2 - 1)``: a multilinear inner product of ``M`` unit vectors is tiny (an
         aligned tuple spread evenly over ``D`` coordinates scores ``D^(1 - M/2)``, 2.4e-4 for
-        ``M=6, D=64``), so the cosine scale 10 would leave every logit near 0; this gives such a
-        tuple the logit a cosine of 1 gets with ``s = 10`` (``= 10`` for ``M = 2``)."""
-        return float(10.0 * embed_dim ** (num_modalities / 2 - 1))
+        ``M=6, D=64``), so the cosine scale would leave every logit near 0; ``10 * D^(M/2 - 1)``
+        gives such a tuple the logit a cosine of 1 gets with ``s = 10``, and half of that (the
+        factor 0.5) had the smallest mean validation shortfall from each setting's best scale on
+        mfeat and the synthetic clean and weak-anchor settings (issue 11 research,
+        ``FINDINGS.md``)."""
+        return float(5.0 * embed_dim ** (num_modalities / 2 - 1))
 
     @classmethod
     def leave_one_out_query(cls, others: Tensor) -> tuple[Tensor, ScoreFn | None] | None:
@@ -88,7 +93,14 @@ class Symile(Objective):
         self.negative_sampling = negative_sampling
         self.generator = generator
 
-    def forward(self, z, logit_scale, mask=None, *, permutations: Tensor | None = None):
+    def forward(
+        self,
+        z: Tensor | Mapping[str, Tensor],
+        logit_scale: float | Tensor,
+        mask: Tensor | Mapping[str, Tensor] | None = None,
+        *,
+        permutations: Tensor | None = None,
+    ) -> ObjectiveOutput:
         """Loss of ``z`` at logit scale ``s``; ``permutations`` ``[M, M-1, n]`` overrides the
         random draws of ``"n"`` mode (see the class docstring)."""
         return self._run(z, logit_scale, mask, permutations=permutations)

@@ -1,0 +1,379 @@
+"""``featurize()``: a manifest of raw texts / images / audio -> a centrobind dataset folder.
+
+Output (the README "Data format", plus what ``centrobind.load`` needs to featurize queries)::
+
+    <out>/modalities/<column>.npy   float32 [N, D_m]; all-NaN row = empty cell or unreadable item
+    <out>/labels/<column>.npy       int64 [N] for each --label column (-1 = empty cell)
+    <out>/items/<column>.jsonl      the raw item per row (text or absolute path; null = missing)
+    <out>/meta.json                 modalities, labels, featurizers, label_maps, source
+    <out>/featurize.json            progress (resume) and the unreadable rows with reasons
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from centrobind.errors import CentrobindError
+
+from .encoders import Encoder, check_spec, load_encoder, resolve_device
+from .items import write_items
+from .labels import encode_labels
+from .manifest import Manifest, column_kind, read_manifest
+from .writer import STATE, ProgressState, file_sha256, open_features
+
+__all__ = ["DEFAULT_ENCODERS", "FeaturizeSummary", "featurize"]
+
+DEFAULT_ENCODERS = {"text": "minilm", "image": "pixels", "audio": "logmel"}
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_MAX_PRINTED = 20
+
+
+@dataclass
+class FeaturizeSummary:
+    """What :func:`featurize` did. Counts are per modality (column)."""
+
+    out: Path
+    rows: int
+    modalities: list[str]
+    encoders: dict[str, str]
+    encoded: dict[str, int] = field(default_factory=dict)  # rows with features
+    empty: dict[str, int] = field(default_factory=dict)  # empty cells (missing by design)
+    failed: dict[str, int] = field(default_factory=dict)  # unreadable / corrupt items
+    resumed_rows: int = 0  # rows skipped because an earlier run finished their chunk
+    seconds: float = 0.0
+    items_per_s: dict[str, float] = field(default_factory=dict)  # items encoded this run / s
+    labels: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """One summary line, e.g. for the CLI."""
+        parts = [
+            f"{m} {self.encoded[m]} ok, {self.empty[m]} empty, {self.failed[m]} unreadable"
+            for m in self.modalities
+        ]
+        resumed = (
+            f"; {self.resumed_rows} rows resumed from an earlier run" if self.resumed_rows else ""
+        )
+        return (
+            f"featurized {self.rows} rows into {self.out} in {self.seconds:.1f}s: "
+            + "; ".join(parts)
+            + resumed
+            + (
+                f" (unreadable rows listed in {self.out / STATE})"
+                if sum(self.failed.values())
+                else ""
+            )
+        )
+
+
+def _fingerprint(manifest: Path, specs: dict[str, str], labels: list[str], chunk: int) -> str:
+    blob = json.dumps(
+        {"manifest": file_sha256(manifest), "encoders": specs, "labels": labels, "chunk": chunk},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _plan(
+    man: Manifest, encoders: dict[str, str], labels: list[str]
+) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """Check column names; decide modalities, their kinds and encoder specs."""
+    cols = list(man.columns)
+    for name in list(encoders) + labels:
+        if name not in man.columns:
+            raise CentrobindError(f"{man.path}: no column {name!r} (columns: {', '.join(cols)})")
+    both = set(encoders) & set(labels)
+    if both:
+        raise CentrobindError(f"column {sorted(both)[0]!r} is given both as a label and a modality")
+    mods = [c for c in cols if c not in labels]
+    if not mods:
+        raise CentrobindError(f"{man.path}: no modality columns (every column is a --label)")
+    kinds, specs = {}, {}
+    for m in mods:
+        if not _NAME.match(m):
+            raise CentrobindError(
+                f"{man.path}: column name {m!r} cannot be a modality name "
+                "(letters, digits, _ . - only; it becomes a file name)"
+            )
+        cells = man.columns[m]
+        if all(c is None for c in cells):
+            raise CentrobindError(f"{man.path}: column {m!r} is empty (every cell is missing)")
+        kinds[m] = column_kind(cells)
+        specs[m] = encoders.get(m) or DEFAULT_ENCODERS[kinds[m]]
+    return mods, kinds, specs
+
+
+def _encode_chunk(
+    enc: Encoder, items: list[tuple[int, str]], batch_size: int
+) -> tuple[list[int], np.ndarray, dict[int, str]]:
+    """Encode ``(row, item)`` pairs: (rows encoded, float32 [n, dim], {row: reason} failed)."""
+    failed: dict[int, str] = {}
+    item_of = dict(items)
+    ok_rows: list[int] = []
+    prepared: list[Any] = []
+    for row, item in items:
+        try:
+            prepared.append(enc.prepare(item))
+            ok_rows.append(row)
+        except Exception as e:  # any decoding problem marks the row missing, never a crash
+            failed[row] = f"{item}: {_reason(e)}"
+    rows_out: list[int] = []
+    outs: list[np.ndarray] = []
+    for i in range(0, len(prepared), batch_size):
+        rows, batch = ok_rows[i : i + batch_size], prepared[i : i + batch_size]
+        try:
+            parts = [(rows, np.asarray(enc.forward(batch), dtype=np.float32))]
+        except Exception:  # isolate the item(s) the encoder cannot take
+            parts = []
+            for r, p in zip(rows, batch, strict=True):
+                try:
+                    parts.append(([r], np.asarray(enc.forward([p]), dtype=np.float32)))
+                except Exception as e:
+                    failed[r] = f"{item_of[r]}: encoder failed: {_reason(e)}"
+        for rs, x in parts:
+            finite: list[bool] = [bool(v) for v in np.isfinite(x).all(axis=1).reshape(-1)]
+            for r, good in zip(rs, finite, strict=True):
+                if not good:
+                    failed[r] = f"{item_of[r]}: encoder produced NaN/inf"
+            rows_out.extend(r for r, good in zip(rs, finite, strict=True) if good)
+            outs.append(x[np.asarray(finite, dtype=bool)])
+    x = np.concatenate(outs) if outs else np.zeros((0, enc.dim), np.float32)
+    return rows_out, x, failed
+
+
+def _reason(e: BaseException) -> str:
+    if isinstance(e, FileNotFoundError):
+        return "file not found"
+    msg = " ".join(str(e).split()) or type(e).__name__
+    return msg[:200]
+
+
+def featurize(
+    manifest: str | Path,
+    out: str | Path,
+    encoders: dict[str, str] | None = None,
+    labels: list[str] | None = None,
+    batch_size: int = 32,
+    device: str = "auto",
+    allow_random: bool = False,
+    progress: bool = True,
+    *,
+    chunk_rows: int = 1024,
+) -> FeaturizeSummary:
+    """Featurize ``manifest`` (CSV/TSV/JSONL/Parquet) into the dataset folder ``out``.
+
+    ``encoders`` maps a column to an encoder spec (default by column kind: text -> ``minilm``,
+    image files -> ``pixels``, audio files -> ``logmel``); ``labels`` names label columns. Rows
+    are processed in chunks of ``chunk_rows`` (batches of ``batch_size`` inside) and written to
+    memory-mapped ``.npy`` files; re-running the same call after an interruption skips the
+    chunks already written. Unreadable items are reported by row and stored as missing.
+    """
+    t0 = time.perf_counter()
+    if batch_size < 1:
+        raise CentrobindError(f"--batch-size must be >= 1, got {batch_size}")
+    if chunk_rows < 1:
+        raise CentrobindError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    encoders, labels = dict(encoders or {}), list(labels or [])
+    man = read_manifest(manifest)
+    mods, kinds, specs = _plan(man, encoders, labels)
+    dev = resolve_device(device)
+    n = len(man)
+    out = Path(out)
+    state = ProgressState.open(out, _fingerprint(man.path, specs, labels, chunk_rows))
+    n_chunks = (n + chunk_rows - 1) // chunk_rows
+
+    live = _load_encoders(mods, kinds, specs, state, n_chunks, dev, allow_random, out)
+    out.mkdir(parents=True, exist_ok=True)
+    state.save()
+    items = _column_items(man, mods, state)
+    encoded_now, seconds_now, resumed = _encode_columns(
+        out, n, mods, items, live, state, chunk_rows, batch_size, progress
+    )
+
+    # Labels, items, meta.json (the dataset is complete once meta.json is written).
+    label_maps = _write_labels(out, man, labels)
+    summary = FeaturizeSummary(out=out, rows=n, modalities=mods, encoders=specs, labels=labels)
+    for m in mods:
+        failed_rows = {int(r) for r in state.modality(m)["failed"]}
+        empty = sum(c is None for c in man.columns[m])
+        summary.empty[m] = empty
+        summary.failed[m] = len(failed_rows)
+        summary.encoded[m] = n - empty - len(failed_rows)
+        write_items(out, m, [None if r in failed_rows else v for r, v in enumerate(items[m])])
+        if seconds_now[m] > 0:
+            summary.items_per_s[m] = encoded_now[m] / seconds_now[m]
+    _write_meta(out, man, mods, labels, label_maps, state)
+    state.data["complete"] = True
+    state.save()
+    summary.resumed_rows = resumed
+    summary.seconds = time.perf_counter() - t0
+    dead = [m for m in mods if summary.encoded[m] == 0]
+    if dead:
+        raise CentrobindError(
+            f"column {dead[0]!r}: no item could be read ({summary.failed[dead[0]]} unreadable, "
+            f"see {out / STATE})"
+        )
+    return summary
+
+
+def _load_encoders(
+    mods: list[str],
+    kinds: dict[str, str],
+    specs: dict[str, str],
+    state: ProgressState,
+    n_chunks: int,
+    device: str,
+    allow_random: bool,
+    out: Path,
+) -> dict[str, Encoder]:
+    """The encoder of every modality that still has work, recording its entry in ``state``.
+
+    All are built before any is run (bad specs fail fast): names first, then the weight-free
+    families before the ones that load a model.
+    """
+    for m in mods:
+        check_spec(specs[m])
+    live: dict[str, Encoder] = {}
+    for m in sorted(mods, key=lambda m: specs[m].split(":")[0] not in ("pixels", "logmel")):
+        ms = state.modality(m)
+        if len(ms["done"]) < n_chunks or ms["entry"] is None:
+            # a column of image/audio files must get an encoder of that kind; any other column
+            # (texts, or files with unknown suffixes) takes whatever kind the encoder has
+            hint = kinds[m] if kinds[m] != "text" else None
+            live[m] = load_encoder(specs[m], device=device, allow_random=allow_random, kind=hint)
+            if ms["entry"] is not None and ms["entry"]["dim"] != live[m].dim:
+                raise CentrobindError(f"{out}: {m} was started with another width; delete {out}")
+            ms["entry"] = live[m].entry()
+    return live
+
+
+def _column_items(
+    man: Manifest, mods: list[str], state: ProgressState
+) -> dict[str, list[str | None]]:
+    """Each modality's items per row: texts as they are, files as absolute paths (None: empty).
+
+    File kinds follow the encoder's kind, not only the column's look.
+    """
+    items: dict[str, list[str | None]] = {}
+    for m in mods:
+        if state.modality(m)["entry"]["kind"] != "text":
+            items[m] = [man.resolve(c) if c is not None else None for c in man.columns[m]]
+        else:
+            items[m] = list(man.columns[m])
+    return items
+
+
+def _encode_columns(
+    out: Path,
+    n: int,
+    mods: list[str],
+    items: dict[str, list[str | None]],
+    live: dict[str, Encoder],
+    state: ProgressState,
+    chunk_rows: int,
+    batch_size: int,
+    progress: bool,
+) -> tuple[dict[str, int], dict[str, float], int]:
+    """Encode every chunk not done yet into ``<out>/modalities/<m>.npy`` (progress bar on
+    stderr, the first unreadable items printed). Returns (items encoded now per modality,
+    seconds spent encoding per modality, rows resumed from an earlier run)."""
+    n_chunks = (n + chunk_rows - 1) // chunk_rows
+    todo = sum(
+        min(chunk_rows, n - c * chunk_rows)
+        for m in mods
+        for c in range(n_chunks)
+        if c not in state.modality(m)["done"]
+    )
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=todo, disable=not progress, unit="item", desc="featurize", file=sys.stderr)
+    printed = 0
+    encoded_now: dict[str, int] = {m: 0 for m in mods}
+    seconds_now: dict[str, float] = {m: 0.0 for m in mods}
+    resumed = 0
+    try:
+        for m in mods:
+            ms = state.modality(m)
+            done = set(ms["done"])
+            resumed += sum(min(chunk_rows, n - c * chunk_rows) for c in done)
+            if len(done) == n_chunks:
+                continue
+            enc = live[m]
+            mm = open_features(out / "modalities" / f"{m}.npy", n, enc.dim, not ms.get("created"))
+            if not ms.get("created"):
+                ms["created"] = True
+                state.save()
+            bar.set_description(f"featurize {m}")
+            for c in range(n_chunks):
+                if c in done:
+                    continue
+                lo, hi = c * chunk_rows, min(n, (c + 1) * chunk_rows)
+                pairs = [(r, v) for r in range(lo, hi) if (v := items[m][r]) is not None]
+                t = time.perf_counter()
+                rows, x, failed = _encode_chunk(enc, pairs, batch_size)
+                seconds_now[m] += time.perf_counter() - t
+                encoded_now[m] += len(rows)
+                mm[lo:hi] = np.nan
+                if rows:
+                    mm[np.asarray(rows)] = x
+                mm.flush()
+                for r, why in sorted(failed.items()):
+                    ms["failed"][str(r)] = why
+                    if printed < _MAX_PRINTED:
+                        bar.write(
+                            f"row {r}, {m}: unreadable, stored as missing: {why}", file=sys.stderr
+                        )
+                    printed += 1
+                ms["done"].append(c)
+                state.save()
+                bar.update(hi - lo)
+            del mm
+    finally:
+        bar.close()
+    if printed > _MAX_PRINTED:
+        print(f"... and {printed - _MAX_PRINTED} more unreadable items", file=sys.stderr)
+    return encoded_now, seconds_now, resumed
+
+
+def _write_labels(out: Path, man: Manifest, labels: list[str]) -> dict[str, dict[str, int]]:
+    """Write ``<out>/labels/<name>.npy`` (int64, -1 = empty) per label column; returns the
+    label maps ``{name: {original value: int}}``."""
+    from centrobind.checkpoint import atomic_write
+
+    label_maps = {}
+    for name in labels:
+        arr, mapping = encode_labels(name, man.columns[name])
+        (out / "labels").mkdir(exist_ok=True)
+        atomic_write(out / "labels" / f"{name}.npy", lambda f, a=arr: np.save(f, a))
+        label_maps[name] = mapping
+    return label_maps
+
+
+def _write_meta(
+    out: Path,
+    man: Manifest,
+    mods: list[str],
+    labels: list[str],
+    label_maps: dict[str, dict[str, int]],
+    state: ProgressState,
+) -> None:
+    """Write ``<out>/meta.json``; the dataset is complete once it exists."""
+    from centrobind.checkpoint import atomic_write_text
+
+    meta = {
+        "name": out.resolve().name,
+        "modalities": mods,
+        "labels": labels,
+        "featurizers": {m: state.modality(m)["entry"] for m in mods},
+        "label_maps": label_maps,
+        "source": str(man.path),
+    }
+    atomic_write_text(out / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")

@@ -1,0 +1,42 @@
+"""A torch image backbone as an :class:`Encoder` (used by timm, torchvision and open_clip)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from .base import Encoder
+from .image_common import backbone_dim
+
+
+class BackboneEncoder(Encoder):
+    """Image files -> ``forward_fn(batch [n, 3, S, S])`` flattened, float32 ``[n, dim]``."""
+
+    kind = "image"
+
+    def __init__(
+        self,
+        spec: str,
+        forward_fn: Callable[[Any], Any],
+        preprocess: Callable[[str], np.ndarray],
+        size: int,
+        device: str,
+        version: str,
+        options: dict[str, Any],
+    ) -> None:
+        self.spec, self.version, self.options = spec, version, options
+        self.forward_fn, self.preprocess, self.device = forward_fn, preprocess, device
+        self.dim = backbone_dim(forward_fn, size, device)
+
+    def prepare(self, item: str) -> np.ndarray:
+        return self.preprocess(item)
+
+    def forward(self, prepared: list[Any]) -> np.ndarray:
+        import torch
+
+        x = torch.from_numpy(np.stack(prepared)).to(self.device)
+        with torch.inference_mode():
+            out = self.forward_fn(x)
+        return out.reshape(len(prepared), -1).float().cpu().numpy()

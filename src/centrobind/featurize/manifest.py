@@ -1,0 +1,175 @@
+"""Manifests: one row per paired sample, one column per modality (CSV, TSV, JSONL or Parquet).
+
+A cell is a text string or a file path relative to the manifest's folder; an empty cell (``""``,
+JSON ``null``, a Parquet null) means the modality is missing for that row. Columns named as labels
+are read as labels, every other column is a modality.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from centrobind.errors import CentrobindError
+
+__all__ = ["Manifest", "read_manifest", "column_kind", "IMAGE_EXTS", "AUDIO_EXTS"]
+
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+AUDIO_EXTS = frozenset({".wav", ".wave", ".flac", ".mp3", ".ogg", ".m4a"})
+FORMATS = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+@dataclass
+class Manifest:
+    """A manifest in memory: ``columns[name]`` is a list of ``N`` cells (``str`` or ``None``).
+
+    ``base`` is the folder that relative file paths are resolved against.
+    """
+
+    path: Path
+    base: Path
+    columns: dict[str, list[str | None]]
+
+    def __len__(self) -> int:
+        return len(next(iter(self.columns.values()))) if self.columns else 0
+
+    def resolve(self, cell: str) -> str:
+        """Absolute path of a file cell (relative paths are relative to the manifest folder)."""
+        p = Path(cell).expanduser()
+        return str(p if p.is_absolute() else (self.base / p).resolve())
+
+
+def _cell(v: Any) -> str | None:
+    """Normalise one cell: None/NaN/empty -> None, numbers -> their text, strings stripped."""
+    if v is None:
+        return None
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float) and v.is_integer():
+        v = int(v)
+    if isinstance(v, (dict, list)):
+        raise ValueError(f"nested value {json.dumps(v)[:40]}")
+    s = str(v).strip()
+    return s or None
+
+
+def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]]]:
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f, delimiter=delimiter)
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise CentrobindError(f"{path}: empty manifest (no header row)") from None
+        rows = []
+        for i, row in enumerate(reader):
+            if not row:  # a blank line: an empty cell in a one-column manifest, else skipped
+                if len(header) != 1:
+                    continue
+                row = [""]
+            if len(row) != len(header):
+                raise CentrobindError(
+                    f"{path}: line {reader.line_num} has {len(row)} fields, the header has "
+                    f"{len(header)} (row {i})"
+                )
+            rows.append(row)
+    return [h.strip() for h in header], rows
+
+
+def _read_jsonl(path: Path) -> tuple[list[str], list[list[Any]]]:
+    header: list[str] = []
+    records: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CentrobindError(
+                    f"{path}: line {lineno} is not valid JSON ({e.msg})"
+                ) from None
+            if not isinstance(rec, dict):
+                raise CentrobindError(f"{path}: line {lineno} is not a JSON object")
+            for k in rec:
+                if k not in header:
+                    header.append(k)
+            records.append(rec)
+    return header, [[r.get(k) for k in header] for r in records]
+
+
+def _read_parquet(path: Path) -> tuple[list[str], list[list[Any]]]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise CentrobindError(
+            f"{path}: reading Parquet needs pyarrow (pip install 'centrobind[parquet]')"
+        ) from None
+    try:
+        table = pq.read_table(path)
+    except Exception as e:  # pyarrow raises several types for corrupt files
+        raise CentrobindError(
+            f"{path}: unreadable Parquet file: {' '.join(str(e).split())}"
+        ) from None
+    header = list(table.column_names)
+    cols = [table.column(c).to_pylist() for c in header]
+    return header, [list(r) for r in zip(*cols, strict=True)] if cols else []
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read a manifest; the format comes from the suffix (.csv, .tsv, .jsonl/.ndjson,
+    .parquet/.pq). Raises :class:`CentrobindError` (one line) for any problem."""
+    path = Path(path)
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        known = ", ".join(sorted(FORMATS))
+        raise CentrobindError(f"{path}: unknown manifest format {path.suffix!r} (use {known})")
+    if not path.is_file():
+        raise CentrobindError(f"{path}: manifest not found")
+    try:
+        if fmt in ("csv", "tsv"):
+            header, rows = _read_csv(path, "," if fmt == "csv" else "\t")
+        elif fmt == "jsonl":
+            header, rows = _read_jsonl(path)
+        else:
+            header, rows = _read_parquet(path)
+    except UnicodeDecodeError:
+        raise CentrobindError(f"{path}: not UTF-8 text (is it really {fmt}?)") from None
+    if not header:
+        raise CentrobindError(f"{path}: no columns")
+    if len(set(header)) != len(header) or any(not h for h in header):
+        raise CentrobindError(f"{path}: column names must be unique and non-empty: {header}")
+    if not rows:
+        raise CentrobindError(f"{path}: no data rows")
+    columns: dict[str, list[str | None]] = {h: [] for h in header}
+    for i, row in enumerate(rows):
+        for h, v in zip(header, row, strict=True):
+            try:
+                columns[h].append(_cell(v))
+            except ValueError as e:
+                raise CentrobindError(f"{path}: row {i}, column {h!r}: {e}") from None
+    return Manifest(path=path.resolve(), base=path.resolve().parent, columns=columns)
+
+
+def column_kind(cells: list[str | None]) -> str:
+    """``"image"`` / ``"audio"`` if every non-empty cell has an image / audio file suffix, else
+    ``"text"``."""
+    present = [c for c in cells if c is not None]
+    suffixes = {Path(c).suffix.lower() for c in present}
+    if present and suffixes <= IMAGE_EXTS:
+        return "image"
+    if present and suffixes <= AUDIO_EXTS:
+        return "audio"
+    return "text"

@@ -1,0 +1,77 @@
+"""The benchmark's temperature protocol: the scale grid, the chooser, and the job plan."""
+
+import math
+
+import pytest
+
+from centrobind.bench import plan_scale_grid
+from centrobind.bench.methods import Method
+from centrobind.bench.suites import (
+    QUICK_SCALE_GRID,
+    SCALE_GRID,
+    BenchSettings,
+    choose_scale,
+    default_scale,
+    scale_grid,
+    suite_jobs,
+)
+
+
+def test_choose_scale_takes_the_best_validation_score():
+    assert choose_scale({2.0: 30.0, 5.0: 41.5, 7.0: 40.0, 20.0: 12.0}, default=7.0) == 5.0
+
+
+def test_choose_scale_ties_go_to_the_scale_nearer_the_default():
+    scores = {3.0: 50.0, 5.0: 51.0, 10.0: 51.0, 14.0: 49.0}
+    assert choose_scale(scores, default=7.0) == 5.0  # |log(5/7)| < |log(10/7)|
+    assert choose_scale(scores, default=10.0) == 10.0
+    assert choose_scale({2.0: 40.0, 10.0: 40.0}, default=5.0) == 10.0  # log-distance, not linear
+    assert choose_scale({3.5: 40.0, 14.0: 40.0}, default=7.0) == 3.5  # equal distance: smaller
+    # float noise in a mean of percentages is a tie, not a win
+    assert choose_scale({3.0: 28.209459459459463, 7.0: 28.209459459459456}, default=7.0) == 7.0
+
+
+def test_choose_scale_ignores_missing_scores():
+    assert choose_scale({3.0: None, 7.0: 20.0, 10.0: math.nan}, default=10.0) == 7.0
+    assert choose_scale({3.0: None, 20.0: None}, default=5.0) == 3.0
+    with pytest.raises(ValueError):
+        choose_scale({}, default=5.0)
+
+
+def test_scale_grid_cosine_and_relative():
+    cb, sym = Method("CentroBind"), Method("Symile", objective="symile")
+    gram = Method("Gram(fac)", objective="gram", anchor="fac")
+    assert scale_grid(cb, ("mfeat",), 64) == list(SCALE_GRID)
+    assert scale_grid(cb, ("mfeat",), 64, quick=True) == list(QUICK_SCALE_GRID)
+    d = default_scale(sym, ("mfeat",), 64)
+    assert d == pytest.approx(5.0 * 64**2)  # M = 6
+    assert scale_grid(sym, ("mfeat",), 64) == pytest.approx([d * s / 7 for s in SCALE_GRID])
+    assert 7.0 in SCALE_GRID and d in scale_grid(sym, ("mfeat",), 64)
+    assert scale_grid(gram, ("mfeat",), 64)[3] == pytest.approx(14.0)
+
+
+def test_plan_tunes_every_binding_method_once_per_data_and_learned_scale_shares_it():
+    s = BenchSettings.make(None, quick=True)
+    jobs = suite_jobs("all", s)
+    grid, plan = plan_scale_grid(jobs, s)
+    names = {(k[0].name, k[1]) for k in plan}
+    for m in ("CentroBind", "CentroBind[paper]", "CentroBind[loo]", "AllPairs", "Symile"):
+        assert (m, ("mfeat",)) in names, m
+    # the learnable-scale variants start from the fixed-scale method's choice: no grid of their own
+    assert not any("learned-scale" in n for n, _ in names)
+    assert all(not j.method.learn_scale and j.seed == 0 and j.drop == 0 for j in grid)
+    assert {j.method.logit_scale for j in grid if j.method.name == "CentroBind"} == set(
+        QUICK_SCALE_GRID
+    )
+    # the missing suite (p > 0) uses the choice made on complete mfeat
+    miss = [j for j in jobs if j.suite == "missing" and j.drop > 0]
+    assert miss and all(j.tuning_key() in plan for j in miss)
+    assert all(not j.method.tuned or j.tuning_key() in plan for j in jobs)
+
+
+def test_with_scale_sets_the_config_and_the_learned_clamp():
+    m = Method("CentroBind[learned-scale]", learn_scale=True, scale_from="CentroBind")
+    assert m.tuning_method() == Method("CentroBind")
+    o = dict(m.with_scale(5.0).overrides)
+    assert o == {"logit_scale_init": 5.0, "learn_logit_scale": True, "max_logit_scale": 10.0}
+    assert Method("AllPairs", objective="all_pairs").with_scale(7.0).logit_scale == 7.0
