@@ -268,7 +268,8 @@ def build_and_fit(
     return Trained(binder, objective, result)
 
 
-#: Below this many rows a split still runs but its metrics mean little (warned at train time).
+#: Below this many test rows (half as many validation rows) a split still runs but its metrics
+#: mean little (warned at train time).
 MIN_MEANINGFUL_ROWS = 10
 
 
@@ -292,7 +293,7 @@ def check_split_sizes(splits: dict[str, Tensor]) -> None:
         )
     if n["val"] == 1:
         small.append("the validation split has 1 row: it is not used (validation needs >= 2)")
-    elif 2 <= n["val"] < MIN_MEANINGFUL_ROWS:
+    elif 2 <= n["val"] < MIN_MEANINGFUL_ROWS // 2:
         small.append(f"the validation split has only {n['val']} rows: model selection is noise")
     for msg in small:
         warnings.warn(msg, CentrobindWarning, stacklevel=3)
