@@ -21,6 +21,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
 from .errors import CentrobindError
+from .runfolder import disk_full_errors
 
 __all__ = [
     "atomic_write",
@@ -36,19 +37,20 @@ __all__ = [
 
 def _atomic_replace(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as f:  # on disk before the rename makes it visible
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with disk_full_errors(path):  # ENOSPC -> one line, after the temp file is removed
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            write(tmp)
+            with open(tmp, "rb") as f:  # on disk before the rename makes it visible
+                os.fsync(f.fileno())
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write(path: str | os.PathLike, write) -> None:

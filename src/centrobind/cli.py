@@ -64,14 +64,12 @@ def _check_resume(out: str, given: dict[str, Any]) -> int | None:
     original command line plus ``--resume`` works); a conflicting one is refused, named. Returns
     the epochs to extend the run to (``--epochs`` above the saved ones), else None."""
     from .config import PER_INVOCATION, TrainConfig
+    from .runs import read_run_config
 
     path = Path(out) / "config.json"
     if not path.is_file():
         return None  # train_run says that there is nothing to resume
-    try:
-        saved = TrainConfig.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CentrobindError(f"{path}: not a valid run config ({e})") from None
+    saved = read_run_config(out)  # any defect of config.json as one line
     asked = TrainConfig.from_dict({**saved.to_dict(), **given})
     extend = asked.epochs > saved.epochs  # more epochs extend the run
     conflicts = [
@@ -144,7 +142,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .eval import format_metrics
     from .runs import evaluate_run
 
-    metrics = evaluate_run(args.run, args.data)
+    metrics = evaluate_run(args.run, args.data, device=args.device)
     print(format_metrics(metrics))
     gallery = metrics["gallery"]
     val = gallery.get("validation")
@@ -157,7 +155,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from .runs import embed_run
 
-    arrays = embed_run(args.run, args.data, args.out)
+    arrays = embed_run(args.run, args.data, args.out, device=args.device)
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in arrays.items())
     print(f"wrote {args.out}: {shapes}")
     return 0
@@ -251,6 +249,9 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action) or ""
 
 
+_DEVICE_HELP = "cpu | cuda | mps | auto (default: the run's device when present, else cpu)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     from .config import add_config_arguments
@@ -297,12 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("evaluate", "score a run on its held-out split; writes metrics.json")
     s.add_argument("--run", required=True)
     s.add_argument("--data", help="dataset (default: the one the run was trained on)")
+    s.add_argument("--device", help=_DEVICE_HELP)
     s.set_defaults(func=_cmd_evaluate)
 
     s = verb("embed", "embed a dataset with a trained run into an .npz")
     s.add_argument("--run", required=True)
     s.add_argument("--data", required=True, help="dataset with any of the run's modalities")
     s.add_argument("--out", required=True, help="output .npz (fused embedding: 'fused.mean')")
+    s.add_argument("--device", help=_DEVICE_HELP)
     s.set_defaults(func=_cmd_embed)
 
     s = verb("search", "top-k search of queries against a corpus with a run")

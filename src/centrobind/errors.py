@@ -1,6 +1,6 @@
 """Exceptions that the CLI turns into one-line messages (no traceback)."""
 
-__all__ = ["CentrobindError", "ConfigError", "DatasetError"]
+__all__ = ["CentrobindError", "CentrobindWarning", "ConfigError", "DatasetError"]
 
 
 class CentrobindError(Exception):
@@ -13,3 +13,8 @@ class DatasetError(CentrobindError, ValueError):
 
 class ConfigError(CentrobindError, ValueError):
     """A training/benchmark configuration is invalid."""
+
+
+class CentrobindWarning(UserWarning):
+    """A legal but doubtful input (e.g. a split too small to mean anything); the CLI prints it as
+    one ``warning: ...`` line."""

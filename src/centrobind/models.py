@@ -7,13 +7,50 @@ stacks the modalities into ``[M, N, D]`` (the objectives' input).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MLPHead", "Binder"]
+__all__ = ["MLPHead", "Binder", "ModalityDict"]
+
+_RESERVED = frozenset(dir(nn.ModuleDict()))
+
+
+class ModalityDict(nn.ModuleDict):
+    """A ``ModuleDict`` keyed by modality names, any name a file may have: names that collide with
+    ``ModuleDict`` attributes (``items``, ``keys``, ``training``, ...) or start with ``~`` are
+    stored under ``"~" + name`` (an injective escape), so they never clash with an attribute."""
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return "~" + name if name in _RESERVED or name.startswith("~") else name
+
+    @staticmethod
+    def _name(key: str) -> str:
+        return key[1:] if key.startswith("~") else key
+
+    def __getitem__(self, name: str) -> nn.Module:
+        return super().__getitem__(self._key(name))
+
+    def __setitem__(self, name: str, module: nn.Module) -> None:
+        super().__setitem__(self._key(name), module)
+
+    def __delitem__(self, name: str) -> None:
+        super().__delitem__(self._key(name))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(self._key(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return (self._name(k) for k in super().__iter__())
+
+    def keys(self) -> list[str]:  # type: ignore[override]
+        return [self._name(k) for k in super().keys()]
+
+    def items(self) -> list[tuple[str, nn.Module]]:  # type: ignore[override]
+        return [(self._name(k), v) for k, v in super().items()]
 
 
 class MLPHead(nn.Module):
@@ -81,7 +118,7 @@ class Binder(nn.Module):
         self.modalities = list(dims)
         self.dims = dict(dims)
         self.embed_dim = embed_dim
-        self.encoders = nn.ModuleDict(
+        self.encoders = ModalityDict(
             {m: MLPHead(d, embed_dim, hidden, depth, dropout) for m, d in dims.items()}
         )
         # Stored as log(s) like CLIP so that Adam steps are relative.

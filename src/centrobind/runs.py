@@ -11,6 +11,8 @@ Layout of ``runs/<name>/`` (stable):
 - ``checkpoints/``       ``latest.safetensors`` (resumable) and ``best.safetensors`` (best epoch)
 - ``log.csv``            per-epoch losses and validation metric
 - ``metrics.json``       written by :func:`evaluate_run`
+- ``.lock``              the run folder's lock (:class:`~centrobind.runfolder.RunLock`), held by
+  ``train`` and ``evaluate`` while they write; see docs/reliability.md
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +38,23 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import PER_INVOCATION, TrainConfig
+from .config import PER_INVOCATION, TrainConfig, resolve_device
 from .data import BUILTINS, MultimodalDataset, Standardizer, load
-from .errors import CentrobindError, ConfigError
+from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, to_builtin
 from .models import Binder
 from .objectives import Objective
+from .runfolder import (
+    RunLock,
+    check_new_run_dir,
+    check_output_file,
+    check_parameter_memory,
+    count_parameters,
+    fingerprint,
+    is_run_dir,
+    non_finite_tensors,
+    remove_stale_temp_files,
+)
 from .train import FitResult, fit, modality_mask, native_leave_one_out
 
 __all__ = [
@@ -51,6 +65,7 @@ __all__ = [
     "build_binder",
     "build_models",
     "build_objective",
+    "check_split_sizes",
     "fingerprint",
     "init_from_run",
     "make_splits",
@@ -63,6 +78,8 @@ __all__ = [
     "embed_dataset",
     "FUSED_KEY",
     "read_config_file",
+    "read_run_config",
+    "run_device",
 ]
 
 
@@ -146,9 +163,9 @@ def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
     return splits
 
 
-def fingerprint(ds: MultimodalDataset) -> str:
-    """A cheap content hash of a dataset (shapes, masks, feature and label sums), to recognise
-    the data a run was trained on."""
+def _legacy_fingerprint(ds: MultimodalDataset) -> str:
+    """The sum-based hash of runs written before the full-content :func:`fingerprint` (kept to
+    check their data; it misses row permutations)."""
     h = hashlib.sha256(f"{len(ds)}|{ds.modalities}|{ds.dims}".encode())
     for m in ds.modalities:
         x = ds.features[m].double()
@@ -251,6 +268,127 @@ def build_and_fit(
     return Trained(binder, objective, result)
 
 
+#: Below this many test rows (half as many validation rows) a split still runs but its metrics
+#: mean little (warned at train time).
+MIN_MEANINGFUL_ROWS = 10
+
+
+def check_split_sizes(splits: dict[str, Tensor]) -> None:
+    """Refuse splits that cannot be trained or evaluated (training < 2 rows, empty test); warn
+    (:class:`~centrobind.errors.CentrobindWarning`) when one is too small to mean anything (a
+    gallery of 1 gives R@1 = 100%)."""
+    n = {k: len(v) for k, v in splits.items()}
+    if n["train"] < 2:
+        raise ConfigError(f"the training split has {n['train']} rows; it needs >= 2")
+    if n["test"] == 0:
+        raise ConfigError(
+            "the test split is empty: evaluate would have nothing to score; give the test split "
+            "a non-zero fraction (split) or rows (splits/test.npy)"
+        )
+    small = []
+    if n["test"] < MIN_MEANINGFUL_ROWS:
+        small.append(
+            f"the test split has only {n['test']} rows: retrieval over a gallery that small "
+            f"means little (R@1 is 100% with 1 row); aim for >= {MIN_MEANINGFUL_ROWS}"
+        )
+    if n["val"] == 1:
+        small.append("the validation split has 1 row: it is not used (validation needs >= 2)")
+    elif 2 <= n["val"] < MIN_MEANINGFUL_ROWS // 2:
+        small.append(f"the validation split has only {n['val']} rows: model selection is noise")
+    for msg in small:
+        warnings.warn(msg, CentrobindWarning, stacklevel=3)
+
+
+def check_model_fits(dims: dict[str, int], cfg: TrainConfig, copies: int = 5) -> None:
+    """Refuse a Binder whose parameters cannot fit in ``cfg.device``'s memory, counted without
+    allocating (``copies`` parameter-sized buffers: 5 to train with AdamW, 2 to load)."""
+    n = count_parameters(lambda: build_binder(dims, cfg))
+    what = "training" if copies >= 5 else "loading the run"
+    check_parameter_memory(n, resolve_device(cfg.device), copies=copies, what=what)
+
+
+def read_run_config(
+    path: str | Path, device: str | None = None, portable: bool = False
+) -> TrainConfig:
+    """The :class:`TrainConfig` in ``<run>/config.json``, any defect as one line. ``portable``:
+    run on :func:`run_device` (``device``, else the saved device when this machine has it, else
+    CPU), e.g. a run trained on ``cuda`` evaluated on a CPU-only machine."""
+    file = Path(path) / "config.json"
+    if not file.is_file():
+        raise CentrobindError(f"{file}: not found (not a run folder?)")
+    try:
+        raw = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, OSError) as e:
+        why = " ".join(str(e).split())[:160] or type(e).__name__
+        raise CentrobindError(f"{file}: not valid JSON ({why})") from None
+    if not isinstance(raw, dict):
+        raise CentrobindError(f"{file}: expected a JSON object of TrainConfig fields")
+    if portable:
+        raw["device"] = run_device(raw.get("device", "cpu"), device)
+    try:
+        return TrainConfig.from_dict(raw)
+    except CentrobindError as e:
+        raise CentrobindError(f"{file}: {e}") from None
+    except (TypeError, ValueError, KeyError, RecursionError) as e:
+        why = " ".join(str(e).split())[:160] or type(e).__name__
+        raise CentrobindError(f"{file}: not a valid run config ({why})") from None
+
+
+def check_saved_config(run_dir: Path, cfg: TrainConfig, dims: dict[str, int], copies: int) -> None:
+    """Check a run's saved config against its modalities before building anything (a config.json
+    edited by hand: an anchor that is not a modality, a model too large for this machine)."""
+    try:
+        check_model_fits(dims, cfg, copies=copies)
+        build_objective(cfg, list(dims))
+    except CentrobindError as e:
+        raise CentrobindError(f"{run_dir}/config.json: {e}") from None
+
+
+def run_device(saved: Any, requested: str | None = None) -> Any:
+    """The device to load a run on: ``requested`` if given (``auto``: CUDA when available), else
+    the saved one when this machine has it, else CPU (a GPU-trained run on a CPU-only machine)."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested is not None:
+        return requested
+    try:
+        dev = torch.device(saved)
+    except (RuntimeError, TypeError):
+        return saved  # not a device: validation names it
+    if dev.type == "cuda":
+        ok = torch.cuda.is_available() and (dev.index or 0) < torch.cuda.device_count()
+        return saved if ok else "cpu"
+    if dev.type == "mps":
+        return saved if torch.backends.mps.is_available() else "cpu"
+    return saved
+
+
+def _data_state(ds: MultimodalDataset) -> dict[str, Any]:
+    """Saved with the splits: what ``--resume`` and ``evaluate`` check the data against."""
+    return {"fingerprint": fingerprint(ds), "n_rows": len(ds)}
+
+
+def _check_same_data(run_dir: Path, ds: MultimodalDataset, what: str) -> None:
+    """Refuse ``ds`` unless it is the data the run was started on (content fingerprint saved
+    with the splits; runs of older versions: the sum-based one in ``run.json``)."""
+    saved: Any = None
+    if (run_dir / "splits.safetensors").is_file():
+        saved = load_tensors(run_dir / "splits.safetensors")[1].get("fingerprint")
+    if saved is None and (run_dir / "run.json").is_file():
+        try:
+            saved = json.loads((run_dir / "run.json").read_text()).get("fingerprint")
+        except (ValueError, RecursionError, AttributeError):
+            saved = None
+    if not isinstance(saved, str):
+        return
+    now = fingerprint(ds) if saved.startswith("b2:") else _legacy_fingerprint(ds)
+    if now != saved:
+        raise CentrobindError(
+            f"{what}: not the data this run was trained on (content fingerprint {now} != "
+            f"{saved}: other rows, row order, features, masks or labels)"
+        )
+
+
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or JSON config file into a dict (keys = TrainConfig fields)."""
     path = Path(path)
@@ -286,40 +424,83 @@ def train_run(
     :data:`~centrobind.config.PER_INVOCATION` fields are used); ``extend_to`` epochs (more than
     saved) extend it. ``init_from`` (a run folder) warm-starts a
     new run's encoders: :func:`init_from_run`. Under ``torchrun`` rank 0 writes the files.
+
+    The folder is locked for the whole training (:class:`~centrobind.runfolder.RunLock`, rank
+    0). A new run needs an absent or empty folder; ``resume`` needs the same data (content
+    fingerprint) and starts from step 0 when the run was killed before its first checkpoint.
     """
     cfg.check()
     out = Path(out)
-    ds = _as_dataset(data)
-    if not resume and ((out / "config.json").exists() or (out / "checkpoints").exists()):
-        raise CentrobindError(
-            f"{out} already holds a run; use --resume to continue it or choose another --out"
-        )
     if resume and init_from is not None:
         raise ConfigError("--init-from starts a new run; drop it when you --resume")
+    if not resume:
+        check_new_run_dir(out)  # before loading anything: fail fast
+    ds = _as_dataset(data)
+    splits = None
+    if not resume:  # every refusal before the folder is created
+        splits = make_splits(ds, cfg)
+        check_split_sizes(splits)
+    _barrier()  # every rank has checked the folder before rank 0 locks it
+    with RunLock(out, "train", enabled=_rank() == 0):
+        return _train_locked(ds, data, cfg, out, splits, extend_to, init_from)
+
+
+def _train_locked(
+    ds: MultimodalDataset,
+    data: str | Path | MultimodalDataset,
+    cfg: TrainConfig,
+    out: Path,
+    splits: dict[str, Tensor] | None,
+    extend_to: int | None,
+    init_from: str | Path | None,
+) -> tuple[Run, FitResult]:
+    """:func:`train_run` while rank 0 holds the folder's lock (``splits`` None: resume)."""
+    resume = splits is None
+    main = _rank() == 0
+    if main:
+        remove_stale_temp_files(out)  # of writes killed earlier; nobody else writes here now
+    has_splits = False
     if resume:
         cfg = _resume_config(out, extend_to, cfg)
-        splits = _load_splits(out)
-    else:
-        splits = make_splits(ds, cfg)
-    if len(splits["train"]) < 2:
-        raise ConfigError("the training split has fewer than 2 rows")
+        check_saved_config(out, cfg, ds.dims, copies=5)
+        _check_same_data(out, ds, str(_data_ref(data) or "the data"))
+        has_splits = (out / "splits.safetensors").is_file()
+        splits = _load_splits(out) if has_splits else make_splits(ds, cfg)
+        check_split_sizes(splits)
+    elif main:
+        check_new_run_dir(out)  # again under the lock: another run may have started meanwhile
+    assert splits is not None
+    from_checkpoint = resume and (out / "checkpoints" / "latest.safetensors").is_file()
+    if resume and not from_checkpoint:  # killed before its first checkpoint
+        warnings.warn(
+            f"{out} has no checkpoint yet: training from step 0", CentrobindWarning, stacklevel=3
+        )
     prepared = prepare_data(ds, splits, cfg)
+    check_model_fits(prepared.train.dims, cfg)  # counted, not allocated
     binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
     warm = init_from_run(binder, init_from) if init_from is not None else None
     _barrier()  # every rank has checked the folder before rank 0 writes to it
-    main = _rank() == 0
     out.mkdir(parents=True, exist_ok=True)
     if main and resume and extend_to is not None:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     if main and not resume:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
-        save_tensors(out / "splits.safetensors", dict(splits))
-    result = fit(binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=resume)
+    if main and not has_splits:  # with the data's fingerprint, checked by --resume and evaluate
+        save_tensors(out / "splits.safetensors", dict(splits), _data_state(ds))
+    result = fit(
+        binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=from_checkpoint
+    )
     std = prepared.std
     tensors = {
         **prefixed("model", binder.state_dict()),
         **prefixed("objective", objective.state_dict()),
     }
+    bad = non_finite_tensors(tensors)
+    if bad:
+        raise CentrobindError(
+            f"training ended with non-finite weights ({', '.join(bad[:2])}); model.safetensors "
+            "not written; try a lower lr or logit scale"
+        )
     if std is not None:
         tensors.update(prefixed("standardizer", std.state_dict()))
     meta = {
@@ -363,10 +544,11 @@ def _barrier() -> None:
 def _resume_config(out: Path, extend_to: int | None, asked: TrainConfig) -> TrainConfig:
     """The saved config of the run in ``out``, with ``extend_to`` epochs when given (at least
     the saved ones: a run is extended, not shortened) and ``asked``'s per-invocation fields."""
-    saved = out / "config.json"
-    if not saved.is_file():
-        raise CentrobindError(f"--resume: {saved} not found")
-    cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
+    if not (out / "config.json").is_file():
+        raise CentrobindError(
+            f"--resume: {out}/config.json not found; nothing to resume (drop --resume)"
+        )
+    cfg = read_run_config(out)  # any defect as one line
     if extend_to is not None and extend_to < cfg.epochs:
         raise ConfigError(
             f"--resume: --epochs {extend_to} is below the saved {cfg.epochs}; a run can be "
@@ -383,7 +565,10 @@ def _training_record(
     the validation R@1 searched), ``init_from`` and ``extended`` (kept across resumes)."""
     before: dict[str, Any] = {}
     if resume and (out / "run.json").is_file():
-        before = json.loads((out / "run.json").read_text())
+        try:
+            before = dict(json.loads((out / "run.json").read_text()))
+        except (ValueError, TypeError, RecursionError):
+            before = {}  # unreadable: rewritten below
     rec: dict[str, Any] = {"device": result.device, "val_gallery": result.val_gallery}
     if warm is not None or "init_from" in before:
         rec["init_from"] = warm if warm is not None else before["init_from"]
@@ -437,18 +622,23 @@ def _load_splits(path: Path) -> dict[str, Tensor]:
     return {k: tensors.get(k, torch.empty(0, dtype=torch.long)) for k in ("train", "val", "test")}
 
 
-def load_run(path: str | Path) -> Run:
-    """Load a run folder written by :func:`train_run` (safetensors + JSON only)."""
+def load_run(path: str | Path, device: str | None = None) -> Run:
+    """Load a run folder written by :func:`train_run` (safetensors + JSON only) onto ``device``
+    (default: the saved device when this machine has it, else CPU; see :func:`run_device`)."""
     path = Path(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise CentrobindError(f"{path}: not a run folder (needs config.json and model.safetensors)")
-    try:
-        cfg = TrainConfig.from_dict(json.loads((path / "config.json").read_text()))
-    except (json.JSONDecodeError, TypeError) as e:
-        raise CentrobindError(f"{path}/config.json: not a valid run config ({e})") from None
+    cfg = read_run_config(path, device, portable=True)
     tensors, meta = load_tensors(path / "model.safetensors")
     try:
-        binder = build_binder({m: int(d) for m, d in meta["dims"].items()}, cfg)
+        dims = {str(m): int(d) for m, d in meta["dims"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise CentrobindError(
+            f"{path}/model.safetensors: no valid 'dims' in its metadata"
+        ) from None
+    check_saved_config(path, cfg, dims, copies=2)
+    try:
+        binder = build_binder(dims, cfg)
         binder.load_state_dict(unprefixed("model", tensors))
         std_sd = unprefixed("standardizer", tensors)
         std = Standardizer.from_state_dict(std_sd) if std_sd else None
@@ -457,6 +647,7 @@ def load_run(path: str | Path) -> Run:
             f"{path}/model.safetensors does not match config.json "
             f"({' '.join(str(e).split())[:200]})"
         ) from None
+    binder.to(resolve_device(cfg.device))
     return Run(path, cfg, binder, std, _load_splits(path), meta)
 
 
@@ -483,7 +674,10 @@ def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> 
 
 
 def evaluate_run(
-    path: str | Path, data: str | Path | MultimodalDataset | None = None, write: bool = True
+    path: str | Path,
+    data: str | Path | MultimodalDataset | None = None,
+    write: bool = True,
+    device: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate a run on its held-out ``test`` split (probes fit on ``train``); writes
     ``metrics.json``. ``data`` defaults to the dataset the run was trained on (the builtin name
@@ -493,22 +687,33 @@ def evaluate_run(
     For objectives that need every modality (Symile, GRAM),
     ``metrics["retrieval"]["native_leave_one_out"]`` adds retrieval with their own joint scores
     (multilinear product / volume) on the test rows with every modality.
+
+    With ``write``, the run folder is locked meanwhile (refused while a training writes it).
+    ``device``: see :func:`load_run`.
     """
-    run = load_run(path)
+    with RunLock(path, "evaluate", enabled=write and is_run_dir(path)):  # never other folders
+        return _evaluate(path, data, write, device)
+
+
+def _evaluate(
+    path: str | Path,
+    data: str | Path | MultimodalDataset | None,
+    write: bool,
+    device: str | None,
+) -> dict[str, Any]:
+    run = load_run(path, device=device)
     ref = data if data is not None else run.meta.get("data")
     if ref is None:
         raise CentrobindError("this run was trained on an in-memory dataset; pass --data")
     ds = _as_dataset(ref)
     _check_modalities(run, ds)
-    if run.meta.get("fingerprint") not in (None, fingerprint(ds)):
-        raise CentrobindError(
-            f"{ref}: not the data this run was trained on (content differs); "
-            "its train/test split indices would point at other rows"
-        )
+    _check_same_data(run.path, ds, str(ref))
     if len(ds) != run.meta["n_rows"]:
         raise CentrobindError(
             f"the data has {len(ds)} rows but the run's splits were made for {run.meta['n_rows']}"
         )
+    if len(run.splits["test"]) == 0:
+        raise CentrobindError(f"{run.path}: the run's test split is empty; nothing to evaluate")
     prep = run.standardizer.apply if run.standardizer is not None else (lambda d: d)
     train_ds = prep(ds.subset(run.splits["train"]))
     test_ds = prep(ds.subset(run.splits["test"]))
@@ -576,21 +781,21 @@ def embed_dataset(
 
 
 def embed_run(
-    path: str | Path, data: str | Path | MultimodalDataset, out: str | Path
+    path: str | Path,
+    data: str | Path | MultimodalDataset,
+    out: str | Path,
+    device: str | None = None,
 ) -> dict[str, np.ndarray]:
     """Embed every row of ``data`` (a dataset holding any non-empty subset of the run's
     modalities) with a trained run; writes ``out`` (``.npz``): one ``[N, D]`` float32 array per
     modality the data holds (NaN rows where it is missing) plus the fused embedding under
-    :data:`FUSED_KEY` (``"fused.mean"``)."""
-    out = Path(out)
-    if out.is_dir():
-        raise CentrobindError(f"{out} is a folder; give the output .npz file name")
-    if out.suffix != ".npz":
-        raise CentrobindError(f"{out}: the output must be a .npz file")
-    run = load_run(path)
+    :data:`FUSED_KEY` (``"fused.mean"``). ``out`` must be a regular ``.npz`` file (or new) outside
+    any run folder (:func:`~centrobind.runfolder.check_output_file`)."""
+    target = check_output_file(out)
+    run = load_run(path, device=device)
     emb, _, fused = embed_dataset(run, _as_dataset(data, min_modalities=1))
     arrays = {m: e.numpy() for m, e in emb.items()}
     arrays[FUSED_KEY] = fused.numpy()
     # cast: numpy>=2 stubs type savez's **kwds as its allow_pickle flag; these are arrays
-    atomic_write(out, lambda f: np.savez(f, **cast(dict[str, Any], arrays)))
+    atomic_write(target, lambda f: np.savez(f, **cast(dict[str, Any], arrays)))
     return arrays

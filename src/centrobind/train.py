@@ -48,6 +48,7 @@ from .eval.retrieval import joint_leave_one_out, mean_pairwise_r1
 from .models import Binder
 from .objectives import Objective, resolve_modality, symmetric_infonce
 from .objectives.base import NonFiniteInputError
+from .runfolder import non_finite_tensors
 
 __all__ = [
     "FitResult",
@@ -368,6 +369,7 @@ class _Run:
     validate: Validator
     out: Path | None
     tb: Any = None  # a TensorBoard SummaryWriter (``cfg.tensorboard``, rank 0, with a folder)
+    saved_step: int | None = None  # step of the last checkpoint written (finite weights only)
 
     @property
     def total_steps(self) -> int:
@@ -389,30 +391,56 @@ class _Run:
         self.objective.load_state_dict(unprefixed("objective", tensors))
 
     def save(self, state: TrainState) -> None:
-        """Write ``latest.safetensors`` (rank 0, when there is a run folder)."""
+        """Write ``latest.safetensors`` (rank 0, when there is a run folder); never NaN/inf
+        weights (:meth:`check_finite`)."""
         if self.latest is None or self.rank != 0:
             return
+        weights = self.weights()
+        self.check_finite(weights, state.step)
         frozen = [m for m in self.binder.modalities if self.binder.is_frozen(m)]
-        tensors, meta = state.to_checkpoint(
-            self.weights(), self.opt, self.aug_gen, self.cfg, frozen
-        )
+        tensors, meta = state.to_checkpoint(weights, self.opt, self.aug_gen, self.cfg, frozen)
         save_tensors(self.latest, tensors, meta)
+        self.saved_step = state.step
+
+    def kept_checkpoint(self) -> str:
+        """Which checkpoint survives a failed step, for the error message."""
+        if self.latest is None or self.saved_step is None:
+            return "no checkpoint was written"
+        return f"kept {self.latest} from step {self.saved_step} (finite weights)"
+
+    def check_finite(self, weights: Mapping[str, Tensor], step: int) -> None:
+        """Refuse to checkpoint NaN/inf weights (e.g. after a huge lr): the last finite
+        checkpoint stays the one that ``--resume`` and the user find."""
+        bad = non_finite_tensors(weights)
+        if bad:
+            raise TrainingError(
+                f"non-finite weights at step {step} ({', '.join(bad[:2])}); not checkpointed; "
+                f"{self.kept_checkpoint()}; try a lower lr or logit scale"
+            )
 
     def restore(self) -> TrainState:
-        """Load ``latest.safetensors``: weights, frozen encoders, optimiser, RNG, state."""
+        """Load ``latest.safetensors``: weights, frozen encoders, optimiser, RNG, state. The
+        config is checked first; any other mismatch (e.g. a hand-edited config.json) is one
+        line."""
         if self.latest is None or not self.latest.is_file():
             raise CentrobindError(f"--resume: no checkpoint at {self.latest}")
         tensors, meta = load_tensors(self.latest)
-        self.load_weights(tensors)
-        for m in meta.get("frozen", []):
-            self.binder.freeze(m)
-        optimizer_from_flat(self.opt, tensors, meta["optimizer"])
-        torch.set_rng_state(tensors["rng.torch"])
-        self.aug_gen.set_state(tensors["rng.aug"])
-        if "rng.cuda" in tensors:
-            torch.cuda.set_rng_state(tensors["rng.cuda"])
         planned = _check_resumed_config(meta.get("config") or {}, self.cfg, self.latest)
-        state = TrainState.from_checkpoint(tensors, meta)
+        try:
+            self.load_weights(tensors)
+            for m in meta.get("frozen", []):
+                self.binder.freeze(m)
+            optimizer_from_flat(self.opt, tensors, meta["optimizer"])
+            torch.set_rng_state(tensors["rng.torch"])
+            self.aug_gen.set_state(tensors["rng.aug"])
+            if "rng.cuda" in tensors:
+                torch.cuda.set_rng_state(tensors["rng.cuda"])
+            state = TrainState.from_checkpoint(tensors, meta)
+        except (KeyError, RuntimeError, ValueError, TypeError, IndexError) as e:
+            why = " ".join(str(e).split())[:200]
+            msg = f"--resume: {self.latest} does not match the run ({why})"
+            raise CentrobindError(msg) from None
+        self.saved_step = state.step
         if planned < self.cfg.epochs:
             self.extend(state, planned)
         return state
@@ -628,15 +656,21 @@ def _step(run: _Run, idx: Tensor, state: TrainState, b: int) -> tuple[Tensor, di
             terms = {**terms, "intra": intra}
             loss = loss + cfg.intra_weight * intra
     if not torch.isfinite(loss):
-        last = run.latest
-        kept = f"; last good checkpoint: {last}" if last and last.is_file() else ""
         raise TrainingError(
             f"non-finite loss ({loss.item()}) at step {state.step} (epoch {state.epoch}, batch "
-            f"{b}){kept}; try a lower lr or logit scale"
+            f"{b}); {run.kept_checkpoint()}; try a lower lr or logit scale"
         )
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
-    run.opt.step()
+    try:
+        run.opt.step()
+    except RuntimeError as e:  # e.g. lr 1e38: Adam's step size overflows float32
+        if "overflow" not in str(e):
+            raise
+        raise TrainingError(
+            f"the optimizer step overflowed at step {state.step} ({e}); "
+            f"{run.kept_checkpoint()}; try a lower lr"
+        ) from None
     return loss, terms
 
 
@@ -703,6 +737,7 @@ def _end_epoch(
         if state.best_metric is None or metric > state.best_metric:
             state.best_metric, state.best_epoch, state.bad_epochs = metric, state.epoch + 1, 0
             state.best_state = {k: v.detach().clone() for k, v in run.weights().items()}
+            run.check_finite(state.best_state, state.step)
             if run.out is not None and run.rank == 0:
                 save_tensors(
                     run.out / "checkpoints" / "best.safetensors",
