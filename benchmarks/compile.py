@@ -55,7 +55,9 @@ ct2 = time.perf_counter() - t1
 print(
     f"M={M} N={N} D={D}, threads {torch.get_num_threads()}, ms per forward+backward (median of 10):"
 )
-print(f"  reference eager {timeit(ref_loss):.1f}, reference compiled {c_ref:.1f} "
-      f"(compile+warm-up {ct:.0f} s)")
+print(
+    f"  reference eager {timeit(ref_loss):.1f}, reference compiled {c_ref:.1f} "
+    f"(compile+warm-up {ct:.0f} s)"
+)
 fc = "failed" if c_f is None else f"{c_f:.1f}"
 print(f"  fused eager {timeit(fused_loss):.1f}, fused compiled {fc} (compile+warm-up {ct2:.0f} s)")

@@ -15,8 +15,9 @@ from .infonce import symmetric_infonce
 __all__ = ["AllPairs", "pair_terms"]
 
 
-def pair_terms(batch: Batch, pairs: Sequence[tuple[int, int]], chunk_size: int | None = None
-               ) -> dict[str, Tensor]:
+def pair_terms(
+    batch: Batch, pairs: Sequence[tuple[int, int]], chunk_size: int | None = None
+) -> dict[str, Tensor]:
     """``nce_sym(z_i, z_j)`` for each pair ``(i, j)``, batched through the fused kernel.
 
     A pair uses the samples where both modalities are present (rows and columns); pairs with fewer
@@ -50,12 +51,12 @@ def pair_terms(batch: Batch, pairs: Sequence[tuple[int, int]], chunk_size: int |
     kb = [ib[t] for t in keep]
     row_valid = None if mask is None else mask[ka] & mask[kb]
     cols = g.columns(ka, kb, None if valid is None else valid[keep])
-    losses = symmetric_infonce(select_terms(z, ka), select_terms(z, kb), s, row_valid, chunk_size,
-                               cols)
+    losses = symmetric_infonce(
+        select_terms(z, ka), select_terms(z, kb), s, row_valid, chunk_size, cols
+    )
     names = batch.names
     return {
-        f"{names[i]}-{names[j]}": losses[t]
-        for t, (i, j) in enumerate(zip(ka, kb, strict=True))
+        f"{names[i]}-{names[j]}": losses[t] for t, (i, j) in enumerate(zip(ka, kb, strict=True))
     }
 
 
@@ -95,5 +96,6 @@ class AllPairs(Objective):
 
     def _terms(self, batch: Batch) -> dict[str, Tensor]:
         M = batch.z.shape[0]
-        return pair_terms(batch, [(a, b) for a in range(M) for b in range(a + 1, M)],
-                          self.chunk_size)
+        return pair_terms(
+            batch, [(a, b) for a in range(M) for b in range(a + 1, M)], self.chunk_size
+        )

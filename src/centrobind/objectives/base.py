@@ -260,8 +260,7 @@ class Gathered:
     offset: int
     world: int
 
-    def columns(self, ia: Sequence[int], ib: Sequence[int], valid: Tensor | None
-                ) -> Columns | None:
+    def columns(self, ia: Sequence[int], ib: Sequence[int], valid: Tensor | None) -> Columns | None:
         """Kernel columns for terms ``(x[ia[t]], x[ib[t]])`` (None on one rank).
 
         Args:
@@ -270,8 +269,9 @@ class Gathered:
         """
         if self.x is None:
             return None
-        return Columns(select_terms(self.x, ia), select_terms(self.x, ib), valid, self.offset,
-                       self.world)
+        return Columns(
+            select_terms(self.x, ia), select_terms(self.x, ib), valid, self.offset, self.world
+        )
 
 
 def gather_batch(batch: Batch, extra: Tensor | None = None) -> Gathered:

@@ -46,8 +46,9 @@ class FixedAnchor(Objective):
         research, ``FINDINGS.md``)."""
         return 7.0
 
-    def __init__(self, anchor: int | str = 0, chunk_size: int | None = None,
-                 gather: bool = True) -> None:
+    def __init__(
+        self, anchor: int | str = 0, chunk_size: int | None = None, gather: bool = True
+    ) -> None:
         super().__init__(gather)
         self.anchor = anchor
         self.chunk_size = chunk_size

@@ -55,8 +55,9 @@ def adjugate_det(B: Tensor) -> tuple[Tensor, Tensor]:
         md = minors[..., 0, 0] * minors[..., 1, 1] - minors[..., 0, 1] * minors[..., 1, 0]
     else:
         md = torch.linalg.det(minors)
-    sign = torch.tensor([[(-1.0) ** (r + c) for c in range(L)] for r in range(L)],
-                        dtype=B.dtype, device=B.device)
+    sign = torch.tensor(
+        [[(-1.0) ** (r + c) for c in range(L)] for r in range(L)], dtype=B.dtype, device=B.device
+    )
     cof = md * sign
     det = (B[..., 0, :] * cof[..., 0, :]).sum(-1)
     return cof.transpose(-1, -2), det

@@ -84,12 +84,17 @@ class Symile(Objective):
 
     requires_all_modalities = True
 
-    def __init__(self, negative_sampling: str = "n", generator: torch.Generator | None = None,
-                 gather: bool = True) -> None:
+    def __init__(
+        self,
+        negative_sampling: str = "n",
+        generator: torch.Generator | None = None,
+        gather: bool = True,
+    ) -> None:
         super().__init__(gather)
         if negative_sampling not in ("n", "n_squared"):
-            raise ValueError(f"negative_sampling must be 'n' or 'n_squared', got "
-                             f"{negative_sampling!r}")
+            raise ValueError(
+                f"negative_sampling must be 'n' or 'n_squared', got {negative_sampling!r}"
+            )
         self.negative_sampling = negative_sampling
         self.generator = generator
 
@@ -114,10 +119,12 @@ class Symile(Objective):
         """
         g = self.generator
         dev = g.device if g is not None else torch.device("cpu")
-        perms = torch.stack([
-            torch.stack([torch.randperm(n, generator=g, device=dev) for _ in range(M - 1)])
-            for _ in range(M)
-        ])
+        perms = torch.stack(
+            [
+                torch.stack([torch.randperm(n, generator=g, device=dev) for _ in range(M - 1)])
+                for _ in range(M)
+            ]
+        )
         return perms.to(device) if device is not None else perms
 
     def _terms(self, batch: Batch, permutations: Tensor | None = None) -> dict[str, Tensor]:
@@ -140,8 +147,10 @@ class Symile(Objective):
             else:
                 perms = torch.as_tensor(permutations, device=zr.device).long()
                 if tuple(perms.shape) != (M, M - 1, ng):
-                    raise ValueError(f"permutations must be [M, M-1, n] = [{M}, {M - 1}, {ng}], "
-                                     f"got {tuple(perms.shape)}")
+                    raise ValueError(
+                        f"permutations must be [M, M-1, n] = [{M}, {M - 1}, {ng}], "
+                        f"got {tuple(perms.shape)}"
+                    )
             target = rows + offset
         else:
             L = M - 1
@@ -154,7 +163,7 @@ class Symile(Objective):
                 for k, l in enumerate(others[1:], start=1):
                     cand = cand * zc_[l].index_select(0, perms[m, k])
                 logits = torch.mm(zr_[m] * s, cand.t())  # [nl, ng]
-                logits[:, offset:offset + nl].diagonal().copy_(pos)
+                logits[:, offset : offset + nl].diagonal().copy_(pos)
             else:
                 # all candidate tuples (b_1, ..., b_L) at index sum_k b_k ng^(L-k)
                 cand = zc_[others[0]]
