@@ -253,6 +253,8 @@ _DEVICE_HELP = "cpu | cuda | mps | auto (default: the run's device when present,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``centrobind`` parser. Longer than 80 lines on purpose: one flat list of every verb and
+    its flags, read top to bottom like ``--help`` (``train``'s flags come from the config)."""
     from . import __version__
     from .config import add_config_arguments
 

@@ -454,7 +454,11 @@ def _train_locked(
     extend_to: int | None,
     init_from: str | Path | None,
 ) -> tuple[Run, FitResult]:
-    """:func:`train_run` while rank 0 holds the folder's lock (``splits`` None: resume)."""
+    """:func:`train_run` while rank 0 holds the folder's lock (``splits`` None: resume).
+
+    Slightly over 80 lines: the order of its steps (check, write config, fit, write results)
+    is what makes a killed run resumable, so it is kept in one place.
+    """
     resume = splits is None
     main = _rank() == 0
     if main:

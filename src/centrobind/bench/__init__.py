@@ -181,7 +181,8 @@ def run_benchmark(
     Two phases (the temperature protocol, :mod:`centrobind.bench.suites`): the seed-0 scale
     grid of every binding method, then every job at its method's chosen scale (the grid's
     seed-0 run reused). Returns the result rows (one per job). ``workers`` defaults to the number
-    of CPU cores (at most 4); 1 runs everything in this process.
+    of CPU cores (at most 4); 1 runs everything in this process. (Over 80 lines: the two
+    phases and the worker pool read best in sequence.)
     """
     settings = BenchSettings.make(seeds, quick)
     jobs = suite_jobs(suite, settings)
