@@ -314,28 +314,6 @@ class _InfoNCE(torch.autograd.Function):
         chunk: int | None,
         need_grad: bool,
     ) -> Tensor:
-        # The kernel picks its own precision (_work_dtype); under an outer autocast the products
-        # would come out in bf16 while backward (run outside autocast) mixes them with fp32.
-        with torch.autocast(a.device.type, enabled=False):
-            return _InfoNCE._forward(
-                ctx, a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world, chunk, need_grad
-            )
-
-    @staticmethod
-    def _forward(
-        ctx: Any,
-        a: Tensor,
-        b: Tensor,
-        s: Tensor,
-        a_cols: Tensor | None,
-        b_cols: Tensor | None,
-        row_valid: Tensor | None,
-        col_valid: Tensor | None,
-        offset: int,
-        world: int,
-        chunk: int | None,
-        need_grad: bool,
-    ) -> Tensor:
         T = max(a.shape[0], b.shape[0])
         wdt = _work_dtype(a, b)
         s_w = s.detach().to(wdt)
@@ -535,9 +513,13 @@ def symmetric_infonce(
     grads = any(x is not None and x.requires_grad for x in (a, b, s, a_cols, b_cols))
     need = torch.is_grad_enabled() and grads
     # torch leaves ``Function.apply`` unannotated (an untyped classmethod returning Any).
-    out: Tensor = _InfoNCE.apply(  # type: ignore[no-untyped-call]
-        a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world, chunk_size, need
-    )
+    # The kernel picks its own precision (_work_dtype); under an outer autocast (bf16 training on
+    # CUDA) its products would come out in bf16 and backward, run outside autocast, would mix them
+    # with fp32, so the forward runs with autocast off.
+    with torch.autocast(a.device.type, enabled=False):
+        out: Tensor = _InfoNCE.apply(  # type: ignore[no-untyped-call]
+            a, b, s, a_cols, b_cols, row_valid, col_valid, offset, world, chunk_size, need
+        )
     return out
 
 
