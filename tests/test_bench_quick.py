@@ -94,6 +94,7 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
         assert needle in report, needle
     for png in ("excluding_view.png", "pair_heatmaps.png", "synthetic_sweep.png", "missing.png"):
         assert (out / png).stat().st_size > 5000, png
+    _check_resume(out, rows, results["meta"])
 
 
 def test_benchmark_cell_is_deterministic_and_seed_dependent():
@@ -109,3 +110,26 @@ def test_benchmark_cell_is_deterministic_and_seed_dependent():
     a.pop("seconds"), b.pop("seconds"), c.pop("seconds")
     assert a == b
     assert a["R@1"] != c["R@1"]
+
+
+def _check_resume(out, rows, meta):
+    """An interrupted benchmark resumes: the same command redoes only the runs not recorded in
+    runs.jsonl (a line cut short included) and gives the same rows."""
+    record = out / "runs.jsonl"
+    lines = record.read_text().splitlines()
+    assert len(lines) == meta["runs"]
+    kept = lines[:-5]
+    record.write_text("\n".join(kept) + "\n" + lines[-5][: len(lines[-5]) // 2])
+    proc = subprocess.run(
+        [sys.executable, "-m", "centrobind.cli", "benchmark", "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    again = json.loads((out / "results.json").read_text())
+    assert again["meta"]["runs_in_record_at_start"] == len(kept)
+    assert "runs reused from" in proc.stdout
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+    assert [{k: v for k, v in r.items() if k != "seconds"} for r in again["rows"]] == strip
+    assert len(record.read_text().splitlines()) == len(kept) + 1 + 5  # the torn line stays

@@ -194,6 +194,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         out=args.out,
         quiet=args.quiet,
         workers=args.workers,
+        fresh=args.fresh,
     )
     return 0
 
@@ -344,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--out", default="bench_out", help="output folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    s.add_argument(
+        "--fresh",
+        action="store_true",
+        help="discard OUT/runs.jsonl (the record of finished runs an interrupted benchmark "
+        "resumes from) and run everything",
+    )
     s.set_defaults(func=_cmd_benchmark)
 
     s = verb("featurize", "raw texts/images/audio (a manifest) -> a dataset folder")

@@ -31,6 +31,7 @@ from typing import Any
 from ..checkpoint import atomic_write_text
 from ..config import TrainConfig
 from ..errors import ConfigError
+from .cache import RunCache
 from .progress import JobProgress, announced, init_worker
 from .report import render_report, summary_table, write_results
 from .suites import (
@@ -88,19 +89,42 @@ def _unique(jobs: list[Job]) -> tuple[list[Job], list[int]]:
 
 
 def _execute(
-    runs: list[Job], base: TrainConfig, workers: int, title: str, quiet: bool
+    all_runs: list[Job],
+    base: TrainConfig,
+    workers: int,
+    title: str,
+    quiet: bool,
+    cache: RunCache | None = None,
 ) -> list[dict[str, Any]]:
-    """Run ``runs`` (in ``workers`` single-threaded processes), results in their order."""
-    results: list[dict[str, Any]] = [{} for _ in runs]
+    """Run ``all_runs`` (in ``workers`` single-threaded processes), results in their order; runs
+    found in ``cache`` are reused, new ones are recorded there as they finish."""
+    results: list[dict[str, Any]] = [{} for _ in all_runs]
+    idx = list(range(len(all_runs)))
+    if cache is not None:
+        for i, job in enumerate(all_runs):
+            hit = cache.get((job, base))
+            if hit is not None:
+                results[i] = hit
+        idx = [i for i in idx if not results[i]]
+        if len(idx) < len(all_runs) and not quiet:
+            reused = len(all_runs) - len(idx)
+            print(f"{title}: {reused} of {len(all_runs)} runs reused from {cache.path}")
+    runs = [all_runs[i] for i in idx]
     if not runs:
         return results
+
+    def record(k: int, result: dict[str, Any]) -> None:
+        results[idx[k]] = result
+        if cache is not None:
+            cache.put((runs[k], base), result)
+
     labels = [f"{j.setting}/{j.method.name} seed {j.seed}" for j in runs]
     bar = JobProgress(labels, title, disable=quiet, workers=workers)
     if workers == 1:
         _init_worker()
         for i, job in enumerate(runs):
             bar.started(i)
-            results[i] = _run_job(job, base)
+            record(i, _run_job(job, base))
             bar.finished(i)
     else:
         ctx = mp.get_context("spawn")
@@ -115,7 +139,7 @@ def _execute(
             while pending:
                 done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    results[futures[fut]] = fut.result()
+                    record(futures[fut], fut.result())
                     bar.finished(futures[fut])
                 bar.poll(events)  # after the finished ones: a worker's next job replaces them
                 bar.tick()
@@ -175,14 +199,17 @@ def run_benchmark(
     out: str | Path = "bench_out",
     quiet: bool = False,
     workers: int | None = None,
+    fresh: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the suite(s), write ``out/report.md``, ``results.json``, ``results.csv`` and figures.
 
     Two phases (the temperature protocol, :mod:`centrobind.bench.suites`): the seed-0 scale
     grid of every binding method, then every job at its method's chosen scale (the grid's
     seed-0 run reused). Returns the result rows (one per job). ``workers`` defaults to the number
-    of CPU cores (at most 4); 1 runs everything in this process. (Over 80 lines: the two
-    phases and the worker pool read best in sequence.)
+    of CPU cores (at most 4); 1 runs everything in this process. Finished runs are recorded in
+    ``out/runs.jsonl`` (:mod:`centrobind.bench.cache`), so running the same command again after
+    an interruption redoes only the missing runs; ``fresh`` discards that record first. (Over 80
+    lines: the two phases and the worker pool read best in sequence.)
     """
     settings = BenchSettings.make(seeds, quick)
     jobs = suite_jobs(suite, settings)
@@ -193,10 +220,14 @@ def run_benchmark(
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     t0 = time.perf_counter()
+    if fresh:
+        (out / "runs.jsonl").unlink(missing_ok=True)
+    cache = RunCache(out / "runs.jsonl")
+    cached_before = len(cache)
     # phase 1: the validation grid (seed 0)
     grid_jobs, plan = plan_scale_grid(jobs, settings)
     grid_runs, _ = _unique(grid_jobs)
-    grid_res = _execute(grid_runs, base, workers, f"benchmark {suite}: scale grid", quiet)
+    grid_res = _execute(grid_runs, base, workers, f"benchmark {suite}: scale grid", quiet, cache)
     by_key = {j.compute_key(): r for j, r in zip(grid_runs, grid_res, strict=True)}
     chosen: dict[tuple, float] = {}
     grid_table: list[dict[str, Any]] = []
@@ -223,7 +254,7 @@ def run_benchmark(
     ]
     runs, owner = _unique(final)
     todo = [i for i, r in enumerate(runs) if r.compute_key() not in by_key]
-    done = _execute([runs[i] for i in todo], base, workers, f"benchmark {suite}", quiet)
+    done = _execute([runs[i] for i in todo], base, workers, f"benchmark {suite}", quiet, cache)
     results = [by_key.get(r.compute_key(), {}) for r in runs]
     for i, r in zip(todo, done, strict=True):
         results[i] = r
@@ -248,6 +279,7 @@ def run_benchmark(
         "jobs": len(jobs),
         "runs": len(grid_runs) + len(todo),
         "grid_runs": len(grid_runs),
+        "runs_in_record_at_start": cached_before,
         "reference_method": REFERENCE_METHOD,
         "logit_scale_protocol": scale_protocol_text(quick),
         "logit_scale_grid": grid_table,
