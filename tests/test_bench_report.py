@@ -231,6 +231,17 @@ def test_full_report_has_no_smoke_banner(tmp_path):
     assert "Leave-one-out R@1: for each modality b" in report
 
 
+def test_report_warns_when_the_epoch_cap_not_early_stopping_ended_most_runs(tmp_path):
+    table = {"CentroBind": [1, 2, 3], "AllPairs": [2, 3, 4]}
+    capped = render_report(_rows(table, epochs=100), _meta(), tmp_path)
+    assert "mfeat/mfeat: 6 of 6 trained runs stopped at the 100-epoch cap" in capped
+    rows = _rows(table, epochs=100)
+    for r in rows[:4]:
+        r["epochs"] = 70
+    early = render_report(rows, _meta(), tmp_path)  # 2 of 6 at the cap: no warning
+    assert "-epoch cap" not in early
+
+
 # ------------------------------------------------------------------------- sweeps
 
 
