@@ -1,0 +1,134 @@
+"""Run single benchmark cells for a method variant: the research loop behind the benchmark.
+
+Each cell is exactly the benchmark's (``centrobind.bench.suites.Job.run``: same split, heads,
+budget and evaluation), for one objective with any options, at one logit scale, on the seeds
+you ask for; it prints one JSON line per cell and a mean ± std summary. Use it to try an idea
+on a few seeds before adding a method to the suite.
+
+Usage::
+
+    python benchmarks/cells.py --setting weak --objective centrobind --scale 3 --seeds 0-4
+    python benchmarks/cells.py --setting weak --objective centrobind \\
+        --option detach_anchor=false --scale 3 --seeds 0-4
+    python benchmarks/cells.py --setting clean --objective all_pairs --scale 7 --epochs 200 \\
+        --override lr=3e-3 --workers 2
+
+Settings: ``mfeat``, ``clean`` (synthetic, m1 noise 0.1), ``weak`` (synthetic, m1 noise 2.0).
+``--epochs`` defaults to the benchmark's budget for the setting. Output per cell: validation score
+(the trainer's early-stopping metric), test mean R@1, R@1 on the pairs without m1 (synthetic),
+the epochs trained, seconds. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any
+
+
+def _value(text: str) -> Any:
+    """``true``/``false``/numbers/JSON as such, anything else as a string."""
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _pairs(items: list[str]) -> tuple[tuple[str, Any], ...]:
+    out = []
+    for it in items:
+        if "=" not in it:
+            raise SystemExit(f"expected KEY=VALUE, got {it!r}")
+        k, v = it.split("=", 1)
+        out.append((k, _value(v)))
+    return tuple(out)
+
+
+def _seeds(text: str) -> list[int]:
+    if "-" in text:
+        a, b = text.split("-")
+        return list(range(int(a), int(b) + 1))
+    return [int(x) for x in text.split(",")]
+
+
+def run_cell(args: tuple) -> dict[str, Any]:
+    setting, objective, options, overrides, scale, seed, epochs = args
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from centrobind.bench.methods import Method
+    from centrobind.bench.suites import (
+        MFEAT,
+        SYNTH_CLEAN_NOISE,
+        SYNTH_WEAK_NOISE,
+        BenchSettings,
+        Job,
+    )
+
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+    s = BenchSettings()
+    data = {
+        "mfeat": MFEAT,
+        "clean": ("synthetic", SYNTH_CLEAN_NOISE, s.synthetic_samples),
+        "weak": ("synthetic", SYNTH_WEAK_NOISE, s.synthetic_samples),
+    }[setting]
+    budget = epochs or (None if setting == "mfeat" else s.synthetic_epochs)
+    method = Method("cell", objective=objective, options=options, overrides=overrides)
+    job = Job(
+        "cells",
+        setting,
+        method.with_scale(scale),
+        seed,
+        data,
+        probe_tasks=0,
+        loo=False,
+        epochs=budget,
+    )
+    r = job.run(s.train_config())
+    wo = [v for k, v in r.items() if k.startswith("pair/") and "m1" not in k]
+    return {
+        "setting": setting,
+        "seed": seed,
+        "scale": scale,
+        "val": r["val_metric"],
+        "R@1": r["R@1"],
+        "R@1_without_m1": statistics.mean(wo) if setting != "mfeat" and wo else None,
+        "epochs": r.get("epochs"),
+        "seconds": r.get("seconds"),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--setting", required=True, choices=["mfeat", "clean", "weak"])
+    ap.add_argument("--objective", default="centrobind")
+    ap.add_argument("--option", action="append", default=[], help="objective option KEY=VALUE")
+    ap.add_argument("--override", action="append", default=[], help="TrainConfig KEY=VALUE")
+    ap.add_argument("--scale", type=float, required=True, help="logit scale")
+    ap.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3")
+    ap.add_argument("--epochs", type=int, default=None, help="default: the benchmark's budget")
+    ap.add_argument("--workers", type=int, default=1)
+    a = ap.parse_args()
+    jobs = [
+        (a.setting, a.objective, _pairs(a.option), _pairs(a.override), a.scale, seed, a.epochs)
+        for seed in _seeds(a.seeds)
+    ]
+    with ProcessPoolExecutor(a.workers) as pool:
+        rows = list(pool.map(run_cell, jobs))
+    for r in rows:
+        print(json.dumps(r))
+    for key in ("val", "R@1", "R@1_without_m1"):
+        v = [r[key] for r in rows if r[key] is not None]
+        if v:
+            sd = statistics.stdev(v) if len(v) > 1 else 0.0
+            print(f"{key}: {statistics.mean(v):.1f} ± {sd:.1f} ({len(v)} seeds)")
+
+
+if __name__ == "__main__":
+    main()
