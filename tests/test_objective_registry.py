@@ -119,7 +119,7 @@ def test_class_hooks_of_the_builtin_objectives():
     }
     assert {c for c in OBJECTIVES.values() if c.requires_all_modalities} == {Symile, Gram}
     # the per-objective defaults measured in issue 11 (FINDINGS.md)
-    want = {CentroBind: 5.0, AllPairs: 7.0, FixedAnchor: 7.0, Gram: 14.0, Symile: 5.0 * 64**2}
+    want = {CentroBind: 5.0, AllPairs: 5.0, FixedAnchor: 7.0, Gram: 14.0, Symile: 5.0 * 64**2}
     for c in OBJECTIVES.values():
         assert c.default_logit_scale(6, 64) == pytest.approx(want[c])
     assert CentroBind.needs_num_modalities({"weights": "learned"})
@@ -134,7 +134,7 @@ def test_train_config_uses_each_objectives_default_scale():
     """`centrobind train --objective X` without --logit-scale-init starts at X's scale."""
     for name, want in (
         ("centrobind", 5.0),
-        ("all_pairs", 7.0),
+        ("all_pairs", 5.0),
         ("fixed_anchor", 7.0),
         ("gram", 14.0),
         ("symile", 5.0 * 64),

@@ -83,7 +83,7 @@ class TrainConfig:
     ImageBind's pretrained anchor encoder; "none": a random frozen encoder).
     Logit scale: ``logit_scale_init=None`` means the objective's
     :meth:`~centrobind.objectives.Objective.default_logit_scale`, per objective (centrobind 5,
-    all_pairs 7, fixed_anchor 7, gram 14, symile ``5 * D^(M/2 - 1)``; base class 10);
+    all_pairs 5, fixed_anchor 7, gram 14, symile ``5 * D^(M/2 - 1)``; base class 10);
     ``max_logit_scale=None`` means 10x the initial scale. The Binder
     supports CLIP's learnable scale (``logit_scale_init=1/0.07, learn_logit_scale=True``), but on
     mfeat it measured worse for every objective (mean R@1, 2 seeds, benchmark budget: CentroBind
