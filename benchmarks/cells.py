@@ -50,10 +50,18 @@ def _pairs(items: list[str]) -> tuple[tuple[str, Any], ...]:
 
 
 def _seeds(text: str) -> list[int]:
-    if "-" in text:
-        a, b = text.split("-")
-        return list(range(int(a), int(b) + 1))
-    return [int(x) for x in text.split(",")]
+    """``0-4`` or ``0,3``: non-negative seeds."""
+    try:
+        if "-" in text:
+            a, b = text.split("-")
+            seeds = list(range(int(a), int(b) + 1))
+        else:
+            seeds = [int(x) for x in text.split(",")]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"expected e.g. 0-4 or 0,3, got {text!r}")
+    return seeds
 
 
 def run_cell(args: tuple) -> dict[str, Any]:
@@ -111,13 +119,25 @@ def main() -> None:
     ap.add_argument("--option", action="append", default=[], help="objective option KEY=VALUE")
     ap.add_argument("--override", action="append", default=[], help="TrainConfig KEY=VALUE")
     ap.add_argument("--scale", type=float, required=True, help="logit scale")
-    ap.add_argument("--seeds", default="0-2", help="e.g. 0-4 or 0,3")
+    ap.add_argument("--seeds", type=_seeds, default="0-2", help="e.g. 0-4 or 0,3")
     ap.add_argument("--epochs", type=int, default=None, help="default: the benchmark's budget")
     ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
+    if a.scale <= 0 or a.workers < 1 or (a.epochs is not None and a.epochs < 1):
+        ap.error("--scale must be > 0, --workers and --epochs >= 1")
+    from centrobind.objectives import OBJECTIVES, make_objective
+
+    options = _pairs(a.option)
+    try:  # a bad objective or option: one line here, not a traceback from a worker
+        kw = dict(options)
+        if a.objective in OBJECTIVES and OBJECTIVES[a.objective].needs_num_modalities(kw):
+            kw["num_modalities"] = 6 if a.setting == "mfeat" else 4
+        make_objective(a.objective, **kw)
+    except (KeyError, TypeError, ValueError) as e:
+        ap.error(f"--objective {a.objective} {list(options)}: {e}")
     jobs = [
-        (a.setting, a.objective, _pairs(a.option), _pairs(a.override), a.scale, seed, a.epochs)
-        for seed in _seeds(a.seeds)
+        (a.setting, a.objective, options, _pairs(a.override), a.scale, seed, a.epochs)
+        for seed in a.seeds
     ]
     with ProcessPoolExecutor(a.workers) as pool:
         rows = list(pool.map(run_cell, jobs))

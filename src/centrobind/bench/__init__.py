@@ -192,6 +192,32 @@ def plan_scale_grid(
     return grid_jobs, plan
 
 
+def choose_scales(
+    plan: dict[tuple, list[tuple[float, tuple]]],
+    by_key: dict[tuple, dict[str, Any]],
+    embed_dim: int,
+) -> tuple[dict[tuple, float], list[dict[str, Any]]]:
+    """The scale chosen for every tuning key of ``plan`` (:func:`plan_scale_grid`) from the grid
+    runs' validation scores ``by_key``, and the grid table the report prints."""
+    chosen: dict[tuple, float] = {}
+    grid_table: list[dict[str, Any]] = []
+    for tkey, entries in plan.items():
+        tm, data, _ = tkey
+        scores = {s: by_key[k].get("val_metric") for s, k in entries}
+        default = default_scale(tm, data, embed_dim)
+        chosen[tkey] = choose_scale(scores, default)
+        grid_table.append(
+            {
+                "method": tm.name,
+                "data": list(data),
+                "default": default,
+                "val_metric": {f"{s:g}": v for s, v in scores.items()},
+                "chosen": chosen[tkey],
+            }
+        )
+    return chosen, grid_table
+
+
 def run_benchmark(
     suite: str = "all",
     seeds: int | None = None,
@@ -208,8 +234,7 @@ def run_benchmark(
     seed-0 run reused). Returns the result rows (one per job). ``workers`` defaults to the number
     of CPU cores (at most 4); 1 runs everything in this process. Finished runs are recorded in
     ``out/runs.jsonl`` (:mod:`centrobind.bench.cache`), so running the same command again after
-    an interruption redoes only the missing runs; ``fresh`` discards that record first. (Over 80
-    lines: the two phases and the worker pool read best in sequence.)
+    an interruption redoes only the missing runs; ``fresh`` discards that record first.
     """
     settings = BenchSettings.make(seeds, quick)
     jobs = suite_jobs(suite, settings)
@@ -229,22 +254,7 @@ def run_benchmark(
     grid_runs, _ = _unique(grid_jobs)
     grid_res = _execute(grid_runs, base, workers, f"benchmark {suite}: scale grid", quiet, cache)
     by_key = {j.compute_key(): r for j, r in zip(grid_runs, grid_res, strict=True)}
-    chosen: dict[tuple, float] = {}
-    grid_table: list[dict[str, Any]] = []
-    for tkey, entries in plan.items():
-        tm, data, _ = tkey
-        scores = {s: by_key[k].get("val_metric") for s, k in entries}
-        default = default_scale(tm, data, settings.embed_dim)
-        chosen[tkey] = choose_scale(scores, default)
-        grid_table.append(
-            {
-                "method": tm.name,
-                "data": list(data),
-                "default": default,
-                "val_metric": {f"{s:g}": v for s, v in scores.items()},
-                "chosen": chosen[tkey],
-            }
-        )
+    chosen, grid_table = choose_scales(plan, by_key, settings.embed_dim)
     # phase 2: every job at its chosen scale
     final = [
         dataclasses.replace(j, method=j.method.with_scale(chosen[j.tuning_key()]))
@@ -260,31 +270,14 @@ def run_benchmark(
         results[i] = r
     rows = _rows(final, owner, results)
     wall = time.perf_counter() - t0
-    cmd = "centrobind benchmark " + " ".join(
-        shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["benchmark"] else [])
-    )
     meta = {
-        "command": cmd.strip(),
-        "suite": suite,
-        "seeds": settings.seeds,
-        "quick": quick,
-        "epochs": settings.epochs,
-        "synthetic_epochs": settings.synthetic_epochs,
-        "patience": settings.patience,
-        "batch_size": settings.batch_size,
-        "embed_dim": settings.embed_dim,
-        "lr": settings.lr,
-        "workers": workers,
+        **_settings_meta(settings, suite, workers),
         "wall_seconds": wall,
         "jobs": len(jobs),
         "runs": len(grid_runs) + len(todo),
         "grid_runs": len(grid_runs),
         "runs_in_record_at_start": cached_before,
-        "reference_method": REFERENCE_METHOD,
-        "logit_scale_protocol": scale_protocol_text(quick),
         "logit_scale_grid": grid_table,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, torch {_torch_version()}",
     }
     write_results(rows, out, meta)
     atomic_write_text(out / "report.md", render_report(rows, meta, out))
@@ -292,6 +285,30 @@ def run_benchmark(
         print(summary_table(rows))
         print(f"\nwrote {out}/report.md, results.json, results.csv ({wall:.0f} s)")
     return rows
+
+
+def _settings_meta(settings: BenchSettings, suite: str, workers: int) -> dict[str, Any]:
+    """What ``results.json`` records of the command, the budget and the machine."""
+    cmd = "centrobind benchmark " + " ".join(
+        shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["benchmark"] else [])
+    )
+    return {
+        "command": cmd.strip(),
+        "suite": suite,
+        "seeds": settings.seeds,
+        "quick": settings.quick,
+        "epochs": settings.epochs,
+        "synthetic_epochs": settings.synthetic_epochs,
+        "patience": settings.patience,
+        "batch_size": settings.batch_size,
+        "embed_dim": settings.embed_dim,
+        "lr": settings.lr,
+        "workers": workers,
+        "reference_method": REFERENCE_METHOD,
+        "logit_scale_protocol": scale_protocol_text(settings.quick),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, torch {_torch_version()}",
+    }
 
 
 def _rows(jobs: list[Job], owner: list[int], results: list[dict[str, Any]]) -> list[dict[str, Any]]:

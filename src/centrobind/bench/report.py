@@ -533,24 +533,28 @@ def cap_warnings(rows: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> 
     """
     if meta.get("quick"):
         return []
+
+    def cap(suite: str) -> int:
+        return (
+            int(meta.get("synthetic_epochs") or meta["epochs"])
+            if suite == "synthetic"
+            else int(meta["epochs"])
+        )
+
     counts: dict[tuple[str, str], list[int]] = {}
     for r in rows:
-        e = r.get("epochs")
-        if not e:
+        if not r.get("epochs"):
             continue  # GCCA, Raw, Untrained: nothing trained
-        cap = meta.get("synthetic_epochs") if r["suite"] == "synthetic" else meta["epochs"]
         c = counts.setdefault((r["suite"], r["setting"].split(" ")[0]), [0, 0])
-        c[0] += int(cap is not None and e >= cap)
+        c[0] += int(r["epochs"] >= cap(r["suite"]))
         c[1] += 1
-    lines = []
-    for (suite, setting), (hit, n) in counts.items():
-        if n and hit * 2 >= n:
-            cap = meta.get("synthetic_epochs") if suite == "synthetic" else meta["epochs"]
-            lines.append(
-                f"> **{suite}/{setting}: {hit} of {n} trained runs stopped at the {cap}-epoch "
-                "cap**, not by early stopping: these scores compare what each method learns "
-                "within that budget, not converged spaces."
-            )
+    lines = [
+        f"> **{suite}/{setting}: {hit} of {n} trained runs stopped at the {cap(suite)}-epoch "
+        "cap**, not by early stopping: these scores compare what each method learns within that "
+        "budget, not converged spaces."
+        for (suite, setting), (hit, n) in counts.items()
+        if hit * 2 >= n
+    ]
     return lines + [""] if lines else []
 
 
