@@ -56,6 +56,11 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
             except json.JSONDecodeError:
                 opts[key] = value
         given["objective_options"] = opts
+    for item in getattr(args, "tower", None) or []:
+        mod, sep, spec = item.partition("=")
+        if not sep or not mod or not spec:
+            raise CentrobindError(f"--tower expects MODALITY=SPEC, got {item!r}")
+        given["towers"] = {**dict(given.get("towers", {})), mod: spec}
     return given
 
 
@@ -122,6 +127,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             extend_to=extend_to,
             init_from=args.init_from,
+            labels=args.label or (),
         )
     if init_distributed(cfg.device) and _torch_rank() != 0:
         return 0  # under torchrun rank 0 reports
@@ -275,7 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_inspect)
 
     s = verb("train", "train a Binder; writes a run folder")
-    s.add_argument("--data", required=True, help="dataset folder or builtin name")
+    s.add_argument(
+        "--data",
+        required=True,
+        help="dataset folder, builtin name, or a manifest of raw items (.csv/.tsv/.jsonl/.parquet)",
+    )
     s.add_argument("--out", required=True, help="run folder, e.g. runs/mfeat-centrobind")
     s.add_argument("--config", help="TOML or JSON file with TrainConfig fields (flags override)")
     s.add_argument(
@@ -283,6 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="objective option, e.g. --option detach_anchor=false (repeatable)",
+    )
+    s.add_argument(
+        "--label",
+        action="append",
+        metavar="COLUMN",
+        help="a label column of a manifest given as --data (repeatable)",
+    )
+    s.add_argument(
+        "--tower",
+        action="append",
+        metavar="MODALITY=SPEC",
+        help="the modality's tower, e.g. --tower imu=conv1d, --tower text=identity, "
+        "--tower image=backbone:timm:resnet18,train_last=2 (repeatable; default mlp)",
     )
     s.add_argument(
         "--resume",

@@ -120,6 +120,13 @@ class TrainConfig:
     aug_mask: float = _field(
         0.2, "augmentation masked fraction", group="objective", lo=0, hi=1, hi_open=True
     )
+    towers: dict[str, Any] = _field(
+        doc="modality -> tower spec (mlp, conv1d, cnn, identity, backbone:SPEC, module:PATH; "
+        "centrobind.towers); modalities not named get mlp",
+        group="model",
+        factory=dict,
+        cli=False,
+    )
     embed_dim: int = _field(64, "embedding size D", group="model", lo=1, hi=65536)
     hidden: int = _field(256, "hidden width of the encoders", group="model", lo=1, hi=65536)
     depth: int = _field(2, "layers per encoder", group="model", lo=1, hi=64)
@@ -190,6 +197,7 @@ class TrainConfig:
         if "anchor" in self.objective_options:
             raise ConfigError("give the anchor modality with --anchor NAME, not as an option")
         objective_class(self.objective)  # a registered name
+        _check_towers(self.towers)
         if abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(f"split must be 3 non-negative fractions summing to 1: {self.split}")
         _check_device(self.device)
@@ -243,6 +251,16 @@ class TrainConfig:
         if init is None:
             init = self.objective_class().default_logit_scale(n_modalities, self.embed_dim)
         return init, self.max_logit_scale if self.max_logit_scale is not None else 10.0 * init
+
+
+def _check_towers(towers: Mapping[str, Any]) -> None:
+    """Every tower spec is a string naming a registered tower (nothing is built or imported)."""
+    from .towers import parse_tower_spec
+
+    for m, spec in towers.items():
+        if not isinstance(spec, str):
+            raise ConfigError(f"towers.{m} must be a tower spec string, got {spec!r}")
+        parse_tower_spec(spec)
 
 
 def objective_class(name: str) -> type[Objective]:

@@ -119,6 +119,9 @@ class Model:
         featurizer the run's training data was made with."""
         self._check_modality(modality)
         entry = self.featurizers.get(modality)
+        raw = (self.run.meta.get("raw") or {}).get("decoders", {}).get(modality)
+        if entry is None and isinstance(raw, dict):
+            return self._decode(modality, raw, items)
         if entry is None:
             raise ValueError(
                 f"modality {modality!r}: this run was not trained on featurized data for it, so "
@@ -145,6 +148,26 @@ class Model:
                 f"{feats.shape}, the run expects [{len(items)}, {self.dims[modality]}]"
             )
         return feats
+
+    def _decode(self, modality: str, entry: dict[str, Any], items: Sequence[str]) -> np.ndarray:
+        """Raw items of a raw-item modality (files, or texts for hashed words) -> flat rows
+        ``[n, D_m]``, decoded as in training without augmentation."""
+        from .data.raw import decoder_from_entry
+
+        if modality not in self._encoders:
+            self._encoders[modality] = decoder_from_entry(entry)
+        dec = self._encoders[modality]
+        out = np.zeros((len(items), self.dims[modality]), np.float32)
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise ValueError(f"modality {modality!r}: item {i} is not a string")
+            path = item if dec.kind == "text" else os.path.abspath(os.path.expanduser(item))
+            try:
+                out[i] = dec.decode(path, None).reshape(-1)
+            except Exception as e:  # noqa: BLE001 - one line naming the item
+                why = "file not found" if isinstance(e, FileNotFoundError) else str(e)
+                raise ValueError(f"modality {modality!r}: item {i} ({item!r:.120}): {why}") from None
+        return out
 
     def _features(self, modality: str, x: Any) -> Tensor:
         """Raw items or an ``[n, D_m]`` array -> checked float32 tensor ``[n, D_m]`` (CPU)."""

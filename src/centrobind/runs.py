@@ -21,7 +21,7 @@ import dataclasses
 import hashlib
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -44,6 +44,7 @@ from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, to_builtin
 from .models import Binder
 from .objectives import Objective
+from .rawruns import is_manifest, load_manifest_dataset
 from .runfolder import (
     RunLock,
     check_new_run_dir,
@@ -176,10 +177,24 @@ def _legacy_fingerprint(ds: MultimodalDataset) -> str:
     return h.hexdigest()[:16]
 
 
-def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
+def build_binder(
+    dims: dict[str, int],
+    cfg: TrainConfig,
+    shapes: dict[str, Any] | None = None,
+    encoders: dict[str, torch.nn.Module] | None = None,
+) -> Binder:
+    """The Binder of ``cfg`` for modalities of widths ``dims``: each modality's tower from
+    ``cfg.towers`` (default ``mlp``) or ``encoders`` (modules, which win), raw-item towers
+    shaped by ``shapes`` (modality -> item shape)."""
     bad = [m for m in dims if "." in m or not m]
     if bad:
         raise ConfigError(f"modality names may not contain '.': {bad} (rename the files)")
+    unknown = [m for m in [*cfg.towers, *(encoders or {})] if m not in dims]
+    if unknown:
+        raise ConfigError(
+            f"a tower is given for {unknown[0]!r}, which is not a modality of the data "
+            f"({', '.join(dims)})"
+        )
     init, max_scale = cfg.resolved_logit_scale(len(dims))
     if init > max_scale:
         raise ConfigError(f"logit_scale_init {init} exceeds max_logit_scale {max_scale}")
@@ -192,7 +207,24 @@ def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
         logit_scale_init=init,
         max_logit_scale=max_scale,
         learn_logit_scale=cfg.learn_logit_scale,
+        encoders={**cfg.towers, **(encoders or {})},
+        shapes=shapes,
     )
+
+
+def check_towers(binder: Binder) -> None:
+    """Run two zero rows through every tower (eval mode, no grad): a tower whose output is not
+    ``[N, embed_dim]`` fails here, in one line, before any training."""
+    was = binder.training
+    binder.eval()
+    try:
+        with torch.no_grad():
+            dev = binder.log_logit_scale.device
+            for m in binder.modalities:
+                if binder.dims[m] > 0:
+                    binder.encode(m, torch.zeros(2, binder.dims[m], device=dev))
+    finally:
+        binder.train(was)
 
 
 def build_objective(cfg: TrainConfig, modalities: list[str]) -> Objective:
@@ -234,6 +266,9 @@ def prepare_data(
     if train_transform is not None:
         train_raw = train_transform(train_raw)
     std = Standardizer.fit(train_raw) if cfg.standardize else None
+    for m in (ds.meta.get("shapes") or {}) if std is not None else ():
+        std.mean[m].zero_()  # raw items are fed as decoded (their towers normalise inside)
+        std.std[m].fill_(1.0)
 
     def prep(d: MultimodalDataset) -> MultimodalDataset:
         return std.apply(d) if std is not None else d
@@ -243,11 +278,15 @@ def prepare_data(
     return Prepared(prep(train_raw), val, test, std)
 
 
-def build_models(data: Prepared, cfg: TrainConfig) -> tuple[Binder, Objective]:
-    """Seed (``cfg.seed``), then build the Binder for ``data.train``'s modalities and the
-    objective."""
+def build_models(
+    data: Prepared, cfg: TrainConfig, encoders: dict[str, torch.nn.Module] | None = None
+) -> tuple[Binder, Objective]:
+    """Seed (``cfg.seed``), then build the Binder for ``data.train``'s modalities (towers:
+    ``cfg.towers``, then the modules in ``encoders``) and the objective."""
     torch.manual_seed(cfg.seed)
-    binder = build_binder(data.train.dims, cfg)
+    shapes = data.train.meta.get("shapes") or None
+    binder = build_binder(data.train.dims, cfg, shapes, encoders)
+    check_towers(binder)
     return binder, build_objective(cfg, binder.modalities)
 
 
@@ -299,10 +338,15 @@ def check_split_sizes(splits: dict[str, Tensor]) -> None:
         warnings.warn(msg, CentrobindWarning, stacklevel=3)
 
 
-def check_model_fits(dims: dict[str, int], cfg: TrainConfig, copies: int = 5) -> None:
+def check_model_fits(
+    dims: dict[str, int], cfg: TrainConfig, copies: int = 5, shapes: dict[str, Any] | None = None
+) -> None:
     """Refuse a Binder whose parameters cannot fit in ``cfg.device``'s memory, counted without
-    allocating (``copies`` parameter-sized buffers: 5 to train with AdamW, 2 to load)."""
-    n = count_parameters(lambda: build_binder(dims, cfg))
+    allocating (``copies`` parameter-sized buffers: 5 to train with AdamW, 2 to load). Towers
+    that load a network (``backbone:``, ``module:``) are not counted (their library sizes them)."""
+    heavy = {m for m, t in cfg.towers.items() if str(t).split(":")[0] in ("backbone", "module")}
+    light = dataclasses.replace(cfg, towers={m: t for m, t in cfg.towers.items() if m not in heavy})
+    n = count_parameters(lambda: build_binder(dims, light, shapes))
     what = "training" if copies >= 5 else "loading the run"
     check_parameter_memory(n, resolve_device(cfg.device), copies=copies, what=what)
 
@@ -334,11 +378,17 @@ def read_run_config(
         raise CentrobindError(f"{file}: not a valid run config ({why})") from None
 
 
-def check_saved_config(run_dir: Path, cfg: TrainConfig, dims: dict[str, int], copies: int) -> None:
+def check_saved_config(
+    run_dir: Path,
+    cfg: TrainConfig,
+    dims: dict[str, int],
+    copies: int,
+    shapes: dict[str, Any] | None = None,
+) -> None:
     """Check a run's saved config against its modalities before building anything (a config.json
     edited by hand: an anchor that is not a modality, a model too large for this machine)."""
     try:
-        check_model_fits(dims, cfg, copies=copies)
+        check_model_fits(dims, cfg, copies=copies, shapes=shapes)
         build_objective(cfg, list(dims))
     except CentrobindError as e:
         raise CentrobindError(f"{run_dir}/config.json: {e}") from None
@@ -364,8 +414,12 @@ def run_device(saved: Any, requested: str | None = None) -> Any:
 
 
 def _data_state(ds: MultimodalDataset) -> dict[str, Any]:
-    """Saved with the splits: what ``--resume`` and ``evaluate`` check the data against."""
-    return {"fingerprint": fingerprint(ds), "n_rows": len(ds)}
+    """Saved with the splits: what ``--resume`` and ``evaluate`` check the data against (for a
+    raw-item manifest also its sha256, checked first: one clear line when it changed)."""
+    state: dict[str, Any] = {"fingerprint": fingerprint(ds), "n_rows": len(ds)}
+    if "raw" in ds.meta:
+        state["manifest_sha256"] = ds.meta["raw"].get("sha256")
+    return state
 
 
 def _check_same_data(run_dir: Path, ds: MultimodalDataset, what: str) -> None:
@@ -415,8 +469,12 @@ def train_run(
     resume: bool = False,
     extend_to: int | None = None,
     init_from: str | Path | None = None,
+    *,
+    labels: Sequence[str] = (),
+    encoders: dict[str, torch.nn.Module] | None = None,
 ) -> tuple[Run, FitResult]:
-    """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``:
+    """Train on ``data`` (a folder path, a builtin name, a raw-item manifest or a dataset) into
+    run folder ``out``:
     split -> standardise -> build -> fit (:func:`prepare_data`, :func:`build_and_fit`), then write
     ``model.safetensors`` and ``run.json``.
 
@@ -424,6 +482,11 @@ def train_run(
     :data:`~centrobind.config.PER_INVOCATION` fields are used); ``extend_to`` epochs (more than
     saved) extend it. ``init_from`` (a run folder) warm-starts a
     new run's encoders: :func:`init_from_run`. Under ``torchrun`` rank 0 writes the files.
+
+    A manifest (``.csv``/``.tsv``/``.jsonl``/``.parquet``) is read as its towers need
+    (:mod:`centrobind.rawruns`); ``labels`` names its label columns. ``encoders`` gives towers as
+    modules (``{"imu": MyConv1d()}``); the config records their specs
+    (:func:`~centrobind.towers.tower_spec_of`), so the run loads again where their module imports.
 
     The folder is locked for the whole training (:class:`~centrobind.runfolder.RunLock`, rank
     0). A new run needs an absent or empty folder; ``resume`` needs the same data (content
@@ -435,14 +498,59 @@ def train_run(
         raise ConfigError("--init-from starts a new run; drop it when you --resume")
     if not resume:
         check_new_run_dir(out)  # before loading anything: fail fast
-    ds = _as_dataset(data)
+    if encoders:
+        cfg = dataclasses.replace(cfg, towers={**cfg.towers, **_module_specs(encoders)})
+    if resume and is_manifest(data) and (out / "config.json").is_file():
+        cfg = dataclasses.replace(cfg, towers=read_run_config(out).towers)
+    ds = _open_data(data, cfg, labels, _saved_manifest(out) if resume else None)
     splits = None
     if not resume:  # every refusal before the folder is created
         splits = make_splits(ds, cfg)
         check_split_sizes(splits)
     _barrier()  # every rank has checked the folder before rank 0 locks it
     with RunLock(out, "train", enabled=_rank() == 0):
-        return _train_locked(ds, data, cfg, out, splits, extend_to, init_from)
+        return _train_locked(ds, data, cfg, out, splits, extend_to, init_from, encoders)
+
+
+def _module_specs(encoders: dict[str, torch.nn.Module]) -> dict[str, str]:
+    """The specs of towers given as modules; warns about one that cannot be imported again."""
+    from .towers import tower_spec_of
+
+    specs = {m: tower_spec_of(t) for m, t in encoders.items()}
+    for m, spec in specs.items():
+        if spec.startswith("module:__main__:") or "<locals>" in spec:
+            warnings.warn(
+                f"the tower of {m!r} ({spec}) is defined in a script or function: the run trains, "
+                "but loading it needs the class in an importable module",
+                CentrobindWarning,
+                stacklevel=3,
+            )
+    return specs
+
+
+def _saved_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest state a raw-item run recorded when it started (None otherwise)."""
+    if not (out / "splits.safetensors").is_file():
+        return None
+    meta = load_tensors(out / "splits.safetensors")[1]
+    sha = meta.get("manifest_sha256")
+    return {"sha256": sha} if isinstance(sha, str) else None
+
+
+def _open_data(
+    data: str | Path | MultimodalDataset,
+    cfg: TrainConfig,
+    labels: Sequence[str] = (),
+    saved: dict[str, Any] | None = None,
+) -> MultimodalDataset:
+    """``data`` as a dataset: a manifest is decoded as ``cfg.towers`` need (``saved``: the
+    manifest must be unchanged since the run started), anything else as :func:`_as_dataset`."""
+    if is_manifest(data):
+        assert isinstance(data, (str, Path))
+        return cast(MultimodalDataset, load_manifest_dataset(data, cfg.towers, labels, saved=saved))
+    if labels:
+        raise ConfigError("--label names label columns of a manifest; this data is not one")
+    return _as_dataset(data)
 
 
 def _train_locked(
@@ -453,6 +561,7 @@ def _train_locked(
     splits: dict[str, Tensor] | None,
     extend_to: int | None,
     init_from: str | Path | None,
+    encoders: dict[str, torch.nn.Module] | None = None,
 ) -> tuple[Run, FitResult]:
     """:func:`train_run` while rank 0 holds the folder's lock (``splits`` None: resume).
 
@@ -480,8 +589,8 @@ def _train_locked(
             f"{out} has no checkpoint yet: training from step 0", CentrobindWarning, stacklevel=3
         )
     prepared = prepare_data(ds, splits, cfg)
-    check_model_fits(prepared.train.dims, cfg)  # counted, not allocated
-    binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
+    check_model_fits(prepared.train.dims, cfg, shapes=ds.meta.get("shapes"))  # not allocated
+    binder, objective = build_models(prepared, cfg, encoders)  # bad options fail before writing
     warm = init_from_run(binder, init_from) if init_from is not None else None
     _barrier()  # every rank has checked the folder before rank 0 writes to it
     out.mkdir(parents=True, exist_ok=True)
@@ -525,6 +634,10 @@ def _train_locked(
     featurizers = getattr(ds, "meta", {}).get("featurizers")
     if featurizers is not None:  # how raw items were featurised (centrobind.featurize)
         meta["featurizers"] = featurizers
+    meta["towers"] = binder.towers
+    for key in ("shapes", "raw", "skipped_items"):  # raw-item data: how to read items again
+        if ds.meta.get(key):
+            meta[key] = ds.meta[key]
     if main:
         save_tensors(out / "model.safetensors", tensors, meta)
         atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
@@ -640,9 +753,10 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
         raise CentrobindError(
             f"{path}/model.safetensors: no valid 'dims' in its metadata"
         ) from None
-    check_saved_config(path, cfg, dims, copies=2)
+    shapes = meta.get("shapes") if isinstance(meta.get("shapes"), dict) else None
+    check_saved_config(path, cfg, dims, copies=2, shapes=shapes)
     try:
-        binder = build_binder(dims, cfg)
+        binder = build_binder(dims, cfg, shapes)
         binder.load_state_dict(unprefixed("model", tensors))
         std_sd = unprefixed("standardizer", tensors)
         std = Standardizer.from_state_dict(std_sd) if std_sd else None
@@ -709,7 +823,12 @@ def _evaluate(
     ref = data if data is not None else run.meta.get("data")
     if ref is None:
         raise CentrobindError("this run was trained on an in-memory dataset; pass --data")
-    ds = _as_dataset(ref)
+    raw = run.meta.get("raw") if isinstance(run.meta.get("raw"), dict) else None
+    if raw is not None and is_manifest(ref):
+        labels = list(raw.get("labels") or [])
+        ds = load_manifest_dataset(ref, run.config.towers, labels, saved=raw)
+    else:
+        ds = _as_dataset(ref)
     _check_modalities(run, ds)
     _check_same_data(run.path, ds, str(ref))
     if len(ds) != run.meta["n_rows"]:
