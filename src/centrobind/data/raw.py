@@ -358,10 +358,12 @@ class RawData:
         }
 
     def decode_rows(
-        self, m: str, rows: NDArray, rng: np.random.Generator | None
+        self, m: str, rows: NDArray, views: tuple[int, int] | None = None
     ) -> tuple[NDArray, NDArray, dict[int, str]]:
         """Rows of modality ``m`` -> (float32 ``[len(rows), width]``, bool present ``[len]``,
-        {row: reason} for items that could not be read)."""
+        {row: reason} for items that could not be read). ``views`` ``(seed, epoch)``: augment,
+        each item with its own generator seeded by ``(seed, epoch, row, modality)``, so a row's
+        view depends on nothing else (batch, rank, worker)."""
         if m not in self.decoders:
             x = self.features[m][rows]
             ok = np.isfinite(x).all(axis=1)
@@ -371,10 +373,12 @@ class RawData:
         out = np.zeros((len(rows), width), np.float32)
         ok = np.zeros(len(rows), bool)
         bad: dict[int, str] = {}
+        k = self.modalities.index(m)
         for i, r in enumerate(rows.tolist()):
             cell = self.cells[m][r]
             if cell is None:
                 continue
+            rng = None if views is None else np.random.default_rng([*views, r, k, 0xA06])
             try:
                 out[i] = dec.decode(cell, rng).reshape(-1)
                 ok[i] = True
@@ -483,7 +487,7 @@ def load_raw(
     feats: dict[str, NDArray] = {}
     mask = np.zeros((len(data.modalities), len(data)), bool)
     for i, m in enumerate(data.modalities):
-        x, ok, bad = data.decode_rows(m, rows, None)
+        x, ok, bad = data.decode_rows(m, rows)
         data.note_failures(m, bad)
         feats[m], mask[i] = x, ok
     meta = {
@@ -507,7 +511,7 @@ def load_raw(
 
 class _BatchDecoder(torch.utils.data.Dataset[tuple[dict[str, Tensor], Tensor, dict[str, dict[int, str]]]]):
     """Map-style dataset over the batches of one epoch (index = batch number): a worker decodes
-    a whole batch, with augmentation seeded by ``(seed, epoch, batch)``."""
+    a whole batch (augmentation: :meth:`RawData.decode_rows`)."""
 
     def __init__(self, data: RawData, augment: bool) -> None:
         self.data = data
@@ -521,10 +525,10 @@ class _BatchDecoder(torch.utils.data.Dataset[tuple[dict[str, Tensor], Tensor, di
 
     def __getitem__(self, b: int) -> tuple[dict[str, Tensor], Tensor, dict[str, dict[int, str]]]:
         rows = self.batches[b]
-        rng = np.random.default_rng([self.seed, self.epoch, b, 0xA06]) if self.augment else None
+        views = (self.seed, self.epoch) if self.augment else None
         feats, oks, bad = {}, [], {}
         for m in self.data.modalities:
-            x, ok, fails = self.data.decode_rows(m, rows, rng)
+            x, ok, fails = self.data.decode_rows(m, rows, views)
             feats[m] = torch.from_numpy(x)
             oks.append(ok)
             bad[m] = fails
