@@ -228,6 +228,16 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_example(args: argparse.Namespace) -> int:
+    from .examples.imu import run_imu_example
+
+    kw = {"n": 120, "n_test": 30, "epochs": 2} if args.tiny else {}
+    kw.update({k: v for k, v in (("n", args.n), ("epochs", args.epochs)) if v is not None})
+    report = run_imu_example(args.out, seed=args.seed, **kw)
+    print(f"wrote {report}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .featurize.demo import run_demo
 
@@ -400,6 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, tiny 1)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_demo)
+
+    s = verb(
+        "example",
+        "a worked example built offline: 'imu' binds an accelerometer sensor to pictures and "
+        "captions (conv1d vs MLP tower; a kept pretrained space)",
+    )
+    s.add_argument("name", choices=["imu"])
+    s.add_argument("--out", required=True, help="folder for the data, runs and report")
+    s.add_argument("--n", type=int, default=None, help="training items (default 600)")
+    s.add_argument("--epochs", type=int, default=None, help="epochs per run (default 30)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tiny", action="store_true", help="a few dozen items, 2 epochs (smoke test)")
+    s.set_defaults(func=_cmd_example)
     return p
 
 
