@@ -328,6 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="start from the encoder weights of run folder RUN (modalities it lacks start fresh)",
     )
+    s.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
     add_config_arguments(s)
     s.set_defaults(func=_cmd_train)
 
@@ -399,6 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=32, help="items per encoder batch")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--allow-random", action="store_true", help="image backbones without weights")
+    s.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_featurize)
 
@@ -426,8 +428,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+_OFFLINE_HELP = (
+    "never download a model: hub names (st:ORG/NAME, hf:ORG/NAME, timm:NAME, open_clip:NAME@TAG) "
+    "must be in the local cache (same as HF_HUB_OFFLINE=1)"
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "offline", False):  # before any Hugging Face library is imported
+        import os
+
+        os.environ["HF_HUB_OFFLINE"] = "1"
     try:
         return args.func(args)
     except CentrobindError as e:

@@ -157,9 +157,9 @@ def require(module: str, spec: str, extra: str) -> Any:
 
 
 def offline() -> None:
-    """Forbid Hugging Face network access for everything loaded after this call."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    """Quiet, telemetry-free loading of a model from a local folder (the callers pass
+    ``local_files_only=True``). The user's offline switch (``HF_HUB_OFFLINE``) is left as it is:
+    hub names (:mod:`.hub`) read it to decide whether a model may be downloaded."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:  # no "Loading weights" bars inside centrobind's own progress bar
