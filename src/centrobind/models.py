@@ -92,7 +92,7 @@ class Binder(nn.Module):
     Args:
         dims: modality name -> input dimension ``D_m`` (order = modality order); a modality whose
             tower is given in ``encoders`` may be left out (its width is then the tower's
-            ``in_dim`` attribute, or 0: unchecked).
+            ``in_dim`` attribute, or the product of its ``shapes`` entry, or 0: unchecked).
         embed_dim: ``D`` of the shared space.
         hidden, depth, dropout: MLP head shape (see :class:`MLPHead`), the default tower.
         logit_scale_init: initial ``s = 1 / temperature`` (CLIP: ``1 / 0.07``).
@@ -143,7 +143,8 @@ class Binder(nn.Module):
                 towers[m] = given
                 continue
             shape = tuple(int(s) for s in shapes[m]) if m in shapes else None
-            ctx = TowerContext(int(dims.get(m, 0)), embed_dim, shape, hidden, depth, dropout, m)
+            width = int(dims.get(m, math.prod(shape) if shape else 0))
+            ctx = TowerContext(width, embed_dim, shape, hidden, depth, dropout, m)
             if given is None:
                 towers[m] = MLPHead(ctx.in_dim, embed_dim, hidden, depth, dropout)
                 towers[m]._centrobind_spec = "mlp"  # type: ignore[assignment]
