@@ -43,9 +43,11 @@ def offline_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(
     "spec, repo",
-    [("st:sentence-transformers/all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
-     ("st:all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
-     ("hf:facebook/wav2vec2-base", "facebook/wav2vec2-base")],
+    [
+        ("st:sentence-transformers/all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
+        ("st:all-mpnet-base-v2", "sentence-transformers/all-mpnet-base-v2"),
+        ("hf:facebook/wav2vec2-base", "facebook/wav2vec2-base"),
+    ],
 )
 def test_offline_names_the_missing_model_in_one_line(offline_cache, spec, repo):
     with pytest.raises(CentrobindError) as e:
@@ -60,8 +62,15 @@ def test_a_cached_hub_model_loads_offline_and_records_its_name(offline_cache, tm
 
     local = tmp_path / "tiny-bert"
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=30, hidden_size=16, num_hidden_layers=1,
-                         num_attention_heads=2, intermediate_size=32)).save_pretrained(local)
+    BertModel(
+        BertConfig(
+            vocab_size=30,
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+        )
+    ).save_pretrained(local)
     (local / "vocab.txt").write_text("\n".join(
         ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "red", "blue", "thing"]))  # fmt: skip
     BertTokenizerFast(vocab_file=str(local / "vocab.txt")).save_pretrained(local)
@@ -88,12 +97,16 @@ def test_online_download_goes_to_the_cache_without_duplicate_weights(tmp_path, m
         return str(tmp_path / "hub" / "snap")
 
     monkeypatch.setattr(hh, "snapshot_download", snapshot)
-    monkeypatch.setattr(hh, "list_repo_files", lambda repo: ["model.safetensors", "pytorch_model.bin"])
+    monkeypatch.setattr(
+        hh, "list_repo_files", lambda repo: ["model.safetensors", "pytorch_model.bin"]
+    )
     assert hub.hub_snapshot("st:x", "org/x") == tmp_path / "hub" / "snap"
     (repo, local, kw) = calls[-1]
     assert repo == "org/x" and not local and kw["cache_dir"] == str(tmp_path / "hub")
     assert "*.bin" in kw["ignore_patterns"] and "*.onnx" in kw["ignore_patterns"]
-    monkeypatch.setattr(hh, "list_repo_files", lambda repo: (_ for _ in ()).throw(OSError("no net")))
+    monkeypatch.setattr(
+        hh, "list_repo_files", lambda repo: (_ for _ in ()).throw(OSError("no net"))
+    )
     with pytest.raises(CentrobindError, match="cannot download 'org/x' from the Hugging Face hub"):
         hub.hub_snapshot("st:x", "org/x")
 
@@ -127,7 +140,9 @@ def test_timm_pretrained_name_through_the_cache(offline_cache, monkeypatch):
         load_encoder("timm:resnet50")
     snap = _cache(offline_cache, "timm/resnet50.a1_in1k", {"model.safetensors": b"w"})
     enc = load_encoder("timm:resnet50")
-    assert made["pretrained"] and made["pretrained_cfg_overlay"] == {"file": str(snap / "model.safetensors")}
+    assert made["pretrained"] and made["pretrained_cfg_overlay"] == {
+        "file": str(snap / "model.safetensors")
+    }
     assert enc.spec == "timm:resnet50" and enc.dim == 4 and enc.input_shape == (3, 16, 16)
     assert enc.options["random_weights"] is False and isinstance(enc.module, nn.Module)
 
@@ -149,7 +164,9 @@ def test_open_clip_tag_through_the_cache(offline_cache, monkeypatch):
 
     fake.create_model_and_transforms = create
     monkeypatch.setitem(sys.modules, "open_clip", fake)
-    with pytest.raises(CentrobindError, match="no tag 'laion9' for 'ViT-B-32' \\(laion2b_s34b_b79k, openai\\)"):
+    with pytest.raises(
+        CentrobindError, match="no tag 'laion9' for 'ViT-B-32' \\(laion2b_s34b_b79k, openai\\)"
+    ):
         load_encoder("open_clip:ViT-B-32@laion9")
     with pytest.raises(CentrobindError, match="'laion/CLIP-ViT-B-32-laion2B-s34B-b79K' is not in"):
         load_encoder("open_clip:ViT-B-32@laion2b_s34b_b79k")
@@ -165,9 +182,23 @@ def test_cli_offline_flag(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     man = tmp_path / "m.csv"
     man.write_text("caption,other\na,b\nc,d\n")
-    code = main(["featurize", str(man), "--out", str(tmp_path / "ds"), "--quiet", "--offline",
-                 "--encoder", "caption=st:org/absent", "--encoder", "other=st:org/absent"])
+    code = main(
+        [
+            "featurize",
+            str(man),
+            "--out",
+            str(tmp_path / "ds"),
+            "--quiet",
+            "--offline",
+            "--encoder",
+            "caption=st:org/absent",
+            "--encoder",
+            "other=st:org/absent",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
-    assert "model 'org/absent' is not in the local Hugging Face cache" in err and err.count("\n") == 1
+    assert (
+        "model 'org/absent' is not in the local Hugging Face cache" in err and err.count("\n") == 1
+    )
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # main() set it for its process

@@ -79,7 +79,7 @@ def test_stream_skips_a_corrupt_item_mid_run_and_refuses_a_changed_manifest(mani
     (manifest.parent / "img" / "2.png").write_bytes(b"\x89PNG truncated")
     with pytest.warns(CentrobindWarning, match="row 2, image"):
         batches = list(src.batches(0, seed=0, batch_size=24, drop_last=False))
-    (feats, mask), = batches
+    ((feats, mask),) = batches
     pos = int(np.flatnonzero(np.asarray(src.rows)[src._ds.batches[0]] == 2)[0])
     assert not mask[1, pos] and mask[0, pos] and float(feats["image"][pos].abs().sum()) == 0.0
     assert src.describe()["skipped_items"] == {"image": 1}
@@ -105,10 +105,30 @@ def test_audio_and_text_decoders(tmp_path):
 
 def test_cli_trains_on_a_manifest_with_raw_towers(manifest, tmp_path, capsys):
     out = tmp_path / "run"
-    args = ["train", "--data", str(manifest), "--out", str(out), "--label", "y",
-            "--tower", "imu=conv1d,width=8,layers=2", "--tower", "image=cnn,width=4,layers=2,size=8",
-            "--tower", "caption=bow,width=8,vocab=64,length=6", "--epochs", "2",
-            "--batch-size", "8", "--embed-dim", "8", "--quiet", "--split", "0.5,0.25,0.25"]
+    args = [
+        "train",
+        "--data",
+        str(manifest),
+        "--out",
+        str(out),
+        "--label",
+        "y",
+        "--tower",
+        "imu=conv1d,width=8,layers=2",
+        "--tower",
+        "image=cnn,width=4,layers=2,size=8",
+        "--tower",
+        "caption=bow,width=8,vocab=64,length=6",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--embed-dim",
+        "8",
+        "--quiet",
+        "--split",
+        "0.5,0.25,0.25",
+    ]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert main(args) == 0
@@ -128,8 +148,12 @@ def test_cli_trains_on_a_manifest_with_raw_towers(manifest, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "manifest changed since the run started" in err
     assert err.count("\n") == 1
-    assert main(["train", "--data", str(manifest), "--out", str(tmp_path / "x"),
-                 "--tower", "imu=lstm"]) == 2
+    assert (
+        main(
+            ["train", "--data", str(manifest), "--out", str(tmp_path / "x"), "--tower", "imu=lstm"]
+        )
+        == 2
+    )
     assert "unknown tower 'lstm'" in capsys.readouterr().err
     with pytest.raises(CentrobindError, match="not a column"):
         from centrobind.rawruns import plans_for

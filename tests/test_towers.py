@@ -26,7 +26,11 @@ from tower_helpers import TinyIMU
 
 def test_spec_parsing_round_trip_and_errors():
     s = parse_tower_spec("conv1d,width=32,shape=[3,128],freeze")
-    assert (s.name, s.arg, s.options) == ("conv1d", None, {"width": 32, "shape": [3, 128], "freeze": True})
+    assert (s.name, s.arg, s.options) == (
+        "conv1d",
+        None,
+        {"width": 32, "shape": [3, 128], "freeze": True},
+    )
     assert parse_tower_spec(str(s)).options == s.options
     b = parse_tower_spec("backbone:timm:resnet18@w.pt,train_last=2")
     assert (b.arg, b.freeze) == ("timm:resnet18@w.pt", False)
@@ -41,8 +45,12 @@ def test_spec_parsing_round_trip_and_errors():
 
 @pytest.mark.parametrize(
     "spec, shape, in_dim",
-    [("conv1d,width=8,layers=2", (3, 16), 48), ("cnn,width=4,layers=2", (3, 8, 8), 192),
-     ("bow,width=8,vocab=64", None, 6), ("mlp,depth=1", None, 5)],
+    [
+        ("conv1d,width=8,layers=2", (3, 16), 48),
+        ("cnn,width=4,layers=2", (3, 8, 8), 192),
+        ("bow,width=8,vocab=64", None, 6),
+        ("mlp,depth=1", None, 5),
+    ],
 )
 def test_registry_towers_map_flat_and_shaped_batches(spec, shape, in_dim):
     tower = build_tower(spec, TowerContext(in_dim, 4, shape))
@@ -60,7 +68,9 @@ def test_binder_takes_any_module_and_checks_its_width():
     assert tuple(z.shape) == (2, 4, 8)
     assert binder.towers["imu"] == "module:tower_helpers:TinyIMU,out=8,channels=3"
     wrong = Binder({"text": 5}, embed_dim=8, encoders={"imu": TinyIMU(out=6)})
-    with pytest.raises(TowerError, match=r"'imu'.*returns \[4, 6\] for 4 rows; the shared space needs \[4, 8\]"):
+    with pytest.raises(
+        TowerError, match=r"'imu'.*returns \[4, 6\] for 4 rows; the shared space needs \[4, 8\]"
+    ):
         wrong({"text": torch.randn(4, 5), "imu": torch.randn(4, 48)})
     with pytest.raises(TowerError, match="identity tower keeps its input space"):
         Binder({"a": 5, "b": 8}, embed_dim=8, encoders={"a": "identity"})
@@ -68,7 +78,9 @@ def test_binder_takes_any_module_and_checks_its_width():
 
 def test_train_last_freezes_all_but_the_last_blocks_and_keeps_them_in_eval():
     net = nn.Sequential()
-    net.blocks = nn.Sequential(*[nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)) for _ in range(3)])
+    net.blocks = nn.Sequential(
+        *[nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4)) for _ in range(3)]
+    )
     net.head = nn.Linear(4, 4)
     apply_freeze(net, train_last=1)
     trains = [any(p.requires_grad for p in b.parameters()) for b in net.blocks]

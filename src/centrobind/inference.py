@@ -166,7 +166,9 @@ class Model:
                 out[i] = dec.decode(path, None).reshape(-1)
             except Exception as e:  # noqa: BLE001 - one line naming the item
                 why = "file not found" if isinstance(e, FileNotFoundError) else str(e)
-                raise ValueError(f"modality {modality!r}: item {i} ({item!r:.120}): {why}") from None
+                raise ValueError(
+                    f"modality {modality!r}: item {i} ({item!r:.120}): {why}"
+                ) from None
         return out
 
     def _features(self, modality: str, x: Any) -> Tensor:

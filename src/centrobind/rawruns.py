@@ -63,7 +63,9 @@ def column_plan(spec: str | None, kind: str) -> ColumnPlan:
     return ColumnPlan(_RAW_KIND[kind], data_opts)
 
 
-def plans_for(manifest: str | Path, towers: Mapping[str, Any], labels: Sequence[str]) -> dict[str, ColumnPlan]:
+def plans_for(
+    manifest: str | Path, towers: Mapping[str, Any], labels: Sequence[str]
+) -> dict[str, ColumnPlan]:
     """The plan of every modality column (every column that is not a label)."""
     from .featurize.manifest import read_manifest
 

@@ -266,9 +266,10 @@ def prepare_data(
     if train_transform is not None:
         train_raw = train_transform(train_raw)
     std = Standardizer.fit(train_raw) if cfg.standardize else None
-    for m in (ds.meta.get("shapes") or {}) if std is not None else ():
-        std.mean[m].zero_()  # raw items are fed as decoded (their towers normalise inside)
-        std.std[m].fill_(1.0)
+    if std is not None:
+        for m in ds.meta.get("shapes") or {}:
+            std.mean[m].zero_()  # raw items are fed as decoded (their towers normalise inside)
+            std.std[m].fill_(1.0)
 
     def prep(d: MultimodalDataset) -> MultimodalDataset:
         return std.apply(d) if std is not None else d
@@ -616,7 +617,7 @@ def _train_locked(
         )
     if std is not None:
         tensors.update(prefixed("standardizer", std.state_dict()))
-    meta = {
+    meta: dict[str, Any] = {
         "dataset": ds.name,
         "data": _data_ref(data),
         "fingerprint": fingerprint(ds),
@@ -826,7 +827,7 @@ def _evaluate(
     raw = run.meta.get("raw") if isinstance(run.meta.get("raw"), dict) else None
     if raw is not None and is_manifest(ref):
         labels = list(raw.get("labels") or [])
-        ds = load_manifest_dataset(ref, run.config.towers, labels, saved=raw)
+        ds = load_manifest_dataset(str(ref), run.config.towers, labels, saved=raw)
     else:
         ds = _as_dataset(ref)
     _check_modalities(run, ds)

@@ -378,7 +378,7 @@ def _opts(spec: TowerSpec, allowed: Sequence[str]) -> dict[str, Any]:
 def _mlp(spec: TowerSpec, ctx: TowerContext) -> nn.Module:
     from .models import MLPHead
 
-    kw = {"hidden": ctx.hidden, "depth": ctx.depth, "dropout": ctx.dropout}
+    kw: dict[str, Any] = {"hidden": ctx.hidden, "depth": ctx.depth, "dropout": ctx.dropout}
     kw.update(_opts(spec, ("hidden", "depth", "dropout")))
     return MLPHead(ctx.in_dim, ctx.embed_dim, **kw)
 
@@ -436,7 +436,9 @@ def _head(spec: TowerSpec, ctx: TowerContext, width: int) -> nn.Module:
     sub = TowerContext(width, ctx.embed_dim, None, ctx.hidden, ctx.depth, ctx.dropout, ctx.modality)
     if head not in ("mlp", "identity"):
         raise TowerError(f"tower {str(spec)!r}: head must be mlp or identity, got {head!r}")
-    return _identity(TowerSpec("identity"), sub) if head == "identity" else _mlp(TowerSpec("mlp"), sub)
+    return (
+        _identity(TowerSpec("identity"), sub) if head == "identity" else _mlp(TowerSpec("mlp"), sub)
+    )
 
 
 def _backbone(spec: TowerSpec, ctx: TowerContext) -> nn.Module:
@@ -463,7 +465,9 @@ def _backbone(spec: TowerSpec, ctx: TowerContext) -> nn.Module:
             f"modality {ctx.modality!r}: backbone {spec.arg!r} reads items of shape {shape}, the "
             f"data has {ctx.in_dim} values per row"
         )
-    return BackboneTower(module, shape, _head(spec, ctx, int(enc.dim)), getattr(enc, "train_fn", None))
+    return BackboneTower(
+        module, shape, _head(spec, ctx, int(enc.dim)), getattr(enc, "train_fn", None)
+    )
 
 
 def _module(spec: TowerSpec, ctx: TowerContext) -> nn.Module:
@@ -548,11 +552,14 @@ def tower_spec_of(module: nn.Module) -> str:
     if isinstance(spec, str):
         return spec
     cls = type(module)
-    kw = module.tower_config() if hasattr(module, "tower_config") else {}
+    config_fn = getattr(module, "tower_config", None)
+    kw = config_fn() if callable(config_fn) else {}
     if not isinstance(kw, Mapping):
         raise TowerError(f"{cls.__qualname__}.tower_config() must return a dict of kwargs")
     opts = [f"{k}={json.dumps(v, separators=(',', ':'))}" for k, v in kw.items()]
-    bad = [o for o in opts if "," in o.partition("=")[2] and not o.partition("=")[2].startswith("[")]
+    bad = [
+        o for o in opts if "," in o.partition("=")[2] and not o.partition("=")[2].startswith("[")
+    ]
     if bad:
         raise TowerError(
             f"{cls.__qualname__}.tower_config(): {bad[0]!r} holds a comma; give scalars or lists"
@@ -560,7 +567,9 @@ def tower_spec_of(module: nn.Module) -> str:
     return ",".join([f"module:{cls.__module__}:{cls.__qualname__}", *opts])
 
 
-def check_tower_output(modality: str, tower: nn.Module, x: Tensor, out: Any, embed_dim: int) -> None:
+def check_tower_output(
+    modality: str, tower: nn.Module, x: Tensor, out: Any, embed_dim: int
+) -> None:
     """Raise :class:`TowerError` unless ``out`` is ``[N, embed_dim]`` for ``x`` of ``N`` rows."""
     n = x.shape[0] if isinstance(x, Tensor) else len(x)
     if isinstance(out, Tensor) and out.dim() == 2 and tuple(out.shape) == (n, embed_dim):

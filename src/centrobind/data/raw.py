@@ -118,7 +118,7 @@ class ImageDecoder(Decoder):
             ch = min(h, max(1, round(math.sqrt(area / ratio))))
             x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
             im = im.crop((x0, y0, x0 + cw, y0 + ch))
-        im = im.resize((self.size, self.size), Image.BILINEAR)
+        im = im.resize((self.size, self.size), Image.Resampling.BILINEAR)
         x = np.asarray(im, dtype=np.float32).reshape(self.size, self.size, -1) / 255.0
         x = np.ascontiguousarray(x.transpose(2, 0, 1))
         if rng is not None:
@@ -276,7 +276,9 @@ def _make_decoder(plan: ColumnPlan, cells: list[str | None], device: str) -> Dec
     if plan.kind == "backbone":
         from centrobind.featurize.encoders import load_encoder
 
-        enc = load_encoder(str(plan.spec), device="cpu", allow_random=bool(plan.options.get("random")))
+        enc = load_encoder(
+            str(plan.spec), device="cpu", allow_random=bool(plan.options.get("random"))
+        )
         shape = getattr(enc, "input_shape", None)
         if shape is None:
             raise DatasetError(f"encoder {plan.spec!r} cannot be trained on raw items")
@@ -341,7 +343,9 @@ class RawData:
     def dims(self) -> dict[str, int]:
         """modality -> flat width of a row."""
         return {
-            m: math.prod(self.decoders[m].shape) if m in self.decoders else self.features[m].shape[1]
+            m: math.prod(self.decoders[m].shape)
+            if m in self.decoders
+            else self.features[m].shape[1]
             for m in self.modalities
         }
 
@@ -366,7 +370,7 @@ class RawData:
         view depends on nothing else (batch, rank, worker)."""
         if m not in self.decoders:
             x = self.features[m][rows]
-            ok = np.isfinite(x).all(axis=1)
+            ok = np.asarray(np.isfinite(x).all(axis=1), dtype=bool)
             return np.where(ok[:, None], x, 0.0).astype(np.float32), ok, {}
         dec = self.decoders[m]
         width = math.prod(dec.shape)
@@ -407,7 +411,9 @@ def _read_cells(manifest: Any, m: str, kind: str) -> list[str | None]:
     return [manifest.resolve(c) if c is not None else None for c in col]
 
 
-def _featurize_column(spec: str, cells: list[str | None], device: str, kind: str | None) -> tuple[NDArray, dict[str, Any], dict[int, str]]:
+def _featurize_column(
+    spec: str, cells: list[str | None], device: str, kind: str | None
+) -> tuple[NDArray, dict[str, Any], dict[int, str]]:
     """Run a frozen featurize encoder once over a column: float32 ``[N, F]`` (NaN rows: missing
     or unreadable), its ``meta.json`` entry, {row: reason}."""
     from centrobind.featurize.encoders import load_encoder
@@ -444,7 +450,9 @@ def open_raw(
     man = read_manifest(manifest)
     for name in [*plans, *labels]:
         if name not in man.columns:
-            raise DatasetError(f"{man.path}: no column {name!r} (columns: {', '.join(man.columns)})")
+            raise DatasetError(
+                f"{man.path}: no column {name!r} (columns: {', '.join(man.columns)})"
+            )
     mods = list(plans)
     if len(mods) < 2:
         raise DatasetError(f"{man.path}: training needs at least 2 modality columns, got {mods}")
@@ -452,7 +460,13 @@ def open_raw(
     for m in mods:
         plan = plans[m]
         guess = column_kind(man.columns[m])
-        data.cells[m] = _read_cells(man, m, "text" if plan.kind == "text" or (plan.kind == "features" and guess == "text") else "file")
+        data.cells[m] = _read_cells(
+            man,
+            m,
+            "text"
+            if plan.kind == "text" or (plan.kind == "features" and guess == "text")
+            else "file",
+        )
         if plan.kind == "features":
             hint = guess if guess != "text" else None
             x, entry, bad = _featurize_column(str(plan.spec), data.cells[m], device, hint)
@@ -509,7 +523,9 @@ def load_raw(
 # --------------------------------------------------------------------------- streaming
 
 
-class _BatchDecoder(torch.utils.data.Dataset[tuple[dict[str, Tensor], Tensor, dict[str, dict[int, str]]]]):
+class _BatchDecoder(
+    torch.utils.data.Dataset[tuple[dict[str, Tensor], Tensor, dict[str, dict[int, str]]]]
+):
     """Map-style dataset over the batches of one epoch (index = batch number): a worker decodes
     a whole batch (augmentation: :meth:`RawData.decode_rows`)."""
 

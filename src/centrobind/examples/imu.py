@@ -82,8 +82,15 @@ def _scores(model: Any, test: Path, text_model: Any = None) -> dict[str, float]:
 def _cfg(epochs: int, seed: int, **kw: Any) -> Any:
     from centrobind.config import TrainConfig
 
-    base = {"epochs": epochs, "batch_size": 64, "seed": seed, "quiet": True, "lr": 2e-3,
-            "split": (0.8, 0.1, 0.1), "device": "cpu"}
+    base = {
+        "epochs": epochs,
+        "batch_size": 64,
+        "seed": seed,
+        "quiet": True,
+        "lr": 2e-3,
+        "split": (0.8, 0.1, 0.1),
+        "device": "cpu",
+    }
     return TrainConfig(**{**base, **kw})
 
 
@@ -108,7 +115,8 @@ def run_imu_example(
     out = Path(out)
     train = make_imu_data(out / "data" / "train", n, seed)
     test = make_imu_data(out / "data" / "test", n_test, seed + 1000)
-    runs, res = out / "runs", {"n_train": n, "n_test": n_test, "epochs": epochs, "seed": seed}
+    runs = out / "runs"
+    res: dict[str, Any] = {"n_train": n, "n_test": n_test, "epochs": epochs, "seed": seed}
     small = {"image": PICTURE, "caption": "mlp"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CentrobindWarning)  # the test split is the other set
@@ -138,8 +146,15 @@ def _keep_space(train: Path, test: Path, runs: Path, epochs: int, seed: int) -> 
     cfg1 = _cfg(epochs, seed, towers=keep, embed_dim=384, objective="all_pairs")
     text, s1 = _train(a, runs / "space-stage1", cfg1)
     stage2 = {"image": PICTURE + ",freeze", "imu": CONV1D}
-    cfg2 = _cfg(epochs, seed, towers=stage2, embed_dim=384, objective="fixed_anchor",
-                anchor="image", anchor_init="none")
+    cfg2 = _cfg(
+        epochs,
+        seed,
+        towers=stage2,
+        embed_dim=384,
+        objective="fixed_anchor",
+        anchor="image",
+        anchor_init="none",
+    )
     out: dict[str, Any] = {"stage 1 seconds": round(s1, 1)}
     model, s2 = _train(b, runs / "space-stage2", cfg2, init_from=runs / "space-stage1")
     out["bound"] = {**_scores(model, test, text), "stage 2 seconds": round(s2, 1)}
@@ -185,10 +200,13 @@ def _figures(out: Path, manifest: Path, res: dict[str, Any]) -> None:
     ax1.set_title("IMU tower: conv1d vs MLP on the flattened window")
     ax1.axhline(100 / 6, color="grey", ls=":", lw=1)
     ax1.legend()
-    k = "zero-shot text->imu accuracy"
-    vals = [ps["bound"][k], ps["control"][k], ps["chance"]]
-    ax2.bar(["bound via pictures", "control (random\nfrozen pictures)", "chance"], vals,
-            color=["C2", "C7", "C7"])
+    zs = "zero-shot text->imu accuracy"
+    vals = [ps["bound"][zs], ps["control"][zs], ps["chance"]]
+    ax2.bar(
+        ["bound via pictures", "control (random\nfrozen pictures)", "chance"],
+        vals,
+        color=["C2", "C7", "C7"],
+    )
     ax2.set_ylabel("zero-shot text -> IMU accuracy (%)")
     ax2.set_title("No text-IMU pairs: text <-> IMU emerges")
     fig.tight_layout()
@@ -218,9 +236,11 @@ def _markdown(res: dict[str, Any]) -> str:
         "| stage 2 picture tower | " + " | ".join(ps["control"]) + " |",
         "|---|" + "---|" * len(ps["control"]),
         "| from stage 1, frozen | "
-        + " | ".join(f"{ps['bound'][c]:.1f}" for c in ps["control"]) + " |",
+        + " | ".join(f"{ps['bound'][c]:.1f}" for c in ps["control"])
+        + " |",
         "| random, frozen (control) | "
-        + " | ".join(f"{ps['control'][c]:.1f}" for c in ps["control"]) + " |",
+        + " | ".join(f"{ps['control'][c]:.1f}" for c in ps["control"])
+        + " |",
         "",
         f"Zero-shot text -> IMU: {ps['bound'][k]:.1f}% bound vs {ps['control'][k]:.1f}% control.",
         "",

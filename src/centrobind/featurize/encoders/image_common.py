@@ -66,9 +66,11 @@ def split_weights(spec: str, arg: str | None, family: str) -> tuple[str, Path | 
 
 
 def no_weights(spec: str, family: str) -> EncoderError:
-    tag = f" or {family}:NAME@TAG (a pretrained tag, e.g. ViT-B-32@laion2b_s34b_b79k)" if (
-        family == "open_clip"
-    ) else ""
+    tag = (
+        f" or {family}:NAME@TAG (a pretrained tag, e.g. ViT-B-32@laion2b_s34b_b79k)"
+        if (family == "open_clip")
+        else ""
+    )
     return EncoderError(
         f"encoder {spec!r} has no weights file: give {family}:NAME@PATH (a local .safetensors or "
         f".pth state dict){tag}; random weights only with --allow-random (for tests)"

