@@ -38,8 +38,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields this command line sets: ``--config`` file, then flags, then
     ``--option KEY=VALUE`` into ``objective_options``."""
-    from .config import config_overrides
-    from .runs import read_config_file
+    from .config import config_overrides, read_config_file
 
     given = read_config_file(args.config) if args.config else {}
     if not isinstance(given, dict):
@@ -86,12 +85,6 @@ def _check_resume(out: str, given: dict[str, Any]) -> int | None:
     return asked.epochs if extend else None
 
 
-def _torch_rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """Print each warning raised inside as one ``warning: ...`` line on stderr, when raised."""
@@ -107,8 +100,8 @@ def _warnings_as_lines() -> Iterator[None]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
+    from .distributed import init_distributed, is_main_process
     from .runs import train_run
-    from .train import init_distributed
 
     given = _given_config(args)
     extend_to = _check_resume(args.out, given) if args.resume else None
@@ -123,7 +116,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             extend_to=extend_to,
             init_from=args.init_from,
         )
-    if init_distributed(cfg.device) and _torch_rank() != 0:
+    if not is_main_process():
         return 0  # under torchrun rank 0 reports
     best = (
         f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}% over a gallery "
@@ -223,7 +216,7 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .featurize.demo import run_demo
+    from .demo import run_demo
 
     report = run_demo(
         args.out, tiny=args.tiny, n=args.n, seed=args.seed, quiet=args.quiet, seeds=args.seeds
