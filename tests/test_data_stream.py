@@ -17,7 +17,8 @@ from centrobind.data.source import BlockShuffle, batch_positions
 from centrobind.data.store import ModalityStore, append_rows
 from centrobind.data.stream import DataChangedError, StreamingSource
 from centrobind.errors import DatasetError
-from centrobind.runs import choose_loader, load_run, train_run
+from centrobind.pipeline import choose_loader
+from centrobind.runs import load_run, train_run
 
 
 @pytest.fixture(scope="module")
@@ -210,11 +211,31 @@ class TestStreamingTraining:
         assert mem.meta["fingerprint"].startswith("d2:")
 
     def test_auto_streams_when_memory_is_short(self, folder, monkeypatch):
-        import centrobind.runs as runs
+        import centrobind.pipeline as pipeline
 
         disk = open_dataset(folder[0])
         cfg = TrainConfig()
         assert choose_loader(cfg, disk) == "memory"
-        monkeypatch.setattr(runs, "memory_capacity", lambda device="cpu": disk.float32_bytes)
+        monkeypatch.setattr(pipeline, "memory_capacity", lambda device="cpu": disk.float32_bytes)
         assert choose_loader(cfg, disk) == "stream"
         assert choose_loader(dataclasses.replace(cfg, loader="memory"), disk) == "memory"
+
+
+class TestCgroupLimit:
+    def test_v1_and_v2_limits_of_the_process_cgroup_and_ancestors(self, tmp_path):
+        from centrobind.memory import cgroup_limits
+
+        root = tmp_path / "cg"
+        (root / "job" / "step").mkdir(parents=True)
+        (root / "job" / "memory.max").write_text(f"{2 << 30}\n")
+        (root / "job" / "step" / "memory.max").write_text("max\n")
+        proc = tmp_path / "cgroup"
+        proc.write_text("0::/job/step\n")
+        assert cgroup_limits(proc, root) == [2 << 30]
+        v1 = tmp_path / "v1"
+        (v1 / "memory" / "slurm" / "uid_0").mkdir(parents=True)
+        (v1 / "memory" / "slurm" / "uid_0" / "memory.limit_in_bytes").write_text(f"{3 << 30}")
+        proc.write_text("7:cpu:/other\n4:memory:/slurm/uid_0\n")
+        assert cgroup_limits(proc, v1) == [3 << 30]
+        proc.write_text("garbage\n")
+        assert cgroup_limits(proc, v1) == []

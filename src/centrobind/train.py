@@ -23,33 +23,33 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from .checkpoint import (
     atomic_write_text,
     load_tensors,
+    non_finite_tensors,
     optimizer_from_flat,
     optimizer_to_flat,
     prefixed,
     save_tensors,
     unprefixed,
 )
-from .config import PER_INVOCATION, TrainConfig, resolve_device
-from .data import MultimodalDataset
+from .config import PER_INVOCATION, TrainConfig
+from .data import MultimodalDataset, modality_mask
 from .data.source import InMemorySource, TrainSource, epoch_permutation, make_order
+from .distributed import rank_and_world, resolve_device
 from .errors import CentrobindError, ConfigError
-from .eval.retrieval import joint_leave_one_out, mean_pairwise_r1
+from .eval import mean_pairwise_r1, native_leave_one_out
 from .models import Binder
 from .objectives import Objective, resolve_modality, symmetric_infonce
 from .objectives.base import NonFiniteInputError
-from .runfolder import non_finite_tensors
 
 __all__ = [
     "FitResult",
@@ -60,10 +60,7 @@ __all__ = [
     "Validator",
     "augment",
     "fit",
-    "init_distributed",
     "intra_modal_loss",
-    "modality_mask",
-    "native_leave_one_out",
     "native_validator",
     "pretrain_encoder",
     "warmup_steps",
@@ -182,12 +179,6 @@ class TrainState:
 # --------------------------------------------------------------------------- pieces
 
 
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _epoch_perm(n: int, seed: int, epoch: int) -> Tensor:
     return epoch_permutation(n, seed, epoch)
 
@@ -250,33 +241,6 @@ def _lr_at(step: int, total: int, cfg: TrainConfig, start: int = 0) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def modality_mask(ds: MultimodalDataset, modalities: Sequence[str]) -> Tensor:
-    """The presence mask ``[M, N]`` of ``ds`` in the order of ``modalities`` (a model's order)."""
-    missing = [m for m in modalities if m not in ds.modalities]
-    if missing:
-        raise ConfigError(f"dataset lacks modalities {missing}; it has {ds.modalities}")
-    return ds.mask[[ds.modalities.index(m) for m in modalities]]
-
-
-def native_leave_one_out(
-    binder: Binder,
-    ds: MultimodalDataset,
-    objective_cls: type[Objective],
-    ks: Sequence[int] = (1, 5),
-) -> dict[str, Any] | None:
-    """Embed the rows of ``ds`` where every modality is present and score leave-one-out retrieval
-    the objective's own joint way (:meth:`Objective.leave_one_out_query`). None for objectives
-    without ``requires_all_modalities`` (their native score is pairwise cosine retrieval) or when
-    fewer than 2 rows are complete."""
-    if not objective_cls.requires_all_modalities:
-        return None
-    full = modality_mask(ds, binder.modalities).all(0)
-    if int(full.sum()) < 2:
-        return None
-    emb = binder.embed_all(ds.subset(full.nonzero().squeeze(1)))
-    return joint_leave_one_out(emb, objective_cls.leave_one_out_query, ks=ks)
-
-
 def native_validator(objective: Objective) -> Validator:
     """The validation score an objective is trained for: mean cross-modal R@1 (%) over all
     ordered modality pairs, or, for objectives that need every modality
@@ -304,7 +268,7 @@ def pretrain_encoder(
 ) -> None:
     """Unimodal self-supervised pre-training of one encoder (augmented-view InfoNCE) on the
     training rows where ``modality`` is present."""
-    device = torch.device(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
     if isinstance(train, MultimodalDataset):
         train = InMemorySource(train.features, train.mask, train.modalities, device=device)
     if not isinstance(train, InMemorySource):
@@ -561,22 +525,6 @@ def _tensorboard_epoch(writer: Any, row: Mapping[str, float]) -> None:
     writer.flush()
 
 
-def init_distributed(device: str = "auto") -> bool:
-    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join the process group: NCCL
-    when ``device`` resolves to CUDA (this process's GPU, ``LOCAL_RANK``), else gloo. Returns
-    whether this process is one of several ranks."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return False
-    if not dist.is_initialized():
-        on_cuda = torch.device(resolve_device(device)).type == "cuda"
-        if on_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if on_cuda else "gloo")
-    return True
-
-
 def _check_distributed(cfg: TrainConfig, n: int, bs: int, world: int) -> None:
     """The conditions for an exact data-parallel step (every rank an equal share)."""
     if world == 1:
@@ -624,8 +572,8 @@ def _setup(
     """Validate, seed, move to the device, check the distributed setting, prepare a fixed
     anchor, wrap for DDP and build the optimiser (in this order: the RNG stream depends on it)."""
     cfg.check()
-    rank, world = _dist()
-    device = torch.device(resolve_device(cfg.device))
+    rank, world = rank_and_world()
+    device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)
