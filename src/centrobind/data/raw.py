@@ -590,6 +590,11 @@ class RawSource(TrainSource):
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
+    @property
+    def dims(self) -> dict[str, int]:
+        """Modality -> flat row width (items flattened)."""
+        return self.data.dims()
+
     def batches(
         self,
         epoch: int,
