@@ -159,3 +159,23 @@ def test_cli_trains_on_a_manifest_with_raw_towers(manifest, tmp_path, capsys):
         from centrobind.rawruns import plans_for
 
         plans_for(manifest, {"sound": "conv1d"}, ["y"])
+
+
+def test_train_streams_raw_items_with_workers_and_records_skips(manifest, tmp_path):
+    from centrobind.config import TrainConfig
+    from centrobind.runs import evaluate_run, train_run
+
+    (manifest.parent / "imu" / "4.npy").write_bytes(b"corrupt")
+    cfg = TrainConfig(
+        loader="stream", workers=1, epochs=2, batch_size=8, embed_dim=8, quiet=True,
+        split=(0.5, 0.25, 0.25), towers={"imu": "conv1d,width=8,layers=2",
+        "image": "cnn,width=4,layers=2,size=8", "caption": "bow,width=8,vocab=64,length=6"},
+    )  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run, result = train_run(manifest, cfg, tmp_path / "s", labels=["y"])
+        metrics = evaluate_run(tmp_path / "s")
+    meta = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert meta["loader"] == "stream" and meta["skipped_items"] == {"imu": 1}
+    assert meta["fingerprint"].startswith("m2:") and result.steps == 2 * (12 // 8)
+    assert "imu->image" in metrics["retrieval"]

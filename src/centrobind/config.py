@@ -51,7 +51,7 @@ INT_MAX = 2**63 - 1  # what a seed (and any int) must fit: int64
 
 #: Fields about watching one invocation, not the run: ``--resume`` takes them from its own
 #: command line (they may differ from the saved config).
-PER_INVOCATION = ("quiet", "tensorboard", "loader")
+PER_INVOCATION = ("quiet", "tensorboard", "loader", "workers")
 
 
 def _field(
@@ -193,6 +193,13 @@ class TrainConfig:
         "fit comfortably in the memory available); results do not depend on it",
         group="data",
         choices=("auto", "memory", "stream"),
+    )
+    workers: int = _field(
+        2,
+        "worker processes decoding raw items while training (--loader stream on a manifest)",
+        group="data",
+        lo=0,
+        hi=256,
     )
     row_order: str = _field(
         "block",

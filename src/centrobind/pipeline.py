@@ -23,6 +23,7 @@ from .data import BUILTINS, MultimodalDataset, Standardizer, load
 from .data.digests import data_digest
 from .data.fingerprint import fingerprint
 from .data.ondisk import DiskDataset, open_dataset
+from .data.raw import RawData
 from .data.source import TrainSource, make_order
 from .data.stream import StreamingSource
 from .distributed import is_main_process, resolve_device
@@ -183,7 +184,9 @@ def prepare_stream(disk: DiskDataset, splits: dict[str, Tensor], cfg: TrainConfi
     return Streamed(source, val, std)
 
 
-def make_splits(ds: MultimodalDataset | DiskDataset, cfg: TrainConfig) -> dict[str, Tensor]:
+def make_splits(
+    ds: MultimodalDataset | DiskDataset | RawData, cfg: TrainConfig
+) -> dict[str, Tensor]:
     """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
     (stratified on the first label task when there is one)."""
     if ds.splits:

@@ -10,19 +10,40 @@ column is read according to its tower (:func:`column_plan`):
 - ``mlp`` / ``identity`` (and no tower named) get features of the column's default featurize
   encoder (text ``minilm``, images ``pixels``, audio ``logmel``), or the flattened array of a
   ``.npy`` column: what ``centrobind featurize`` + ``train`` would give.
+
+``--loader memory``/``auto`` decodes every item once into memory (:func:`load_manifest_dataset`);
+``--loader stream`` streams them, decoded with augmentation by ``--workers`` processes while
+the model trains (:func:`open_manifest`, :func:`prepare_raw_stream`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .data.raw import ColumnPlan, check_manifest, load_raw
+from torch import Tensor
+
+from .config import TrainConfig
+from .data.raw import ColumnPlan, RawData, RawSource, check_manifest, load_raw, open_raw
+from .data.source import make_order
+from .distributed import resolve_device
 from .errors import CentrobindError, ConfigError
 from .towers import DATA_OPTIONS, parse_tower_spec
 
-__all__ = ["MANIFEST_SUFFIXES", "column_plan", "is_manifest", "load_manifest_dataset", "plans_for"]
+if TYPE_CHECKING:
+    from .pipeline import Streamed
+
+__all__ = [
+    "MANIFEST_SUFFIXES",
+    "column_plan",
+    "is_manifest",
+    "load_manifest_dataset",
+    "manifest_fingerprint",
+    "open_manifest",
+    "plans_for",
+    "prepare_raw_stream",
+]
 
 MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet", ".pq")
 _RAW_KIND = {"text": "text", "image": "image", "audio": "audio", "array": "array"}
@@ -95,3 +116,43 @@ def load_manifest_dataset(
     if not Path(manifest).is_file():
         raise CentrobindError(f"{manifest}: manifest not found")
     return load_raw(manifest, plans_for(manifest, towers, labels), labels, device=device)
+
+
+def open_manifest(
+    manifest: str | Path,
+    towers: Mapping[str, Any],
+    labels: Sequence[str] = (),
+    saved: Mapping[str, Any] | None = None,
+) -> RawData:
+    """The manifest opened for streaming (:func:`centrobind.data.raw.open_raw`), read as the
+    towers need; ``saved`` as in :func:`load_manifest_dataset`."""
+    if saved is not None and "sha256" in saved:
+        check_manifest(saved, manifest)
+    if not Path(manifest).is_file():
+        raise CentrobindError(f"{manifest}: manifest not found")
+    return open_raw(manifest, plans_for(manifest, towers, labels), labels)
+
+
+def prepare_raw_stream(raw: RawData, splits: dict[str, Tensor], cfg: TrainConfig) -> Streamed:
+    """Training rows streamed from raw items (:class:`~centrobind.data.raw.RawSource`: decoded
+    with augmentation by ``cfg.workers`` worker processes), the (capped) validation rows decoded
+    once into memory. Not standardised: raw items go to their towers as decoded, and features of
+    frozen encoders as computed."""
+    from .pipeline import Streamed, cap_rows
+
+    source = RawSource(
+        raw,
+        rows=splits["train"].numpy(),
+        order=make_order(cfg.row_order, cfg.block_rows, cfg.shuffle_blocks),
+        workers=cfg.workers,
+        device=resolve_device(cfg.device),
+    )
+    val_rows = cap_rows(splits["val"], cfg.val_rows, cfg.seed)
+    val = raw.take(val_rows.numpy()) if len(val_rows) >= 2 else None
+    return Streamed(source, val, None)
+
+
+def manifest_fingerprint(ds: Any) -> str | None:
+    """``"m2:" + sha256`` of the manifest behind raw-item data (None for other data)."""
+    raw = (getattr(ds, "meta", None) or {}).get("raw")
+    return f"m2:{raw['sha256']}" if isinstance(raw, dict) and raw.get("sha256") else None

@@ -48,6 +48,7 @@ from .data import MultimodalDataset, Standardizer, as_dataset, modality_mask
 from .data.digests import data_digest
 from .data.fingerprint import fingerprint, legacy_fingerprint
 from .data.ondisk import DiskDataset, open_dataset
+from .data.raw import RawData
 from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, native_leave_one_out, to_builtin
@@ -67,7 +68,13 @@ from .pipeline import (
     prepare_data,
     prepare_stream,
 )
-from .rawruns import is_manifest, load_manifest_dataset
+from .rawruns import (
+    is_manifest,
+    load_manifest_dataset,
+    manifest_fingerprint,
+    open_manifest,
+    prepare_raw_stream,
+)
 from .runfolder import (
     check_new_run_dir,
     check_output_file,
@@ -196,7 +203,7 @@ def _folder(data: str | Path | MultimodalDataset) -> Path | None:
 
 def _check_same_data(
     run_dir: Path,
-    ds: MultimodalDataset | DiskDataset,
+    ds: MultimodalDataset | DiskDataset | RawData,
     what: str,
     folder: Path | None = None,
 ) -> None:
@@ -212,6 +219,10 @@ def _check_same_data(
         except (ValueError, RecursionError, AttributeError):
             saved = None
     if not isinstance(saved, str):
+        return
+    if saved.startswith("m2:"):  # a raw-item manifest: its sha256 (checked when it was opened)
+        if manifest_fingerprint(ds) != saved:
+            raise CentrobindError(f"{what}: not the manifest this run was trained on")
         return
     root = ds.root if isinstance(ds, DiskDataset) else folder
     if saved.startswith("d2:"):
@@ -314,17 +325,14 @@ def _open_data(
     cfg: TrainConfig,
     labels: Sequence[str] = (),
     saved: dict[str, Any] | None = None,
-) -> MultimodalDataset | DiskDataset:
+) -> MultimodalDataset | DiskDataset | RawData:
     """``data`` as training data: a manifest is decoded as ``cfg.towers`` need (``saved``: the
     manifest must be unchanged since the run started), anything else as
     :func:`~centrobind.pipeline.open_training_data`."""
     if is_manifest(data):
         assert isinstance(data, (str, Path))
         if cfg.loader == "stream":
-            raise ConfigError(
-                "--loader stream reads dataset folders; a manifest of raw items is decoded in "
-                "memory (centrobind.data.raw.RawSource streams it from Python)"
-            )
+            return open_manifest(data, cfg.towers, labels, saved=saved)
         return cast(MultimodalDataset, load_manifest_dataset(data, cfg.towers, labels, saved=saved))
     if labels:
         raise ConfigError("--label names label columns of a manifest; this data is not one")
@@ -332,7 +340,7 @@ def _open_data(
 
 
 def _train_locked(
-    ds: MultimodalDataset | DiskDataset,
+    ds: MultimodalDataset | DiskDataset | RawData,
     data: str | Path | MultimodalDataset,
     cfg: TrainConfig,
     out: Path,
@@ -369,6 +377,8 @@ def _train_locked(
     prepared: Prepared | Streamed
     if isinstance(ds, DiskDataset):
         prepared = prepare_stream(ds, splits, cfg)
+    elif isinstance(ds, RawData):
+        prepared = prepare_raw_stream(ds, splits, cfg)
     else:
         prepared = prepare_data(ds, splits, cfg)
     shapes = getattr(ds, "meta", {}).get("shapes") or None
@@ -382,7 +392,7 @@ def _train_locked(
     if main and not resume:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     if main and not has_splits:  # with the data's fingerprint, checked by --resume and evaluate
-        fp = data_fingerprint(ds, _folder(data))
+        fp = manifest_fingerprint(ds) or data_fingerprint(ds, _folder(data))  # type: ignore[arg-type]
         save_tensors(out / "splits.safetensors", dict(splits), _data_state(fp, len(ds), ds))
     result = fit(
         binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=from_checkpoint
@@ -404,7 +414,7 @@ def _train_locked(
         "dataset": ds.name,
         "data": _data_ref(data),
         "fingerprint": _saved_fingerprint(out) if main else None,
-        "loader": "stream" if isinstance(ds, DiskDataset) else "memory",
+        "loader": "stream" if isinstance(ds, DiskDataset | RawData) else "memory",
         "modalities": binder.modalities,
         "dims": binder.dims,
         "n_rows": len(ds),

@@ -340,6 +340,7 @@ class RawData:
         """modality -> item shape (raw columns only)."""
         return {m: list(d.shape) for m, d in self.decoders.items()}
 
+    @property
     def dims(self) -> dict[str, int]:
         """modality -> flat width of a row."""
         return {
@@ -348,6 +349,56 @@ class RawData:
             else self.features[m].shape[1]
             for m in self.modalities
         }
+
+    @property
+    def name(self) -> str:
+        return Path(str(self.state["manifest"])).stem
+
+    @property
+    def splits(self) -> dict[str, Tensor]:
+        """A manifest has no stored splits (the run makes seeded ones)."""
+        return {}
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """What a run records about the data (as :func:`load_raw`'s dataset ``meta``)."""
+        return {
+            "raw": self.record(),
+            "shapes": self.shapes,
+            "featurizers": self.featurizers,
+            "skipped_items": self.skipped_counts(),
+            "label_maps": self.label_maps,
+        }
+
+    def split_indices(
+        self, fractions: Sequence[float], seed: int = 0, stratify: str | None = None
+    ) -> dict[str, Tensor]:
+        """Seeded train/val/test rows, exactly as a dataset of the same rows and labels splits
+        (:meth:`~centrobind.data.MultimodalDataset.split_indices`)."""
+        from .dataset import MultimodalDataset
+
+        z = torch.zeros(len(self), 1)
+        labels = {k: torch.from_numpy(v) for k, v in self.labels.items()}
+        return MultimodalDataset({"a": z, "b": z}, labels=labels).split_indices(
+            fractions, seed=seed, stratify=stratify
+        )
+
+    def take(self, rows: Sequence[int] | NDArray | Tensor) -> Any:
+        """Rows decoded once, without augmentation: a
+        :class:`~centrobind.data.MultimodalDataset` of flat rows (e.g. the validation rows)."""
+        from .dataset import MultimodalDataset
+
+        idx = np.asarray(rows, dtype=np.int64)
+        feats: dict[str, Tensor] = {}
+        mask = np.zeros((len(self.modalities), len(idx)), bool)
+        for i, m in enumerate(self.modalities):
+            x, ok, bad = self.decode_rows(m, idx)
+            self.note_failures(m, bad)
+            feats[m], mask[i] = torch.from_numpy(x), ok
+        labels = {k: torch.from_numpy(v[idx]) for k, v in self.labels.items()}
+        return MultimodalDataset(
+            feats, mask=torch.from_numpy(mask), labels=labels, name=self.name, meta=self.meta
+        )
 
     def skipped_counts(self) -> dict[str, int]:
         return {m: len(self.failed[m]) for m in self.modalities if self.failed[m]}
@@ -494,30 +545,12 @@ def load_raw(
     Unreadable items become missing rows, counted in ``meta["skipped_items"]`` and warned about.
     ``meta["raw"]`` (:meth:`RawData.record`), ``meta["shapes"]`` and ``meta["featurizers"]``
     say how to read the same items again."""
-    from .dataset import MultimodalDataset
 
     data = open_raw(manifest, plans, labels, device)
-    rows = np.arange(len(data))
-    feats: dict[str, NDArray] = {}
-    mask = np.zeros((len(data.modalities), len(data)), bool)
-    for i, m in enumerate(data.modalities):
-        x, ok, bad = data.decode_rows(m, rows)
-        data.note_failures(m, bad)
-        feats[m], mask[i] = x, ok
-    meta = {
-        "raw": data.record(),
-        "shapes": data.shapes,
-        "featurizers": data.featurizers,
-        "skipped_items": data.skipped_counts(),
-        "label_maps": data.label_maps,
-    }
-    return MultimodalDataset(
-        {m: torch.from_numpy(x) for m, x in feats.items()},
-        mask=torch.from_numpy(mask),
-        labels={k: torch.from_numpy(v) for k, v in data.labels.items()},
-        name=name or Path(str(data.state["manifest"])).stem,
-        meta=meta,
-    )
+    ds = data.take(np.arange(len(data)))
+    if name is not None:
+        ds.name = name
+    return ds
 
 
 # --------------------------------------------------------------------------- streaming
@@ -593,7 +626,7 @@ class RawSource(TrainSource):
     @property
     def dims(self) -> dict[str, int]:
         """Modality -> flat row width (items flattened)."""
-        return self.data.dims()
+        return self.data.dims
 
     def batches(
         self,
