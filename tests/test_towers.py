@@ -123,3 +123,50 @@ def test_wrong_width_tower_fails_before_training(tmp_path):
     assert not (tmp_path / "r" / "config.json").exists()
     with pytest.raises(ConfigError, match="'sound', which is not a modality"):
         train_run(_toy(), TrainConfig(towers={"sound": "conv1d"}, quiet=True), tmp_path / "s")
+
+
+def test_backbone_tower_frozen_features_or_trained_end_to_end(tmp_path):
+    """A featurize encoder family (registered here: a tiny conv net on 8x8 images) as a tower:
+    frozen, its features are computed once and only the head trains; with train_last it runs on
+    the decoded items and its last block trains."""
+    import numpy as np
+    from PIL import Image
+
+    from centrobind.data.raw import ColumnPlan, load_raw
+    from centrobind.featurize import register_encoder
+    from centrobind.featurize.encoders.image_backbone import BackboneEncoder
+    from centrobind.featurize.encoders.image_common import cnn_input, seeded_init
+
+    def tiny(arg, *, device, allow_random, kind):
+        def build():
+            net = nn.Module()
+            net.blocks = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 6, 3))
+            net.forward = lambda x: net.blocks(x).mean((-2, -1))
+            return net
+
+        net = seeded_init(build)
+        return BackboneEncoder("tinynet", net, lambda p: cnn_input(p, 8), 8, device, "t/1", {})
+
+    register_encoder("tinynet", tiny)
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (10, 10, 3), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png"
+        )
+    (tmp_path / "m.csv").write_text("image,t\n" + "".join(f"{i}.png,{i}\n" for i in range(4)))
+    frozen = load_raw(tmp_path / "m.csv", {"image": ColumnPlan("features", spec="tinynet"),
+                                           "t": ColumnPlan("text", {"length": 2})})  # fmt: skip
+    assert frozen.dims["image"] == 6 and frozen.meta["featurizers"]["image"]["spec"] == "tinynet"
+    b = Binder(frozen.dims, embed_dim=4, encoders={"image": "backbone:tinynet"})
+    assert b.towers["image"] == "backbone:tinynet" and b.encoders["image"].in_dim == 6
+    raw = load_raw(tmp_path / "m.csv", {"image": ColumnPlan("backbone", spec="tinynet"),
+                                        "t": ColumnPlan("text", {"length": 2})})  # fmt: skip
+    assert raw.meta["shapes"]["image"] == [3, 8, 8]
+    b = Binder(raw.dims, embed_dim=4, encoders={"image": "backbone:tinynet,train_last=1"},
+               shapes=raw.meta["shapes"])  # fmt: skip
+    net = b.encoders["image"].backbone
+    assert [p.requires_grad for p in net.blocks[0].parameters()] == [False, False]
+    assert all(p.requires_grad for p in net.blocks[2].parameters())
+    z = b.encode("image", raw.features["image"])
+    z.sum().backward()
+    assert net.blocks[2].weight.grad is not None and net.blocks[0].weight.grad is None
