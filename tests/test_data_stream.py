@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -16,9 +17,9 @@ from centrobind.data.ondisk import open_dataset
 from centrobind.data.source import BlockShuffle, batch_positions
 from centrobind.data.store import ModalityStore, append_rows
 from centrobind.data.stream import DataChangedError, StreamingSource
-from centrobind.errors import DatasetError
+from centrobind.errors import CentrobindError, DatasetError
 from centrobind.pipeline import choose_loader
-from centrobind.runs import load_run, train_run
+from centrobind.runs import evaluate_run, load_run, train_run
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +210,17 @@ class TestStreamingTraining:
         assert all(torch.equal(a[k], b[k]) for k in a)
         assert mem.meta["fingerprint"] == stream.meta["fingerprint"]
         assert mem.meta["fingerprint"].startswith("d2:")
+        if blocks:
+            return
+        # evaluate reads a copy of the data (same digests) and refuses it once rows change
+        copy = tmp_path / "copy"
+        shutil.copytree(root, copy)
+        assert evaluate_run(tmp_path / "stream", copy, write=False)["gallery"]["test"] > 0
+        f = copy / "modalities" / f"{mem.binder.modalities[0]}.npy"
+        x = np.load(f)
+        np.save(f, x[::-1].copy())  # the same size, other rows
+        with pytest.raises(CentrobindError, match="changed since its digests"):
+            evaluate_run(tmp_path / "stream", copy, write=False)
 
     def test_auto_streams_when_memory_is_short(self, folder, monkeypatch):
         import centrobind.pipeline as pipeline
