@@ -717,6 +717,12 @@ def embed_dataset(
 EMBED_ROWS = 1 << 16
 
 
+def _new_npy(path: Path, shape: tuple[int, int]) -> np.memmap[Any, Any]:
+    """A new float32 ``.npy`` file of ``shape``, memory-mapped for writing."""
+    out: np.memmap[Any, Any] = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+    return out
+
+
 def embed_to_folder(
     path: str | Path,
     data: str | Path,
@@ -749,10 +755,7 @@ def embed_to_folder(
     try:
         with disk_full_errors(out):
             tmp.mkdir(parents=True)
-            arrays = {
-                k: np.lib.format.open_memmap(tmp / f"{k}.npy", "w+", np.float32, (n, d))
-                for k in [*mods, FUSED_KEY]
-            }
+            arrays = {k: _new_npy(tmp / f"{k}.npy", (n, d)) for k in [*mods, FUSED_KEY]}
             with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
                 for a in range(0, n, EMBED_ROWS):
                     block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
