@@ -351,8 +351,8 @@ def _train_locked(
 ) -> tuple[Run, FitResult]:
     """:func:`train_run` while rank 0 holds the folder's lock (``splits`` None: resume).
 
-    Slightly over 80 lines: the order of its steps (check, write config, fit, write results)
-    is what makes a killed run resumable, so it is kept in one place.
+    The order of its steps (check, write config, fit, write results) is what makes a killed
+    run resumable, so it is kept in one place.
     """
     resume = splits is None
     main = is_main_process()
@@ -410,13 +410,35 @@ def _train_locked(
         )
     if std is not None:
         tensors.update(prefixed("standardizer", std.state_dict()))
+    meta = _run_meta(ds, data, binder, splits, result, out if main else None)
+    meta.update(_training_record(out, cfg, result, warm, resume))
+    if main:
+        save_tensors(out / "model.safetensors", tensors, meta)
+        atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
+    run = Run(out, cfg, binder, std, splits, meta)
+    return run, result
+
+
+def _run_meta(
+    ds: MultimodalDataset | DiskDataset | RawData,
+    data: str | Path | MultimodalDataset,
+    binder: Binder,
+    splits: dict[str, Tensor],
+    result: FitResult,
+    out: Path | None,
+) -> dict[str, Any]:
+    """``run.json`` (and ``model.safetensors`` metadata): the data, the model's modalities,
+    widths and towers, the fit summary, and for featurized or raw-item data how to read items
+    again (``featurizers``, ``shapes``, ``raw``, ``skipped_items``). ``out``: the run folder on
+    the rank that writes it (its recorded fingerprint), else None."""
     meta: dict[str, Any] = {
         "dataset": ds.name,
         "data": _data_ref(data),
-        "fingerprint": _saved_fingerprint(out) if main else None,
+        "fingerprint": _saved_fingerprint(out) if out is not None else None,
         "loader": "stream" if isinstance(ds, DiskDataset | RawData) else "memory",
         "modalities": binder.modalities,
         "dims": binder.dims,
+        "towers": binder.towers,
         "n_rows": len(ds),
         "splits": {k: len(v) for k, v in splits.items()},
         "best_epoch": result.best_epoch,
@@ -425,19 +447,11 @@ def _train_locked(
         "steps": result.steps,
         "stopped_early": result.stopped_early,
     }
-    meta.update(_training_record(out, cfg, result, warm, resume))
-    featurizers = getattr(ds, "meta", {}).get("featurizers")
-    if featurizers is not None:  # how raw items were featurised (centrobind.featurize)
-        meta["featurizers"] = featurizers
-    meta["towers"] = binder.towers
-    for key in ("shapes", "raw", "skipped_items"):  # raw-item data: how to read items again
-        if getattr(ds, "meta", {}).get(key):
-            meta[key] = ds.meta[key]
-    if main:
-        save_tensors(out / "model.safetensors", tensors, meta)
-        atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
-    run = Run(out, cfg, binder, std, splits, meta)
-    return run, result
+    extra = getattr(ds, "meta", {})
+    for key in ("featurizers", "shapes", "raw", "skipped_items"):
+        if extra.get(key) or (key == "featurizers" and extra.get(key) is not None):
+            meta[key] = extra[key]
+    return meta
 
 
 def _saved_fingerprint(out: Path) -> Any:
