@@ -43,6 +43,7 @@ __all__ = [
     "TrainConfig",
     "add_config_arguments",
     "config_overrides",
+    "resume_conflicts",
     "objective_class",
     "read_config_file",
 ]
@@ -246,6 +247,31 @@ class TrainConfig:
         if init is None:
             init = self.objective_class().default_logit_scale(n_modalities, self.embed_dim)
         return init, self.max_logit_scale if self.max_logit_scale is not None else 10.0 * init
+
+
+def resume_conflicts(saved: Mapping[str, Any], asked: TrainConfig) -> list[str]:
+    """The ``--resume`` rule, the one every check of it applies (the CLI's flags and the run's
+    ``config.json`` in :mod:`centrobind.runs`, a checkpoint's config in :mod:`centrobind.train`):
+    a resumed run keeps the config it was ``saved`` with (a ``to_dict`` form); only the
+    :data:`PER_INVOCATION` fields may differ, and ``epochs`` may grow (the run is extended), never
+    shrink. Returns the fields of ``asked`` that break it, in field order (a field absent from
+    ``saved``, newer than it, is not one; a saved key no field has is named as it is).
+
+    Example:
+        >>> saved = TrainConfig(epochs=5).to_dict()
+        >>> resume_conflicts(saved, TrainConfig(epochs=9, quiet=True))
+        []
+        >>> resume_conflicts(saved, TrainConfig(epochs=3, lr=0.1))
+        ['lr', 'epochs']
+    """
+    now = asked.to_dict()
+    bad = [
+        k for k in now if k in saved and k not in (*PER_INVOCATION, "epochs") and saved[k] != now[k]
+    ]
+    bad += [k for k in saved if k not in now]
+    if "epochs" in saved and now["epochs"] < saved["epochs"]:
+        bad.append("epochs")
+    return bad
 
 
 # --------------------------------------------------------------------------- config files

@@ -29,7 +29,8 @@ against the global batch; see :mod:`centrobind.objectives.distributed` for the c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -109,6 +110,7 @@ def normalize_inputs(
     z: Tensor | Mapping[str, Tensor],
     logit_scale: float | Tensor,
     mask: Tensor | Mapping[str, Tensor] | None = None,
+    check_finite: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor | None, list[str]]:
     """Validate and normalise objective inputs.
 
@@ -116,6 +118,8 @@ def normalize_inputs(
         z: ``[M, N, D]`` tensor or dict of ``[N, D]`` tensors (stacked in insertion order).
         logit_scale: float or tensor with one element.
         mask: None, ``[M, N]`` (any dtype; non-zero = present) or dict of ``[N]``.
+        check_finite: raise :class:`NonFiniteInputError` for NaN/inf (one host read); off
+            while training, where a non-finite input shows as a non-finite loss instead.
 
     Returns:
         ``(z [M, N, D], s 0-dim, mask [M, N] bool or None, names)``. ``mask`` is None when all
@@ -178,7 +182,8 @@ def normalize_inputs(
             mask = None
         else:
             z = z.masked_fill(~mask[..., None], 0.0)
-    _check_finite(z, s)
+    if check_finite:
+        _check_finite(z, s)
     return z, s, mask, names
 
 
@@ -379,11 +384,13 @@ class Objective(nn.Module):
     takes_anchor: ClassVar[bool] = False
     supports_chunking: ClassVar[bool] = False
     pretrains_frozen_anchor: ClassVar[bool] = False
+    #: Check the inputs for NaN/inf on every call (see :meth:`unchecked_inputs`).
+    check_finite: bool = True
 
     @classmethod
     def needs_num_modalities(cls, options: Mapping[str, Any]) -> bool:
         """Whether constructing it with ``options`` needs ``num_modalities=M`` (passed by
-        :func:`centrobind.runs.build_objective`)."""
+        :func:`centrobind.pipeline.build_objective`)."""
         return False
 
     @classmethod
@@ -415,6 +422,18 @@ class Objective(nn.Module):
         super().__init__()
         self.gather = bool(gather)
 
+    @contextmanager
+    def unchecked_inputs(self) -> Iterator[Objective]:
+        """Inside, calls skip the NaN/inf check of ``z`` and ``s`` (and its host read): the
+        trainer checks the loss instead, one host sync per step for both (a non-finite present
+        embedding or scale makes the loss non-finite)."""
+        before = self.check_finite
+        self.check_finite = False
+        try:
+            yield self
+        finally:
+            self.check_finite = before
+
     def forward(
         self,
         z: Tensor | Mapping[str, Tensor],
@@ -431,7 +450,7 @@ class Objective(nn.Module):
         mask: Tensor | Mapping[str, Tensor] | None,
         **options: Any,
     ) -> ObjectiveOutput:
-        zz, s, m, names = normalize_inputs(z, logit_scale, mask)
+        zz, s, m, names = normalize_inputs(z, logit_scale, mask, self.check_finite)
         batch = Batch(zz, s, m, names, dist_info(self.gather))
         terms = self._terms(batch, **options)
         if terms:
