@@ -366,8 +366,8 @@ class Objective(nn.Module):
             evaluation reports the pairs that avoid the anchor.
         gather: compute against the batch gathered over ``torch.distributed`` ranks.
 
-    Hooks (classmethods): :meth:`needs_num_modalities`, :meth:`default_logit_scale`,
-    :meth:`pair_score_fn`, :meth:`leave_one_out_query`.
+    Hooks (classmethods): :meth:`needs_num_modalities`, :meth:`default_logit_scale` (and
+    :meth:`default_logit_scale_text`), :meth:`pair_score_fn`, :meth:`leave_one_out_query`.
 
     Example (a new objective: mean squared distance of every modality to modality 0)::
 
@@ -398,6 +398,16 @@ class Objective(nn.Module):
         """The initial logit scale ``s`` when the config leaves it automatic (``s = 10``,
         temperature 0.1, for cosine-score objectives)."""
         return 10.0
+
+    @classmethod
+    def default_logit_scale_text(cls) -> str:
+        """:meth:`default_logit_scale` as ``--help`` shows it: its value when it depends on
+        neither ``M`` nor ``D``; an objective whose default does overrides this with its
+        formula."""
+        value = cls.default_logit_scale(2, 64)
+        if value != cls.default_logit_scale(6, 128):
+            return "depends on M and D"
+        return f"{value:g}"
 
     @classmethod
     def pair_score_fn(cls) -> ScoreFn | None:

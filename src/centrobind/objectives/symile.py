@@ -63,6 +63,10 @@ class Symile(Objective):
     """
 
     @classmethod
+    def default_logit_scale_text(cls) -> str:
+        return "5 D^(M/2-1)"
+
+    @classmethod
     def default_logit_scale(cls, num_modalities: int, embed_dim: int) -> float:
         """``5 * D^(M/2 - 1)``: a multilinear inner product of ``M`` unit vectors is tiny (an
         aligned tuple spread evenly over ``D`` coordinates scores ``D^(1 - M/2)``, 2.4e-4 for
