@@ -13,7 +13,6 @@ import sys
 import typing
 import warnings
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from .errors import CentrobindError
@@ -58,33 +57,6 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def _check_resume(out: str, given: dict[str, Any]) -> int | None:
-    """``--resume`` continues the run as saved: flags equal to the saved config are fine (the
-    original command line plus ``--resume`` works); a conflicting one is refused, named. Returns
-    the epochs to extend the run to (``--epochs`` above the saved ones), else None."""
-    from .config import PER_INVOCATION, TrainConfig
-    from .runs import read_run_config
-
-    path = Path(out) / "config.json"
-    if not path.is_file():
-        return None  # train_run says that there is nothing to resume
-    saved = read_run_config(out)  # any defect of config.json as one line
-    asked = TrainConfig.from_dict({**saved.to_dict(), **given})
-    extend = asked.epochs > saved.epochs  # more epochs extend the run
-    conflicts = [
-        f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
-        for k in given
-        if k not in PER_INVOCATION and getattr(asked, k) != getattr(saved, k)
-        if not (k == "epochs" and extend)
-    ]
-    if conflicts:
-        raise CentrobindError(
-            f"--resume continues the run exactly as configured in {path}; "
-            f"drop {', '.join(conflicts)} (only a larger --epochs, to extend it, may differ)"
-        )
-    return asked.epochs if extend else None
-
-
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """Print each warning raised inside as one ``warning: ...`` line on stderr, when raised."""
@@ -101,10 +73,10 @@ def _warnings_as_lines() -> Iterator[None]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .distributed import init_distributed, is_main_process
-    from .runs import train_run
+    from .runs import resume_flags, train_run
 
     given = _given_config(args)
-    extend_to = _check_resume(args.out, given) if args.resume else None
+    extend_to = resume_flags(args.out, given) if args.resume else None
     cfg = TrainConfig.from_dict(given)
     init_distributed(cfg.device)
     with _warnings_as_lines():
@@ -176,6 +148,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from tqdm.auto import tqdm
 
     from .data.digests import data_files, record_digests, verify

@@ -211,22 +211,26 @@ def make_splits(ds: MultimodalDataset | DiskDataset, cfg: TrainConfig) -> dict[s
 
 
 def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
+    """The Binder ``cfg`` describes for modalities ``dims`` (the objective's default logit scale
+    when ``cfg`` leaves it automatic); the Binder's own checks (e.g. the logit scale) become one
+    :class:`~centrobind.errors.ConfigError` line."""
     bad = [m for m in dims if "." in m or not m]
     if bad:
         raise ConfigError(f"modality names may not contain '.': {bad} (rename the files)")
     init, max_scale = cfg.resolved_logit_scale(len(dims))
-    if init > max_scale:
-        raise ConfigError(f"logit_scale_init {init} exceeds max_logit_scale {max_scale}")
-    return Binder(
-        dims,
-        embed_dim=cfg.embed_dim,
-        hidden=cfg.hidden,
-        depth=cfg.depth,
-        dropout=cfg.dropout,
-        logit_scale_init=init,
-        max_logit_scale=max_scale,
-        learn_logit_scale=cfg.learn_logit_scale,
-    )
+    try:
+        return Binder(
+            dims,
+            embed_dim=cfg.embed_dim,
+            hidden=cfg.hidden,
+            depth=cfg.depth,
+            dropout=cfg.dropout,
+            logit_scale_init=init,
+            max_logit_scale=max_scale,
+            learn_logit_scale=cfg.learn_logit_scale,
+        )
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def build_objective(cfg: TrainConfig, modalities: list[str]) -> Objective:
@@ -334,9 +338,9 @@ def check_split_sizes(splits: dict[str, Tensor]) -> None:
         warnings.warn(msg, CentrobindWarning, stacklevel=3)
 
 
-def check_model_fits(dims: dict[str, int], cfg: TrainConfig, copies: int = 5) -> None:
-    """Refuse a Binder whose parameters cannot fit in ``cfg.device``'s memory, counted without
-    allocating (``copies`` parameter-sized buffers: 5 to train with AdamW, 2 to load)."""
+def check_model_fits(dims: dict[str, int], cfg: TrainConfig) -> None:
+    """Refuse a Binder whose training cannot fit in ``cfg.device``'s memory (weights, gradients,
+    two AdamW moments and the best epoch's copy), counted on the ``meta`` device without
+    allocating."""
     n = count_parameters(lambda: build_binder(dims, cfg))
-    what = "training" if copies >= 5 else "loading the run"
-    check_parameter_memory(n, resolve_device(cfg.device), copies=copies, what=what)
+    check_parameter_memory(n, resolve_device(cfg.device), copies=5, what="training")
