@@ -639,6 +639,7 @@ def embed_to_folder(
 
     from tqdm.auto import tqdm
 
+    from .data.npywriter import NpyWriter
     from .diskfull import disk_full_errors
 
     out = Path(out)
@@ -656,21 +657,25 @@ def embed_to_folder(
     try:
         with disk_full_errors(out):
             tmp.mkdir(parents=True)
-            arrays = {
-                k: np.lib.format.open_memmap(tmp / f"{k}.npy", "w+", np.float32, (n, d))
-                for k in [*mods, FUSED_KEY]
-            }
-            with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
-                for a in range(0, n, EMBED_ROWS):
-                    block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
-                    emb, _, fused = embed_dataset(run, block)
-                    for m in mods:
-                        arrays[m][a : a + len(block)] = emb[m].numpy()
-                    arrays[FUSED_KEY][a : a + len(block)] = fused.numpy()
-                    bar.update(len(block))
-            for arr in arrays.values():
-                arr.flush()
-            del arrays
+            # plain sequential writes, not a memory map: a full disk is then an OSError, not
+            # a SIGBUS at a page fault
+            writers: dict[str, NpyWriter] = {}
+            try:
+                for k in [*mods, FUSED_KEY]:
+                    writers[k] = NpyWriter(tmp / f"{k}.npy", np.float32, (d,))
+                with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
+                    for a in range(0, n, EMBED_ROWS):
+                        block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
+                        emb, _, fused = embed_dataset(run, block)
+                        for m in mods:
+                            writers[m].write(emb[m].numpy())
+                        writers[FUSED_KEY].write(fused.numpy())
+                        bar.update(len(block))
+                for w in writers.values():
+                    w.close()
+            finally:
+                for w in writers.values():
+                    w.abort()
             if out.exists():
                 out.rmdir()
             os.replace(tmp, out)
