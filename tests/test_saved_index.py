@@ -111,6 +111,12 @@ def test_cli_build_then_search_index(trained, tmp_path, capsys):
     fresh = capsys.readouterr().out.splitlines()
     assert len(saved) == len(fresh) > 0 and saved == fresh
     assert len(json.loads(saved[0])) == 5
+    assert main(["search", "--index", str(out), "--exact", *query]) == 0
+    assert capsys.readouterr().out.splitlines() == saved
+    assert main(["search", *build, "--exact", *query]) == 2
+    assert "go with --index" in _one_error_line(capsys)
+    assert main(["search", "--index", str(out), "--target", "m1", *query]) == 2
+    assert "drop --corpus and --target" in _one_error_line(capsys)
 
 
 def _one_error_line(capsys) -> str:
@@ -270,3 +276,16 @@ def test_broken_index_folders_are_one_line(trained, tmp_path):
         centrobind.load_index(tmp_path)
     with pytest.raises(CentrobindError, match="not an index folder"):
         model.build_index(data, "m2", root / "run")  # never over another folder
+
+
+def test_npy_writer_appends_blocks_of_any_size(tmp_path):
+    from centrobind.data.npywriter import NpyWriter
+
+    x = np.random.default_rng(0).standard_normal((7, 3))
+    with NpyWriter(tmp_path / "x.npy", np.float16, (3,)) as w:
+        for a, b in [(0, 0), (0, 2), (2, 7)]:
+            w.write(x[a:b])
+    np.testing.assert_array_equal(np.load(tmp_path / "x.npy"), x.astype(np.float16))
+    with NpyWriter(tmp_path / "empty.npy", np.int64):
+        pass
+    assert np.load(tmp_path / "empty.npy", mmap_mode="r").shape == (0,)

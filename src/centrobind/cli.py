@@ -168,6 +168,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
             )
     elif run is None or args.corpus is None or args.target is None:
         raise CentrobindError("search needs --run, --corpus and --target (or --index DIR)")
+    elif args.exact or args.faiss_params:
+        raise CentrobindError("--exact and --faiss-params go with --index DIR")
     with _warnings_as_lines():
         results = search_corpus(
             load(run),
@@ -178,6 +180,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
             query_data=args.query_data,
             query_modality=args.query_modality,
             saved=args.index,
+            saved_options={
+                "backend": "exact" if args.exact else "auto",
+                "faiss_params": args.faiss_params,
+            },
         )
     if args.json:
         for res in results:
@@ -395,6 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="a saved index (`centrobind index build`) instead of --corpus/--target: the "
         "corpus is not embedded again",
+    )
+    s.add_argument(
+        "--exact", action="store_true", help="with --index: exact search even if it has faiss"
+    )
+    s.add_argument(
+        "--faiss-params", metavar="P", help="with --index: faiss parameters, e.g. nprobe=64"
     )
     q = s.add_mutually_exclusive_group(required=True)
     q.add_argument("--query", nargs="+", metavar="TEXT", help="raw text queries")

@@ -341,11 +341,13 @@ def search_corpus(
     query_data: str | os.PathLike[str] | MultimodalDataset | None = None,
     query_modality: str | None = None,
     saved: str | os.PathLike[str] | None = None,
+    saved_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """What ``centrobind search`` does: embed the corpus rows that have ``target``, embed the
     queries (raw texts, or the rows of ``query_data`` that have ``query_modality``), search.
     ``saved``: search a saved index folder instead (:meth:`Model.load_index`; ``corpus`` and
-    ``target`` are then the index's), without embedding the corpus.
+    ``target`` are then the index's), without embedding the corpus; ``saved_options`` go to
+    its :meth:`~centrobind.saved_index.SavedIndex.search` (``backend``, ``faiss_params``).
 
     Returns one ``{"query": str, "hits": [{"id": row, "score": s[, "item": raw item]}]}`` per
     query. Raises :class:`CentrobindError` (one line) for bad input.
@@ -394,10 +396,10 @@ def search_corpus(
             rows = qds.present(query_modality).cpu().nonzero().squeeze(1)
             labels = [f"row {int(r)} ({query_modality})" for r in rows]
             qz = model.encode(query_modality, qds.features[query_modality].cpu()[rows])
-        index: Index | SavedIndex = (
-            saved_index if saved_index is not None else model.index(load_corpus(corpus), target)
-        )
-        scores, ids = index.search(qz, k)
+        if saved_index is not None:
+            scores, ids = saved_index.search(qz, k, **(saved_options or {}))
+        else:
+            scores, ids = model.index(load_corpus(corpus), target).search(qz, k)
     except ValueError as e:
         raise CentrobindError(" ".join(str(e).split())) from None
     all_items = _items(corpus, target) if saved_index is None else None

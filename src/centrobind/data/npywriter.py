@@ -58,7 +58,8 @@ class NpyWriter:
         arr = np.ascontiguousarray(rows, dtype=self.dtype)
         if arr.shape[1:] != self.row_shape:
             raise ValueError(f"rows of shape {arr.shape[1:]}, expected {self.row_shape}")
-        self._f.write(arr.data.cast("B"))
+        if arr.size:
+            self._f.write(arr.data.cast("B"))
         self.rows += arr.shape[0]
 
     def close(self) -> None:
