@@ -46,6 +46,7 @@ from .config import PER_INVOCATION, TrainConfig
 from .data import MultimodalDataset, Standardizer, as_dataset, modality_mask
 from .data.digests import data_digest
 from .data.fingerprint import fingerprint, legacy_fingerprint
+from .data.npywriter import NpyWriter
 from .data.ondisk import DiskDataset, open_dataset
 from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
@@ -624,6 +625,12 @@ def embed_dataset(
 EMBED_ROWS = 1 << 16
 
 
+def _new_npy(path: Path, dim: int) -> NpyWriter:
+    """A new float32 ``.npy`` file of ``[n, dim]`` rows written sequentially: not a memory map,
+    whose writes to a full disk end in a SIGBUS at a page fault instead of an OSError."""
+    return NpyWriter(path, np.float32, (dim,))
+
+
 def embed_to_folder(
     path: str | Path,
     data: str | Path,
@@ -639,7 +646,6 @@ def embed_to_folder(
 
     from tqdm.auto import tqdm
 
-    from .data.npywriter import NpyWriter
     from .diskfull import disk_full_errors
 
     out = Path(out)
@@ -657,12 +663,10 @@ def embed_to_folder(
     try:
         with disk_full_errors(out):
             tmp.mkdir(parents=True)
-            # plain sequential writes, not a memory map: a full disk is then an OSError, not
-            # a SIGBUS at a page fault
             writers: dict[str, NpyWriter] = {}
             try:
                 for k in [*mods, FUSED_KEY]:
-                    writers[k] = NpyWriter(tmp / f"{k}.npy", np.float32, (d,))
+                    writers[k] = _new_npy(tmp / f"{k}.npy", d)
                 with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
                     for a in range(0, n, EMBED_ROWS):
                         block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
