@@ -130,20 +130,73 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from .inference import format_hits, load, search_corpus
 
-    results = search_corpus(
-        load(args.run),
-        args.corpus,
-        args.target,
-        k=args.k,
-        queries=args.query,
-        query_data=args.query_data,
-        query_modality=args.query_modality,
-    )
+    run = args.run
+    if args.index is not None:
+        run = run or _index_run(args.index)
+        if args.corpus is not None or args.target is not None:
+            raise CentrobindError(
+                "--index DIR searches the corpus and target it was built for; "
+                "drop --corpus and --target"
+            )
+    elif run is None or args.corpus is None or args.target is None:
+        raise CentrobindError("search needs --run, --corpus and --target (or --index DIR)")
+    elif args.exact or args.faiss_params:
+        raise CentrobindError("--exact and --faiss-params go with --index DIR")
+    with _warnings_as_lines():
+        results = search_corpus(
+            load(run),
+            args.corpus,
+            args.target,
+            k=args.k,
+            queries=args.query,
+            query_data=args.query_data,
+            query_modality=args.query_modality,
+            saved=args.index,
+            saved_options={
+                "backend": "exact" if args.exact else "auto",
+                "faiss_params": args.faiss_params,
+            },
+        )
     if args.json:
         for res in results:
             print(json.dumps(res["hits"], ensure_ascii=False))
     else:
         print(format_hits(results))
+    return 0
+
+
+def _index_run(index: str) -> str:
+    """The run an index folder was built with (``--index`` without ``--run``)."""
+    from .saved_index import load_index
+
+    path = load_index(index, check=False).run_path
+    if not (path / "model.safetensors").is_file():
+        raise CentrobindError(f"the run {path} that built index {index} is gone; pass --run RUN")
+    return str(path)
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from .saved_index import build_index
+
+    with _warnings_as_lines():
+        index = build_index(
+            args.run,
+            args.corpus,
+            args.target,
+            args.out,
+            faiss=args.faiss,
+            faiss_params=args.faiss_params,
+            dtype=args.dtype,
+            device=args.device,
+            progress=not args.quiet,
+        )
+    size = sum(p.stat().st_size for p in Path(args.out).iterdir())
+    extra = f", faiss {index.faiss_spec}" if index.faiss_spec else ""
+    print(
+        f"wrote {args.out}: {len(index)} rows of {index.target} (of "
+        f"{index.meta['corpus']['rows']} corpus rows), D = {index.dim}, {index.meta['dtype']}"
+        f"{extra}, {size / 1e6:.1f} MB"
+    )
     return 0
 
 
@@ -314,9 +367,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_embed)
 
     s = verb("search", "top-k search of queries against a corpus with a run")
-    s.add_argument("--run", required=True)
-    s.add_argument("--corpus", required=True, help="dataset folder or builtin to search in")
-    s.add_argument("--target", required=True, metavar="MODALITY", help="corpus modality")
+    s.add_argument("--run", help="run folder (with --index: default the run that built it)")
+    s.add_argument("--corpus", help="dataset folder or builtin to search in")
+    s.add_argument("--target", metavar="MODALITY", help="corpus modality")
+    s.add_argument(
+        "--index",
+        metavar="DIR",
+        help="a saved index (`centrobind index build`) instead of --corpus/--target: the "
+        "corpus is not embedded again",
+    )
+    s.add_argument(
+        "--exact", action="store_true", help="with --index: exact search even if it has faiss"
+    )
+    s.add_argument(
+        "--faiss-params", metavar="P", help="with --index: faiss parameters, e.g. nprobe=64"
+    )
     q = s.add_mutually_exclusive_group(required=True)
     q.add_argument("--query", nargs="+", metavar="TEXT", help="raw text queries")
     q.add_argument("--query-data", metavar="DATASET", help="dataset whose rows are the queries")
@@ -324,6 +389,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10, help="hits per query")
     s.add_argument("--json", action="store_true", help="one JSON list of hits per query")
     s.set_defaults(func=_cmd_search)
+
+    s = verb("index", "build a saved search index (then `search --index DIR`)")
+    isub = s.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    s = isub.add_parser(
+        "build",
+        help="embed a corpus once into an index folder",
+        description="embed the corpus rows that have MODALITY once into an index folder",
+        formatter_class=_HelpFormatter,
+    )
+    s.add_argument("--run", required=True)
+    s.add_argument("--corpus", required=True, help="dataset folder or builtin to index")
+    s.add_argument("--target", required=True, metavar="MODALITY", help="corpus modality")
+    s.add_argument("--out", required=True, metavar="DIR", help="index folder (new, or an index)")
+    s.add_argument(
+        "--faiss", metavar="SPEC", help="also a faiss index, e.g. IVF1024,Flat or HNSW32"
+    )
+    s.add_argument(
+        "--faiss-params", metavar="P", help="default faiss search parameters, e.g. nprobe=16"
+    )
+    s.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    s.add_argument("--device", help=_DEVICE_HELP)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_index_build)
 
     s = verb("verify", "re-read a dataset folder and check every file against its digests")
     s.add_argument("data", metavar="DATA", help="dataset folder")

@@ -47,6 +47,7 @@ from .config import PER_INVOCATION, TrainConfig, resume_conflicts
 from .data import MultimodalDataset, Standardizer, as_dataset, modality_mask
 from .data.digests import data_digest
 from .data.fingerprint import fingerprint, legacy_fingerprint
+from .data.npywriter import NpyWriter
 from .data.ondisk import DiskDataset, open_dataset
 from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
@@ -669,10 +670,10 @@ def embed_dataset(
 EMBED_ROWS = 1 << 16
 
 
-def _new_npy(path: Path, shape: tuple[int, int]) -> np.memmap[Any, Any]:
-    """A new float32 ``.npy`` file of ``shape``, memory-mapped for writing."""
-    out: np.memmap[Any, Any] = np.lib.format.open_memmap(path, "w+", np.float32, shape)
-    return out
+def _new_npy(path: Path, dim: int) -> NpyWriter:
+    """A new float32 ``.npy`` file of ``[n, dim]`` rows written sequentially: not a memory map,
+    whose writes to a full disk end in a SIGBUS at a page fault instead of an OSError."""
+    return NpyWriter(path, np.float32, (dim,))
 
 
 def embed_to_folder(
@@ -707,18 +708,23 @@ def embed_to_folder(
     try:
         with disk_full_errors(out):
             tmp.mkdir(parents=True)
-            arrays = {k: _new_npy(tmp / f"{k}.npy", (n, d)) for k in [*mods, FUSED_KEY]}
-            with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
-                for a in range(0, n, EMBED_ROWS):
-                    block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
-                    emb, _, fused = embed_dataset(run, block)
-                    for m in mods:
-                        arrays[m][a : a + len(block)] = emb[m].numpy()
-                    arrays[FUSED_KEY][a : a + len(block)] = fused.numpy()
-                    bar.update(len(block))
-            for arr in arrays.values():
-                arr.flush()
-            del arrays
+            writers: dict[str, NpyWriter] = {}
+            try:
+                for k in [*mods, FUSED_KEY]:
+                    writers[k] = _new_npy(tmp / f"{k}.npy", d)
+                with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
+                    for a in range(0, n, EMBED_ROWS):
+                        block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
+                        emb, _, fused = embed_dataset(run, block)
+                        for m in mods:
+                            writers[m].write(emb[m].numpy())
+                        writers[FUSED_KEY].write(fused.numpy())
+                        bar.update(len(block))
+                for w in writers.values():
+                    w.close()
+            finally:
+                for w in writers.values():
+                    w.abort()
             if out.exists():
                 out.rmdir()
             os.replace(tmp, out)
