@@ -92,9 +92,10 @@ def synthesise_index(out: Path, n: int, dim: int, dtype: str, seed: int = 0) -> 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((4096, dim), dtype=np.float32) / np.sqrt(dim)
-    with NpyWriter(out / "embeddings.npy", dtype, (dim,)) as e, NpyWriter(
-        out / "ids.npy", np.int64
-    ) as ids:
+    with (
+        NpyWriter(out / "embeddings.npy", dtype, (dim,)) as e,
+        NpyWriter(out / "ids.npy", np.int64) as ids,
+    ):
         for a in range(0, n, 1 << 18):
             b = min(n, a + (1 << 18))
             x = centres[rng.integers(0, 4096, b - a)]
@@ -155,7 +156,9 @@ def latency(a: argparse.Namespace) -> None:
 def _recall(ids, ref) -> float:
     import numpy as np
 
-    return float(np.mean([len(set(x) & set(y)) / ref.shape[1] for x, y in zip(ids, ref)]))
+    return float(
+        np.mean([len(set(x) & set(y)) / ref.shape[1] for x, y in zip(ids, ref, strict=False)])
+    )
 
 
 def recall(a: argparse.Namespace) -> None:

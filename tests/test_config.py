@@ -98,7 +98,15 @@ def test_existing_config_json_still_loads():
         "quiet": False,
     }
     cfg = TrainConfig.from_dict(old)
-    assert cfg.to_dict() == {**old, "tensorboard": False}  # newer fields take their default
+    newer = {  # newer fields take their default
+        "tensorboard": False,
+        "loader": "auto",
+        "row_order": "block",
+        "block_rows": 4096,
+        "shuffle_blocks": 16,
+        "val_rows": 10_000,
+    }
+    assert cfg.to_dict() == {**old, **newer}
     assert cfg.split == (0.7, 0.1, 0.2)
 
 

@@ -13,6 +13,7 @@ import sys
 import typing
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 from .errors import CentrobindError
