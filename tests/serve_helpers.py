@@ -7,6 +7,7 @@ of training. Built with the real featurizers (MiniLM, pixels, logmel); no espeak
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -71,5 +72,28 @@ def train_tiny(data: Path, out: Path, epochs: int = 30, seed: int = 0) -> Path:
         device="cpu",
         quiet=True,
     )
-    train_run(data, cfg, out)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tiny splits, by design
+        train_run(data, cfg, out)
     return out
+
+
+_SPACE: dict[str, tuple[Path, Path, Path]] = {}
+
+
+def tiny_space(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """``(root, dataset, run)``, built once per test session and shared by the serve and export
+    tests (torch on one thread while training: as fast for this size, and steady when busy)."""
+    if "space" not in _SPACE:
+        import torch
+
+        root = tmp_path_factory.mktemp("space")
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            data = make_corpus(root)
+            run = train_tiny(data, root / "run")
+        finally:
+            torch.set_num_threads(threads)
+        _SPACE["space"] = (root, data, run)
+    return _SPACE["space"]

@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from . import __version__
 from .errors import CentrobindError
+from .models import Binder
 
 __all__ = ["export_onnx", "FORMAT", "OPSET"]
 
@@ -41,14 +42,15 @@ class _StandardisedEncoder(nn.Module):
     """Raw features ``[n, D_m]`` -> ``(x - mean) / std`` -> the Binder's own ``encode``
     (encoder + L2 normalisation) -> ``[n, D]``."""
 
-    def __init__(self, binder: nn.Module, modality: str, mean: Tensor, std: Tensor) -> None:
+    def __init__(self, binder: Binder, modality: str, mean: Tensor, std: Tensor) -> None:
         super().__init__()
         self.binder, self.modality = binder, modality
         self.register_buffer("mean", mean.detach().float().clone())
         self.register_buffer("std", std.detach().float().clone())
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.binder.encode(self.modality, (x - self.mean) / self.std)
+        mean, std = self.get_buffer("mean"), self.get_buffer("std")
+        return self.binder.encode(self.modality, (x - mean) / std)
 
 
 def _file_name(modality: str, index: int, taken: set[str]) -> str:

@@ -161,6 +161,7 @@ def create_app(
     def search(req: SearchRequest) -> Any:
         t0 = time.perf_counter()
         check_k(req.k)
+        query: dict[str, Any]
         if req.text is not None:
             m = ex.text_modality(req.text_modality)
             q, query = ex.encode_texts([req.text], m)[0], {"text": req.text, "modality": m}
@@ -263,14 +264,16 @@ class Limits:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         seen = 0
-        started = False
+        started = reading = False  # reading: waiting for the client's next body chunk
 
         async def limited_receive() -> Any:
-            nonlocal seen
+            nonlocal seen, reading
+            reading = True
             try:
                 msg = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
             except asyncio.TimeoutError:
-                raise HTTPException(408, f"the request body took over {self.timeout:g} s") from None
+                raise HTTPException(408, self._slow()) from None
+            reading = False
             if msg.get("type") == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_body:
@@ -284,12 +287,17 @@ class Limits:
 
         try:
             await asyncio.wait_for(self.app(scope, limited_receive, tracked_send), self.timeout)
-        except asyncio.TimeoutError:
-            if not started:
+        except asyncio.TimeoutError:  # the whole request: a slow client (408) or slow work (503)
+            if not started and reading:
+                await _reply(send, 408, self._slow())
+            elif not started:
                 await _reply(send, 503, f"the request took over {self.timeout:g} s; try again")
         except HTTPException as e:  # raised by limited_receive outside FastAPI's handlers
             if not started:
                 await _reply(send, e.status_code, str(e.detail))
+
+    def _slow(self) -> str:
+        return f"the request body took over {self.timeout:g} s to arrive"
 
     def _too_large(self) -> str:
         return f"the request body is over the server's limit of {self.max_body / 2**20:.3g} MiB"

@@ -4,6 +4,7 @@ thin list of verbs). Imports nothing heavy until the command runs."""
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import ipaddress
 import sys
 
@@ -45,14 +46,14 @@ def serve_command(args: argparse.Namespace) -> int:
         raise CentrobindError(f"--max-k must be >= 1, got {args.max_k}")
     if not 0 <= args.port <= 65535:
         raise CentrobindError(f"--port must be in 0..65535, got {args.port}")
-    try:
-        import fastapi  # noqa: F401
-        import multipart  # noqa: F401
-        import uvicorn  # noqa: F401
-    except ImportError as e:
+    found = {m: importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "python_multipart")}
+    found["python_multipart"] = found["python_multipart"] or importlib.util.find_spec("multipart")
+    missing = [m.replace("_", "-") for m, spec in found.items() if spec is None]
+    if missing:
         raise CentrobindError(
-            f'serve needs the serve extra ({e.name} is missing): pip install "centrobind[serve]"'
-        ) from None
+            f"serve needs the serve extra ({', '.join(missing)} missing): "
+            'pip install "centrobind[serve]"'
+        )
     from .app import run_server
     from .explorer import Explorer
 

@@ -321,11 +321,12 @@ class Explorer:
         items = self.items.get(modality)
         if not 0 <= row < len(self.ds):
             raise NotFound(f"no row {row}: the corpus has rows 0..{len(self.ds) - 1}")
-        if items is None or items[row] is None:
+        item = None if items is None else items[row]
+        if item is None:
             raise NotFound(f"row {row} has no raw {modality!r} item")
         if self.kind(modality) == "text":
-            return "text", items[row]
-        path = Path(items[row]).resolve()
+            return "text", item
+        path = Path(item).resolve()
         media = MEDIA_TYPES.get(path.suffix.lower())
         if media is None or not path.is_relative_to(self.media_root):
             raise NotFound(f"row {row}'s {modality!r} file is not served (outside the media root)")

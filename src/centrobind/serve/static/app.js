@@ -2,6 +2,8 @@
 "use strict";
 
 const GLYPH = { text: "Aa", image: "▣", audio: "♪", features: "#" };
+const BARS = 28;
+let audioContext = null;
 const state = { info: null, target: null, query: null, seq: 0 };
 const $ = (id) => document.getElementById(id);
 
@@ -46,7 +48,7 @@ async function init() {
     return;
   }
   const info = state.info;
-  const run = info.run.split("/").filter(Boolean).pop();
+  const run = info.run.split("/").filter(Boolean).slice(-2).join("/");
   const corpus = info.corpus.split("/").filter(Boolean).pop();
   $("meta").replaceChildren(
     "run ", el("b", { text: run }), " · corpus ", el("b", { text: corpus }),
@@ -145,11 +147,9 @@ function card(hit, rank) {
     media.append(img);
     media.addEventListener("click", useIt);
   } else if (kind === "audio" && hit.url) {
-    const wave = el("div", { class: "wave" });
-    for (let i = 0; i < 24; i++) {
-      const h = 8 + Math.round(26 * Math.abs(Math.sin((hit.row + 1) * 0.7 + i * 0.55)));
-      wave.append(el("span", { style: `height:${h}px` }));
-    }
+    const wave = el("div", { class: "wave", "aria-hidden": "true" });
+    for (let i = 0; i < BARS; i++) wave.append(el("span", { style: "height:4px" }));
+    drawWave(wave, hit.url);
     media.append(wave, el("audio", { controls: "", preload: "metadata", src: hit.url }));
   } else if (kind === "text" && hit.text != null) {
     media.append(el("p", { text: hit.text }));
@@ -166,9 +166,9 @@ function card(hit, rank) {
   for (const [task, value] of Object.entries(hit.labels || {})) {
     tags.append(el("span", { class: "tag label", text: `${task}: ${value}` }));
   }
-  tags.append(el("span", { class: "tag row", text: `row ${hit.row}` }));
   const info = el("div", { class: "info" },
-    el("div", { class: "scoreline" }, el("span", { class: "score", text: hit.score.toFixed(3) }), bar),
+    el("div", { class: "scoreline" }, el("span", { class: "score", text: hit.score.toFixed(3) }), bar,
+      el("span", { class: "row", text: `row ${hit.row}` })),
     tags,
     el("button", { class: "more", type: "button", onclick: useIt }, "Search with this →"),
   );
@@ -176,6 +176,27 @@ function card(hit, rank) {
     class: `hit kind-${kind}`, "data-row": String(hit.row), "data-modality": hit.modality,
     "data-score": String(hit.score),
   }, media, info);
+}
+
+// The clip's real loudness envelope (peak per slice), decoded in the browser; flat if it cannot be.
+async function drawWave(wave, url) {
+  try {
+    audioContext = audioContext || new OfflineAudioContext(1, 1, 16000);
+    const data = await (await fetch(url)).arrayBuffer();
+    const samples = (await audioContext.decodeAudioData(data)).getChannelData(0);
+    const step = Math.max(1, Math.floor(samples.length / BARS));
+    const peaks = [];
+    for (let i = 0; i < BARS; i++) {
+      let peak = 0;
+      for (let j = i * step; j < Math.min(samples.length, (i + 1) * step); j++) {
+        peak = Math.max(peak, Math.abs(samples[j]));
+      }
+      peaks.push(peak);
+    }
+    const top = Math.max(...peaks, 1e-6);
+    peaks.forEach((p, i) => { wave.children[i].style.height = `${4 + Math.round(30 * p / top)}px`; });
+    wave.dataset.drawn = "true";
+  } catch (_) { /* leave the flat bars */ }
 }
 
 function searchWith(hit, kind) {
