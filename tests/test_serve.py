@@ -29,6 +29,8 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    "--disable-breakpad",
+    "--disable-crash-reporter",
 ]
 
 
@@ -283,6 +285,7 @@ def page(explorer):
             headless=True,
             viewport={"width": 1200, "height": 900},
         )
+        ctx.set_default_timeout(30_000)
         pg = ctx.new_page()
         errors: list[str] = []
         pg.on("pageerror", lambda e: errors.append(str(e)))
@@ -337,6 +340,9 @@ def test_page_upload_image(page, space):
     page.set_input_files("#file", str(bad))
     page.wait_for_selector("#error:not([hidden])")
     assert "neither an image" in page.inner_text("#error")
+    still = [(h["row"], h["score"]) for h in rendered(page)]
+    assert "007.png" in page.inner_text("#query-chip")
+    assert still == [(h["row"], h["score"]) for h in got]  # the page is as it was
 
 
 def test_page_play_audio_hit(page, space):
@@ -350,13 +356,17 @@ def test_page_play_audio_hit(page, space):
     played = page.evaluate(
         """async () => {
             const a = document.querySelector('.hit audio');
-            await a.play();
-            await new Promise(r => a.addEventListener('ended', r, {once: true}));
-            return {duration: a.duration, played: a.played.length ? a.played.end(0) : 0,
-                    src: a.currentSrc};
+            const later = (s, what) => new Promise(r => setTimeout(() => r(what), s * 1000));
+            const ended = new Promise(r => a.addEventListener('ended', () => r('ended')));
+            const started = a.play().then(() => 'playing', e => `play() failed: ${e}`);
+            let how = await Promise.race([started, later(20, 'play() did not start')]);
+            if (how === 'playing') how = await Promise.race([ended, later(20, 'never ended')]);
+            return {how, duration: a.duration, src: a.currentSrc,
+                    played: a.played.length ? a.played.end(a.played.length - 1) : 0};
         }"""
     )
-    assert abs(played["duration"] - 0.4) < 0.02 and played["played"] > 0.3
+    assert played["how"] == "ended", played
+    assert abs(played["duration"] - 0.4) < 0.02 and played["played"] > 0.3, played
     assert "/api/items/sound/" in played["src"]
     page.wait_for_selector(".hit .wave[data-drawn]")  # the clip was decoded for its envelope
     assert "colour: blue" in page.inner_text(".hit")

@@ -225,7 +225,8 @@ def create_app(
         if what == "text":
             return {"modality": modality, "row": row, "text": value}
         path, media = value
-        return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
+        headers = {"Cache-Control": "max-age=3600", "X-Content-Type-Options": "nosniff"}
+        return FileResponse(path, media_type=media, headers=headers)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -35,6 +35,9 @@ def add_serve_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
     s.add_argument("--max-k", type=int, default=100, help="most hits one query may ask for")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    s.add_argument(
+        "--threads", type=int, help="torch threads per operation (default: torch's choice)"
+    )
 
 
 def serve_command(args: argparse.Namespace) -> int:
@@ -44,8 +47,10 @@ def serve_command(args: argparse.Namespace) -> int:
             raise CentrobindError(f"{flag} must be > 0, got {value}")
     if args.max_k < 1:
         raise CentrobindError(f"--max-k must be >= 1, got {args.max_k}")
-    if not 0 <= args.port <= 65535:
-        raise CentrobindError(f"--port must be in 0..65535, got {args.port}")
+    if args.threads is not None and args.threads < 1:
+        raise CentrobindError(f"--threads must be >= 1, got {args.threads}")
+    if not 1 <= args.port <= 65535:
+        raise CentrobindError(f"--port must be in 1..65535, got {args.port}")
     found = {m: importlib.util.find_spec(m) for m in ("fastapi", "uvicorn", "python_multipart")}
     found["python_multipart"] = found["python_multipart"] or importlib.util.find_spec("multipart")
     missing = [m.replace("_", "-") for m, spec in found.items() if spec is None]
@@ -54,8 +59,13 @@ def serve_command(args: argparse.Namespace) -> int:
             f"serve needs the serve extra ({', '.join(missing)} missing): "
             'pip install "centrobind[serve]"'
         )
+    import torch
+
     from .app import run_server
     from .explorer import Explorer
+
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
 
     if not _is_loopback(args.host):
         print(

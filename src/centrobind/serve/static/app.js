@@ -86,6 +86,7 @@ function setQuery(query) {
   state.query = query;
   const row = $("query-chip");
   if (query.kind === "text") { row.hidden = true; row.replaceChildren(); return; }
+  $("q").value = "";
   const chip = el("span", { class: "chip" });
   if (query.thumb) chip.append(el("img", { src: query.thumb, alt: "" }));
   chip.append(el("span", { text: query.label }));
@@ -97,8 +98,9 @@ function setQuery(query) {
   row.hidden = false;
 }
 
-async function search() {
-  const q = state.query;
+// Runs query `q` (default: the current one); it becomes the current query only if it succeeds,
+// so a rejected upload leaves the page as it was, with the server's message in a toast.
+async function search(q = state.query) {
   if (!q || !state.target) return;
   const k = Number($("k").value);
   const seq = ++state.seq;
@@ -119,7 +121,10 @@ async function search() {
         method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
       });
     }
-    if (seq === state.seq) render(res, q);
+    if (seq === state.seq) {
+      if (q !== state.query) setQuery(q);
+      render(res, q);
+    }
   } catch (e) {
     if (seq === state.seq) showError(e.message);
   } finally {
@@ -201,30 +206,25 @@ async function drawWave(wave, url) {
 
 function searchWith(hit, kind) {
   const label = kind === "text" && hit.text ? `“${hit.text}”` : `${hit.modality} row ${hit.row}`;
-  setQuery({
+  window.scrollTo({ top: 0, behavior: "smooth" });
+  search({
     kind: "item", modality: hit.modality, row: hit.row, label: `similar to ${label}`,
     thumb: kind === "image" ? hit.url : null,
   });
-  $("q").value = "";
-  window.scrollTo({ top: 0, behavior: "smooth" });
-  search();
 }
 
 function useFile(file) {
   if (!file) return;
   const isImage = file.type.startsWith("image/");
-  setQuery({
+  search({
     kind: "file", file, label: file.name, thumb: isImage ? URL.createObjectURL(file) : null,
   });
-  $("q").value = "";
-  search();
 }
 
 $("search-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const text = $("q").value.trim();
-  if (text) setQuery({ kind: "text", text });
-  search();
+  search(text ? { kind: "text", text } : state.query);
 });
 $("k").addEventListener("change", () => search());
 $("file").addEventListener("change", (ev) => { useFile(ev.target.files[0]); ev.target.value = ""; });
