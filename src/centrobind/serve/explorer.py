@@ -145,13 +145,7 @@ class Explorer:
         """Each row's split name: the run's own split when the corpus is the data it was trained
         on (same content fingerprint), else the corpus's ``splits/``; None when neither."""
         n = len(self.ds)
-        splits: dict[str, Any] = {}
-        saved = self.model.run.meta.get("fingerprint")
-        if isinstance(saved, str) and saved.startswith("b2:"):
-            from ..runfolder import fingerprint
-
-            if fingerprint(self.ds) == saved:
-                splits = self.model.run.splits
+        splits: dict[str, Any] = self.model.run.splits if self._is_training_data() else {}
         if not splits:
             splits = self.ds.splits
         if not splits:
@@ -161,6 +155,25 @@ class Explorer:
             idx = np.asarray(rows.cpu().numpy() if hasattr(rows, "cpu") else rows, dtype=np.int64)
             out[idx[(idx >= 0) & (idx < n)]] = name
         return out
+
+    def _is_training_data(self) -> bool:
+        """Whether the corpus is the data the run was trained on: its recorded digests
+        (``d2:``, cheap) or its content fingerprint (``b2:``) equal the run's."""
+        saved = self.model.run.meta.get("fingerprint")
+        if not isinstance(saved, str):
+            return False
+        if saved.startswith("d2:"):
+            from ..data.digests import data_digest
+
+            try:
+                return self.corpus_dir is not None and data_digest(self.corpus_dir) == saved
+            except CentrobindError:  # changed since recorded: not the training data
+                return False
+        if saved.startswith("b2:"):
+            from ..data.fingerprint import fingerprint
+
+            return fingerprint(self.ds) == saved
+        return False
 
     # -- describing -----------------------------------------------------------------------------
 
