@@ -12,8 +12,10 @@ is a thread with one keep-alive HTTP connection that sends ``POST /api/search`` 
 - ``vector``: seeded random unit vectors in the shared space (embed-free: the HTTP path, the
   JSON parsing and the search).
 
-Reported per kind: requests, errors (any non-200), queries/s over the run, and latency p50/p90/p99
-in ms (from sending the request to reading the whole reply).
+Reported per kind: requests, errors (any non-200), queries/s over the run, latency p50/p90/p99 in
+ms (from sending the request to reading the whole reply) and, for a server this script started,
+its CPU time (user + system, all its threads) per query: the cost that decides throughput on a
+machine the server has to itself, whatever else shares the cores during the measurement.
 """
 
 from __future__ import annotations
@@ -101,8 +103,21 @@ def client(
     conn.close()
 
 
-def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict[str, float]:
-    """``clients`` threads for ``seconds``; returns the figures of one kind."""
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of process ``pid`` (Linux ``/proc``), None where unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, TypeError):
+        return None
+
+
+def load(
+    url: str, bodies: list[bytes], clients: int, seconds: float, pid: int | None = None
+) -> dict[str, float]:
+    """``clients`` threads for ``seconds``; returns the figures of one kind (with the server's
+    CPU time per query when its process id is known)."""
+    cpu0 = cpu_seconds(pid)
     u = urllib.parse.urlsplit(url)
     lat: list[list[float]] = [[] for _ in range(clients)]
     errs: list[list[int]] = [[] for _ in range(clients)]
@@ -123,7 +138,10 @@ def load(url: str, bodies: list[bytes], clients: int, seconds: float) -> dict[st
     all_lat = np.array([x for xs in lat for x in xs]) * 1000
     n = int(all_lat.size)
     pct = np.percentile(all_lat, [50, 90, 99]) if n else [float("nan")] * 3
+    cpu1 = cpu_seconds(pid)
+    cpu_ms = 1000 * (cpu1 - cpu0) / n if cpu0 is not None and cpu1 is not None and n else None
     return {
+        "server_cpu_ms_per_query": cpu_ms,
         "requests": n,
         "errors": sum(len(e) for e in errs),
         "qps": n / wall,
@@ -174,7 +192,8 @@ def main() -> None:
                 p.error(f"unknown kind {kind!r} (text, vector)")
             bodies = [json.dumps({"target": target, "k": args.k, **q}).encode() for q in queries]
             load(url, bodies, args.clients, min(2.0, args.seconds))  # warm-up, not counted
-            results[kind] = load(url, bodies, args.clients, args.seconds)
+            pid = proc.pid if proc is not None else None
+            results[kind] = load(url, bodies, args.clients, args.seconds, pid)
     finally:
         if proc is not None:
             proc.terminate()
@@ -197,12 +216,13 @@ def main() -> None:
         f"{meta['clients']} clients, k = {args.k}, target {target} ({meta['indexed']} rows, "
         f"D = {meta['embed_dim']}), {os.cpu_count()} CPUs, load average {meta['load_avg_1m']:.1f}"
     )
-    print("| query | requests | errors | queries/s | p50 ms | p90 ms | p99 ms |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| query | requests | errors | queries/s | p50 ms | p90 ms | p99 ms | server CPU ms/q |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for kind, r in results.items():
+        cpu = r["server_cpu_ms_per_query"]
         print(
             f"| {kind} | {r['requests']} | {r['errors']} | {r['qps']:.1f} | {r['p50_ms']:.1f} "
-            f"| {r['p90_ms']:.1f} | {r['p99_ms']:.1f} |"
+            f"| {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {'-' if cpu is None else f'{cpu:.1f}'} |"
         )
 
 
