@@ -76,6 +76,11 @@ def serve_command(args: argparse.Namespace) -> int:
     ex = Explorer(
         args.run, args.corpus, media_root=args.media_root, device=args.device, index_dirs=args.index
     )
+    if ex.ignored:
+        print(
+            f"warning: the corpus's {', '.join(ex.ignored)} not in the run: not searchable",
+            file=sys.stderr,
+        )
     sizes = ", ".join(f"{m} {len(t.rows)}" for m, t in ex.targets.items())
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(

@@ -91,13 +91,10 @@ class Explorer:
                 f"the corpus {corpus} has none of the run's modalities "
                 f"({', '.join(self.model.modalities)}); it has {', '.join(self.ds.modalities)}"
             )
-        unknown = [m for m in self.ds.modalities if m not in self.model.modalities]
-        if unknown:
-            raise CentrobindError(
-                f"the corpus has modalities the run does not know: {', '.join(unknown)}"
-            )
-        root = media_root if media_root is not None else (self.corpus_dir or Path.cwd()).parent
-        self.media_root = Path(root).resolve()
+        # modalities the run does not know are not searchable; the CLI says so
+        self.ignored = [m for m in self.ds.modalities if m not in self.model.modalities]
+        default_root = self.corpus_dir.parent if self.corpus_dir is not None else Path.cwd()
+        self.media_root = Path(media_root if media_root is not None else default_root).resolve()
         self._lock = threading.Lock()  # featurizers and encoders: one query at a time
         saved = _saved_indexes(index_dirs or [])
         self.targets = {m: saved.get(m) or self._build_target(m) for m in mods}
@@ -143,7 +140,7 @@ class Explorer:
 
     def _splits(self) -> np.ndarray | None:
         """Each row's split name: the run's own split when the corpus is the data it was trained
-        on (same content fingerprint), else the corpus's ``splits/``; None when neither."""
+        on (:meth:`_is_training_data`), else the corpus's ``splits/``; None when neither."""
         n = len(self.ds)
         splits: dict[str, Any] = self.model.run.splits if self._is_training_data() else {}
         if not splits:
