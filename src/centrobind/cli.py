@@ -283,6 +283,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.cli import serve_command
+
+    return serve_command(args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    manifest = export_onnx(args.run, args.out, check=not args.no_check)
+    check = manifest.get("check")
+    checked = f"; onnxruntime max abs diff {check['max_abs_diff']:.2e}" if check else ""
+    print(f"wrote {len(manifest['modalities'])} ONNX encoders to {args.out}{checked}")
+    return 0
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose usage errors are one ``error: ...`` line (exit 2), like every
     other user error of the CLI."""
@@ -478,6 +494,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, tiny 1)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_demo)
+
+    from .serve.cli import add_serve_arguments
+
+    s = verb("serve", "a local web page and JSON API to search a corpus with a run")
+    add_serve_arguments(s)
+    s.set_defaults(func=_cmd_serve)
+
+    s = verb("export", "export a run's encoders (ONNX: one file per modality + export.json)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
+    s.add_argument("--out", required=True, help="folder to write (absent or empty)")
+    s.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    s.set_defaults(func=_cmd_export)
     return p
 
 
