@@ -5,8 +5,9 @@ them, whatever the list of methods: CentroBind is always the same red, its main 
 different warm colours ([paper] orange, [loo] pink, [learned-scale] brown), AllPairs blue, fixed
 anchors greens/teals, Symile purple, GRAM olive; line plots also give each method its own marker.
 
-matplotlib is an optional dependency (the ``bench`` extra): only writing a report imports this
-module.
+matplotlib stays a core dependency rather than an extra: the two commands a newcomer runs first,
+``centrobind benchmark`` and ``centrobind demo``, both draw figures, and only writing a report
+imports this module (training, embedding and search never load it).
 """
 
 from __future__ import annotations
@@ -18,14 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-try:
-    import matplotlib
-except ModuleNotFoundError as e:  # pragma: no cover - depends on the environment
-    from ..errors import CentrobindError
-
-    raise CentrobindError(
-        "the benchmark report draws figures with matplotlib: pip install 'centrobind[bench]'"
-    ) from e
+import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
