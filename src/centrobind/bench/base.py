@@ -43,6 +43,7 @@ __all__ = [
     "Suite",
     "SummaryItem",
     "answer_vs",
+    "yes_no",
 ]
 
 Q_FIXED = "Beats every fixed anchor?"
@@ -101,10 +102,18 @@ class ReportContext:
 
 def answer_vs(c: Comparison, ref: str) -> str:
     """``"ahead"``, ``"behind"`` or ``"tie"`` (``ref`` is ``c.a``): a gap within one std over
-    seeds is a tie; with one seed, any gap at the printed precision decides."""
+    seeds is a tie; with one seed any gap at the printed precision decides, and the answer says
+    ``"(1 seed)"``."""
     if c.winner is None or c.within_noise:
         return "tie"
-    return "ahead" if c.winner == ref else "behind"
+    word = "ahead" if c.winner == ref else "behind"
+    return word + (" (1 seed)" if c.noise is None else "")
+
+
+def yes_no(answer: str) -> str:
+    """An :func:`answer_vs` answer as yes/no ("ahead" -> "yes", "behind" -> "no", "tie" stays),
+    keeping a "(1 seed)" note."""
+    return answer.replace("ahead", "yes").replace("behind", "no")
 
 
 def vs_text(c: Comparison) -> str:

@@ -175,7 +175,6 @@ def n_modalities(key: tuple) -> int:
     return len(dataset(key).modalities)
 
 
-
 def dataset(key: tuple) -> MultimodalDataset:
     """The (cached) dataset of a job: ``("mfeat",)`` or a :func:`synthetic_key`."""
     if key not in _CACHE:

@@ -176,10 +176,16 @@ def quick_banner(meta: Mapping[str, Any], agg: Agg) -> list[str]:
             f"> **This is a {n}-seed, {ep} smoke run (`--quick`): its numbers are not the "
             "benchmark's results.** It checks that every method trains and is scored end to end."
         )
-    if min(few) < 2:
+    single = sorted({suite for (suite, _), n in seeds.items() if n < 2})
+    if max(few) < 2:
         lines.append(
             "> With one seed there is no spread estimate: no difference below is shown to exceed "
             "seed-to-seed noise."
+        )
+    elif single:
+        lines.append(
+            f"> One seed in {', '.join(single)}: no spread estimate there, so no difference in "
+            "that section is shown to exceed seed-to-seed noise."
         )
     budget = max(meta["epochs"], meta.get("synthetic_epochs") or 0)
     if meta.get("patience") is not None and meta["patience"] >= budget:

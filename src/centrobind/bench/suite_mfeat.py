@@ -17,6 +17,7 @@ from .base import (
     answer_vs,
     compare_to,
     vs_text,
+    yes_no,
 )
 from .jobs import MFEAT, BenchSettings, Job, dataset
 from .methods import Method
@@ -172,7 +173,7 @@ def _summary(
         c = compare_to(stats, ref, other, "R@1")
         if c is not None:
             a = answer_vs(c, ref)
-            word = {"ahead": "yes", "tie": "tie", "behind": "no"}[a] if q == Q_FIXED else a
+            word = yes_no(a) if q == Q_FIXED else a
             out.append(SummaryItem(q, "mfeat", word, vs_text(c), c.sa[2]))
     return out
 

@@ -213,8 +213,8 @@ class ModalitiesSuite(Suite):
                 + (f", step {t:.1f}x" if t is not None else "")
                 + (f", memory {mem:.1f}x" if mem is not None else "")
             )
-            if answer_vs(c, "AllPairs") == "ahead" or (
-                c1 is not None and answer_vs(c1, "AllPairs") == "ahead"
+            if answer_vs(c, "AllPairs").startswith("ahead") or (
+                c1 is not None and answer_vs(c1, "AllPairs").startswith("ahead")
             ):
                 paying.append(m)
         if not parts:

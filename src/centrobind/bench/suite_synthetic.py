@@ -20,6 +20,7 @@ from .base import (
     compare_to,
     present_methods,
     vs_text,
+    yes_no,
 )
 from .jobs import SYNTH_CLEAN_NOISE, SYNTH_WEAK_NOISE, BenchSettings, Job, synthetic_key
 from .methods import Method
@@ -178,7 +179,7 @@ def _summary(setting: str, stats: Mapping[str, Mapping[str, Stat]], ref: str) ->
     best = best_of(stats, fixed_anchors(stats), "R@1")
     c = compare_to(stats, ref, best, "R@1")
     if c is not None:
-        word = {"ahead": "yes", "tie": "tie", "behind": "no"}[answer_vs(c, ref)]
+        word = yes_no(answer_vs(c, ref))
         out.append(SummaryItem(Q_FIXED, f"synthetic {setting}", word, vs_text(c), c.sa[2]))
     c = compare_to(stats, ref, "AllPairs", "R@1")
     if c is not None:
@@ -205,7 +206,7 @@ def _weak_summary(
         return []
     drop = round(weak[ref][key][0] - clean[ref][key][0], 1)
     drop_ap = round(weak["AllPairs"][key][0] - clean["AllPairs"][key][0], 1)
-    word = "no" if answer_vs(c, ref) == "behind" else "yes"
+    word = "no" if answer_vs(c, ref).startswith("behind") else "yes"
     nums = f"w/o m1 {vs_text(c)}; clean -> weak {drop:+.1f} (AllPairs {drop_ap:+.1f})"
     paper = compare_to(weak, ref, PAPER.name, key)
     if paper is not None:
