@@ -59,6 +59,10 @@ class RowOrder(ABC):
 
     name: str
 
+    def is_global(self, n: int) -> bool:
+        """Whether the epoch order of ``n`` rows is :func:`epoch_permutation` (one chunk)."""
+        return False
+
     @abstractmethod
     def chunks(self, n: int, seed: int, epoch: int) -> Iterator[np.ndarray[Any, Any]]:
         """int64 position arrays whose concatenation is this epoch's permutation of ``range(n)``."""
@@ -74,6 +78,9 @@ class GlobalShuffle(RowOrder):
 
     name = "global"
 
+    def is_global(self, n: int) -> bool:
+        return True
+
     def chunks(self, n: int, seed: int, epoch: int) -> Iterator[np.ndarray[Any, Any]]:
         yield epoch_permutation(n, seed, epoch).numpy()
 
@@ -88,7 +95,8 @@ class BlockShuffle(RowOrder):
     ``buffer_blocks + 1`` blocks (those of its buffer, plus the tail of the previous one), not
     from the whole split, so rows that are stored far apart rarely share a batch. Data written in
     a sorted order (by class, by source) should be shuffled when written, or given a smaller
-    ``block_rows``.
+    ``block_rows``. When all rows fit in one buffer the order is the global shuffle itself
+    (:func:`epoch_permutation`): small data loses nothing.
     """
 
     name = "block"
@@ -99,7 +107,13 @@ class BlockShuffle(RowOrder):
         self.block_rows = int(block_rows)
         self.buffer_blocks = int(buffer_blocks)
 
+    def is_global(self, n: int) -> bool:
+        return n <= self.block_rows * self.buffer_blocks
+
     def chunks(self, n: int, seed: int, epoch: int) -> Iterator[np.ndarray[Any, Any]]:
+        if self.is_global(n):
+            yield epoch_permutation(n, seed, epoch).numpy()
+            return
         rng = np.random.default_rng([seed, epoch, 0x5EED])
         n_blocks = math.ceil(n / self.block_rows)
         blocks = rng.permutation(n_blocks)
@@ -170,6 +184,11 @@ class TrainSource(ABC):
 
     modalities: list[str]
 
+    @property
+    @abstractmethod
+    def dims(self) -> dict[str, int]:
+        """Modality -> input width (what the model's towers are built for)."""
+
     @abstractmethod
     def __len__(self) -> int:
         """Training rows."""
@@ -221,7 +240,12 @@ class InMemorySource(TrainSource):
         self.device = torch.device(device)
         self.features = {m: features[m].to(self.device) for m in self.modalities}
         self.mask = mask.to(self.device)
-        self.order = order or GlobalShuffle()
+        self.order = order or BlockShuffle()
+
+    @property
+    def dims(self) -> dict[str, int]:
+        """Modality -> input width."""
+        return {m: int(x.shape[1]) for m, x in self.features.items()}
 
     def __len__(self) -> int:
         return int(self.mask.shape[1])
@@ -238,7 +262,7 @@ class InMemorySource(TrainSource):
         world: int = 1,
     ) -> Iterator[Batch]:
         n = len(self)
-        if isinstance(self.order, GlobalShuffle):  # the permutation on the device, sliced
+        if self.order.is_global(n):  # the permutation on the device, sliced
             perm = epoch_permutation(n, seed, epoch).to(self.device)
             for b in range(start, num_batches(n, batch_size, drop_last)):
                 idx = perm[b * batch_size : (b + 1) * batch_size]

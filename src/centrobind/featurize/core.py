@@ -24,7 +24,7 @@ import numpy as np
 
 from centrobind.errors import CentrobindError
 
-from .encoders import Encoder, check_spec, load_encoder, resolve_device
+from .encoders import Encoder, check_spec, device_name, load_encoder
 from .items import write_items
 from .labels import encode_labels
 from .manifest import Manifest, column_kind, read_manifest
@@ -184,7 +184,7 @@ def featurize(
     encoders, labels = dict(encoders or {}), list(labels or [])
     man = read_manifest(manifest)
     mods, kinds, specs = _plan(man, encoders, labels)
-    dev = resolve_device(device)
+    dev = device_name(device)
     n = len(man)
     out = Path(out)
     state = ProgressState.open(out, _fingerprint(man.path, specs, labels, chunk_rows))
