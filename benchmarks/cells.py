@@ -69,7 +69,6 @@ def run_cell(args: tuple) -> dict[str, Any]:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from centrobind.bench.methods import Method
     from centrobind.bench.jobs import (
         MFEAT,
         SYNTH_CLEAN_NOISE,
@@ -77,6 +76,7 @@ def run_cell(args: tuple) -> dict[str, Any]:
         BenchSettings,
         Job,
     )
+    from centrobind.bench.methods import Method
 
     torch.set_num_threads(1)
     threadpool_limits(1)
