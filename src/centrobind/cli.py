@@ -246,6 +246,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         workers=args.workers,
         fresh=args.fresh,
+        extended=args.extended,
+        choose_scales=args.choose_scales,
     )
     return 0
 
@@ -444,15 +446,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--suite",
         default="all",
-        choices=["all", "mfeat", "synthetic", "missing"],
-        help="which suite(s) to run",
+        help="which suite to run: all (default), mfeat, synthetic, missing, modalities (the "
+        "M-suite), or any registered suite",
     )
-    s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
+    s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 1)")
     s.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 1 seed, 15 epochs, logit-scale grid {3, 7} instead of "
-        "{2, 3, 5, 7, 10, 14, 20}",
+        help="smoke run: 1 seed, 15 epochs (with --choose-scales: the logit-scale grid {3, 7} "
+        "instead of {2, 3, 5, 7, 10, 14, 20})",
+    )
+    s.add_argument(
+        "--choose-scales",
+        action="store_true",
+        help="choose every method's logit scale on the validation grid (seed 0 at 7 scales) "
+        "instead of using the scales published with the package",
+    )
+    s.add_argument(
+        "--extended",
+        action="store_true",
+        help="also the secondary studies: ablations, learnable-scale and intra-modal variants, "
+        "the noise sweep, the M-suite's clean variant and 3 seeds per M",
     )
     s.add_argument(
         "--workers",
