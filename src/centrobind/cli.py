@@ -63,33 +63,6 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def _check_resume(out: str, given: dict[str, Any]) -> int | None:
-    """``--resume`` continues the run as saved: flags equal to the saved config are fine (the
-    original command line plus ``--resume`` works); a conflicting one is refused, named. Returns
-    the epochs to extend the run to (``--epochs`` above the saved ones), else None."""
-    from .config import PER_INVOCATION, TrainConfig
-    from .runs import read_run_config
-
-    path = Path(out) / "config.json"
-    if not path.is_file():
-        return None  # train_run says that there is nothing to resume
-    saved = read_run_config(out)  # any defect of config.json as one line
-    asked = TrainConfig.from_dict({**saved.to_dict(), **given})
-    extend = asked.epochs > saved.epochs  # more epochs extend the run
-    conflicts = [
-        f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
-        for k in given
-        if k not in PER_INVOCATION and getattr(asked, k) != getattr(saved, k)
-        if not (k == "epochs" and extend)
-    ]
-    if conflicts:
-        raise CentrobindError(
-            f"--resume continues the run exactly as configured in {path}; "
-            f"drop {', '.join(conflicts)} (only a larger --epochs, to extend it, may differ)"
-        )
-    return asked.epochs if extend else None
-
-
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """Print each warning raised inside as one ``warning: ...`` line on stderr, when raised."""
@@ -106,10 +79,10 @@ def _warnings_as_lines() -> Iterator[None]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .distributed import init_distributed, is_main_process
-    from .runs import train_run
+    from .runs import resume_flags, train_run
 
     given = _given_config(args)
-    extend_to = _check_resume(args.out, given) if args.resume else None
+    extend_to = resume_flags(args.out, given) if args.resume else None
     cfg = TrainConfig.from_dict(given)
     init_distributed(cfg.device)
     with _warnings_as_lines():
@@ -164,15 +137,33 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from .inference import format_hits, load, search_corpus
 
-    results = search_corpus(
-        load(args.run),
-        args.corpus,
-        args.target,
-        k=args.k,
-        queries=args.query,
-        query_data=args.query_data,
-        query_modality=args.query_modality,
-    )
+    run = args.run
+    if args.index is not None:
+        run = run or _index_run(args.index)
+        if args.corpus is not None or args.target is not None:
+            raise CentrobindError(
+                "--index DIR searches the corpus and target it was built for; "
+                "drop --corpus and --target"
+            )
+    elif run is None or args.corpus is None or args.target is None:
+        raise CentrobindError("search needs --run, --corpus and --target (or --index DIR)")
+    elif args.exact or args.faiss_params:
+        raise CentrobindError("--exact and --faiss-params go with --index DIR")
+    with _warnings_as_lines():
+        results = search_corpus(
+            load(run),
+            args.corpus,
+            args.target,
+            k=args.k,
+            queries=args.query,
+            query_data=args.query_data,
+            query_modality=args.query_modality,
+            saved=args.index,
+            saved_options={
+                "backend": "exact" if args.exact else "auto",
+                "faiss_params": args.faiss_params,
+            },
+        )
     if args.json:
         for res in results:
             print(json.dumps(res["hits"], ensure_ascii=False))
@@ -181,7 +172,44 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _index_run(index: str) -> str:
+    """The run an index folder was built with (``--index`` without ``--run``)."""
+    from .saved_index import load_index
+
+    path = load_index(index, check=False).run_path
+    if not (path / "model.safetensors").is_file():
+        raise CentrobindError(f"the run {path} that built index {index} is gone; pass --run RUN")
+    return str(path)
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from .saved_index import build_index
+
+    with _warnings_as_lines():
+        index = build_index(
+            args.run,
+            args.corpus,
+            args.target,
+            args.out,
+            faiss=args.faiss,
+            faiss_params=args.faiss_params,
+            dtype=args.dtype,
+            device=args.device,
+            progress=not args.quiet,
+        )
+    size = sum(p.stat().st_size for p in Path(args.out).iterdir())
+    extra = f", faiss {index.faiss_spec}" if index.faiss_spec else ""
+    print(
+        f"wrote {args.out}: {len(index)} rows of {index.target} (of "
+        f"{index.meta['corpus']['rows']} corpus rows), D = {index.dim}, {index.meta['dtype']}"
+        f"{extra}, {size / 1e6:.1f} MB"
+    )
+    return 0
+
+
 def _cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from tqdm.auto import tqdm
 
     from .data.digests import data_files, record_digests, verify
@@ -224,6 +252,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         workers=args.workers,
         fresh=args.fresh,
+        extended=args.extended,
+        choose_scales=args.choose_scales,
     )
     return 0
 
@@ -268,6 +298,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         args.out, tiny=args.tiny, n=args.n, seed=args.seed, quiet=args.quiet, seeds=args.seeds
     )
     print(f"wrote {report}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.cli import serve_command
+
+    return serve_command(args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    manifest = export_onnx(args.run, args.out, check=not args.no_check)
+    check = manifest.get("check")
+    checked = f"; onnxruntime max abs diff {check['max_abs_diff']:.2e}" if check else ""
+    print(f"wrote {len(manifest['modalities'])} ONNX encoders to {args.out}{checked}")
     return 0
 
 
@@ -374,9 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_embed)
 
     s = verb("search", "top-k search of queries against a corpus with a run")
-    s.add_argument("--run", required=True)
-    s.add_argument("--corpus", required=True, help="dataset folder or builtin to search in")
-    s.add_argument("--target", required=True, metavar="MODALITY", help="corpus modality")
+    s.add_argument("--run", help="run folder (with --index: default the run that built it)")
+    s.add_argument("--corpus", help="dataset folder or builtin to search in")
+    s.add_argument("--target", metavar="MODALITY", help="corpus modality")
+    s.add_argument(
+        "--index",
+        metavar="DIR",
+        help="a saved index (`centrobind index build`) instead of --corpus/--target: the "
+        "corpus is not embedded again",
+    )
+    s.add_argument(
+        "--exact", action="store_true", help="with --index: exact search even if it has faiss"
+    )
+    s.add_argument(
+        "--faiss-params", metavar="P", help="with --index: faiss parameters, e.g. nprobe=64"
+    )
     q = s.add_mutually_exclusive_group(required=True)
     q.add_argument("--query", nargs="+", metavar="TEXT", help="raw text queries")
     q.add_argument("--query-data", metavar="DATASET", help="dataset whose rows are the queries")
@@ -384,6 +442,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10, help="hits per query")
     s.add_argument("--json", action="store_true", help="one JSON list of hits per query")
     s.set_defaults(func=_cmd_search)
+
+    s = verb("index", "build a saved search index (then `search --index DIR`)")
+    isub = s.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    s = isub.add_parser(
+        "build",
+        help="embed a corpus once into an index folder",
+        description="embed the corpus rows that have MODALITY once into an index folder",
+        formatter_class=_HelpFormatter,
+    )
+    s.add_argument("--run", required=True)
+    s.add_argument("--corpus", required=True, help="dataset folder or builtin to index")
+    s.add_argument("--target", required=True, metavar="MODALITY", help="corpus modality")
+    s.add_argument("--out", required=True, metavar="DIR", help="index folder (new, or an index)")
+    s.add_argument(
+        "--faiss", metavar="SPEC", help="also a faiss index, e.g. IVF1024,Flat or HNSW32"
+    )
+    s.add_argument(
+        "--faiss-params", metavar="P", help="default faiss search parameters, e.g. nprobe=16"
+    )
+    s.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    s.add_argument("--device", help=_DEVICE_HELP)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_index_build)
 
     s = verb("verify", "re-read a dataset folder and check every file against its digests")
     s.add_argument("data", metavar="DATA", help="dataset folder")
@@ -399,15 +480,27 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--suite",
         default="all",
-        choices=["all", "mfeat", "synthetic", "missing"],
-        help="which suite(s) to run",
+        help="which suite to run: all (default), mfeat, synthetic, missing, modalities (the "
+        "M-suite), or any registered suite",
     )
-    s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
+    s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 1)")
     s.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 1 seed, 15 epochs, logit-scale grid {3, 7} instead of "
-        "{2, 3, 5, 7, 10, 14, 20}",
+        help="smoke run: 1 seed, 15 epochs (with --choose-scales: the logit-scale grid {3, 7} "
+        "instead of {2, 3, 5, 7, 10, 14, 20})",
+    )
+    s.add_argument(
+        "--choose-scales",
+        action="store_true",
+        help="choose every method's logit scale on the validation grid (seed 0 at 7 scales) "
+        "instead of using the scales published with the package",
+    )
+    s.add_argument(
+        "--extended",
+        action="store_true",
+        help="also the secondary studies: ablations, learnable-scale and intra-modal variants, "
+        "the noise sweep, the M-suite's clean variant and 3 seeds per M",
     )
     s.add_argument(
         "--workers",
@@ -463,6 +556,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--tiny", action="store_true", help="a few dozen items, 2 epochs (smoke test)")
     s.set_defaults(func=_cmd_example)
+
+    from .serve.cli import add_serve_arguments
+
+    s = verb("serve", "a local web page and JSON API to search a corpus with a run")
+    add_serve_arguments(s)
+    s.set_defaults(func=_cmd_serve)
+
+    s = verb("export", "export a run's encoders (ONNX: one file per modality + export.json)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
+    s.add_argument("--out", required=True, help="folder to write (absent or empty)")
+    s.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    s.set_defaults(func=_cmd_export)
     return p
 
 

@@ -27,7 +27,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,6 +38,9 @@ from .distributed import resolve_device
 from .errors import CentrobindError
 from .runs import FUSED_KEY, Run, embed_dataset, embed_features, load_run
 from .search import Index
+
+if TYPE_CHECKING:
+    from .saved_index import SavedIndex
 
 __all__ = ["Model", "DatasetEmbeddings", "load", "load_corpus", "FUSED_KEY"]
 
@@ -298,6 +301,28 @@ class Model:
         emb = self.encode(modality, corpus, batch_size=batch_size)
         return Index(emb, ids=ids, backend=backend, **backend_options)
 
+    def build_index(
+        self,
+        corpus: str | os.PathLike[str],
+        target: str,
+        out: str | os.PathLike[str],
+        **options: Any,
+    ) -> SavedIndex:
+        """Embed ``corpus`` (a dataset folder or builtin) as ``target`` once and save a search
+        index in folder ``out``: :func:`centrobind.saved_index.build_index` (its ``options``:
+        ``faiss``, ``faiss_params``, ``dtype``, ``batch_size``, ``seed``, ``progress``)."""
+        from .saved_index import build_index
+
+        return build_index(self.run, corpus, target, out, **options)
+
+    def load_index(self, path: str | os.PathLike[str], check: bool = True) -> SavedIndex:
+        """A saved index folder (:meth:`build_index`), refused in one line when built with other
+        weights than this model's or when its corpus changed since:
+        :func:`centrobind.saved_index.load_index`. Search it with :meth:`encode`'s vectors."""
+        from .saved_index import load_index
+
+        return load_index(path, run=self.run, check=check)
+
 
 def _featurizers(run: Run) -> dict[str, dict[str, Any]] | None:
     """``run.json["featurizers"]`` (written by ``train_run`` for featurized data), else None."""
@@ -334,15 +359,20 @@ def _items(corpus: Any, modality: str) -> list[str | None] | None:
 
 def search_corpus(
     model: Model,
-    corpus: str | os.PathLike[str] | MultimodalDataset,
-    target: str,
+    corpus: str | os.PathLike[str] | MultimodalDataset | None,
+    target: str | None,
     k: int = 10,
     queries: Sequence[str] | None = None,
     query_data: str | os.PathLike[str] | MultimodalDataset | None = None,
     query_modality: str | None = None,
+    saved: str | os.PathLike[str] | None = None,
+    saved_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """What ``centrobind search`` does: embed the corpus rows that have ``target``, embed the
     queries (raw texts, or the rows of ``query_data`` that have ``query_modality``), search.
+    ``saved``: search a saved index folder instead (:meth:`Model.load_index`; ``corpus`` and
+    ``target`` are then the index's), without embedding the corpus; ``saved_options`` go to
+    its :meth:`~centrobind.saved_index.SavedIndex.search` (``backend``, ``faiss_params``).
 
     Returns one ``{"query": str, "hits": [{"id": row, "score": s[, "item": raw item]}]}`` per
     query. Raises :class:`CentrobindError` (one line) for bad input.
@@ -351,6 +381,11 @@ def search_corpus(
         raise CentrobindError("give either --query TEXT... or --query-data DATASET")
     if not isinstance(k, int) or k < 1:
         raise CentrobindError(f"-k must be a positive integer, got {k}")
+    saved_index = model.load_index(saved) if saved is not None else None
+    if saved_index is not None:
+        corpus, target = saved_index.corpus, saved_index.target
+    if corpus is None or target is None:
+        raise CentrobindError("give the corpus and its target modality (or a saved index)")
     try:
         if queries is not None:
             text = [m for m, e in model.featurizers.items() if e.get("kind") == "text"]
@@ -386,19 +421,23 @@ def search_corpus(
             rows = qds.present(query_modality).cpu().nonzero().squeeze(1)
             labels = [f"row {int(r)} ({query_modality})" for r in rows]
             qz = model.encode(query_modality, qds.features[query_modality].cpu()[rows])
-        corpus_ds = load_corpus(corpus)
-        index = model.index(corpus_ds, modality=target)
+        if saved_index is not None:
+            scores, ids = saved_index.search(qz, k, **(saved_options or {}))
+        else:
+            scores, ids = model.index(load_corpus(corpus), target).search(qz, k)
     except ValueError as e:
         raise CentrobindError(" ".join(str(e).split())) from None
-    scores, ids = index.search(qz, k)
-    items = _items(corpus, target)
+    all_items = _items(corpus, target) if saved_index is None else None
     out = []
     for label, srow, irow in zip(labels, scores, ids, strict=True):
         hits = []
-        for s, i in zip(srow.tolist(), irow.tolist(), strict=True):
+        rows = irow.tolist()
+        items = saved_index.items(rows) if saved_index is not None else None
+        for j, (s, i) in enumerate(zip(srow.tolist(), rows, strict=True)):
             hit: dict[str, Any] = {"id": int(i), "score": round(float(s), 6)}
-            if items is not None and items[i] is not None:
-                hit["item"] = items[i]
+            item = items[j] if items is not None else all_items[i] if all_items else None
+            if item is not None:
+                hit["item"] = item
             hits.append(hit)
         out.append({"query": label, "hits": hits})
     return out

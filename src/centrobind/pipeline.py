@@ -222,9 +222,11 @@ def build_binder(
     shapes: dict[str, Any] | None = None,
     encoders: dict[str, torch.nn.Module] | None = None,
 ) -> Binder:
-    """The Binder of ``cfg`` for modalities of widths ``dims``: each modality's tower from
-    ``cfg.towers`` (default ``mlp``) or ``encoders`` (modules, which win), raw-item towers
-    shaped by ``shapes`` (modality -> item shape)."""
+    """The Binder ``cfg`` describes for modalities ``dims`` (the objective's default logit scale
+    when ``cfg`` leaves it automatic): each modality's tower from ``cfg.towers`` (default
+    ``mlp``) or ``encoders`` (modules, which win), raw-item towers shaped by ``shapes``
+    (modality -> item shape); the Binder's own checks become one
+    :class:`~centrobind.errors.ConfigError` line."""
     bad = [m for m in dims if "." in m or not m]
     if bad:
         raise ConfigError(f"modality names may not contain '.': {bad} (rename the files)")
@@ -235,20 +237,23 @@ def build_binder(
             f"({', '.join(dims)})"
         )
     init, max_scale = cfg.resolved_logit_scale(len(dims))
-    if init > max_scale:
-        raise ConfigError(f"logit_scale_init {init} exceeds max_logit_scale {max_scale}")
-    return Binder(
-        dims,
-        embed_dim=cfg.embed_dim,
-        hidden=cfg.hidden,
-        depth=cfg.depth,
-        dropout=cfg.dropout,
-        logit_scale_init=init,
-        max_logit_scale=max_scale,
-        learn_logit_scale=cfg.learn_logit_scale,
-        encoders={**cfg.towers, **(encoders or {})},
-        shapes=shapes,
-    )
+    try:
+        return Binder(
+            dims,
+            embed_dim=cfg.embed_dim,
+            hidden=cfg.hidden,
+            depth=cfg.depth,
+            dropout=cfg.dropout,
+            logit_scale_init=init,
+            max_logit_scale=max_scale,
+            learn_logit_scale=cfg.learn_logit_scale,
+            encoders={**cfg.towers, **(encoders or {})},
+            shapes=shapes,
+        )
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def check_towers(binder: Binder) -> None:
@@ -385,13 +390,13 @@ def check_split_sizes(splits: dict[str, Tensor]) -> None:
 
 
 def check_model_fits(
-    dims: dict[str, int], cfg: TrainConfig, copies: int = 5, shapes: dict[str, Any] | None = None
+    dims: dict[str, int], cfg: TrainConfig, shapes: dict[str, Any] | None = None
 ) -> None:
-    """Refuse a Binder whose parameters cannot fit in ``cfg.device``'s memory, counted without
-    allocating (``copies`` parameter-sized buffers: 5 to train with AdamW, 2 to load). Towers
-    that load a network (``backbone:``, ``module:``) are not counted (their library sizes them)."""
+    """Refuse a Binder whose training cannot fit in ``cfg.device``'s memory (weights, gradients,
+    two AdamW moments and the best epoch's copy), counted on the ``meta`` device without
+    allocating. Towers that load a network (``backbone:``, ``module:``) are not counted (their
+    library sizes them)."""
     heavy = {m for m, t in cfg.towers.items() if str(t).split(":")[0] in ("backbone", "module")}
     light = dataclasses.replace(cfg, towers={m: t for m, t in cfg.towers.items() if m not in heavy})
     n = count_parameters(lambda: build_binder(dims, light, shapes))
-    what = "training" if copies >= 5 else "loading the run"
-    check_parameter_memory(n, resolve_device(cfg.device), copies=copies, what=what)
+    check_parameter_memory(n, resolve_device(cfg.device), copies=5, what="training")

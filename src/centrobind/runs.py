@@ -25,7 +25,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -43,15 +43,17 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import PER_INVOCATION, TrainConfig
+from .config import PER_INVOCATION, TrainConfig, resume_conflicts
 from .data import MultimodalDataset, Standardizer, as_dataset, modality_mask
 from .data.digests import data_digest
 from .data.fingerprint import fingerprint, legacy_fingerprint
+from .data.npywriter import NpyWriter
 from .data.ondisk import DiskDataset, open_dataset
 from .data.raw import RawData
 from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, native_leave_one_out, to_builtin
+from .memory import check_parameter_memory
 from .models import Binder
 from .pipeline import (
     Prepared,
@@ -82,7 +84,7 @@ from .runfolder import (
     remove_stale_temp_files,
 )
 from .runlock import RunLock
-from .train import FitResult, fit
+from .train import DIVERGENCE_HINT, FitResult, fit
 
 __all__ = [
     "Run",
@@ -95,6 +97,8 @@ __all__ = [
     "embed_dataset",
     "FUSED_KEY",
     "read_run_config",
+    "resume_config",
+    "resume_flags",
     "run_device",
 ]
 
@@ -109,16 +113,6 @@ class Run:
     standardizer: Standardizer | None
     splits: dict[str, Tensor]
     meta: dict[str, Any]
-
-    @property
-    def cfg(self) -> TrainConfig:
-        """Alias of :attr:`config`."""
-        return self.config
-
-    @property
-    def std(self) -> Standardizer | None:
-        """Alias of :attr:`standardizer`."""
-        return self.standardizer
 
 
 def read_run_config(
@@ -148,17 +142,14 @@ def read_run_config(
         raise CentrobindError(f"{file}: not a valid run config ({why})") from None
 
 
-def check_saved_config(
-    run_dir: Path,
-    cfg: TrainConfig,
-    dims: dict[str, int],
-    copies: int,
-    shapes: dict[str, Any] | None = None,
+def _check_resumed_config(
+    run_dir: Path, cfg: TrainConfig, dims: dict[str, int], shapes: dict[str, Any] | None = None
 ) -> None:
-    """Check a run's saved config against its modalities before building anything (a config.json
-    edited by hand: an anchor that is not a modality, a model too large for this machine)."""
+    """Check a resumed run's saved config against its modalities before building anything (a
+    config.json edited by hand: an anchor that is not a modality, bad objective options, a model
+    too large for this machine), each defect one line naming the file."""
     try:
-        check_model_fits(dims, cfg, copies=copies, shapes=shapes)
+        check_model_fits(dims, cfg, shapes)
         build_objective(cfg, list(dims))
     except CentrobindError as e:
         raise CentrobindError(f"{run_dir}/config.json: {e}") from None
@@ -360,8 +351,8 @@ def _train_locked(
         remove_stale_temp_files(out)  # of writes killed earlier; nobody else writes here now
     has_splits = False
     if resume:
-        cfg = _resume_config(out, extend_to, cfg)
-        check_saved_config(out, cfg, ds.dims, copies=5)
+        cfg = resume_config(out, extend_to, cfg)
+        _check_resumed_config(out, cfg, ds.dims, getattr(ds, "meta", {}).get("shapes") or None)
         _check_same_data(out, ds, str(_data_ref(data) or "the data"), _folder(data))
         has_splits = (out / "splits.safetensors").is_file()
         splits = _load_splits(out) if has_splits else make_splits(ds, cfg)
@@ -382,7 +373,8 @@ def _train_locked(
     else:
         prepared = prepare_data(ds, splits, cfg)
     shapes = getattr(ds, "meta", {}).get("shapes") or None
-    check_model_fits(prepared.train.dims, cfg, shapes=shapes)  # counted, not allocated
+    if not resume:  # (checked above on resume)
+        check_model_fits(prepared.train.dims, cfg, shapes)  # counted, not allocated
     binder, objective = build_models(prepared, cfg, encoders, shapes)  # fails before any write
     warm = init_from_run(binder, init_from) if init_from is not None else None
     barrier()  # every rank has checked the folder before rank 0 writes to it
@@ -406,7 +398,7 @@ def _train_locked(
     if bad:
         raise CentrobindError(
             f"training ended with non-finite weights ({', '.join(bad[:2])}); model.safetensors "
-            "not written; try a lower lr or logit scale"
+            f"not written; {DIVERGENCE_HINT}"
         )
     if std is not None:
         tensors.update(prefixed("standardizer", std.state_dict()))
@@ -459,21 +451,48 @@ def _saved_fingerprint(out: Path) -> Any:
     return load_tensors(out / "splits.safetensors")[1].get("fingerprint")
 
 
-def _resume_config(out: Path, extend_to: int | None, asked: TrainConfig) -> TrainConfig:
-    """The saved config of the run in ``out``, with ``extend_to`` epochs when given (at least
-    the saved ones: a run is extended, not shortened) and ``asked``'s per-invocation fields."""
+def resume_flags(out: str | Path, given: Mapping[str, Any]) -> int | None:
+    """Check the config fields a resuming command line sets (``given``, e.g. the original command
+    plus ``--resume``) against the run in ``out`` (:func:`~centrobind.config.resume_conflicts`):
+    flags equal to the saved config are fine, a conflicting one is refused, named. Returns the
+    epochs to extend the run to (``--epochs`` above the saved ones), else None. Nothing to check
+    without ``out/config.json`` (:func:`resume_config` refuses that)."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return None
+    saved = read_run_config(out)  # any defect of config.json as one line
+    asked = TrainConfig.from_dict({**saved.to_dict(), **given})
+    bad = set(resume_conflicts(saved.to_dict(), asked))
+    conflicts = [
+        f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
+        for k in given
+        if k in bad
+    ]
+    if conflicts:
+        raise CentrobindError(
+            f"--resume continues the run exactly as configured in {path}; "
+            f"drop {', '.join(conflicts)} (only a larger --epochs, to extend it, may differ)"
+        )
+    return asked.epochs if asked.epochs > saved.epochs else None
+
+
+def resume_config(out: Path, extend_to: int | None, asked: TrainConfig) -> TrainConfig:
+    """The config a resumed run trains with: the saved one in ``out/config.json``, with
+    ``extend_to`` epochs when given (at least the saved ones: a run is extended, not shortened)
+    and ``asked``'s :data:`~centrobind.config.PER_INVOCATION` fields."""
     if not (out / "config.json").is_file():
         raise CentrobindError(
             f"--resume: {out}/config.json not found; nothing to resume (drop --resume)"
         )
-    cfg = read_run_config(out)  # any defect as one line
-    if extend_to is not None and extend_to < cfg.epochs:
+    saved = read_run_config(out)  # any defect as one line
+    cfg = dataclasses.replace(saved, **{k: getattr(asked, k) for k in PER_INVOCATION})
+    cfg = dataclasses.replace(cfg, epochs=extend_to) if extend_to is not None else cfg
+    if resume_conflicts(saved.to_dict(), cfg):  # only a smaller extend_to can break the rule
         raise ConfigError(
-            f"--resume: --epochs {extend_to} is below the saved {cfg.epochs}; a run can be "
+            f"--resume: --epochs {extend_to} is below the saved {saved.epochs}; a run can be "
             "extended, not shortened"
         )
-    cfg = dataclasses.replace(cfg, **{k: getattr(asked, k) for k in PER_INVOCATION})
-    return dataclasses.replace(cfg, epochs=extend_to) if extend_to is not None else cfg
+    return cfg
 
 
 def _training_record(
@@ -555,19 +574,50 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
             f"{path}/model.safetensors: no valid 'dims' in its metadata"
         ) from None
     shapes = meta.get("shapes") if isinstance(meta.get("shapes"), dict) else None
-    check_saved_config(path, cfg, dims, copies=2, shapes=shapes)
+    binder = _load_binder(path, cfg, dims, unprefixed("model", tensors), shapes)
     try:
-        binder = build_binder(dims, cfg, shapes)
-        binder.load_state_dict(unprefixed("model", tensors))
         std_sd = unprefixed("standardizer", tensors)
         std = Standardizer.from_state_dict(std_sd) if std_sd else None
     except (KeyError, RuntimeError, ValueError) as e:
-        raise CentrobindError(
-            f"{path}/model.safetensors does not match config.json "
-            f"({' '.join(str(e).split())[:200]})"
-        ) from None
-    binder.to(resolve_device(cfg.device))
+        raise CentrobindError(f"{path}/model.safetensors {_mismatch(e)}") from None
     return Run(path, cfg, binder, std, _load_splits(path), meta)
+
+
+def _load_binder(
+    path: Path,
+    cfg: TrainConfig,
+    dims: dict[str, int],
+    weights: dict[str, Tensor],
+    shapes: dict[str, Any] | None = None,
+) -> Binder:
+    """The run's Binder, built once: on the ``meta`` device (nothing allocated) to check the saved
+    config (the anchor that evaluation needs, the memory for 2 copies of the weights; no objective
+    is built to load a model), then materialised on the run's device and filled with
+    ``weights``. Towers that load a network (``backbone:``, ``module:``) are built on the CPU
+    instead: their constructors may run the network once."""
+    device = resolve_device(cfg.device)
+    heavy = any(str(t).split(":")[0] in ("backbone", "module") for t in cfg.towers.values())
+    try:
+        cfg.anchor_modality(list(dims))
+        with torch.device("cpu" if heavy else "meta"):
+            binder = build_binder(dims, cfg, shapes)
+        n = sum(p.numel() for p in binder.parameters())
+        check_parameter_memory(n, device, copies=2, what="loading the run")
+    except CentrobindError as e:
+        raise CentrobindError(f"{path}/config.json: {e}") from None
+    if heavy:
+        binder.to(device)
+    else:
+        binder.to_empty(device=device)
+    try:
+        binder.load_state_dict(weights)  # strict: every parameter and buffer is overwritten
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CentrobindError(f"{path}/model.safetensors {_mismatch(e)}") from None
+    return binder
+
+
+def _mismatch(e: BaseException) -> str:
+    return f"does not match config.json ({' '.join(str(e).split())[:200]})"
 
 
 def _check_modalities(run: Run, ds: MultimodalDataset | DiskDataset, subset: bool = False) -> None:
@@ -731,10 +781,10 @@ def embed_dataset(
 EMBED_ROWS = 1 << 16
 
 
-def _new_npy(path: Path, shape: tuple[int, int]) -> np.memmap[Any, Any]:
-    """A new float32 ``.npy`` file of ``shape``, memory-mapped for writing."""
-    out: np.memmap[Any, Any] = np.lib.format.open_memmap(path, "w+", np.float32, shape)
-    return out
+def _new_npy(path: Path, dim: int) -> NpyWriter:
+    """A new float32 ``.npy`` file of ``[n, dim]`` rows written sequentially: not a memory map,
+    whose writes to a full disk end in a SIGBUS at a page fault instead of an OSError."""
+    return NpyWriter(path, np.float32, (dim,))
 
 
 def embed_to_folder(
@@ -769,18 +819,23 @@ def embed_to_folder(
     try:
         with disk_full_errors(out):
             tmp.mkdir(parents=True)
-            arrays = {k: _new_npy(tmp / f"{k}.npy", (n, d)) for k in [*mods, FUSED_KEY]}
-            with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
-                for a in range(0, n, EMBED_ROWS):
-                    block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
-                    emb, _, fused = embed_dataset(run, block)
-                    for m in mods:
-                        arrays[m][a : a + len(block)] = emb[m].numpy()
-                    arrays[FUSED_KEY][a : a + len(block)] = fused.numpy()
-                    bar.update(len(block))
-            for arr in arrays.values():
-                arr.flush()
-            del arrays
+            writers: dict[str, NpyWriter] = {}
+            try:
+                for k in [*mods, FUSED_KEY]:
+                    writers[k] = _new_npy(tmp / f"{k}.npy", d)
+                with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
+                    for a in range(0, n, EMBED_ROWS):
+                        block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
+                        emb, _, fused = embed_dataset(run, block)
+                        for m in mods:
+                            writers[m].write(emb[m].numpy())
+                        writers[FUSED_KEY].write(fused.numpy())
+                        bar.update(len(block))
+                for w in writers.values():
+                    w.close()
+            finally:
+                for w in writers.values():
+                    w.abort()
             if out.exists():
                 out.rmdir()
             os.replace(tmp, out)

@@ -1,9 +1,12 @@
 """Resume an interrupted benchmark: every finished run is appended to ``<out>/runs.jsonl``.
 
 A run is reused only when its key matches exactly: the job (method, seed, data, evaluation
-asked for), the training budget, and a digest of the installed ``centrobind`` source and torch
-version. Editing the library therefore starts the affected runs afresh instead of mixing numbers
-from two versions of the code; a line cut short by a crash is ignored.
+asked for, logit scale), the training budget, and a digest of the installed ``centrobind`` code
+that computes a number and torch's version. Editing the library therefore starts the affected
+runs afresh instead of mixing numbers from two versions of the code; a line cut short by a crash
+is ignored. Inside ``bench/`` only the modules that run a job are in the digest
+(:data:`_COMPUTE`): the suites, the scale protocol and the report only decide which jobs exist,
+and a job's identity is its ``repr``.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ from ..eval import to_builtin
 
 __all__ = ["RunCache", "code_digest"]
 
-#: Files that only present results; editing them keeps the cached runs valid.
-_PRESENTATION = {"report.py", "plots.py", "progress.py", "cache.py", "cli.py", "__main__.py"}
+#: Files outside ``bench/`` that only present results; editing them keeps the cached runs valid.
+_PRESENTATION = {"cli.py", "__main__.py"}
+#: The ``bench/`` modules that compute a job's numbers (the rest of ``bench/`` is not digested).
+_COMPUTE = {"jobs.py", "methods.py", "gcca.py"}
 
 
 @cache
@@ -33,6 +38,8 @@ def code_digest() -> str:
     h = hashlib.sha256(torch.__version__.encode())
     for p in sorted(root.rglob("*")):
         if not p.is_file() or p.name in _PRESENTATION or "__pycache__" in p.parts:
+            continue
+        if p.parent.name == "bench" and p.parent.parent == root and p.name not in _COMPUTE:
             continue
         h.update(str(p.relative_to(root)).encode())
         h.update(p.read_bytes())
