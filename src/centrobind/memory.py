@@ -23,15 +23,49 @@ def count_parameters(factory: Callable[[], nn.Module]) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def _cgroup_limit() -> int | None:
-    for f in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
-        try:
-            text = Path(f).read_text().strip()
-        except OSError:
+def _limit_file(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() and int(text) < 1 << 60 else None
+
+
+def cgroup_limits(
+    proc_cgroup: str | Path = "/proc/self/cgroup", root: str | Path = "/sys/fs/cgroup"
+) -> list[int]:
+    """The memory limits (bytes) of this process's own cgroup and its ancestors, from
+    ``/proc/self/cgroup``: cgroup v2 (``0::/path`` -> ``memory.max``) and v1 (``N:memory:/path``
+    -> ``memory/.../memory.limit_in_bytes``), as set by SLURM, systemd or a container."""
+    try:
+        lines = Path(proc_cgroup).read_text().splitlines()
+    except OSError:
+        return []
+    root = Path(root)
+    found: list[int] = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
             continue
-        if text.isdigit() and int(text) < 1 << 60:
-            return int(text)
-    return None
+        _, controllers, rel = parts
+        if controllers == "":  # v2 unified hierarchy
+            base, name = root, "memory.max"
+        elif "memory" in controllers.split(","):
+            base = root / "memory" if (root / "memory").is_dir() else root / controllers
+            name = "memory.limit_in_bytes"
+        else:
+            continue
+        path = Path(rel.strip() or "/")
+        for anc in [path, *path.parents]:  # the tightest limit up the tree applies
+            limit = _limit_file(base / str(anc).lstrip("/") / name)
+            if limit is not None:
+                found.append(limit)
+    return found
+
+
+def _cgroup_limit() -> int | None:
+    limits = cgroup_limits()
+    return min(limits) if limits else None
 
 
 def memory_capacity(device: str | torch.device = "cpu") -> int | None:

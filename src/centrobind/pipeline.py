@@ -12,14 +12,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .config import TrainConfig
-from .data import MultimodalDataset, Standardizer
-from .distributed import resolve_device
+from .data import BUILTINS, MultimodalDataset, Standardizer, load
+from .data.digests import data_digest
+from .data.fingerprint import fingerprint
+from .data.ondisk import DiskDataset, open_dataset
+from .data.source import TrainSource, make_order
+from .data.stream import StreamingSource
+from .distributed import is_main_process, resolve_device
 from .errors import CentrobindWarning, ConfigError
-from .memory import check_parameter_memory, count_parameters
+from .memory import check_parameter_memory, count_parameters, memory_capacity
 from .models import Binder
 from .objectives import Objective
 from .train import FitResult, fit
@@ -27,7 +33,13 @@ from .train import FitResult, fit
 __all__ = [
     "MIN_MEANINGFUL_ROWS",
     "Prepared",
+    "Streamed",
     "Trained",
+    "cap_rows",
+    "choose_loader",
+    "data_fingerprint",
+    "open_training_data",
+    "prepare_stream",
     "build_and_fit",
     "build_binder",
     "build_models",
@@ -51,6 +63,16 @@ class Prepared:
 
 
 @dataclass
+class Streamed:
+    """:class:`Prepared` for data that stays on disk: the training rows as a source, the
+    (capped) validation rows in memory, standardised; no test rows (``evaluate`` reads them)."""
+
+    train: TrainSource
+    val: MultimodalDataset | None
+    std: Standardizer | None
+
+
+@dataclass
 class Trained:
     """A Binder and its objective after :func:`build_and_fit` (``result`` None when untrained)."""
 
@@ -59,7 +81,106 @@ class Trained:
     result: FitResult | None
 
 
-def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
+#: The in-memory path holds about this many float32 copies of the features at its peak (loaded,
+#: split, standardised, on the device): 3.35 GB for 0.8 GB of features in issue 18's measurement.
+MEMORY_PATH_COPIES = 4.5
+
+#: ``loader="auto"`` streams when the in-memory path's peak would exceed this share of the
+#: memory available (RAM capped by the process's cgroup limit; GPU memory on CUDA).
+MEMORY_SHARE = 0.5
+
+
+def choose_loader(cfg: TrainConfig, disk: DiskDataset) -> str:
+    """``"memory"`` or ``"stream"`` for a dataset folder: ``cfg.loader``, or for ``auto`` from the
+    features' float32 size against the memory really available (see :data:`MEMORY_SHARE`)."""
+    if cfg.loader != "auto":
+        return cfg.loader
+    need = MEMORY_PATH_COPIES * disk.float32_bytes
+    ram = memory_capacity("cpu")
+    if ram is not None and need > MEMORY_SHARE * ram:
+        return "stream"
+    device = resolve_device(cfg.device)
+    gpu = memory_capacity(device) if device.type == "cuda" else None
+    if gpu is not None and disk.float32_bytes > MEMORY_SHARE * gpu:
+        return "stream"
+    return "memory"
+
+
+def open_training_data(
+    data: str | Path | MultimodalDataset, cfg: TrainConfig
+) -> MultimodalDataset | DiskDataset:
+    """The data to train on: in memory (a dataset, a builtin, or a folder that fits, see
+    :func:`choose_loader`), or a folder opened for streaming (:class:`DiskDataset`)."""
+    if isinstance(data, MultimodalDataset):
+        if cfg.loader == "stream":
+            raise ConfigError("--loader stream needs a dataset folder, not an in-memory dataset")
+        return data
+    if str(data) in BUILTINS and not Path(data).exists():
+        if cfg.loader == "stream":
+            raise ConfigError(f"--loader stream needs a dataset folder; {data!r} is builtin")
+        return load(str(data))
+    disk = open_dataset(data)
+    return disk if choose_loader(cfg, disk) == "stream" else load(str(data))
+
+
+def data_fingerprint(ds: MultimodalDataset | DiskDataset, folder: Path | None = None) -> str:
+    """What a run records to refuse other data later: the recorded-digest fingerprint
+    (``"d2:"``, cheap to check) when the data's folder has ``digests.json``, else the content
+    fingerprint (``"b2:"``, one full read)."""
+    root = ds.root if isinstance(ds, DiskDataset) else folder
+    digest = data_digest(root) if root is not None else None
+    if digest is not None:
+        return digest
+    if isinstance(ds, DiskDataset):
+        fp = ds.scan(fingerprint=True).fingerprint
+        assert fp is not None
+        return fp
+    return fingerprint(ds)
+
+
+def cap_rows(rows: Tensor, cap: int, seed: int) -> Tensor:
+    """At most ``cap`` of ``rows``: all of them, or a seeded random sample (sorted)."""
+    if len(rows) <= cap:
+        return rows
+    rng = np.random.default_rng([seed, 0xA1])
+    pick = np.sort(rng.choice(len(rows), size=cap, replace=False))
+    return rows[torch.from_numpy(pick)]
+
+
+def prepare_stream(disk: DiskDataset, splits: dict[str, Tensor], cfg: TrainConfig) -> Streamed:
+    """:func:`prepare_data` without loading the data: one streaming pass (presence, float64
+    statistics of the training rows), a :class:`StreamingSource` over the training rows and
+    the (capped, :func:`cap_rows`) validation rows in memory, standardised."""
+    from tqdm.auto import tqdm
+
+    train_rows = splits["train"].numpy()
+    with tqdm(
+        total=len(disk) * len(disk.modalities),
+        desc="scan",
+        unit="row",
+        disable=cfg.quiet or not is_main_process(),
+        unit_scale=True,
+    ) as bar:
+        scan = disk.scan(train_rows=train_rows, progress=bar.update)
+    std = Standardizer(scan.mean, scan.std) if cfg.standardize else None
+    source = StreamingSource(
+        disk,
+        train_rows,
+        scan.mask[:, train_rows],
+        disk.modalities,
+        mean=std.mean if std is not None else None,
+        std=std.std if std is not None else None,
+        order=make_order(cfg.row_order, cfg.block_rows, cfg.shuffle_blocks),
+        device=resolve_device(cfg.device),
+    )
+    val = None
+    if len(splits["val"]) >= 2:
+        v = disk.take(cap_rows(splits["val"], cfg.val_rows, cfg.seed).numpy())
+        val = std.apply(v) if std is not None else v
+    return Streamed(source, val, std)
+
+
+def make_splits(ds: MultimodalDataset | DiskDataset, cfg: TrainConfig) -> dict[str, Tensor]:
     """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
     (stratified on the first label task when there is one)."""
     if ds.splits:
@@ -155,12 +276,13 @@ def prepare_data(
     def prep(d: MultimodalDataset) -> MultimodalDataset:
         return std.apply(d) if std is not None else d
 
-    val = prep(ds.subset(splits["val"])) if len(splits["val"]) >= 2 else None
+    val_rows = cap_rows(splits["val"], cfg.val_rows, cfg.seed)
+    val = prep(ds.subset(val_rows)) if len(val_rows) >= 2 else None
     test = prep(ds.subset(splits["test"])) if with_test else None
     return Prepared(prep(train_raw), val, test, std)
 
 
-def build_models(data: Prepared, cfg: TrainConfig) -> tuple[Binder, Objective]:
+def build_models(data: Prepared | Streamed, cfg: TrainConfig) -> tuple[Binder, Objective]:
     """Seed (``cfg.seed``), then build the Binder for ``data.train``'s modalities and the
     objective."""
     torch.manual_seed(cfg.seed)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,20 +45,28 @@ from .checkpoint import (
 )
 from .config import PER_INVOCATION, TrainConfig, resume_conflicts
 from .data import MultimodalDataset, Standardizer, as_dataset, modality_mask
+from .data.digests import data_digest
 from .data.fingerprint import fingerprint, legacy_fingerprint
+from .data.ondisk import DiskDataset, open_dataset
 from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, native_leave_one_out, to_builtin
 from .memory import check_parameter_memory
 from .models import Binder
 from .pipeline import (
+    Prepared,
+    Streamed,
     build_binder,
     build_models,
     build_objective,
+    cap_rows,
     check_model_fits,
     check_split_sizes,
+    data_fingerprint,
     make_splits,
+    open_training_data,
     prepare_data,
+    prepare_stream,
 )
 from .runfolder import (
     check_new_run_dir,
@@ -139,7 +148,7 @@ def run_device(saved: Any, requested: str | None = None) -> Any:
     """The device to load a run on: ``requested`` if given (``auto``: CUDA when available), else
     the saved one when this machine has it, else CPU (a GPU-trained run on a CPU-only machine)."""
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(resolve_device("auto"))
     if requested is not None:
         return requested
     try:
@@ -154,14 +163,28 @@ def run_device(saved: Any, requested: str | None = None) -> Any:
     return saved
 
 
-def _data_state(ds: MultimodalDataset) -> dict[str, Any]:
+def _data_state(fp: str, n_rows: int) -> dict[str, Any]:
     """Saved with the splits: what ``--resume`` and ``evaluate`` check the data against."""
-    return {"fingerprint": fingerprint(ds), "n_rows": len(ds)}
+    return {"fingerprint": fp, "n_rows": n_rows}
 
 
-def _check_same_data(run_dir: Path, ds: MultimodalDataset, what: str) -> None:
-    """Refuse ``ds`` unless it is the data the run was started on (content fingerprint saved
-    with the splits; runs of older versions: the sum-based one in ``run.json``)."""
+def _folder(data: str | Path | MultimodalDataset) -> Path | None:
+    """The dataset folder ``data`` names (None: in memory or builtin)."""
+    if isinstance(data, MultimodalDataset):
+        return None
+    p = Path(data)
+    return p if p.is_dir() else None
+
+
+def _check_same_data(
+    run_dir: Path,
+    ds: MultimodalDataset | DiskDataset,
+    what: str,
+    folder: Path | None = None,
+) -> None:
+    """Refuse ``ds`` unless it is the data the run was started on (fingerprint saved with the
+    splits: ``d2:`` recorded digests, checked cheaply, or ``b2:`` content; runs of older
+    versions: the sum-based one in ``run.json``). ``folder``: where ``ds`` was loaded from."""
     saved: Any = None
     if (run_dir / "splits.safetensors").is_file():
         saved = load_tensors(run_dir / "splits.safetensors")[1].get("fingerprint")
@@ -172,7 +195,20 @@ def _check_same_data(run_dir: Path, ds: MultimodalDataset, what: str) -> None:
             saved = None
     if not isinstance(saved, str):
         return
-    now = fingerprint(ds) if saved.startswith("b2:") else legacy_fingerprint(ds)
+    root = ds.root if isinstance(ds, DiskDataset) else folder
+    if saved.startswith("d2:"):
+        now = data_digest(root) if root is not None else None
+        if now is None:
+            raise CentrobindError(
+                f"{what}: the run recorded its data by digests (digests.json), which this data "
+                "lacks; record them with `centrobind verify DATA --record` if it is the same data"
+            )
+    elif isinstance(ds, DiskDataset):
+        if not saved.startswith("b2:"):
+            raise CentrobindError(f"{what}: this run's old fingerprint needs --loader memory")
+        now = ds.scan(fingerprint=True).fingerprint or ""
+    else:
+        now = fingerprint(ds) if saved.startswith("b2:") else legacy_fingerprint(ds)
     if now != saved:
         raise CentrobindError(
             f"{what}: not the data this run was trained on (content fingerprint {now} != "
@@ -208,7 +244,7 @@ def train_run(
         raise ConfigError("--init-from starts a new run; drop it when you --resume")
     if not resume:
         check_new_run_dir(out)  # before loading anything: fail fast
-    ds = as_dataset(data)
+    ds = open_training_data(data, cfg)
     splits = None
     if not resume:  # every refusal before the folder is created
         splits = make_splits(ds, cfg)
@@ -219,7 +255,7 @@ def train_run(
 
 
 def _train_locked(
-    ds: MultimodalDataset,
+    ds: MultimodalDataset | DiskDataset,
     data: str | Path | MultimodalDataset,
     cfg: TrainConfig,
     out: Path,
@@ -240,7 +276,7 @@ def _train_locked(
     if resume:
         cfg = resume_config(out, extend_to, cfg)
         _check_resumed_config(out, cfg, ds.dims)
-        _check_same_data(out, ds, str(_data_ref(data) or "the data"))
+        _check_same_data(out, ds, str(_data_ref(data) or "the data"), _folder(data))
         has_splits = (out / "splits.safetensors").is_file()
         splits = _load_splits(out) if has_splits else make_splits(ds, cfg)
         check_split_sizes(splits)
@@ -252,7 +288,11 @@ def _train_locked(
         warnings.warn(
             f"{out} has no checkpoint yet: training from step 0", CentrobindWarning, stacklevel=3
         )
-    prepared = prepare_data(ds, splits, cfg)
+    prepared: Prepared | Streamed
+    if isinstance(ds, DiskDataset):
+        prepared = prepare_stream(ds, splits, cfg)
+    else:
+        prepared = prepare_data(ds, splits, cfg)
     if not resume:  # (checked above on resume)
         check_model_fits(prepared.train.dims, cfg)  # counted, not allocated
     binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
@@ -264,7 +304,8 @@ def _train_locked(
     if main and not resume:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     if main and not has_splits:  # with the data's fingerprint, checked by --resume and evaluate
-        save_tensors(out / "splits.safetensors", dict(splits), _data_state(ds))
+        fp = data_fingerprint(ds, _folder(data))
+        save_tensors(out / "splits.safetensors", dict(splits), _data_state(fp, len(ds)))
     result = fit(
         binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=from_checkpoint
     )
@@ -284,7 +325,8 @@ def _train_locked(
     meta = {
         "dataset": ds.name,
         "data": _data_ref(data),
-        "fingerprint": fingerprint(ds),
+        "fingerprint": _saved_fingerprint(out) if main else None,
+        "loader": "stream" if isinstance(ds, DiskDataset) else "memory",
         "modalities": binder.modalities,
         "dims": binder.dims,
         "n_rows": len(ds),
@@ -304,6 +346,11 @@ def _train_locked(
         atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
     run = Run(out, cfg, binder, std, splits, meta)
     return run, result
+
+
+def _saved_fingerprint(out: Path) -> Any:
+    """The data fingerprint the run folder's splits file records."""
+    return load_tensors(out / "splits.safetensors")[1].get("fingerprint")
 
 
 def resume_flags(out: str | Path, given: Mapping[str, Any]) -> int | None:
@@ -465,7 +512,7 @@ def _mismatch(e: BaseException) -> str:
     return f"does not match config.json ({' '.join(str(e).split())[:200]})"
 
 
-def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> None:
+def _check_modalities(run: Run, ds: MultimodalDataset | DiskDataset, subset: bool = False) -> None:
     """The data has every modality of the run (``subset``: only run modalities, >= 1)."""
     if subset:
         extra = [m for m in ds.modalities if m not in run.binder.dims]
@@ -475,7 +522,7 @@ def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> 
                 f"(run: {run.binder.modalities}, data: {ds.modalities})"
             )
     for m in run.binder.modalities if not subset else ds.modalities:
-        if m not in ds.features:
+        if m not in ds.modalities:
             raise CentrobindError(
                 f"dataset lacks modality {m!r} the run was trained on "
                 f"(run: {run.binder.modalities}, data: {ds.modalities})"
@@ -485,6 +532,21 @@ def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> 
                 f"modality {m!r} has dim {ds.dims[m]} in the data but "
                 f"{run.binder.dims[m]} in the run"
             )
+
+
+#: ``evaluate`` scores at most this many test rows (the retrieval gallery) and fits its probes on
+#: at most this many training rows: seeded samples (:func:`~centrobind.pipeline.cap_rows`) when a
+#: split is larger, so a run on 10**7 rows is evaluated at bounded memory and time.
+EVAL_TEST_ROWS = 10_000
+EVAL_TRAIN_ROWS = 100_000
+
+
+def _rows(ds: MultimodalDataset | DiskDataset, rows: Tensor) -> MultimodalDataset:
+    """Rows of ``ds`` in memory (read from disk for a :class:`DiskDataset`)."""
+    if isinstance(ds, DiskDataset):
+        out: MultimodalDataset = ds.take(rows.numpy())
+        return out
+    return ds.subset(rows)
 
 
 def evaluate_run(
@@ -519,9 +581,12 @@ def _evaluate(
     ref = data if data is not None else run.meta.get("data")
     if ref is None:
         raise CentrobindError("this run was trained on an in-memory dataset; pass --data")
-    ds = as_dataset(ref)
+    folder = _folder(ref)
+    ds: MultimodalDataset | DiskDataset = (
+        open_dataset(folder) if folder is not None else as_dataset(ref)
+    )
     _check_modalities(run, ds)
-    _check_same_data(run.path, ds, str(ref))
+    _check_same_data(run.path, ds, str(ref), folder)
     if len(ds) != run.meta["n_rows"]:
         raise CentrobindError(
             f"the data has {len(ds)} rows but the run's splits were made for {run.meta['n_rows']}"
@@ -529,8 +594,11 @@ def _evaluate(
     if len(run.splits["test"]) == 0:
         raise CentrobindError(f"{run.path}: the run's test split is empty; nothing to evaluate")
     prep = run.standardizer.apply if run.standardizer is not None else (lambda d: d)
-    train_ds = prep(ds.subset(run.splits["train"]))
-    test_ds = prep(ds.subset(run.splits["test"]))
+    seed = run.config.seed
+    train_rows = cap_rows(run.splits["train"], EVAL_TRAIN_ROWS, seed)
+    test_rows = cap_rows(run.splits["test"], EVAL_TEST_ROWS, seed)
+    train_ds = prep(_rows(ds, train_rows))
+    test_ds = prep(_rows(ds, test_rows))
     mods = run.binder.modalities
     cls = run.config.objective_class()
     anchor = run.config.anchor_modality(mods) if cls.pretrains_frozen_anchor else None
@@ -551,6 +619,8 @@ def _evaluate(
         metrics["retrieval"]["native_leave_one_out"] = to_builtin(native)
     # R@1 depends on how many rows it searches: the test and validation galleries differ in size
     metrics["gallery"] = {"test": len(test_ds), "validation": run.meta.get("val_gallery")}
+    if len(test_rows) < len(run.splits["test"]):
+        metrics["gallery"]["test_split"] = len(run.splits["test"])
     if write:
         atomic_write_text(Path(path) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
@@ -595,6 +665,71 @@ def embed_dataset(
     return emb, masks, fused.float()
 
 
+#: Rows embedded per block when streaming (:func:`embed_to_folder`).
+EMBED_ROWS = 1 << 16
+
+
+def _new_npy(path: Path, shape: tuple[int, int]) -> np.memmap[Any, Any]:
+    """A new float32 ``.npy`` file of ``shape``, memory-mapped for writing."""
+    out: np.memmap[Any, Any] = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+    return out
+
+
+def embed_to_folder(
+    path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Embed a dataset folder block by block into ``out/<modality>.npy`` and
+    ``out/fused.mean.npy`` (float32 ``[N, D]``, NaN rows where a modality is missing), at
+    bounded memory whatever ``N``. Written into a temporary sibling folder renamed at the end;
+    ``out`` must not exist or be empty; a full disk is one line and leaves nothing."""
+    import shutil
+
+    from tqdm.auto import tqdm
+
+    from .diskfull import disk_full_errors
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CentrobindError(f"{out}: exists and is not an empty folder; choose a new --out")
+    folder = _folder(data)
+    if folder is None:
+        raise CentrobindError(f"{data}: embedding into a folder needs a dataset folder")
+    run = load_run(path, device=device)
+    disk = open_dataset(folder, min_modalities=1)
+    _check_modalities(run, disk, subset=True)
+    mods = [m for m in run.binder.modalities if m in disk.modalities]
+    n, d = len(disk), run.binder.embed_dim
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with disk_full_errors(out):
+            tmp.mkdir(parents=True)
+            arrays = {k: _new_npy(tmp / f"{k}.npy", (n, d)) for k in [*mods, FUSED_KEY]}
+            with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
+                for a in range(0, n, EMBED_ROWS):
+                    block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
+                    emb, _, fused = embed_dataset(run, block)
+                    for m in mods:
+                        arrays[m][a : a + len(block)] = emb[m].numpy()
+                    arrays[FUSED_KEY][a : a + len(block)] = fused.numpy()
+                    bar.update(len(block))
+            for arr in arrays.values():
+                arr.flush()
+            del arrays
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        k: np.load(out / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in [*mods, FUSED_KEY]
+    }
+
+
 def embed_run(
     path: str | Path,
     data: str | Path | MultimodalDataset,
@@ -605,7 +740,13 @@ def embed_run(
     modalities) with a trained run; writes ``out`` (``.npz``): one ``[N, D]`` float32 array per
     modality the data holds (NaN rows where it is missing) plus the fused embedding under
     :data:`FUSED_KEY` (``"fused.mean"``). ``out`` must be a regular ``.npz`` file (or new) outside
-    any run folder (:func:`~centrobind.runfolder.check_output_file`)."""
+    any run folder (:func:`~centrobind.runfolder.check_output_file`).
+
+    An ``out`` not ending in ``.npz`` is a folder: the rows stream through in blocks (the data is
+    never loaded whole) into memory-mapped ``<modality>.npy`` files and ``fused.mean.npy``
+    (:func:`embed_to_folder`); the arrays returned are those memory maps."""
+    if not str(out).endswith(".npz") and not isinstance(data, MultimodalDataset):
+        return embed_to_folder(path, data, out, device=device)
     target = check_output_file(out)
     run = load_run(path, device=device)
     emb, _, fused = embed_dataset(run, as_dataset(data, min_modalities=1))
