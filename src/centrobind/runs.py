@@ -159,7 +159,7 @@ def run_device(saved: Any, requested: str | None = None) -> Any:
     """The device to load a run on: ``requested`` if given (``auto``: CUDA when available), else
     the saved one when this machine has it, else CPU (a GPU-trained run on a CPU-only machine)."""
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(resolve_device("auto"))
     if requested is not None:
         return requested
     try:

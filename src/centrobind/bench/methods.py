@@ -237,7 +237,7 @@ def run_method(
 
     The split and standardisation follow the run's config (``cfg.split``, ``cfg.standardize``,
     seeded with ``seed``), through the same pipeline as :func:`centrobind.runs.train_run`
-    (:func:`~centrobind.runs.prepare_data`, :func:`~centrobind.runs.build_and_fit`).
+    (:func:`~centrobind.pipeline.prepare_data`, :func:`~centrobind.pipeline.build_and_fit`).
     ``train_transform(train_ds) -> train_ds`` alters the training rows only (e.g. drop
     modalities). ``probe_tasks``: fused linear probes for the first that many label tasks;
     ``per_view_probes``: also one probe per modality for the first task; ``loo``: leave-one-out
