@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import BUILTINS, MultimodalDataset
+from .data import MultimodalDataset
 from .errors import CentrobindError
 from .runs import FUSED_KEY, Run, _as_dataset, embed_dataset, embed_features, load_run
 from .search import Index
@@ -261,20 +261,24 @@ class Model:
     ) -> Index:
         """A search :class:`~centrobind.search.Index` over ``corpus`` embedded as ``modality``.
 
-        ``corpus`` is a dataset (folder, builtin name or :class:`MultimodalDataset`): its rows
-        where ``modality`` is present are indexed, with their row numbers as ids (or
-        ``ids[row]`` when ``ids`` gives one id per dataset row); or input features ``[N, D_m]`` /
-        raw items for :meth:`encode` (ids default to ``0..N-1``). ``backend`` and
-        ``backend_options`` go to :class:`~centrobind.search.Index`.
+        ``corpus`` is a dataset: a folder path or builtin name (a ``str`` or path is always
+        read as one; a name that is neither is an error, never one raw item) or a
+        :class:`MultimodalDataset`; its rows where ``modality`` is present are indexed, with
+        their row numbers as ids (or ``ids[row]`` when ``ids`` gives one id per dataset row). Or
+        input features ``[N, D_m]`` / a list of raw items for :meth:`encode` (ids default to
+        ``0..N-1``). ``backend`` and ``backend_options`` go to :class:`~centrobind.search.Index`.
         """
         self._check_modality(modality)
-        if isinstance(corpus, (MultimodalDataset, os.PathLike)) or (
-            isinstance(corpus, str)
-            and (corpus in BUILTINS or Path(corpus).is_dir() or modality not in self.featurizers)
-        ):
+        if isinstance(corpus, (MultimodalDataset, os.PathLike, str)):
             ds = load_corpus(corpus)
             if modality not in ds.modalities:
                 raise CentrobindError(f"the corpus has no modality {modality!r} ({ds.modalities})")
+            if ds.dims[modality] != self.dims[modality]:
+                raise CentrobindError(
+                    f"the corpus's {modality!r} has {ds.dims[modality]} features per row, the "
+                    f"run takes {self.dims[modality]} (was the corpus featurized with another "
+                    "encoder than the run's training data?)"
+                )
             rows = ds.present(modality).cpu().nonzero().squeeze(1)
             z = self._embed(modality, ds.features[modality].cpu().float()[rows], batch_size)
             row_ids = rows.numpy() if ids is None else np.asarray(ids)[rows.numpy()]
@@ -376,6 +380,12 @@ def search_corpus(
         raise CentrobindError(" ".join(str(e).split())) from None
     scores, ids = index.search(qz, k)
     items = _items(corpus, target)
+    if items is not None and len(items) != len(corpus_ds):
+        raise CentrobindError(
+            f"{Path(str(corpus)) / 'items' / (target + '.jsonl')}: has {len(items)} lines but "
+            f"the corpus has {len(corpus_ds)} rows (cut short or edited?); featurize the corpus "
+            "again"
+        )
     out = []
     for label, srow, irow in zip(labels, scores, ids, strict=True):
         hits = []

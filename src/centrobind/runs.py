@@ -52,6 +52,7 @@ from .runfolder import (
     count_parameters,
     fingerprint,
     is_run_dir,
+    lock_holder,
     non_finite_tensors,
     remove_stale_temp_files,
 )
@@ -135,7 +136,19 @@ def _as_dataset(data: str | Path | MultimodalDataset, min_modalities: int = 2) -
 
 def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
     """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
-    (stratified on the first label task when there is one)."""
+    (stratified on the first label task when there is one). Rows with no modality present (a
+    featurized row whose every item was empty or unreadable) are in no split."""
+    filled = ds.mask.any(dim=0).cpu()
+    if bool(filled.all()):
+        return _make_splits(ds, cfg)
+    if ds.splits:  # the given splits, checked, then without the empty rows
+        return {k: v[filled[v]] for k, v in _make_splits(ds, cfg).items()}
+    keep = filled.nonzero().squeeze(1)
+    return {k: keep[v] for k, v in _make_splits(ds.subset(keep), cfg).items()}
+
+
+def _make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
+    """:func:`make_splits` of a dataset whose every row has a modality."""
     if ds.splits:
         given = [k for k in ("train", "val", "test") if k in ds.splits]
         if "train" not in given or "test" not in given:
@@ -155,12 +168,29 @@ def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
     else:
         stratify = next(iter(ds.labels), None)
         splits = ds.split_indices(cfg.split, seed=cfg.seed, stratify=stratify)
+        if stratify is not None and len(splits["test"]) == 0 and cfg.split[2] > 0:
+            _refuse_stratified(ds, stratify, cfg.split)
     if cfg.early_stopping is not None and len(splits["val"]) < 2:
         raise ConfigError(
             "--early-stopping needs a validation split with >= 2 rows "
             "(splits/val.npy, or a non-zero val fraction)"
         )
     return splits
+
+
+def _refuse_stratified(ds: MultimodalDataset, task: str, split: Any) -> None:
+    """The test split came out empty only because the split is stratified on ``task``: say so
+    (each class is split in proportion, so a class of one row always goes to training)."""
+    y = ds.labels[task].cpu().numpy()
+    _, counts = np.unique(y[y >= 0], return_counts=True)
+    shares = "/".join(f"{float(f):g}" for f in split)
+    raise ConfigError(
+        f"the test split is empty because the split is stratified on label {task!r}: its "
+        f"{len(counts)} classes have at most {int(counts.max()) if len(counts) else 0} rows each "
+        f"({int((counts == 1).sum())} have a single row), and each class is split {shares} on "
+        "its own, so classes that small land in training only; give the classes more rows, "
+        "drop that label, or give splits/test.npy"
+    )
 
 
 def _legacy_fingerprint(ds: MultimodalDataset) -> str:
@@ -626,10 +656,27 @@ def _load_splits(path: Path) -> dict[str, Tensor]:
     return {k: tensors.get(k, torch.empty(0, dtype=torch.long)) for k in ("train", "val", "test")}
 
 
+def _refuse_unfinished(path: Path) -> None:
+    """A run folder without its final model: still training (its lock is held), or stopped
+    before the end (continue it with ``--resume``)."""
+    holder = lock_holder(path)
+    if holder is not None:
+        raise CentrobindError(
+            f"{path} is still training ({holder}); its model is written when training ends"
+        )
+    if is_run_dir(path):
+        raise CentrobindError(
+            f"{path}: training did not finish (no model.safetensors yet); continue it with "
+            f"centrobind train --out {path} --resume (and its --data)"
+        )
+
+
 def load_run(path: str | Path, device: str | None = None) -> Run:
     """Load a run folder written by :func:`train_run` (safetensors + JSON only) onto ``device``
     (default: the saved device when this machine has it, else CPU; see :func:`run_device`)."""
     path = Path(path)
+    if (path / "config.json").is_file() and not (path / "model.safetensors").is_file():
+        _refuse_unfinished(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise CentrobindError(f"{path}: not a run folder (needs config.json and model.safetensors)")
     cfg = read_run_config(path, device, portable=True)
@@ -771,7 +818,7 @@ def embed_dataset(
 
     Returns ``(emb, masks, fused)``: ``emb[m]`` float32 ``[N, D]`` with NaN rows where ``m`` is
     missing, ``masks[m]`` bool ``[N]``, ``fused`` ``[N, D]`` the normalised mean of each row's
-    present modalities.
+    present modalities (NaN where none is present).
     """
     _check_modalities(run, ds, subset=True)
     mods = [m for m in run.binder.modalities if m in ds.modalities]
@@ -780,8 +827,10 @@ def embed_dataset(
         masks[m] = ds.present(m).cpu()
         emb[m] = embed_features(run, m, ds.features[m].cpu(), batch_size)
         emb[m][~masks[m]] = float("nan")
-    fused = fused_embedding(emb, torch.stack([masks[m] for m in mods]))
-    return emb, masks, fused.float()
+    present = torch.stack([masks[m] for m in mods])
+    fused = fused_embedding(emb, present).float()
+    fused[~present.any(dim=0)] = float("nan")  # a row with none of them: missing, like emb[m]
+    return emb, masks, fused
 
 
 def embed_run(
