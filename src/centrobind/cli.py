@@ -108,20 +108,26 @@ def _warnings_as_lines() -> Iterator[None]:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
     from .runs import train_run
-    from .train import init_distributed
+    from .train import distributed_failure, init_distributed
 
     given = _given_config(args)
     extend_to = _check_resume(args.out, given) if args.resume else None
     cfg = TrainConfig.from_dict(given)
     init_distributed(cfg.device)
-    run, result = train_run(
-        args.data,
-        cfg,
-        args.out,
-        resume=args.resume,
-        extend_to=extend_to,
-        init_from=args.init_from,
-    )
+    try:
+        run, result = train_run(
+            args.data,
+            cfg,
+            args.out,
+            resume=args.resume,
+            extend_to=extend_to,
+            init_from=args.init_from,
+        )
+    except RuntimeError as e:  # under torchrun: another rank died before or after training
+        failure = distributed_failure(e)
+        if failure is None:
+            raise
+        raise failure from None
     if init_distributed(cfg.device) and _torch_rank() != 0:
         return 0  # under torchrun rank 0 reports
     best = (

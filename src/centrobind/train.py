@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -514,7 +515,14 @@ def _open_tensorboard(cfg: TrainConfig, out: Path | None, rank: int) -> Any:
         raise ConfigError(
             "--tensorboard needs the tensorboard package: pip install 'centrobind[tensorboard]'"
         ) from None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
+    log_dir = out / "tensorboard"
+    try:  # probe first: the writer's own thread would print a traceback on failure
+        log_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=log_dir).close()
+        return SummaryWriter(log_dir=str(log_dir))
+    except OSError as e:
+        why = " ".join(str(e.strerror or e).split())
+        raise ConfigError(f"--tensorboard: cannot write to {log_dir} ({why})") from None
 
 
 def _tensorboard_epoch(writer: Any, row: Mapping[str, float]) -> None:
@@ -542,7 +550,29 @@ def init_distributed(device: str = "auto") -> bool:
         if on_cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if on_cuda else "gloo")
+        _note_sigterm()
     return True
+
+
+#: Set by SIGTERM under ``torchrun`` (see :func:`_note_sigterm`).
+_SIGTERM = {"seen": False}
+
+
+def _note_sigterm() -> None:
+    """Under ``torchrun``, SIGTERM sets a flag instead of killing at once: torchrun sends it to
+    the surviving ranks when one dies, and the survivor's next collective then fails and says
+    which rank is gone (:func:`rank_died`) instead of dying without a word; if every rank got
+    it, training stops cleanly after the current step. Main thread only."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _SIGTERM["seen"] = True
+
+    signal.signal(signal.SIGTERM, handler)
 
 
 def _check_distributed(cfg: TrainConfig, n: int, bs: int, world: int) -> None:
@@ -697,6 +727,11 @@ def _train_epoch(run: _Run, state: TrainState, bar: Any) -> dict[str, float]:
         if run.world > 1:
             idx = idx[run.rank * local : (run.rank + 1) * local]
         loss, terms = _step(run, idx, state, b)
+        if _SIGTERM["seen"]:  # SIGTERM, and this step's collectives still worked: a clean stop
+            raise TrainingError(
+                f"stopped by SIGTERM at step {state.step}; {run.kept_checkpoint()}; run the same "
+                "command with --resume to continue"
+            )
         state.step += 1
         n_steps += 1
         loss_sum += loss.detach()
@@ -810,6 +845,15 @@ def fit(
             if "val_metric" in row:
                 val = {"val R@1": f"{row['val_metric']:.1f}% (gallery {gallery})"}
             bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
+    except RuntimeError as e:
+        if run.world == 1 or not _peer_lost(e):
+            raise
+        kept = (
+            run.kept_checkpoint()
+            if run.rank == 0
+            else "the run folder keeps the last checkpoint rank 0 wrote"
+        )
+        raise rank_died(f" at step {state.step}", kept) from None
     finally:
         bar.close()
         if run.tb is not None:
@@ -827,6 +871,46 @@ def fit(
         schedule_start=state.schedule_start,
         val_gallery=gallery,
     )
+
+
+#: What gloo / NCCL say when another rank's process is gone (killed, crashed, its machine down).
+_PEER_LOST = (
+    "connection reset by peer",
+    "connection closed by peer",
+    "broken pipe",
+    "connection refused",
+    "socket timeout",
+    "nccl communicator was aborted",
+    "remote process exited",
+)
+
+
+def _peer_lost(e: BaseException) -> bool:
+    """True when a collective failed because another rank is gone."""
+    dist_error = getattr(dist, "DistError", None)
+    text = str(e).lower()
+    return (dist_error is not None and isinstance(e, dist_error)) or any(
+        t in text for t in _PEER_LOST
+    )
+
+
+def rank_died(when: str = "", kept: str = "") -> TrainingError:
+    """The one line of a surviving rank when a collective failed because another rank is gone:
+    which rank, what was kept, how to continue (``when``: e.g. ``" at step 40"``)."""
+    rank, world = _dist()
+    who = f"rank {1 - rank} of 2" if world == 2 else f"another of the {world} ranks"
+    return TrainingError(
+        f"{who} stopped (its process died or lost its connection){when}; rank {rank} stops "
+        f"too; {kept or 'the run folder keeps its last checkpoint'}; run the same command with "
+        "--resume to continue"
+    )
+
+
+def distributed_failure(e: BaseException) -> TrainingError | None:
+    """:func:`rank_died` when ``e`` says another rank is gone (under several ranks), else None."""
+    if _dist()[1] > 1 and isinstance(e, RuntimeError) and _peer_lost(e):
+        return rank_died()
+    return None
 
 
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:

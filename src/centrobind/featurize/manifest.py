@@ -66,7 +66,22 @@ def _cell(v: Any) -> str | None:
     return s or None
 
 
+#: Longest CSV/TSV cell accepted (the csv module's own default, 131,072 characters, is shorter
+#: than texts that JSONL takes without complaint).
+MAX_CSV_FIELD = 2**31 - 1
+
+
 def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]]]:
+    old_limit = csv.field_size_limit(MAX_CSV_FIELD)
+    try:
+        return _read_csv_rows(path, delimiter)
+    except csv.Error as e:  # e.g. a NUL byte, an unterminated quote at the end
+        raise CentrobindError(f"{path}: not a readable CSV file ({e})") from None
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def _read_csv_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:

@@ -59,7 +59,7 @@ class ProgressState:
                     "choose another --out or delete that folder"
                 )
             st.data = old
-        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        elif out.exists() and (not out.is_dir() or any(_content(out))):
             raise CentrobindError(
                 f"{out} exists and is not a featurize output; choose another --out"
             )
@@ -72,6 +72,13 @@ class ProgressState:
         from centrobind.checkpoint import atomic_write_text
 
         atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
+
+
+def _content(out: Path) -> list[str]:
+    """Entries of ``out`` other than a lock file and the temporary files of killed writes."""
+    from centrobind.runfolder import LOCK_NAME, is_temp_file_name
+
+    return [p.name for p in out.iterdir() if p.name != LOCK_NAME and not is_temp_file_name(p.name)]
 
 
 def open_features(path: Path, n: int, dim: int, fresh: bool) -> np.memmap:

@@ -4,6 +4,7 @@ from .base import (
     KINDS,
     Encoder,
     EncoderError,
+    check_item_file,
     check_spec,
     encoder_from_meta,
     load_encoder,
@@ -14,6 +15,7 @@ from .base import (
 __all__ = [
     "KINDS",
     "Encoder",
+    "check_item_file",
     "check_spec",
     "EncoderError",
     "encoder_from_meta",

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +25,45 @@ def pil() -> Any:
     return Image
 
 
+#: The most pixels an image may declare before it is decoded (``CENTROBIND_MAX_IMAGE_PIXELS``
+#: overrides it): 64 megapixels decode to about 200 MB as RGB. A larger JPEG is decoded at a
+#: reduced scale that fits; any other larger image is refused as unreadable.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def max_image_pixels() -> int:
+    """The pixel budget: ``CENTROBIND_MAX_IMAGE_PIXELS`` when set to a positive integer."""
+    raw = os.environ.get("CENTROBIND_MAX_IMAGE_PIXELS", "").strip()
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    if not raw.isdigit() or int(raw) < 1:
+        raise EncoderError(f"CENTROBIND_MAX_IMAGE_PIXELS must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
 def open_image(path: str, mode: str) -> Any:
-    """Open and fully decode an image (so truncated files fail here), converted to ``mode``."""
+    """Open and fully decode an image (so truncated files fail here), converted to ``mode``.
+
+    The size the file declares is checked against :func:`max_image_pixels` before decoding
+    (a 17 KB PNG may declare 12000 x 12000 pixels): a JPEG over it is decoded at the reduced
+    scale that fits (``draft``), any other image over it is refused.
+    """
     Image = pil()
-    with Image.open(path) as im:
-        im.load()
-        return im.convert(mode)
+    budget = max_image_pixels()
+    with warnings.catch_warnings():  # the budget below decides (and says so in one line)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > budget and im.format == "JPEG":
+                scale = math.sqrt(budget / (w * h))
+                im.draft(im.mode, (max(1, int(w * scale)), max(1, int(h * scale))))
+            if im.size[0] * im.size[1] > budget:
+                raise EncoderError(
+                    f"the image declares {w} x {h} pixels, over the budget of {budget:,} "
+                    "(set CENTROBIND_MAX_IMAGE_PIXELS to allow more)"
+                )
+            im.load()
+            return im.convert(mode)
 
 
 def cnn_input(path: str, size: int = 224, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> np.ndarray:
