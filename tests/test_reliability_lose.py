@@ -452,3 +452,13 @@ def test_two_featurizes_into_one_folder(tmp_path, capsys):
         os.close(fd)  # the first one ends: the folder is free
     rc, _, err = main_cli(capsys, *args)
     assert rc == 0, err
+
+
+def test_featurize_never_writes_outside_its_folder(tmp_path, capsys):
+    """A label column named like a path would become labels/<name>.npy: refused."""
+    (tmp_path / "m.csv").write_text("text,../../outside\nhello,1\nworld,2\n")
+    out = tmp_path / "deep" / "er" / "ds"
+    args = ["featurize", tmp_path / "m.csv", "--out", out, "--encoder", "text=chars"]
+    rc, _, err = main_cli(capsys, *args, "--label", "../../outside", "--quiet")
+    error_line(rc, err, "cannot be a label name")
+    assert not out.exists() and not list(tmp_path.rglob("outside*"))

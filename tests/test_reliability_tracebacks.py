@@ -240,6 +240,9 @@ def test_search_corpus_defects_are_one_line(tmp_path, capsys):
     error_line(*_search(capsys, cut, run)[::2], "has 5 lines but the corpus has 24 rows")
     items.write_bytes(b'"\xff\xfe"\n' * 24)
     error_line(*_search(capsys, cut, run)[::2], "line 1 is not UTF-8")
+    bad_arg = "red \udcff"  # how Python passes a command-line argument that is not UTF-8
+    args = ["search", "--run", run, "--corpus", corpus, "--target", "image", "--query", bad_arg]
+    error_line(*main_cli(capsys, *args)[::2], "is not valid Unicode text")
 
 
 def test_long_csv_cell_is_read_as_in_jsonl(tmp_path):
@@ -335,6 +338,16 @@ def test_images_over_the_pixel_budget_are_refused_before_decoding(tmp_path, caps
     monkeypatch.setenv("CENTROBIND_MAX_IMAGE_PIXELS", "100")
     with pytest.raises(EncoderError, match="12 x 10 pixels, over the budget of 100 "):
         load_encoder("pixels:4").encode([str(tmp_path / "0.png")])
+
+
+def test_a_wav_declaring_a_tiny_sample_rate_is_refused(tmp_path):
+    """A 2 KB WAV that declares 1 Hz would be resampled to 16,000 times its samples."""
+    from centrobind.featurize import EncoderError, load_encoder
+    from featurize_helpers import write_wav
+
+    write_wav(tmp_path / "slow.wav", np.zeros(1000), rate=1)
+    with pytest.raises(EncoderError, match="implausible sample rate 1 Hz"):
+        load_encoder("logmel").encode([str(tmp_path / "slow.wav")])
 
 
 def test_tensorboard_that_cannot_be_written_is_one_line(run, data, tmp_path, capsys):

@@ -130,6 +130,12 @@ class Model:
                 f"modality {modality!r}: raw items must be strings (texts or file paths); "
                 f"item {bad[0]} is {type(items[bad[0]]).__name__}"
             )
+        bad = [i for i, it in enumerate(items) if not it.isascii() and not _utf8(it)]
+        if bad:  # e.g. a command-line argument that was not UTF-8
+            raise ValueError(
+                f"modality {modality!r}: item {bad[0]} ({items[bad[0]]!r:.80}) is not valid "
+                "Unicode text (a lone surrogate)"
+            )
         items = list(items)
         if entry.get("kind") in ("image", "audio"):
             items = [os.path.abspath(os.path.expanduser(p)) for p in items]
@@ -285,6 +291,14 @@ class Model:
             return Index(z.numpy(), ids=row_ids, backend=backend, **backend_options)
         emb = self.encode(modality, corpus, batch_size=batch_size)
         return Index(emb, ids=ids, backend=backend, **backend_options)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _featurizers(run: Run) -> dict[str, dict[str, Any]] | None:

@@ -183,10 +183,11 @@ def _refuse_stratified(ds: MultimodalDataset, task: str, split: Any) -> None:
     (each class is split in proportion, so a class of one row always goes to training)."""
     y = ds.labels[task].cpu().numpy()
     _, counts = np.unique(y[y >= 0], return_counts=True)
+    most = int(counts.max()) if len(counts) else 0
     shares = "/".join(f"{float(f):g}" for f in split)
     raise ConfigError(
         f"the test split is empty because the split is stratified on label {task!r}: its "
-        f"{len(counts)} classes have at most {int(counts.max()) if len(counts) else 0} rows each "
+        f"{len(counts)} classes have at most {most} row{'s' if most != 1 else ''} each "
         f"({int((counts == 1).sum())} have a single row), and each class is split {shares} on "
         "its own, so classes that small land in training only; give the classes more rows, "
         "drop that label, or give splits/test.npy"

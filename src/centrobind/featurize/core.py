@@ -105,6 +105,12 @@ def _plan(
     mods = [c for c in cols if c not in labels]
     if not mods:
         raise CentrobindError(f"{man.path}: no modality columns (every column is a --label)")
+    for name in labels:  # it becomes labels/<name>.npy: never a path out of the folder
+        if not _NAME.match(name):
+            raise CentrobindError(
+                f"{man.path}: column name {name!r} cannot be a label name "
+                "(letters, digits, _ . - only; it becomes a file name)"
+            )
     kinds, specs = {}, {}
     for m in mods:
         if not _NAME.match(m):
@@ -300,9 +306,10 @@ def _stamp(items: list[str | None], lo: int, hi: int) -> str:
 
 
 def _features_ok(path: Path, n: int, dim: int) -> bool:
-    """``path`` is a float32 ``[n, dim]`` ``.npy`` (its header read, nothing else)."""
+    """``path`` is a float32 ``[n, dim]`` ``.npy`` file of its own (not a symlink: featurize
+    writes into it) (its header read, nothing else)."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        if not stat.S_ISREG(os.lstat(path).st_mode):
             return False
         mm = np.lib.format.open_memmap(path, mode="r")
         ok = mm.shape == (n, dim) and mm.dtype == np.float32
@@ -317,8 +324,13 @@ def _recheck(
 ) -> None:
     """Before resuming: a modality whose ``.npy`` is missing or damaged is encoded again, and
     so is every finished chunk whose file items changed since (:func:`_stamp`); warned."""
+    n_chunks = (n + chunk_rows - 1) // chunk_rows
     for m in mods:
         ms = state.modality(m)
+        if any(c >= n_chunks for c in ms["done"]):
+            raise CentrobindError(
+                f"{out / STATE}: chunk numbers out of range (edited?); delete {out}"
+            )
         if ms["entry"] is None:
             continue
         path = out / "modalities" / f"{m}.npy"
@@ -326,6 +338,8 @@ def _recheck(
             warnings.warn(
                 f"{path} is missing or damaged: encoding {m} again", CentrobindWarning, stacklevel=3
             )
+            if path.is_symlink() or path.is_file() or path.is_fifo():
+                path.unlink()  # a new file in its place, never written through a symlink
             ms.update(done=[], failed={}, stamps={}, created=False)
             continue
         if ms["entry"]["kind"] == "text" or not ms["done"]:

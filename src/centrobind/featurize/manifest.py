@@ -63,6 +63,10 @@ def _cell(v: Any) -> str | None:
     if isinstance(v, (dict, list)):
         raise ValueError(f"nested value {json.dumps(v)[:40]}")
     s = str(v).strip()
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # JSON can spell a lone surrogate ("\ud800"): not text
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
     return s or None
 
 
