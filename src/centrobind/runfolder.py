@@ -360,7 +360,8 @@ def lock_holder(run_dir: str | os.PathLike) -> str | None:
         return None
     path = Path(run_dir) / LOCK_NAME
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags)  # O_NONBLOCK: a named pipe put there must not block us
     except OSError:
         return None
     try:

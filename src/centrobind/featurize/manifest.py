@@ -156,7 +156,8 @@ def read_manifest(path: str | Path) -> Manifest:
         known = ", ".join(sorted(FORMATS))
         raise CentrobindError(f"{path}: unknown manifest format {path.suffix!r} (use {known})")
     if not path.is_file():
-        raise CentrobindError(f"{path}: manifest not found")
+        what = "not a regular file" if path.exists() else "manifest not found"
+        raise CentrobindError(f"{path}: {what}")
     try:
         if fmt in ("csv", "tsv"):
             header, rows = _read_csv(path, "," if fmt == "csv" else "\t")
