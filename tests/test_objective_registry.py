@@ -14,7 +14,8 @@ from centrobind.config import TrainConfig
 from centrobind.data import make_synthetic
 from centrobind.objectives import OBJECTIVES, Objective, register_objective, symmetric_infonce
 from centrobind.objectives.base import Batch
-from centrobind.runs import build_objective, evaluate_run, train_run
+from centrobind.pipeline import build_objective
+from centrobind.runs import evaluate_run, train_run
 
 
 class ToAnchor(Objective):

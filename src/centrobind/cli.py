@@ -33,8 +33,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields this command line sets: ``--config`` file, then flags, then
     ``--option KEY=VALUE`` into ``objective_options``."""
-    from .config import config_overrides
-    from .runs import read_config_file
+    from .config import config_overrides, read_config_file
 
     given = read_config_file(args.config) if args.config else {}
     if not isinstance(given, dict):
@@ -81,12 +80,6 @@ def _check_resume(out: str, given: dict[str, Any]) -> int | None:
     return asked.epochs if extend else None
 
 
-def _torch_rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """Print each warning raised inside (ours and third-party ones, e.g. Pillow's) as one
@@ -107,8 +100,8 @@ def _warnings_as_lines() -> Iterator[None]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
+    from .distributed import distributed_failure, init_distributed, is_main_process
     from .runs import train_run
-    from .train import distributed_failure, init_distributed
 
     given = _given_config(args)
     extend_to = _check_resume(args.out, given) if args.resume else None
@@ -128,7 +121,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if failure is None:
             raise
         raise failure from None
-    if init_distributed(cfg.device) and _torch_rank() != 0:
+    if not is_main_process():
         return 0  # under torchrun rank 0 reports
     best = (
         f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}% over a gallery "
@@ -152,7 +145,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     gallery = metrics["gallery"]
     val = gallery.get("validation")
     seen = f"; the training log's validation R@1 searched {val} rows" if val else ""
-    print(f"R@1 above: a gallery of {gallery['test']} test rows{seen}")
+    sample = f" (a seeded sample of {gallery['test_split']})" if "test_split" in gallery else ""
+    print(f"R@1 above: a gallery of {gallery['test']} test rows{sample}{seen}")
     print(f"wrote {args.run}/metrics.json")
     return 0
 
@@ -183,6 +177,35 @@ def _cmd_search(args: argparse.Namespace) -> int:
             print(json.dumps(res["hits"], ensure_ascii=False))
     else:
         print(format_hits(results))
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .data.digests import data_files, record_digests, verify
+
+    root = Path(args.data)
+    if not (root / "modalities").is_dir():
+        raise CentrobindError(f"{root}: not a dataset folder (no modalities/)")
+    total = sum(p.stat().st_size for p in data_files(root))
+    with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=args.quiet) as bar:
+        if args.record:
+            record_digests(root)
+            print(f"recorded digests of {len(data_files(root))} files in {root}/digests.json")
+            return 0
+        problems = verify(root, progress=bar.update)
+    if problems is None:
+        raise CentrobindError(
+            f"{root}: no digests.json (data not written by centrobind); record them with "
+            f"`centrobind verify {root} --record`"
+        )
+    if problems:
+        for p in problems:
+            print(f"changed: {p}")
+        print(f"error: {len(problems)} problem(s) in {root}", file=sys.stderr)
+        return 1
+    print(f"ok: {len(data_files(root))} files, {total / 1e9:.2f} GB match their digests")
     return 0
 
 
@@ -228,7 +251,7 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .featurize.demo import run_demo
+    from .demo import run_demo
 
     report = run_demo(
         args.out, tiny=args.tiny, n=args.n, seed=args.seed, quiet=args.quiet, seeds=args.seeds
@@ -312,7 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("embed", "embed a dataset with a trained run into an .npz")
     s.add_argument("--run", required=True)
     s.add_argument("--data", required=True, help="dataset with any of the run's modalities")
-    s.add_argument("--out", required=True, help="output .npz (fused embedding: 'fused.mean')")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="output .npz, or a folder (streamed: one memory-mapped <modality>.npy each, for "
+        "data of any size); the fused embedding is 'fused.mean'",
+    )
     s.add_argument("--device", help=_DEVICE_HELP)
     s.set_defaults(func=_cmd_embed)
 
@@ -327,6 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-k", type=int, default=10, help="hits per query")
     s.add_argument("--json", action="store_true", help="one JSON list of hits per query")
     s.set_defaults(func=_cmd_search)
+
+    s = verb("verify", "re-read a dataset folder and check every file against its digests")
+    s.add_argument("data", metavar="DATA", help="dataset folder")
+    s.add_argument(
+        "--record",
+        action="store_true",
+        help="(re)compute and record the digests instead (data written by other tools)",
+    )
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_verify)
 
     s = verb("benchmark", "compare objectives on the bundled data; writes a report")
     s.add_argument(

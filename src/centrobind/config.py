@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .distributed import DEVICE_CHOICES, resolve_device
 from .errors import ConfigError
-from .objectives import OBJECTIVES, Objective
+from .objectives import OBJECTIVES, Objective, objective_class
 
 __all__ = [
     "PER_INVOCATION",
@@ -41,14 +44,14 @@ __all__ = [
     "add_config_arguments",
     "config_overrides",
     "objective_class",
-    "resolve_device",
+    "read_config_file",
 ]
 
 INT_MAX = 2**63 - 1  # what a seed (and any int) must fit: int64
 
 #: Fields about watching one invocation, not the run: ``--resume`` takes them from its own
 #: command line (they may differ from the saved config).
-PER_INVOCATION = ("quiet", "tensorboard")
+PER_INVOCATION = ("quiet", "tensorboard", "loader")
 
 
 def _field(
@@ -156,7 +159,7 @@ class TrainConfig:
     seed: int = _field(0, "seed of everything random", group="run", lo=0, hi=INT_MAX)
     device: str = _field(
         "auto",
-        "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps",
+        DEVICE_CHOICES,
         group="run",
         metavar="DEVICE",
     )
@@ -176,6 +179,36 @@ class TrainConfig:
     )
     standardize: bool = _field(True, "standardise features on the training rows", group="data")
     drop_last: bool = _field(True, "drop the last incomplete batch", group="data")
+    loader: str = _field(
+        "auto",
+        "where training rows live: memory (whole, fastest), stream (memory-mapped, read in blocks "
+        "in the background; data larger than memory), auto (stream when the features would not "
+        "fit comfortably in the memory available); results do not depend on it",
+        group="data",
+        choices=("auto", "memory", "stream"),
+    )
+    row_order: str = _field(
+        "block",
+        "epoch order: block (shuffled blocks of --block-rows, --shuffle-blocks at a time, rows "
+        "shuffled within; a uniform shuffle when the training rows fit in one buffer) or global "
+        "(a uniform shuffle of all rows: random reads when streaming)",
+        group="data",
+        choices=("block", "global"),
+    )
+    block_rows: int = _field(
+        4096, "rows per block of the block order", group="data", lo=1, hi=INT_MAX
+    )
+    shuffle_blocks: int = _field(
+        16, "blocks shuffled together (the shuffle buffer)", group="data", lo=1, hi=INT_MAX
+    )
+    val_rows: int = _field(
+        10_000,
+        "validation uses at most this many rows: a seeded random sample of the validation "
+        "split, fixed for the run",
+        group="data",
+        lo=2,
+        hi=INT_MAX,
+    )
     quiet: bool = _field(False, "no progress bar", group="run")
     tensorboard: bool = _field(
         False, "write TensorBoard event files to OUT/tensorboard", group="run"
@@ -192,7 +225,7 @@ class TrainConfig:
         objective_class(self.objective)  # a registered name
         if abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(f"split must be 3 non-negative fractions summing to 1: {self.split}")
-        _check_device(self.device)
+        resolve_device(self.device)  # a device this machine has
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``config.json``): flat keys, ``split`` as a list."""
@@ -245,14 +278,26 @@ class TrainConfig:
         return init, self.max_logit_scale if self.max_logit_scale is not None else 10.0 * init
 
 
-def objective_class(name: str) -> type[Objective]:
-    """The objective class registered as ``name`` (ConfigError listing the names if unknown)."""
+# --------------------------------------------------------------------------- config files
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file into a dict (keys = TrainConfig fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text()
     try:
-        return OBJECTIVES[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown objective {name!r}; expected one of: {', '.join(OBJECTIVES)}"
-        ) from None
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+
+            return tomllib.loads(text)
+        return json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error becomes one line
+        raise ConfigError(f"{path}: cannot parse config ({e})") from None
 
 
 # --------------------------------------------------------------------------- validation
@@ -312,35 +357,6 @@ def _check_value(name: str, v: Any, tp: Any, meta: Mapping[str, Any]) -> None:
             raise ConfigError(f"{name} must be a table/dict of keyword arguments, got {v!r}")
     else:  # pragma: no cover - a new field type must be taught here
         raise TypeError(f"config field {name}: unsupported type {tp!r}")
-
-
-def resolve_device(device: str) -> str:
-    """The device a run uses: ``auto`` is CUDA when available, else CPU; under ``torchrun``
-    (``LOCAL_RANK`` set) a bare ``cuda`` is this process's GPU, ``cuda:LOCAL_RANK``."""
-    import os
-
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return device
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    if device == "auto":
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: CUDA is not available on this machine")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {device!r}: MPS is not available on this machine")
 
 
 # --------------------------------------------------------------------------- command line

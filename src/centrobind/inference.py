@@ -33,29 +33,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import MultimodalDataset
+from .data import MultimodalDataset, as_dataset
+from .distributed import resolve_device
 from .errors import CentrobindError
-from .runs import FUSED_KEY, Run, _as_dataset, embed_dataset, embed_features, load_run
+from .runs import FUSED_KEY, Run, embed_dataset, embed_features, load_run
 from .search import Index
 
 __all__ = ["Model", "DatasetEmbeddings", "load", "load_corpus", "FUSED_KEY"]
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CentrobindError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def load_corpus(data: str | os.PathLike[str] | MultimodalDataset) -> MultimodalDataset:
     """A dataset for embedding or search: a builtin name, or a folder with >= 1 modality."""
     if isinstance(data, os.PathLike):
         data = Path(data)
-    return _as_dataset(data, min_modalities=1)
+    return as_dataset(data, min_modalities=1)
 
 
 @dataclass

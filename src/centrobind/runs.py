@@ -1,4 +1,8 @@
-"""Run folders: train a Binder on a dataset, then evaluate it or embed new data with it.
+"""Run folders: train a Binder on a dataset into one, then evaluate it or embed new data with it.
+
+The training itself is :mod:`centrobind.pipeline` (shared with the benchmark, which writes no run
+folder); this module is the folder format around it and owns the ``--resume`` contract
+(:func:`resume_config`).
 
 Layout of ``runs/<name>/`` (stable):
 
@@ -11,17 +15,16 @@ Layout of ``runs/<name>/`` (stable):
 - ``checkpoints/``       ``latest.safetensors`` (resumable) and ``best.safetensors`` (best epoch)
 - ``log.csv``            per-epoch losses and validation metric
 - ``metrics.json``       written by :func:`evaluate_run`
-- ``.lock``              the run folder's lock (:class:`~centrobind.runfolder.RunLock`), held by
+- ``.lock``              the run folder's lock (:class:`~centrobind.runlock.RunLock`), held by
   ``train`` and ``evaluate`` while they write; see docs/reliability.md
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import os
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -34,43 +37,47 @@ from .checkpoint import (
     atomic_write,
     atomic_write_text,
     load_tensors,
+    non_finite_tensors,
     prefixed,
     save_tensors,
     unprefixed,
 )
-from .config import PER_INVOCATION, TrainConfig, resolve_device
-from .data import BUILTINS, MultimodalDataset, Standardizer, load
+from .config import PER_INVOCATION, TrainConfig
+from .data import MultimodalDataset, Standardizer, as_dataset, modality_mask
+from .data.digests import data_digest
+from .data.fingerprint import fingerprint, legacy_fingerprint
+from .data.ondisk import DiskDataset, open_dataset
+from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
-from .eval import evaluate, fused_embedding, to_builtin
+from .eval import evaluate, fused_embedding, native_leave_one_out, to_builtin
 from .models import Binder
-from .objectives import Objective
+from .pipeline import (
+    Prepared,
+    Streamed,
+    build_binder,
+    build_models,
+    build_objective,
+    cap_rows,
+    check_model_fits,
+    check_split_sizes,
+    data_fingerprint,
+    make_splits,
+    open_training_data,
+    prepare_data,
+    prepare_stream,
+)
 from .runfolder import (
-    RunLock,
     check_new_run_dir,
     check_output_file,
-    check_parameter_memory,
-    count_parameters,
-    fingerprint,
     is_run_dir,
-    lock_holder,
-    non_finite_tensors,
     remove_stale_temp_files,
 )
-from .train import FitResult, fit, modality_mask, native_leave_one_out
+from .runlock import RunLock, lock_holder
+from .train import FitResult, fit
 
 __all__ = [
-    "Prepared",
     "Run",
-    "Trained",
-    "build_and_fit",
-    "build_binder",
-    "build_models",
-    "build_objective",
-    "check_split_sizes",
-    "fingerprint",
     "init_from_run",
-    "make_splits",
-    "prepare_data",
     "train_run",
     "load_run",
     "evaluate_run",
@@ -78,7 +85,6 @@ __all__ = [
     "embed_features",
     "embed_dataset",
     "FUSED_KEY",
-    "read_config_file",
     "read_run_config",
     "run_device",
 ]
@@ -104,238 +110,6 @@ class Run:
     def std(self) -> Standardizer | None:
         """Alias of :attr:`standardizer`."""
         return self.standardizer
-
-
-@dataclass
-class Prepared:
-    """The splits of a dataset ready for training: standardised with statistics of the training
-    rows (``std``, None when ``cfg.standardize`` is off); ``val`` is None below 2 rows."""
-
-    train: MultimodalDataset
-    val: MultimodalDataset | None
-    test: MultimodalDataset | None
-    std: Standardizer | None
-
-
-@dataclass
-class Trained:
-    """A Binder and its objective after :func:`build_and_fit` (``result`` None when untrained)."""
-
-    binder: Binder
-    objective: Objective
-    result: FitResult | None
-
-
-def _as_dataset(data: str | Path | MultimodalDataset, min_modalities: int = 2) -> MultimodalDataset:
-    if isinstance(data, MultimodalDataset):
-        return data
-    if min_modalities != 2 and str(data) not in BUILTINS:
-        return load(str(data), min_modalities=min_modalities)
-    return load(str(data))
-
-
-def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
-    """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
-    (stratified on the first label task when there is one). Rows with no modality present (a
-    featurized row whose every item was empty or unreadable) are in no split."""
-    filled = ds.mask.any(dim=0).cpu()
-    if bool(filled.all()):
-        return _make_splits(ds, cfg)
-    if ds.splits:  # the given splits, checked, then without the empty rows
-        return {k: v[filled[v]] for k, v in _make_splits(ds, cfg).items()}
-    keep = filled.nonzero().squeeze(1)
-    return {k: keep[v] for k, v in _make_splits(ds.subset(keep), cfg).items()}
-
-
-def _make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
-    """:func:`make_splits` of a dataset whose every row has a modality."""
-    if ds.splits:
-        given = [k for k in ("train", "val", "test") if k in ds.splits]
-        if "train" not in given or "test" not in given:
-            raise ConfigError(
-                f"the dataset's splits/ folder has {sorted(ds.splits)}; it needs "
-                "train.npy and test.npy (val.npy optional)"
-            )
-        empty = torch.empty(0, dtype=torch.long)
-        splits = {k: ds.splits.get(k, empty) for k in ("train", "val", "test")}
-        seen = torch.zeros(len(ds), dtype=torch.long)
-        for idx in splits.values():
-            seen[idx] += 1
-        if bool((seen > 1).any()):
-            raise ConfigError(
-                f"the dataset's train/val/test splits overlap in {int((seen > 1).sum())} rows"
-            )
-    else:
-        stratify = next(iter(ds.labels), None)
-        splits = ds.split_indices(cfg.split, seed=cfg.seed, stratify=stratify)
-        if stratify is not None and len(splits["test"]) == 0 and cfg.split[2] > 0:
-            _refuse_stratified(ds, stratify, cfg.split)
-    if cfg.early_stopping is not None and len(splits["val"]) < 2:
-        raise ConfigError(
-            "--early-stopping needs a validation split with >= 2 rows "
-            "(splits/val.npy, or a non-zero val fraction)"
-        )
-    return splits
-
-
-def _refuse_stratified(ds: MultimodalDataset, task: str, split: Any) -> None:
-    """The test split came out empty only because the split is stratified on ``task``: say so
-    (each class is split in proportion, so a class of one row always goes to training)."""
-    y = ds.labels[task].cpu().numpy()
-    _, counts = np.unique(y[y >= 0], return_counts=True)
-    most = int(counts.max()) if len(counts) else 0
-    shares = "/".join(f"{float(f):g}" for f in split)
-    raise ConfigError(
-        f"the test split is empty because the split is stratified on label {task!r}: its "
-        f"{len(counts)} classes have at most {most} row{'s' if most != 1 else ''} each "
-        f"({int((counts == 1).sum())} have a single row), and each class is split {shares} on "
-        "its own, so classes that small land in training only; give the classes more rows, "
-        "drop that label, or give splits/test.npy"
-    )
-
-
-def _legacy_fingerprint(ds: MultimodalDataset) -> str:
-    """The sum-based hash of runs written before the full-content :func:`fingerprint` (kept to
-    check their data; it misses row permutations)."""
-    h = hashlib.sha256(f"{len(ds)}|{ds.modalities}|{ds.dims}".encode())
-    for m in ds.modalities:
-        x = ds.features[m].double()
-        h.update(f"{float(x.sum()):.10e}|{float((x * x).sum()):.10e}".encode())
-    h.update(ds.mask.numpy().tobytes())
-    for t, y in ds.labels.items():
-        h.update(f"{t}|{int(y.sum())}".encode())
-    return h.hexdigest()[:16]
-
-
-def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
-    bad = [m for m in dims if "." in m or not m]
-    if bad:
-        raise ConfigError(f"modality names may not contain '.': {bad} (rename the files)")
-    init, max_scale = cfg.resolved_logit_scale(len(dims))
-    if init > max_scale:
-        raise ConfigError(f"logit_scale_init {init} exceeds max_logit_scale {max_scale}")
-    return Binder(
-        dims,
-        embed_dim=cfg.embed_dim,
-        hidden=cfg.hidden,
-        depth=cfg.depth,
-        dropout=cfg.dropout,
-        logit_scale_init=init,
-        max_logit_scale=max_scale,
-        learn_logit_scale=cfg.learn_logit_scale,
-    )
-
-
-def build_objective(cfg: TrainConfig, modalities: list[str]) -> Objective:
-    """The objective named in ``cfg`` with its options, completed from what its class declares:
-    the anchor index (``takes_anchor``; ``cfg.anchor``, default the first modality),
-    ``num_modalities`` (``needs_num_modalities``) and ``chunk_size`` (``supports_chunking``)."""
-    cls = cfg.objective_class()
-    opts = dict(cfg.objective_options)
-    anchor = cfg.anchor_modality(modalities)
-    if anchor is not None:
-        opts.setdefault("anchor", modalities.index(anchor))
-    if cls.needs_num_modalities(opts):
-        opts.setdefault("num_modalities", len(modalities))
-    if cfg.chunk_size is not None and cls.supports_chunking:
-        opts.setdefault("chunk_size", cfg.chunk_size)
-    try:
-        objective = cls(**opts)
-        # a dry run on a tiny batch: bad options fail here, not after minutes of training
-        z = torch.nn.functional.normalize(torch.ones(len(modalities), 2, 4), dim=-1)
-        objective(z, 10.0)
-    except (TypeError, ValueError, IndexError, KeyError) as e:
-        raise ConfigError(f"objective {cfg.objective!r}: {' '.join(str(e).split())}") from None
-    return objective
-
-
-def prepare_data(
-    ds: MultimodalDataset,
-    splits: dict[str, Tensor],
-    cfg: TrainConfig,
-    train_transform: Callable[[MultimodalDataset], MultimodalDataset] | None = None,
-    with_test: bool = False,
-) -> Prepared:
-    """Split and standardise (``cfg.standardize``) with statistics of the training rows.
-
-    ``train_transform(train_ds) -> train_ds`` alters the training rows only (e.g. drop modalities),
-    before the statistics: they may only see what is kept.
-    """
-    train_raw = ds.subset(splits["train"])
-    if train_transform is not None:
-        train_raw = train_transform(train_raw)
-    std = Standardizer.fit(train_raw) if cfg.standardize else None
-
-    def prep(d: MultimodalDataset) -> MultimodalDataset:
-        return std.apply(d) if std is not None else d
-
-    val = prep(ds.subset(splits["val"])) if len(splits["val"]) >= 2 else None
-    test = prep(ds.subset(splits["test"])) if with_test else None
-    return Prepared(prep(train_raw), val, test, std)
-
-
-def build_models(data: Prepared, cfg: TrainConfig) -> tuple[Binder, Objective]:
-    """Seed (``cfg.seed``), then build the Binder for ``data.train``'s modalities and the
-    objective."""
-    torch.manual_seed(cfg.seed)
-    binder = build_binder(data.train.dims, cfg)
-    return binder, build_objective(cfg, binder.modalities)
-
-
-def build_and_fit(
-    data: Prepared,
-    cfg: TrainConfig,
-    out: str | Path | None = None,
-    resume: bool = False,
-    train: bool = True,
-) -> Trained:
-    """:func:`build_models`, then fit on ``data.train`` (early stopping on ``data.val``): with
-    :func:`prepare_data`, the one pipeline of :func:`train_run` and the benchmark. ``train=False``
-    returns the seeded, untrained Binder."""
-    binder, objective = build_models(data, cfg)
-    if not train:
-        return Trained(binder, objective, None)
-    result = fit(binder, objective, data.train, data.val, cfg, out_dir=out, resume=resume)
-    return Trained(binder, objective, result)
-
-
-#: Below this many test rows (half as many validation rows) a split still runs but its metrics
-#: mean little (warned at train time).
-MIN_MEANINGFUL_ROWS = 10
-
-
-def check_split_sizes(splits: dict[str, Tensor]) -> None:
-    """Refuse splits that cannot be trained or evaluated (training < 2 rows, empty test); warn
-    (:class:`~centrobind.errors.CentrobindWarning`) when one is too small to mean anything (a
-    gallery of 1 gives R@1 = 100%)."""
-    n = {k: len(v) for k, v in splits.items()}
-    if n["train"] < 2:
-        raise ConfigError(f"the training split has {n['train']} rows; it needs >= 2")
-    if n["test"] == 0:
-        raise ConfigError(
-            "the test split is empty: evaluate would have nothing to score; give the test split "
-            "a non-zero fraction (split) or rows (splits/test.npy)"
-        )
-    small = []
-    if n["test"] < MIN_MEANINGFUL_ROWS:
-        small.append(
-            f"the test split has only {n['test']} rows: retrieval over a gallery that small "
-            f"means little (R@1 is 100% with 1 row); aim for >= {MIN_MEANINGFUL_ROWS}"
-        )
-    if n["val"] == 1:
-        small.append("the validation split has 1 row: it is not used (validation needs >= 2)")
-    elif 2 <= n["val"] < MIN_MEANINGFUL_ROWS // 2:
-        small.append(f"the validation split has only {n['val']} rows: model selection is noise")
-    for msg in small:
-        warnings.warn(msg, CentrobindWarning, stacklevel=3)
-
-
-def check_model_fits(dims: dict[str, int], cfg: TrainConfig, copies: int = 5) -> None:
-    """Refuse a Binder whose parameters cannot fit in ``cfg.device``'s memory, counted without
-    allocating (``copies`` parameter-sized buffers: 5 to train with AdamW, 2 to load)."""
-    n = count_parameters(lambda: build_binder(dims, cfg))
-    what = "training" if copies >= 5 else "loading the run"
-    check_parameter_memory(n, resolve_device(cfg.device), copies=copies, what=what)
 
 
 def read_run_config(
@@ -394,14 +168,28 @@ def run_device(saved: Any, requested: str | None = None) -> Any:
     return saved
 
 
-def _data_state(ds: MultimodalDataset) -> dict[str, Any]:
+def _data_state(fp: str, n_rows: int) -> dict[str, Any]:
     """Saved with the splits: what ``--resume`` and ``evaluate`` check the data against."""
-    return {"fingerprint": fingerprint(ds), "n_rows": len(ds)}
+    return {"fingerprint": fp, "n_rows": n_rows}
 
 
-def _check_same_data(run_dir: Path, ds: MultimodalDataset, what: str) -> None:
-    """Refuse ``ds`` unless it is the data the run was started on (content fingerprint saved
-    with the splits; runs of older versions: the sum-based one in ``run.json``)."""
+def _folder(data: str | Path | MultimodalDataset) -> Path | None:
+    """The dataset folder ``data`` names (None: in memory or builtin)."""
+    if isinstance(data, MultimodalDataset):
+        return None
+    p = Path(data)
+    return p if p.is_dir() else None
+
+
+def _check_same_data(
+    run_dir: Path,
+    ds: MultimodalDataset | DiskDataset,
+    what: str,
+    folder: Path | None = None,
+) -> None:
+    """Refuse ``ds`` unless it is the data the run was started on (fingerprint saved with the
+    splits: ``d2:`` recorded digests, checked cheaply, or ``b2:`` content; runs of older
+    versions: the sum-based one in ``run.json``). ``folder``: where ``ds`` was loaded from."""
     saved: Any = None
     if (run_dir / "splits.safetensors").is_file():
         saved = load_tensors(run_dir / "splits.safetensors")[1].get("fingerprint")
@@ -412,31 +200,25 @@ def _check_same_data(run_dir: Path, ds: MultimodalDataset, what: str) -> None:
             saved = None
     if not isinstance(saved, str):
         return
-    now = fingerprint(ds) if saved.startswith("b2:") else _legacy_fingerprint(ds)
+    root = ds.root if isinstance(ds, DiskDataset) else folder
+    if saved.startswith("d2:"):
+        now = data_digest(root) if root is not None else None
+        if now is None:
+            raise CentrobindError(
+                f"{what}: the run recorded its data by digests (digests.json), which this data "
+                "lacks; record them with `centrobind verify DATA --record` if it is the same data"
+            )
+    elif isinstance(ds, DiskDataset):
+        if not saved.startswith("b2:"):
+            raise CentrobindError(f"{what}: this run's old fingerprint needs --loader memory")
+        now = ds.scan(fingerprint=True).fingerprint or ""
+    else:
+        now = fingerprint(ds) if saved.startswith("b2:") else legacy_fingerprint(ds)
     if now != saved:
         raise CentrobindError(
             f"{what}: not the data this run was trained on (content fingerprint {now} != "
             f"{saved}: other rows, row order, features, masks or labels)"
         )
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or JSON config file into a dict (keys = TrainConfig fields)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-
-            return tomllib.loads(text)
-        return json.loads(text)
-    except Exception as e:  # noqa: BLE001 - any parse error becomes one line
-        raise ConfigError(f"{path}: cannot parse config ({e})") from None
 
 
 def train_run(
@@ -448,7 +230,8 @@ def train_run(
     init_from: str | Path | None = None,
 ) -> tuple[Run, FitResult]:
     """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``:
-    split -> standardise -> build -> fit (:func:`prepare_data`, :func:`build_and_fit`), then write
+    split -> standardise -> build -> fit (:func:`~centrobind.pipeline.prepare_data`,
+    :func:`~centrobind.pipeline.build_models`, :func:`~centrobind.train.fit`), then write
     ``model.safetensors`` and ``run.json``.
 
     ``resume`` continues the run in ``out`` with its saved config (of ``cfg`` only the
@@ -456,7 +239,7 @@ def train_run(
     saved) extend it. ``init_from`` (a run folder) warm-starts a
     new run's encoders: :func:`init_from_run`. Under ``torchrun`` rank 0 writes the files.
 
-    The folder is locked for the whole training (:class:`~centrobind.runfolder.RunLock`, rank
+    The folder is locked for the whole training (:class:`~centrobind.runlock.RunLock`, rank
     0). A new run needs an absent or empty folder; ``resume`` needs the same data (content
     fingerprint) and starts from step 0 when the run was killed before its first checkpoint.
     """
@@ -466,18 +249,18 @@ def train_run(
         raise ConfigError("--init-from starts a new run; drop it when you --resume")
     if not resume:
         check_new_run_dir(out)  # before loading anything: fail fast
-    ds = _as_dataset(data)
+    ds = open_training_data(data, cfg)
     splits = None
     if not resume:  # every refusal before the folder is created
         splits = make_splits(ds, cfg)
         check_split_sizes(splits)
-    _barrier()  # every rank has checked the folder before rank 0 locks it
-    with RunLock(out, "train", enabled=_rank() == 0):
+    barrier()  # every rank has checked the folder before rank 0 locks it
+    with RunLock(out, "train", enabled=is_main_process()):
         return _train_locked(ds, data, cfg, out, splits, extend_to, init_from)
 
 
 def _train_locked(
-    ds: MultimodalDataset,
+    ds: MultimodalDataset | DiskDataset,
     data: str | Path | MultimodalDataset,
     cfg: TrainConfig,
     out: Path,
@@ -491,14 +274,14 @@ def _train_locked(
     is what makes a killed run resumable, so it is kept in one place.
     """
     resume = splits is None
-    main = _rank() == 0
+    main = is_main_process()
     if main:
         remove_stale_temp_files(out)  # of writes killed earlier; nobody else writes here now
     has_splits = False
     if resume:
         cfg = _resume_config(out, extend_to, cfg)
         check_saved_config(out, cfg, ds.dims, copies=5)
-        _check_same_data(out, ds, str(_data_ref(data) or "the data"))
+        _check_same_data(out, ds, str(_data_ref(data) or "the data"), _folder(data))
         has_splits = (out / "splits.safetensors").is_file()
         splits = _load_splits(out) if has_splits else make_splits(ds, cfg)
         check_split_sizes(splits)
@@ -510,18 +293,23 @@ def _train_locked(
         warnings.warn(
             f"{out} has no checkpoint yet: training from step 0", CentrobindWarning, stacklevel=3
         )
-    prepared = prepare_data(ds, splits, cfg)
+    prepared: Prepared | Streamed
+    if isinstance(ds, DiskDataset):
+        prepared = prepare_stream(ds, splits, cfg)
+    else:
+        prepared = prepare_data(ds, splits, cfg)
     check_model_fits(prepared.train.dims, cfg)  # counted, not allocated
     binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
     warm = init_from_run(binder, init_from) if init_from is not None else None
-    _barrier()  # every rank has checked the folder before rank 0 writes to it
+    barrier()  # every rank has checked the folder before rank 0 writes to it
     out.mkdir(parents=True, exist_ok=True)
     if main and resume and extend_to is not None:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     if main and not resume:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     if main and not has_splits:  # with the data's fingerprint, checked by --resume and evaluate
-        save_tensors(out / "splits.safetensors", dict(splits), _data_state(ds))
+        fp = data_fingerprint(ds, _folder(data))
+        save_tensors(out / "splits.safetensors", dict(splits), _data_state(fp, len(ds)))
     result = fit(
         binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=from_checkpoint
     )
@@ -541,7 +329,8 @@ def _train_locked(
     meta = {
         "dataset": ds.name,
         "data": _data_ref(data),
-        "fingerprint": fingerprint(ds),
+        "fingerprint": _saved_fingerprint(out) if main else None,
+        "loader": "stream" if isinstance(ds, DiskDataset) else "memory",
         "modalities": binder.modalities,
         "dims": binder.dims,
         "n_rows": len(ds),
@@ -563,17 +352,9 @@ def _train_locked(
     return run, result
 
 
-def _rank() -> int:
-    """This process's rank under ``torchrun`` (0 otherwise)."""
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    """Wait for every rank (no-op outside ``torchrun``)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
+def _saved_fingerprint(out: Path) -> Any:
+    """The data fingerprint the run folder's splits file records."""
+    return load_tensors(out / "splits.safetensors")[1].get("fingerprint")
 
 
 def _resume_config(out: Path, extend_to: int | None, asked: TrainConfig) -> TrainConfig:
@@ -703,7 +484,7 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
     return Run(path, cfg, binder, std, _load_splits(path), meta)
 
 
-def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> None:
+def _check_modalities(run: Run, ds: MultimodalDataset | DiskDataset, subset: bool = False) -> None:
     """The data has every modality of the run (``subset``: only run modalities, >= 1)."""
     if subset:
         extra = [m for m in ds.modalities if m not in run.binder.dims]
@@ -713,7 +494,7 @@ def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> 
                 f"(run: {run.binder.modalities}, data: {ds.modalities})"
             )
     for m in run.binder.modalities if not subset else ds.modalities:
-        if m not in ds.features:
+        if m not in ds.modalities:
             raise CentrobindError(
                 f"dataset lacks modality {m!r} the run was trained on "
                 f"(run: {run.binder.modalities}, data: {ds.modalities})"
@@ -723,6 +504,21 @@ def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> 
                 f"modality {m!r} has dim {ds.dims[m]} in the data but "
                 f"{run.binder.dims[m]} in the run"
             )
+
+
+#: ``evaluate`` scores at most this many test rows (the retrieval gallery) and fits its probes on
+#: at most this many training rows: seeded samples (:func:`~centrobind.pipeline.cap_rows`) when a
+#: split is larger, so a run on 10**7 rows is evaluated at bounded memory and time.
+EVAL_TEST_ROWS = 10_000
+EVAL_TRAIN_ROWS = 100_000
+
+
+def _rows(ds: MultimodalDataset | DiskDataset, rows: Tensor) -> MultimodalDataset:
+    """Rows of ``ds`` in memory (read from disk for a :class:`DiskDataset`)."""
+    if isinstance(ds, DiskDataset):
+        out: MultimodalDataset = ds.take(rows.numpy())
+        return out
+    return ds.subset(rows)
 
 
 def evaluate_run(
@@ -757,9 +553,12 @@ def _evaluate(
     ref = data if data is not None else run.meta.get("data")
     if ref is None:
         raise CentrobindError("this run was trained on an in-memory dataset; pass --data")
-    ds = _as_dataset(ref)
+    folder = _folder(ref)
+    ds: MultimodalDataset | DiskDataset = (
+        open_dataset(folder) if folder is not None else as_dataset(ref)
+    )
     _check_modalities(run, ds)
-    _check_same_data(run.path, ds, str(ref))
+    _check_same_data(run.path, ds, str(ref), folder)
     if len(ds) != run.meta["n_rows"]:
         raise CentrobindError(
             f"the data has {len(ds)} rows but the run's splits were made for {run.meta['n_rows']}"
@@ -767,8 +566,11 @@ def _evaluate(
     if len(run.splits["test"]) == 0:
         raise CentrobindError(f"{run.path}: the run's test split is empty; nothing to evaluate")
     prep = run.standardizer.apply if run.standardizer is not None else (lambda d: d)
-    train_ds = prep(ds.subset(run.splits["train"]))
-    test_ds = prep(ds.subset(run.splits["test"]))
+    seed = run.config.seed
+    train_rows = cap_rows(run.splits["train"], EVAL_TRAIN_ROWS, seed)
+    test_rows = cap_rows(run.splits["test"], EVAL_TEST_ROWS, seed)
+    train_ds = prep(_rows(ds, train_rows))
+    test_ds = prep(_rows(ds, test_rows))
     mods = run.binder.modalities
     cls = run.config.objective_class()
     anchor = run.config.anchor_modality(mods) if cls.pretrains_frozen_anchor else None
@@ -789,13 +591,16 @@ def _evaluate(
         metrics["retrieval"]["native_leave_one_out"] = to_builtin(native)
     # R@1 depends on how many rows it searches: the test and validation galleries differ in size
     metrics["gallery"] = {"test": len(test_ds), "validation": run.meta.get("val_gallery")}
+    if len(test_rows) < len(run.splits["test"]):
+        metrics["gallery"]["test_split"] = len(run.splits["test"])
     if write:
         atomic_write_text(Path(path) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
 #: Key of the fused embedding in the ``.npz`` that :func:`embed_run` writes. It contains a ``.``,
-#: which no modality name may (see :func:`build_binder`), so it never collides with a modality.
+#: which no modality name may (see :func:`~centrobind.pipeline.build_binder`), so it never
+#: collides with a modality.
 FUSED_KEY = "fused.mean"
 
 
@@ -834,6 +639,71 @@ def embed_dataset(
     return emb, masks, fused
 
 
+#: Rows embedded per block when streaming (:func:`embed_to_folder`).
+EMBED_ROWS = 1 << 16
+
+
+def _new_npy(path: Path, shape: tuple[int, int]) -> np.memmap[Any, Any]:
+    """A new float32 ``.npy`` file of ``shape``, memory-mapped for writing."""
+    out: np.memmap[Any, Any] = np.lib.format.open_memmap(path, "w+", np.float32, shape)
+    return out
+
+
+def embed_to_folder(
+    path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Embed a dataset folder block by block into ``out/<modality>.npy`` and
+    ``out/fused.mean.npy`` (float32 ``[N, D]``, NaN rows where a modality is missing), at
+    bounded memory whatever ``N``. Written into a temporary sibling folder renamed at the end;
+    ``out`` must not exist or be empty; a full disk is one line and leaves nothing."""
+    import shutil
+
+    from tqdm.auto import tqdm
+
+    from .diskfull import disk_full_errors
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CentrobindError(f"{out}: exists and is not an empty folder; choose a new --out")
+    folder = _folder(data)
+    if folder is None:
+        raise CentrobindError(f"{data}: embedding into a folder needs a dataset folder")
+    run = load_run(path, device=device)
+    disk = open_dataset(folder, min_modalities=1)
+    _check_modalities(run, disk, subset=True)
+    mods = [m for m in run.binder.modalities if m in disk.modalities]
+    n, d = len(disk), run.binder.embed_dim
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with disk_full_errors(out):
+            tmp.mkdir(parents=True)
+            arrays = {k: _new_npy(tmp / f"{k}.npy", (n, d)) for k in [*mods, FUSED_KEY]}
+            with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
+                for a in range(0, n, EMBED_ROWS):
+                    block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
+                    emb, _, fused = embed_dataset(run, block)
+                    for m in mods:
+                        arrays[m][a : a + len(block)] = emb[m].numpy()
+                    arrays[FUSED_KEY][a : a + len(block)] = fused.numpy()
+                    bar.update(len(block))
+            for arr in arrays.values():
+                arr.flush()
+            del arrays
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        k: np.load(out / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in [*mods, FUSED_KEY]
+    }
+
+
 def embed_run(
     path: str | Path,
     data: str | Path | MultimodalDataset,
@@ -844,10 +714,16 @@ def embed_run(
     modalities) with a trained run; writes ``out`` (``.npz``): one ``[N, D]`` float32 array per
     modality the data holds (NaN rows where it is missing) plus the fused embedding under
     :data:`FUSED_KEY` (``"fused.mean"``). ``out`` must be a regular ``.npz`` file (or new) outside
-    any run folder (:func:`~centrobind.runfolder.check_output_file`)."""
+    any run folder (:func:`~centrobind.runfolder.check_output_file`).
+
+    An ``out`` not ending in ``.npz`` is a folder: the rows stream through in blocks (the data is
+    never loaded whole) into memory-mapped ``<modality>.npy`` files and ``fused.mean.npy``
+    (:func:`embed_to_folder`); the arrays returned are those memory maps."""
+    if not str(out).endswith(".npz") and not isinstance(data, MultimodalDataset):
+        return embed_to_folder(path, data, out, device=device)
     target = check_output_file(out)
     run = load_run(path, device=device)
-    emb, _, fused = embed_dataset(run, _as_dataset(data, min_modalities=1))
+    emb, _, fused = embed_dataset(run, as_dataset(data, min_modalities=1))
     arrays = {m: e.numpy() for m, e in emb.items()}
     arrays[FUSED_KEY] = fused.numpy()
     # cast: numpy>=2 stubs type savez's **kwds as its allow_pickle flag; these are arrays

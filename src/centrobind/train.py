@@ -24,32 +24,33 @@ import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from .checkpoint import (
     atomic_write_text,
     load_tensors,
+    non_finite_tensors,
     optimizer_from_flat,
     optimizer_to_flat,
     prefixed,
     save_tensors,
     unprefixed,
 )
-from .config import PER_INVOCATION, TrainConfig, resolve_device
-from .data import MultimodalDataset
+from .config import PER_INVOCATION, TrainConfig
+from .data import MultimodalDataset, modality_mask
+from .data.source import InMemorySource, TrainSource, epoch_permutation, make_order
+from .distributed import peer_lost, rank_and_world, rank_died, resolve_device, sigterm_received
 from .errors import CentrobindError, ConfigError
-from .eval.retrieval import joint_leave_one_out, mean_pairwise_r1
+from .eval import mean_pairwise_r1, native_leave_one_out
 from .models import Binder
 from .objectives import Objective, resolve_modality, symmetric_infonce
 from .objectives.base import NonFiniteInputError
-from .runfolder import non_finite_tensors
 
 __all__ = [
     "FitResult",
@@ -60,10 +61,7 @@ __all__ = [
     "Validator",
     "augment",
     "fit",
-    "init_distributed",
     "intra_modal_loss",
-    "modality_mask",
-    "native_leave_one_out",
     "native_validator",
     "pretrain_encoder",
     "warmup_steps",
@@ -182,15 +180,8 @@ class TrainState:
 # --------------------------------------------------------------------------- pieces
 
 
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _epoch_perm(n: int, seed: int, epoch: int) -> Tensor:
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=g)
+    return epoch_permutation(n, seed, epoch)
 
 
 def augment(x: Tensor, noise: float, mask_frac: float, generator: torch.Generator) -> Tensor:
@@ -251,33 +242,6 @@ def _lr_at(step: int, total: int, cfg: TrainConfig, start: int = 0) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def modality_mask(ds: MultimodalDataset, modalities: Sequence[str]) -> Tensor:
-    """The presence mask ``[M, N]`` of ``ds`` in the order of ``modalities`` (a model's order)."""
-    missing = [m for m in modalities if m not in ds.modalities]
-    if missing:
-        raise ConfigError(f"dataset lacks modalities {missing}; it has {ds.modalities}")
-    return ds.mask[[ds.modalities.index(m) for m in modalities]]
-
-
-def native_leave_one_out(
-    binder: Binder,
-    ds: MultimodalDataset,
-    objective_cls: type[Objective],
-    ks: Sequence[int] = (1, 5),
-) -> dict[str, Any] | None:
-    """Embed the rows of ``ds`` where every modality is present and score leave-one-out retrieval
-    the objective's own joint way (:meth:`Objective.leave_one_out_query`). None for objectives
-    without ``requires_all_modalities`` (their native score is pairwise cosine retrieval) or when
-    fewer than 2 rows are complete."""
-    if not objective_cls.requires_all_modalities:
-        return None
-    full = modality_mask(ds, binder.modalities).all(0)
-    if int(full.sum()) < 2:
-        return None
-    emb = binder.embed_all(ds.subset(full.nonzero().squeeze(1)))
-    return joint_leave_one_out(emb, objective_cls.leave_one_out_query, ks=ks)
-
-
 def native_validator(objective: Objective) -> Validator:
     """The validation score an objective is trained for: mean cross-modal R@1 (%) over all
     ordered modality pairs, or, for objectives that need every modality
@@ -299,14 +263,20 @@ def native_validator(objective: Objective) -> Validator:
 def pretrain_encoder(
     binder: Binder,
     modality: str,
-    train_ds: MultimodalDataset,
+    train: MultimodalDataset | TrainSource,
     cfg: TrainConfig,
     generator: torch.Generator,
 ) -> None:
-    """Unimodal self-supervised pre-training of one encoder (augmented-view InfoNCE)."""
-    device = torch.device(resolve_device(cfg.device))
-    x_all = train_ds.features[modality].to(device)
-    present = train_ds.mask[train_ds.modalities.index(modality)].to(device)
+    """Unimodal self-supervised pre-training of one encoder (augmented-view InfoNCE) on the
+    training rows where ``modality`` is present."""
+    device = resolve_device(cfg.device)
+    if isinstance(train, MultimodalDataset):
+        train = InMemorySource(train.features, train.mask, train.modalities, device=device)
+    if not isinstance(train, InMemorySource):
+        _pretrain_streaming(binder, modality, train, cfg, generator, device)
+        return
+    x_all = train.features[modality].to(device)
+    present = train.mask[train.modalities.index(modality)].to(device)
     x_all = x_all[present]
     params = list(binder.encoders[modality].parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -321,6 +291,33 @@ def pretrain_encoder(
         perm = _epoch_perm(n, cfg.seed + 7919, epoch).to(device)
         for b in range(n // bs):
             x = x_all[perm[b * bs : (b + 1) * bs]]
+            z1 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
+            z2 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
+            loss = symmetric_infonce(z1[None], z2[None], s).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def _pretrain_streaming(
+    binder: Binder,
+    modality: str,
+    source: TrainSource,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+) -> None:
+    """:func:`pretrain_encoder` over a streaming source: its batches (epochs counted from
+    10**6, so the order differs from training's), rows where ``modality`` is present."""
+    opt = torch.optim.Adam(list(binder.encoders[modality].parameters()), lr=cfg.lr)
+    s = torch.tensor(10.0, device=device)
+    i = source.modalities.index(modality)
+    bs = min(cfg.batch_size, len(source))
+    for epoch in range(cfg.anchor_pretrain_epochs):
+        for feats, mask in source.batches(10**6 + epoch, cfg.seed + 7919, bs, True):
+            x = feats[modality][mask[i]]
+            if x.shape[0] < 2:
+                continue
             z1 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
             z2 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
             loss = symmetric_infonce(z1[None], z2[None], s).mean()
@@ -359,8 +356,7 @@ class _Run:
     device: torch.device
     rank: int
     world: int
-    feats: dict[str, Tensor]  # modality -> [N, D_m] on the device
-    mask: Tensor  # [M, N] in model order
+    source: TrainSource  # the training rows, batch by batch
     bs: int  # global batch size
     nb: int  # batches per epoch
     step_module: nn.Module
@@ -537,44 +533,6 @@ def _tensorboard_epoch(writer: Any, row: Mapping[str, float]) -> None:
     writer.flush()
 
 
-def init_distributed(device: str = "auto") -> bool:
-    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join the process group: NCCL
-    when ``device`` resolves to CUDA (this process's GPU, ``LOCAL_RANK``), else gloo. Returns
-    whether this process is one of several ranks."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return False
-    if not dist.is_initialized():
-        on_cuda = torch.device(resolve_device(device)).type == "cuda"
-        if on_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if on_cuda else "gloo")
-        _note_sigterm()
-    return True
-
-
-#: Set by SIGTERM under ``torchrun`` (see :func:`_note_sigterm`).
-_SIGTERM = {"seen": False}
-
-
-def _note_sigterm() -> None:
-    """Under ``torchrun``, SIGTERM sets a flag instead of killing at once: torchrun sends it to
-    the surviving ranks when one dies, and the survivor's next collective then fails and says
-    which rank is gone (:func:`rank_died`) instead of dying without a word; if every rank got
-    it, training stops cleanly after the current step. Main thread only."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        _SIGTERM["seen"] = True
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def _check_distributed(cfg: TrainConfig, n: int, bs: int, world: int) -> None:
     """The conditions for an exact data-parallel step (every rank an equal share)."""
     if world == 1:
@@ -593,7 +551,7 @@ def _check_distributed(cfg: TrainConfig, n: int, bs: int, world: int) -> None:
 def _prepare_anchor(
     binder: Binder,
     objective: Objective,
-    train_ds: MultimodalDataset,
+    train: TrainSource,
     cfg: TrainConfig,
     aug_gen: torch.Generator,
     resume: bool,
@@ -606,14 +564,14 @@ def _prepare_anchor(
     spec: int | str = getattr(objective, "anchor")  # noqa: B009 - declared by takes_anchor
     anchor = binder.modalities[resolve_modality(spec, binder.modalities)]
     if not resume and cfg.anchor_init == "ssl" and cfg.anchor_pretrain_epochs > 0:
-        pretrain_encoder(binder, anchor, train_ds, cfg, aug_gen)
+        pretrain_encoder(binder, anchor, train, cfg, aug_gen)
     binder.freeze(anchor)
 
 
 def _setup(
     binder: Binder,
     objective: Objective,
-    train_ds: MultimodalDataset,
+    train: TrainSource,
     cfg: TrainConfig,
     out_dir: str | Path | None,
     resume: bool,
@@ -622,21 +580,24 @@ def _setup(
     """Validate, seed, move to the device, check the distributed setting, prepare a fixed
     anchor, wrap for DDP and build the optimiser (in this order: the RNG stream depends on it)."""
     cfg.check()
-    rank, world = _dist()
-    device = torch.device(resolve_device(cfg.device))
+    rank, world = rank_and_world()
+    device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)
     binder.to(device)
     objective.to(device)
     mods = binder.modalities
-    n = len(train_ds)
+    missing = [m for m in mods if m not in train.modalities]
+    if missing:
+        raise ConfigError(
+            f"the training data lacks modalities {missing}; it has {train.modalities}"
+        )
+    n = len(train)
     bs = min(cfg.batch_size, n)
     _check_distributed(cfg, n, bs, world)
-    feats = {m: train_ds.features[m].to(device) for m in mods}
-    mask = modality_mask(train_ds, mods).to(device)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    _prepare_anchor(binder, objective, train_ds, cfg, aug_gen, resume)
+    _prepare_anchor(binder, objective, train, cfg, aug_gen, resume)
     step_module: nn.Module = _StepModule(binder, objective)
     if world > 1:
         step_module = nn.parallel.DistributedDataParallel(step_module)
@@ -649,10 +610,9 @@ def _setup(
         device=device,
         rank=rank,
         world=world,
-        feats=feats,
-        mask=mask,
+        source=train,
         bs=bs,
-        nb=n // bs if cfg.drop_last else math.ceil(n / bs),
+        nb=train.num_batches(bs, cfg.drop_last),
         step_module=step_module,
         opt=opt,
         aug_gen=aug_gen,
@@ -666,13 +626,14 @@ def _setup(
 # --------------------------------------------------------------------------- the loop
 
 
-def _step(run: _Run, idx: Tensor, state: TrainState, b: int) -> tuple[Tensor, dict[str, Tensor]]:
-    """One optimiser step on the rows ``idx`` (this rank's share); returns loss and terms."""
+def _step(
+    run: _Run, feats: dict[str, Tensor], mask: Tensor, state: TrainState, b: int
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One optimiser step on a batch (this rank's share; ``mask`` ``[M, B]`` in model order);
+    returns loss and terms."""
     cfg = run.cfg
     for g in run.opt.param_groups:
         g["lr"] = _lr_at(state.step, run.total_steps, cfg, state.schedule_start)
-    feats = {m: run.feats[m].index_select(0, idx) for m in run.binder.modalities}
-    mask = run.mask[:, idx]
     use_bf16 = cfg.bf16 and run.device.type == "cuda"
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_bf16):
         try:
@@ -709,7 +670,6 @@ def _train_epoch(run: _Run, state: TrainState, bar: Any) -> dict[str, float]:
     returns the epoch's mean loss and terms (``loss``, ``loss/<term>``)."""
     t0 = time.perf_counter()
     dev = run.device
-    perm = _epoch_perm(len(run.mask[0]), run.cfg.seed, state.epoch).to(dev)
     loss_sum = torch.zeros((), device=dev)
     term_sums: dict[str, Tensor] = {}
     n_steps = 0
@@ -721,13 +681,18 @@ def _train_epoch(run: _Run, state: TrainState, bar: Any) -> dict[str, float]:
     for m in run.binder.modalities:  # a frozen (anchor) encoder is a fixed function: no dropout
         if run.binder.is_frozen(m):
             run.binder.encoders[m].eval()
-    local = run.bs // run.world
-    for b in range(state.batch, run.nb):
-        idx = perm[b * run.bs : (b + 1) * run.bs]
-        if run.world > 1:
-            idx = idx[run.rank * local : (run.rank + 1) * local]
-        loss, terms = _step(run, idx, state, b)
-        if _SIGTERM["seen"]:  # SIGTERM, and this step's collectives still worked: a clean stop
+    batches = run.source.batches(
+        state.epoch,
+        run.cfg.seed,
+        run.bs,
+        run.cfg.drop_last,
+        start=state.batch,
+        rank=run.rank,
+        world=run.world,
+    )
+    for b, (feats, mask) in enumerate(batches, start=state.batch):
+        loss, terms = _step(run, feats, mask, state, b)
+        if sigterm_received():  # SIGTERM, and this step's collectives still worked: a clean stop
             raise TrainingError(
                 f"stopped by SIGTERM at step {state.step}; {run.kept_checkpoint()}; run the same "
                 "command with --resume to continue"
@@ -796,14 +761,16 @@ def _end_epoch(
 def fit(
     binder: Binder,
     objective: Objective,
-    train_ds: MultimodalDataset,
+    train_ds: MultimodalDataset | TrainSource,
     val_ds: MultimodalDataset | None = None,
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
     validate: Validator | None = None,
 ) -> FitResult:
-    """Train ``binder`` with ``objective`` on ``train_ds`` (already standardised).
+    """Train ``binder`` with ``objective`` on ``train_ds`` (already standardised): a dataset
+    (held on ``config.device``) or any :class:`~centrobind.data.source.TrainSource` (e.g. the
+    streaming one), which the trainer reads batch by batch.
 
     Args:
         val_ds: optional validation split; scored after every epoch with ``validate`` (default:
@@ -816,7 +783,14 @@ def fit(
         :class:`FitResult`. ``binder`` is trained in place (best epoch's weights when validating).
     """
     cfg = config or TrainConfig()
-    run = _setup(binder, objective, train_ds, cfg, out_dir, resume, validate)
+    if not isinstance(train_ds, MultimodalDataset):
+        source = train_ds
+    else:
+        device = torch.device(resolve_device(cfg.device))
+        mask = modality_mask(train_ds, binder.modalities)
+        order = make_order(cfg.row_order, cfg.block_rows, cfg.shuffle_blocks)
+        source = InMemorySource(train_ds.features, mask, binder.modalities, order, device)
+    run = _setup(binder, objective, source, cfg, out_dir, resume, validate)
     gpu = f" ({torch.cuda.get_device_name(run.device)})" if run.device.type == "cuda" else ""
     run.log(
         f"training {cfg.objective} on {run.device}{gpu} (--device {cfg.device}), world size "
@@ -824,7 +798,7 @@ def fit(
         f"{warmup_steps(cfg, run.total_steps)} steps"
     )
     if run.rank == 0:
-        _warn_batching(len(train_ds), cfg)
+        _warn_batching(len(source), cfg)
     state = run.restore() if resume else TrainState()
     gallery = len(val_ds) if val_ds is not None else None
     from tqdm.auto import tqdm
@@ -846,7 +820,7 @@ def fit(
                 val = {"val R@1": f"{row['val_metric']:.1f}% (gallery {gallery})"}
             bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
     except RuntimeError as e:
-        if run.world == 1 or not _peer_lost(e):
+        if run.world == 1 or not peer_lost(e):
             raise
         kept = (
             run.kept_checkpoint()
@@ -871,46 +845,6 @@ def fit(
         schedule_start=state.schedule_start,
         val_gallery=gallery,
     )
-
-
-#: What gloo / NCCL say when another rank's process is gone (killed, crashed, its machine down).
-_PEER_LOST = (
-    "connection reset by peer",
-    "connection closed by peer",
-    "broken pipe",
-    "connection refused",
-    "socket timeout",
-    "nccl communicator was aborted",
-    "remote process exited",
-)
-
-
-def _peer_lost(e: BaseException) -> bool:
-    """True when a collective failed because another rank is gone."""
-    dist_error = getattr(dist, "DistError", None)
-    text = str(e).lower()
-    return (dist_error is not None and isinstance(e, dist_error)) or any(
-        t in text for t in _PEER_LOST
-    )
-
-
-def rank_died(when: str = "", kept: str = "") -> TrainingError:
-    """The one line of a surviving rank when a collective failed because another rank is gone:
-    which rank, what was kept, how to continue (``when``: e.g. ``" at step 40"``)."""
-    rank, world = _dist()
-    who = f"rank {1 - rank} of 2" if world == 2 else f"another of the {world} ranks"
-    return TrainingError(
-        f"{who} stopped (its process died or lost its connection){when}; rank {rank} stops "
-        f"too; {kept or 'the run folder keeps its last checkpoint'}; run the same command with "
-        "--resume to continue"
-    )
-
-
-def distributed_failure(e: BaseException) -> TrainingError | None:
-    """:func:`rank_died` when ``e`` says another rank is gone (under several ranks), else None."""
-    if _dist()[1] > 1 and isinstance(e, RuntimeError) and _peer_lost(e):
-        return rank_died()
-    return None
 
 
 def _write_log(path: Path, history: list[dict[str, float]]) -> None:

@@ -24,7 +24,7 @@ Other top-level entries (e.g. ``items/``, written by ``centrobind featurize``) a
 
 ``meta.json`` keys other than ``format``, ``name``, ``modalities``, ``labels``, ``factors`` and
 ``splits`` are kept in ``ds.meta`` and written back by :func:`save_dataset`; ``meta.json`` must be a
-JSON object, UTF-8, nested at most :data:`MAX_META_DEPTH` levels deep.
+JSON object, UTF-8, nested at most :data:`~centrobind.data.checks.MAX_META_DEPTH` levels deep.
 
 Every problem raises :class:`~centrobind.errors.DatasetError` with a one-line message naming the
 file and the problem.
@@ -32,7 +32,6 @@ file and the problem.
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
 import os
@@ -44,31 +43,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from centrobind.data.checks import (
+    RESERVED_META_KEYS,
+    check_meta,
+    has_surrogate,
+    int64_problem,
+)
 from centrobind.errors import DatasetError
 
 if TYPE_CHECKING:  # torch is imported only once the folder has been checked (fast CLI errors)
     from centrobind.data.dataset import MultimodalDataset
 
-__all__ = ["MAX_META_DEPTH", "RESERVED_META_KEYS", "DatasetWarning", "load_dataset", "save_dataset"]
+__all__ = ["DatasetWarning", "load_dataset", "save_dataset"]
 
 _SUBDIRS = ("modalities", "labels", "factors", "splits")
 FORMAT = "centrobind-dataset/1"
-
-#: meta.json keys the loader reads itself (never part of ``ds.meta``).
-RESERVED_META_KEYS: tuple[str, ...] = (
-    "format",
-    "name",
-    "modalities",
-    "labels",
-    "factors",
-    "splits",
-)
-
-#: Deepest nesting of lists/objects accepted in meta.json (and in ``ds.meta``).
-MAX_META_DEPTH = 100
-
-_INT64_MIN = -(2**63)
-_INT64_LIMIT = 2**63  # exclusive upper bound
 
 
 class DatasetWarning(UserWarning):
@@ -93,57 +82,6 @@ def _control_char(name: str) -> str | None:
         if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
             return c
     return None
-
-
-# --------------------------------------------------------------------------------------------
-# meta.json values
-# --------------------------------------------------------------------------------------------
-
-
-def _has_surrogate(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def check_meta(meta: Any, what: str) -> dict[str, Any]:
-    """Check that ``meta`` is a JSON object that round-trips exactly; return a deep copy.
-
-    Allowed values: dict (str keys), list, str (valid Unicode), int, float, bool, None, nested at
-    most :data:`MAX_META_DEPTH` levels. Raises DatasetError naming ``what`` otherwise.
-    """
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{what}: expected a JSON object (dict), got {type(meta).__name__}")
-    stack: list[tuple[Any, int]] = [(meta, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            if depth > MAX_META_DEPTH:
-                raise DatasetError(f"{what}: nested deeper than {MAX_META_DEPTH} levels")
-            for k, v in value.items():
-                if not isinstance(k, str):
-                    raise DatasetError(f"{what}: object keys must be strings, got {k!r}")
-                if _has_surrogate(k):
-                    raise DatasetError(f"{what}: key {k!r} is not valid Unicode")
-                stack.append((v, depth + 1))
-        elif isinstance(value, list):
-            if depth > MAX_META_DEPTH:
-                raise DatasetError(f"{what}: nested deeper than {MAX_META_DEPTH} levels")
-            stack.extend((v, depth + 1) for v in value)
-        elif isinstance(value, str):
-            if _has_surrogate(value):
-                raise DatasetError(f"{what}: string {value[:40]!r} is not valid Unicode")
-        elif isinstance(value, int):  # bool included
-            if value.bit_length() > 10_000:
-                raise DatasetError(f"{what}: integer with {value.bit_length()} bits is too large")
-        elif not (value is None or isinstance(value, float)):
-            raise DatasetError(
-                f"{what}: values must be JSON types (dict, list, str, int, float, bool, None), "
-                f"got {type(value).__name__}"
-            )
-    return copy.deepcopy(meta)
 
 
 def _string_list(meta: dict[str, Any], key: str, path: Path) -> list[str] | None:
@@ -188,7 +126,7 @@ def _read_meta(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _listing(folder: Path) -> tuple[dict[str, Path], list[str]]:
+def _listing(folder: Path, shard_folders: bool = False) -> tuple[dict[str, Path], list[str]]:
     """``({stem: path} of the .npy files sorted by stem, [ignored entry names]})`` of ``folder``.
 
     A missing folder lists nothing. Hidden entries (name starting with ``.``) are skipped
@@ -208,10 +146,13 @@ def _listing(folder: Path) -> tuple[dict[str, Path], list[str]]:
     for p in entries:
         if p.name.startswith("."):
             continue
+        if shard_folders and p.suffix != ".npy" and (p / "00000.npy").exists():
+            files[p.name] = p  # a modality stored as shards (modalities/<name>/00000.npy ...)
+            continue
         if p.suffix != ".npy":
             ignored.append(p.name + ("/" if p.is_dir() else ""))
             continue
-        if _has_surrogate(p.name):
+        if has_surrogate(p.name):
             shown = os.fsencode(p.name).decode("utf-8", "backslashreplace")
             raise DatasetError(f"{folder}: file name {shown!r} is not valid UTF-8; rename it")
         if _control_char(p.name) is not None:
@@ -270,35 +211,6 @@ def _read_npy(path: Path, mmap: bool) -> np.ndarray[Any, Any]:
     return arr
 
 
-def int64_problem(arr: np.ndarray[Any, Any]) -> str | None:
-    """Why a numeric array cannot be converted to int64 exactly (None if it can).
-
-    Floats must be finite, integer-valued and in ``[-2**63, 2**63)``; unsigned integers must be
-    below ``2**63``.
-    """
-    if arr.size == 0:
-        return None
-    if arr.dtype.kind == "f":
-        a = np.asarray(arr, dtype=np.float64)
-        bad = ~np.isfinite(a)
-        if bad.any():
-            return f"NaN/inf at position {int(np.flatnonzero(bad)[0])}"
-        bad = a != np.round(a)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            return f"non-integer value {float(a[i])!r} at position {i}"
-        bad = (a < _INT64_MIN) | (a >= _INT64_LIMIT)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            return f"value {float(a[i])!r} at position {i} is outside the int64 range"
-    elif arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
-        bad = arr >= np.uint64(_INT64_LIMIT)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            return f"value {int(arr.reshape(-1)[i])} at position {i} is outside the int64 range"
-    return None
-
-
 def _integers(arr: np.ndarray[Any, Any], path: Path, what: str) -> np.ndarray[Any, Any]:
     """1-D integer (or integer-valued float) array -> int64, refusing anything inexact."""
     if arr.ndim != 1:
@@ -319,7 +231,7 @@ def _meta_order(order: list[str] | None, items: dict[str, Any]) -> dict[str, Any
 def _folder_name(root: Path) -> str:
     """The folder's name as a printable string (undecodable bytes replaced)."""
     name = root.resolve().name
-    return os.fsencode(name).decode("utf-8", "replace") if _has_surrogate(name) else name
+    return os.fsencode(name).decode("utf-8", "replace") if has_surrogate(name) else name
 
 
 # --------------------------------------------------------------------------------------------
@@ -333,6 +245,24 @@ def _check_min_modalities(value: Any) -> int:
     return value
 
 
+class _Shards:
+    """A shard folder seen through the array interface :func:`_load_features` needs."""
+
+    def __init__(self, path: Path) -> None:
+        from centrobind.data.store import ModalityStore
+
+        self.store = ModalityStore(path)
+        self.ndim = 2
+        self.shape = (self.store.n_rows, self.store.dim)
+
+    def read(self) -> np.ndarray[Any, Any]:
+        return self.store.read(0, self.store.n_rows)
+
+
+def _shards(path: Path) -> Any:
+    return _Shards(path)
+
+
 def _load_features(
     order: list[str], files: dict[str, Path], mod_dir: Path, mmap: bool
 ) -> tuple[dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]:
@@ -343,7 +273,7 @@ def _load_features(
     first: Path | None = None
     for m in order:
         p = files[m]
-        arr = _read_npy(p, mmap)
+        arr = _read_npy(p, mmap) if not p.is_dir() else _shards(p)
         if arr.ndim != 2:
             raise DatasetError(
                 f"{p}: features must be a 2-D array [N, D], got {arr.ndim}-D shape {arr.shape}"
@@ -357,7 +287,7 @@ def _load_features(
         if arr.shape[1] == 0:
             raise DatasetError(f"{p}: has 0 feature columns")
         with np.errstate(over="ignore", invalid="ignore"):
-            x = np.array(arr, dtype=np.float32)
+            x = np.array(arr, dtype=np.float32) if not isinstance(arr, _Shards) else arr.read()
         del arr
         missing = np.isnan(x).all(axis=1)
         bad = ~missing & ~np.isfinite(x).all(axis=1)
@@ -415,7 +345,7 @@ def _load_dataset(
     if not mod_dir.is_dir():
         raise DatasetError(f"{mod_dir}: missing folder (expected one <name>.npy per modality)")
     own, extra = _read_meta(root)
-    files, ignored_mods = _listing(mod_dir)
+    files, ignored_mods = _listing(mod_dir, shard_folders=True)
     order = _modality_order(root, own.get("modalities"), files, ignored_mods, min_modalities)
     feats, mask = _load_features(order, files, mod_dir, mmap)
     n = int(mask.shape[1])
@@ -547,7 +477,7 @@ def _check_name(name: str, kind: str) -> None:
         not name
         or name.startswith(".")
         or any(c in name for c in _NOT_IN_NAMES)
-        or _has_surrogate(name)
+        or has_surrogate(name)
         or _control_char(name) is not None
         or len(name.encode("utf-8")) > 250
     ):
@@ -626,4 +556,7 @@ def _save_dataset(ds: MultimodalDataset, root: Path, overwrite: bool) -> Path:
     for k, v in ds.splits.items():
         np.save(root / "splits" / f"{k}.npy", v.detach().cpu().numpy().astype(np.int64))
     (root / "meta.json").write_text(text, encoding="utf-8")
+    from centrobind.data.digests import record_digests
+
+    record_digests(root)
     return root

@@ -33,7 +33,7 @@ import numpy as np
 
 from centrobind.errors import CentrobindError, CentrobindWarning
 
-from .encoders import Encoder, check_item_file, check_spec, load_encoder, resolve_device
+from .encoders import Encoder, check_item_file, check_spec, device_name, load_encoder
 from .items import write_items
 from .labels import encode_labels
 from .manifest import Manifest, column_kind, read_manifest
@@ -201,11 +201,11 @@ def featurize(
     encoders, labels = dict(encoders or {}), list(labels or [])
     man = read_manifest(manifest)
     mods, kinds, specs = _plan(man, encoders, labels)
-    dev = resolve_device(device)
+    dev = device_name(device)
     out = Path(out)
     fp = _fingerprint(man.path, specs, labels, chunk_rows)
     ProgressState.open(out, fp)  # refuse a folder that is not ours before locking it
-    from centrobind.runfolder import RunLock
+    from centrobind.runlock import RunLock
 
     with RunLock(out, purpose="featurize"):  # a second featurize into `out` fails at once
         summary = _featurize_locked(

@@ -109,7 +109,8 @@ def _valid_state(data: Any) -> bool:
 
 def _content(out: Path) -> list[str]:
     """Entries of ``out`` other than a lock file and the temporary files of killed writes."""
-    from centrobind.runfolder import LOCK_NAME, is_temp_file_name
+    from centrobind.runfolder import is_temp_file_name
+    from centrobind.runlock import LOCK_NAME
 
     return [p.name for p in out.iterdir() if p.name != LOCK_NAME and not is_temp_file_name(p.name)]
 

@@ -6,10 +6,10 @@ from .base import (
     EncoderError,
     check_item_file,
     check_spec,
+    device_name,
     encoder_from_meta,
     load_encoder,
     register_encoder,
-    resolve_device,
 )
 
 __all__ = [
@@ -17,9 +17,9 @@ __all__ = [
     "Encoder",
     "check_item_file",
     "check_spec",
+    "device_name",
     "EncoderError",
     "encoder_from_meta",
     "load_encoder",
     "register_encoder",
-    "resolve_device",
 ]
