@@ -259,6 +259,15 @@ def test_long_csv_cell_is_read_as_in_jsonl(tmp_path):
     assert csv.field_size_limit() == limit  # the process-wide setting is restored
 
 
+def test_a_lone_surrogate_in_a_manifest_is_one_line(tmp_path):
+    from centrobind.errors import CentrobindError
+    from centrobind.featurize import read_manifest
+
+    (tmp_path / "m.jsonl").write_text('{"caption": "ok"}\n{"caption": "a\\ud800b"}\n')
+    with pytest.raises(CentrobindError, match="row 1, column 'caption': not valid Unicode"):
+        read_manifest(tmp_path / "m.jsonl")
+
+
 def _image_manifest(root: Path, odd: str) -> Path:
     from PIL import Image
 

@@ -211,7 +211,7 @@ def _check_same_data(
     elif isinstance(ds, DiskDataset):
         if not saved.startswith("b2:"):
             raise CentrobindError(f"{what}: this run's old fingerprint needs --loader memory")
-        now = ds.scan(fingerprint=True).fingerprint or ""
+        now = ds.scan(fingerprint=True, allow_empty_rows=True).fingerprint or ""
     else:
         now = fingerprint(ds) if saved.startswith("b2:") else legacy_fingerprint(ds)
     if now != saved:
