@@ -22,9 +22,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -43,6 +45,7 @@ __all__ = [
     "rank_and_world",
     "rank_died",
     "resolve_device",
+    "sigterm_deferred",
     "sigterm_received",
 ]
 
@@ -118,26 +121,45 @@ class RankLostError(CentrobindError):
     """Another rank of the ``torchrun`` group is gone; this one stops too."""
 
 
-#: Set by SIGTERM once this process joined a ``torchrun`` group (see :func:`_note_sigterm`).
-_SIGTERM = {"seen": False}
+#: SIGTERM handling in a ``torchrun`` group on gloo (see :func:`_note_sigterm`).
+_SIGTERM: dict[str, Any] = {"seen": False, "deferring": 0}
 
 
 def sigterm_received() -> bool:
-    """True once SIGTERM arrived in a process of a ``torchrun`` group (training then stops
+    """True once SIGTERM arrived while :func:`sigterm_deferred` was active (training then stops
     after its current step)."""
-    return _SIGTERM["seen"]
+    return bool(_SIGTERM["seen"])
+
+
+@contextlib.contextmanager
+def sigterm_deferred() -> Iterator[None]:
+    """While inside (a training loop), SIGTERM only sets :func:`sigterm_received` in a process
+    that :func:`init_distributed` put in a gloo group; outside, it kills as usual."""
+    _SIGTERM["deferring"] += 1
+    try:
+        yield
+    finally:
+        _SIGTERM["deferring"] -= 1
 
 
 def _note_sigterm() -> None:
-    """In a ``torchrun`` group, SIGTERM sets a flag instead of killing at once: torchrun sends
-    it to the surviving ranks when one dies, and the survivor's next collective then fails and
-    says which rank is gone (:func:`rank_died`) instead of dying without a word; when every
-    rank got it, training stops cleanly after its current step. Main thread only."""
+    """On gloo (CPU) ranks, SIGTERM inside :func:`sigterm_deferred` sets a flag instead of
+    killing at once: torchrun sends it to the surviving ranks when one dies, and the survivor's
+    next collective (gloo sees the dead peer's closed socket at once) then fails and says which
+    rank is gone (:func:`rank_died`) instead of dying without a word; when every rank got it,
+    training stops cleanly after its current step. Not on NCCL, whose collectives may block
+    instead of failing. Main thread only."""
     if threading.current_thread() is not threading.main_thread():
+        return
+    if dist.get_backend() != "gloo":
         return
 
     def handler(signum: int, frame: Any) -> None:
-        _SIGTERM["seen"] = True
+        if _SIGTERM["deferring"]:
+            _SIGTERM["seen"] = True
+        else:  # not training: the usual end
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
 
     signal.signal(signal.SIGTERM, handler)
 

@@ -443,9 +443,8 @@ def _refuse_unfinished(path: Path) -> None:
     before the end (continue it with ``--resume``)."""
     holder = lock_holder(path)
     if holder is not None:
-        raise CentrobindError(
-            f"{path} is still training ({holder}); its model is written when training ends"
-        )
+        doing = "is still training" if holder.startswith("train ") else "is in use"
+        raise CentrobindError(f"{path} {doing} ({holder}); its model is written when training ends")
     if is_run_dir(path):
         raise CentrobindError(
             f"{path}: training did not finish (no model.safetensors yet); continue it with "

@@ -45,7 +45,14 @@ from .checkpoint import (
 from .config import PER_INVOCATION, TrainConfig
 from .data import MultimodalDataset, modality_mask
 from .data.source import InMemorySource, TrainSource, epoch_permutation, make_order
-from .distributed import peer_lost, rank_and_world, rank_died, resolve_device, sigterm_received
+from .distributed import (
+    peer_lost,
+    rank_and_world,
+    rank_died,
+    resolve_device,
+    sigterm_deferred,
+    sigterm_received,
+)
 from .errors import CentrobindError, ConfigError
 from .eval import mean_pairwise_r1, native_leave_one_out
 from .models import Binder
@@ -812,13 +819,14 @@ def fit(
         dynamic_ncols=True,
     )
     try:
-        while state.epoch < cfg.epochs and not state.stopped_early:
-            losses = _train_epoch(run, state, bar)
-            row = _end_epoch(run, state, val_ds, losses)
-            val = {}
-            if "val_metric" in row:
-                val = {"val R@1": f"{row['val_metric']:.1f}% (gallery {gallery})"}
-            bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
+        with sigterm_deferred():  # under torchrun: a dead rank is named, not a silent end
+            while state.epoch < cfg.epochs and not state.stopped_early:
+                losses = _train_epoch(run, state, bar)
+                row = _end_epoch(run, state, val_ds, losses)
+                val = {}
+                if "val_metric" in row:
+                    val = {"val R@1": f"{row['val_metric']:.1f}% (gallery {gallery})"}
+                bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
     except RuntimeError as e:
         if run.world == 1 or not peer_lost(e):
             raise
