@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import typing
 import warnings
@@ -22,15 +23,9 @@ EXIT_USAGE = 2
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    import warnings
-
     from .data import describe, load
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = load(args.data)
-    for w in caught:  # e.g. DatasetWarning: modalities/notes.csv ignored
-        print(f"warning: {w.message}", file=sys.stderr)
+    ds = load(args.data)  # warnings (e.g. modalities/notes.csv ignored): main prints them
     print(describe(ds))
     return 0
 
@@ -65,10 +60,15 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
-    """Print each warning raised inside as one ``warning: ...`` line on stderr, when raised."""
+    """Print each warning raised inside (ours and third-party ones, e.g. Pillow's) as one
+    ``warning: ...`` line on stderr, when raised; a message already printed is not repeated."""
+    seen: set[str] = set()
 
     def show(message: Warning | str, *_: Any, **__: Any) -> None:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        text = " ".join(str(message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"warning: {text}", file=sys.stderr, flush=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -78,14 +78,14 @@ def _warnings_as_lines() -> Iterator[None]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
-    from .distributed import init_distributed, is_main_process
+    from .distributed import distributed_failure, init_distributed, is_main_process
     from .runs import resume_flags, train_run
 
     given = _given_config(args)
     extend_to = resume_flags(args.out, given) if args.resume else None
     cfg = TrainConfig.from_dict(given)
     init_distributed(cfg.device)
-    with _warnings_as_lines():
+    try:
         run, result = train_run(
             args.data,
             cfg,
@@ -95,6 +95,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             init_from=args.init_from,
             labels=args.label or (),
         )
+    except RuntimeError as e:  # under torchrun: another rank died before or after training
+        failure = distributed_failure(e)
+        if failure is None:
+            raise
+        raise failure from None
     if not is_main_process():
         return 0  # under torchrun rank 0 reports
     best = (
@@ -578,6 +583,16 @@ _OFFLINE_HELP = (
 )
 
 
+def _os_error_line(e: OSError) -> str:
+    """``<file>: <reason>`` of an ``OSError`` (file names given as bytes decoded, not
+    ``b'...'``)."""
+    name = e.filename
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    why = " ".join(str(e.strerror or e).split())
+    return f"{name}: {why}" if name else why
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "offline", False):  # before any Hugging Face library is imported
@@ -585,13 +600,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        return args.func(args)
+        with _warnings_as_lines():
+            return args.func(args)
     except CentrobindError as e:
         msg = " ".join(str(e).split())
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:  # unwritable output, full disk, ...: the OS said it in one line
-        print(f"error: {e.filename or ''}: {e.strerror or e}".replace(": :", ":"), file=sys.stderr)
+        print(f"error: {_os_error_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

@@ -188,7 +188,22 @@ def make_splits(
     ds: MultimodalDataset | DiskDataset | RawData, cfg: TrainConfig
 ) -> dict[str, Tensor]:
     """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
-    (stratified on the first label task when there is one)."""
+    (stratified on the first label task when there is one). Rows with no modality present (a
+    featurized row whose every item was empty or unreadable) are in no split (in memory; the
+    streaming loader refuses them when it scans)."""
+    if not isinstance(ds, MultimodalDataset) or bool(ds.mask.any(dim=0).all()):
+        return _make_splits(ds, cfg)
+    filled = ds.mask.any(dim=0).cpu()
+    if ds.splits:  # the given splits, checked, then without the empty rows
+        return {k: v[filled[v]] for k, v in _make_splits(ds, cfg).items()}
+    keep = filled.nonzero().squeeze(1)
+    return {k: keep[v] for k, v in _make_splits(ds.subset(keep), cfg).items()}
+
+
+def _make_splits(
+    ds: MultimodalDataset | DiskDataset | RawData, cfg: TrainConfig
+) -> dict[str, Tensor]:
+    """:func:`make_splits` of a dataset whose every row has a modality."""
     if ds.splits:
         given = [k for k in ("train", "val", "test") if k in ds.splits]
         if "train" not in given or "test" not in given:
@@ -208,12 +223,30 @@ def make_splits(
     else:
         stratify = next(iter(ds.labels), None)
         splits = ds.split_indices(cfg.split, seed=cfg.seed, stratify=stratify)
+        if stratify is not None and len(splits["test"]) == 0 and cfg.split[2] > 0:
+            _refuse_stratified(ds.labels[stratify], stratify, cfg.split)
     if cfg.early_stopping is not None and len(splits["val"]) < 2:
         raise ConfigError(
             "--early-stopping needs a validation split with >= 2 rows "
             "(splits/val.npy, or a non-zero val fraction)"
         )
     return splits
+
+
+def _refuse_stratified(labels: Tensor | np.ndarray[Any, Any], task: str, split: Any) -> None:
+    """The test split came out empty only because the split is stratified on ``task``: say so
+    (each class is split in proportion, so a class of one row always goes to training)."""
+    y = labels.cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    _, counts = np.unique(y[y >= 0], return_counts=True)
+    most = int(counts.max()) if len(counts) else 0
+    shares = "/".join(f"{float(f):g}" for f in split)
+    raise ConfigError(
+        f"the test split is empty because the split is stratified on label {task!r}: its "
+        f"{len(counts)} classes have at most {most} row{'s' if most != 1 else ''} each "
+        f"({int((counts == 1).sum())} have a single row), and each class is split {shares} on "
+        "its own, so classes that small land in training only; give the classes more rows, "
+        "drop that label, or give splits/test.npy"
+    )
 
 
 def build_binder(

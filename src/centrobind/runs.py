@@ -83,7 +83,7 @@ from .runfolder import (
     is_run_dir,
     remove_stale_temp_files,
 )
-from .runlock import RunLock
+from .runlock import RunLock, lock_holder
 from .train import DIVERGENCE_HINT, FitResult, fit
 
 __all__ = [
@@ -226,7 +226,7 @@ def _check_same_data(
     elif isinstance(ds, DiskDataset):
         if not saved.startswith("b2:"):
             raise CentrobindError(f"{what}: this run's old fingerprint needs --loader memory")
-        now = ds.scan(fingerprint=True).fingerprint or ""
+        now = ds.scan(fingerprint=True, allow_empty_rows=True).fingerprint or ""
     else:
         now = fingerprint(ds) if saved.startswith("b2:") else legacy_fingerprint(ds)
     if now != saved:
@@ -559,10 +559,26 @@ def _load_splits(path: Path) -> dict[str, Tensor]:
     return {k: tensors.get(k, torch.empty(0, dtype=torch.long)) for k in ("train", "val", "test")}
 
 
+def _refuse_unfinished(path: Path) -> None:
+    """A run folder without its final model: still training (its lock is held), or stopped
+    before the end (continue it with ``--resume``)."""
+    holder = lock_holder(path)
+    if holder is not None:
+        doing = "is still training" if holder.startswith("train ") else "is in use"
+        raise CentrobindError(f"{path} {doing} ({holder}); its model is written when training ends")
+    if is_run_dir(path):
+        raise CentrobindError(
+            f"{path}: training did not finish (no model.safetensors yet); continue it with "
+            f"centrobind train --out {path} --resume (and its --data)"
+        )
+
+
 def load_run(path: str | Path, device: str | None = None) -> Run:
     """Load a run folder written by :func:`train_run` (safetensors + JSON only) onto ``device``
     (default: the saved device when this machine has it, else CPU; see :func:`run_device`)."""
     path = Path(path)
+    if (path / "config.json").is_file() and not (path / "model.safetensors").is_file():
+        _refuse_unfinished(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise CentrobindError(f"{path}: not a run folder (needs config.json and model.safetensors)")
     cfg = read_run_config(path, device, portable=True)
@@ -764,7 +780,7 @@ def embed_dataset(
 
     Returns ``(emb, masks, fused)``: ``emb[m]`` float32 ``[N, D]`` with NaN rows where ``m`` is
     missing, ``masks[m]`` bool ``[N]``, ``fused`` ``[N, D]`` the normalised mean of each row's
-    present modalities.
+    present modalities (NaN where none is present).
     """
     _check_modalities(run, ds, subset=True)
     mods = [m for m in run.binder.modalities if m in ds.modalities]
@@ -773,8 +789,10 @@ def embed_dataset(
         masks[m] = ds.present(m).cpu()
         emb[m] = embed_features(run, m, ds.features[m].cpu(), batch_size)
         emb[m][~masks[m]] = float("nan")
-    fused = fused_embedding(emb, torch.stack([masks[m] for m in mods]))
-    return emb, masks, fused.float()
+    present = torch.stack([masks[m] for m in mods])
+    fused = fused_embedding(emb, present).float()
+    fused[~present.any(dim=0)] = float("nan")  # a row with none of them: missing, like emb[m]
+    return emb, masks, fused
 
 
 #: Rows embedded per block when streaming (:func:`embed_to_folder`).

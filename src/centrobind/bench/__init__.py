@@ -33,7 +33,7 @@ from ..checkpoint import atomic_write_text
 from ..config import TrainConfig
 from ..errors import ConfigError
 from . import protocol
-from .cache import RunCache
+from .cache import RunCache, check_output_folder
 from .jobs import BenchSettings, Job
 from .progress import JobProgress, announced, init_worker
 from .protocol import plan_scales, scale_protocol_text, transfer_scale
@@ -168,10 +168,11 @@ def run_benchmark(
     jobs = suite_jobs(suite, settings)
     base = settings.train_config()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(4, os.cpu_count() or 1)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    check_output_folder(out)  # never overwrite someone else's report.md / results.csv
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if fresh:
         (out / "runs.jsonl").unlink(missing_ok=True)
