@@ -444,5 +444,5 @@ def test_m_suite_section_tables_figures_and_the_cost_answer(tmp_path):
     assert "| yes (M-suite weak) |" in cost
     assert "step CPU time at M=16: 8.0x CentroBind's (M=2: 1.0x)" in cost
     line = _finding(report, "modalities (weak)")
-    assert "M=16: +0.5 (w/o m1 +0.5), step 8.0x, memory 8.0x" in line
+    assert "M=16: +0.5 (w/o m1 +0.5) after 50 vs 50 epochs, step 8.0x, memory 8.0x" in line
     assert "AllPairs ahead (one seed: no spread estimate) at M = 2, 4, 16" in line

@@ -162,6 +162,12 @@ class ModalitiesSuite(Suite):
             "",
             table("R@1_excl/m1"),
             "",
+            "Epochs trained (early stopping with patience 20 within the budget; a run that "
+            "stops early at a plateau can end far below one that trains on, so read the R@1 "
+            "tables with these):",
+            "",
+            table("epochs", 0),
+            "",
             "CPU time per training step (ms; median of 5 steps, one thread):",
             "",
             table("step_cpu_ms", 1),
@@ -208,6 +214,9 @@ class ModalitiesSuite(Suite):
             if c is None:
                 continue
             gap = f"{c.gap:+.1f}" + ("" if c1 is None else f" (w/o m1 {c1.gap:+.1f})")
+            ep = [st[x]["epochs"][0] for x in ("AllPairs", ref) if "epochs" in st[x]]
+            if len(ep) == 2:
+                gap += f" after {ep[0]:.0f} vs {ep[1]:.0f} epochs"
             parts.append(
                 f"M={m}: {gap}"
                 + (f", step {t:.1f}x" if t is not None else "")
