@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .towers import TowerContext, build_tower, check_tower_output, tower_spec_of
+from .towers import MLPHead, TowerContext, build_tower, check_tower_output, tower_spec_of
 
 __all__ = ["MLPHead", "Binder", "ModalityDict"]
 
@@ -56,34 +56,6 @@ class ModalityDict(nn.ModuleDict):
 
     def items(self) -> list[tuple[str, nn.Module]]:  # type: ignore[override]
         return [(self._name(k), v) for k, v in super().items()]
-
-
-class MLPHead(nn.Module):
-    """``depth`` linear layers (GELU + dropout between them), ``[N, D_in] -> [N, D_out]``.
-
-    ``depth=1`` is a linear projection. The output is not normalised here; :class:`Binder`
-    does that.
-    """
-
-    def __init__(
-        self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0
-    ) -> None:
-        super().__init__()
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {depth}")
-        layers: list[nn.Module] = []
-        d = in_dim
-        for _ in range(depth - 1):
-            layers += [nn.Linear(d, hidden), nn.GELU()]
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            d = hidden
-        layers.append(nn.Linear(d, out_dim))
-        self.net = nn.Sequential(*layers)
-        self.in_dim, self.out_dim = in_dim, out_dim
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
 
 
 class Binder(nn.Module):

@@ -825,6 +825,12 @@ def embed_to_folder(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CentrobindError(f"{out}: exists and is not an empty folder; choose a new --out")
+    inside = next((d for d in [out, *out.parents] if d.exists() and is_run_dir(d)), None)
+    if inside is not None:
+        raise CentrobindError(
+            f"{out}: lies inside the run folder {inside}; refusing to write there; choose a "
+            "path outside the run"
+        )
     folder = _folder(data)
     if folder is None:
         raise CentrobindError(f"{data}: embedding into a folder needs a dataset folder")
@@ -877,10 +883,16 @@ def embed_run(
     :data:`FUSED_KEY` (``"fused.mean"``). ``out`` must be a regular ``.npz`` file (or new) outside
     any run folder (:func:`~centrobind.runfolder.check_output_file`).
 
-    An ``out`` not ending in ``.npz`` is a folder: the rows stream through in blocks (the data is
-    never loaded whole) into memory-mapped ``<modality>.npy`` files and ``fused.mean.npy``
-    (:func:`embed_to_folder`); the arrays returned are those memory maps."""
-    if not str(out).endswith(".npz") and not isinstance(data, MultimodalDataset):
+    An ``out`` with no suffix (or an existing folder not named ``*.npz``) is a folder: rows
+    stream through in blocks (the data is never loaded whole) into memory-mapped
+    ``<modality>.npy`` files and ``fused.mean.npy`` (:func:`embed_to_folder`); the arrays
+    returned are those memory maps. Any other suffix (``emb.npy``, ``model.safetensors``) is
+    refused."""
+    o = Path(out)
+    to_folder = not o.name.lower().endswith(".npz") and (
+        (o.is_dir() and not o.is_symlink()) or (o.suffix == "" and not os.path.lexists(o))
+    )
+    if to_folder and not isinstance(data, MultimodalDataset):
         return embed_to_folder(path, data, out, device=device)
     target = check_output_file(out)
     run = load_run(path, device=device)

@@ -49,6 +49,35 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 
+
+class MLPHead(nn.Module):
+    """``depth`` linear layers (GELU + dropout between them), ``[N, D_in] -> [N, D_out]``.
+
+    ``depth=1`` is a linear projection. The output is not normalised here; :class:`Binder`
+    does that.
+    """
+
+    def __init__(
+        self, in_dim: int, out_dim: int, hidden: int = 256, depth: int = 2, dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        layers: list[nn.Module] = []
+        d = in_dim
+        for _ in range(depth - 1):
+            layers += [nn.Linear(d, hidden), nn.GELU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            d = hidden
+        layers.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers)
+        self.in_dim, self.out_dim = in_dim, out_dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
 __all__ = [
     "TOWERS",
     "Conv1dTower",
@@ -376,8 +405,6 @@ def _opts(spec: TowerSpec, allowed: Sequence[str]) -> dict[str, Any]:
 
 
 def _mlp(spec: TowerSpec, ctx: TowerContext) -> nn.Module:
-    from .models import MLPHead
-
     kw: dict[str, Any] = {"hidden": ctx.hidden, "depth": ctx.depth, "dropout": ctx.dropout}
     kw.update(_opts(spec, ("hidden", "depth", "dropout")))
     return MLPHead(ctx.in_dim, ctx.embed_dim, **kw)

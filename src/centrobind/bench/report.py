@@ -84,8 +84,8 @@ def summary_block(items: Sequence[SummaryItem]) -> list[str]:
 
     Example:
         >>> from centrobind.bench.base import SummaryItem
-        >>> rows = summary_block([SummaryItem("Ties all-pairs?", "mfeat", "tie", "1 vs 2", 5)])
-        >>> rows[2]
+        >>> block = summary_block([SummaryItem("Ties all-pairs?", "mfeat", "tie", "1 vs 2", 5)])
+        >>> block[0].splitlines()[2]
         '| Ties all-pairs? | tie (mfeat) | mfeat: 1 vs 2 | 5 |'
     """
     order = list(QUESTIONS) + [i.question for i in items if i.question not in QUESTIONS]
