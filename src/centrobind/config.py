@@ -43,6 +43,7 @@ __all__ = [
     "TrainConfig",
     "add_config_arguments",
     "config_overrides",
+    "resume_conflicts",
     "objective_class",
     "read_config_file",
 ]
@@ -51,7 +52,7 @@ INT_MAX = 2**63 - 1  # what a seed (and any int) must fit: int64
 
 #: Fields about watching one invocation, not the run: ``--resume`` takes them from its own
 #: command line (they may differ from the saved config).
-PER_INVOCATION = ("quiet", "tensorboard", "loader")
+PER_INVOCATION = ("quiet", "tensorboard", "loader", "workers")
 
 
 def _field(
@@ -85,8 +86,8 @@ class TrainConfig:
     ``anchor_pretrain_epochs`` of augmented-view InfoNCE on the anchor alone, the stand-in for
     ImageBind's pretrained anchor encoder; "none": a random frozen encoder).
     Logit scale: ``logit_scale_init=None`` means the objective's
-    :meth:`~centrobind.objectives.Objective.default_logit_scale`, per objective (centrobind 5,
-    all_pairs 5, fixed_anchor 7, gram 14, symile ``5 * D^(M/2 - 1)``; base class 10);
+    :meth:`~centrobind.objectives.Objective.default_logit_scale`, per objective (listed by
+    ``centrobind train --help``; base class 10);
     ``max_logit_scale=None`` means 10x the initial scale. The Binder
     supports CLIP's learnable scale (``logit_scale_init=1/0.07, learn_logit_scale=True``), but on
     mfeat it measured worse for every objective (mean R@1, 2 seeds, benchmark budget: CentroBind
@@ -123,14 +124,20 @@ class TrainConfig:
     aug_mask: float = _field(
         0.2, "augmentation masked fraction", group="objective", lo=0, hi=1, hi_open=True
     )
+    towers: dict[str, Any] = _field(
+        doc="modality -> tower spec (mlp, conv1d, cnn, identity, backbone:SPEC, module:PATH; "
+        "centrobind.towers); modalities not named get mlp",
+        group="model",
+        factory=dict,
+        cli=False,
+    )
     embed_dim: int = _field(64, "embedding size D", group="model", lo=1, hi=65536)
     hidden: int = _field(256, "hidden width of the encoders", group="model", lo=1, hi=65536)
     depth: int = _field(2, "layers per encoder", group="model", lo=1, hi=64)
     dropout: float = _field(0.0, "dropout", group="model", lo=0, hi=1, hi_open=True)
     logit_scale_init: float | None = _field(
         None,
-        "initial logit scale s (none: the objective's default: centrobind 5, all_pairs and "
-        "fixed_anchor 7, gram 14, symile 5 D^(M/2-1))",
+        "initial logit scale s (none: the objective's default)",  # listed by _field_help
         group="model",
         lo=0,
         lo_open=True,
@@ -187,6 +194,13 @@ class TrainConfig:
         group="data",
         choices=("auto", "memory", "stream"),
     )
+    workers: int = _field(
+        2,
+        "worker processes decoding raw items while training (--loader stream on a manifest)",
+        group="data",
+        lo=0,
+        hi=256,
+    )
     row_order: str = _field(
         "block",
         "epoch order: block (shuffled blocks of --block-rows, --shuffle-blocks at a time, rows "
@@ -223,6 +237,7 @@ class TrainConfig:
         if "anchor" in self.objective_options:
             raise ConfigError("give the anchor modality with --anchor NAME, not as an option")
         objective_class(self.objective)  # a registered name
+        _check_towers(self.towers)
         if abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(f"split must be 3 non-negative fractions summing to 1: {self.split}")
         resolve_device(self.device)  # a device this machine has
@@ -276,6 +291,41 @@ class TrainConfig:
         if init is None:
             init = self.objective_class().default_logit_scale(n_modalities, self.embed_dim)
         return init, self.max_logit_scale if self.max_logit_scale is not None else 10.0 * init
+
+
+def _check_towers(towers: Mapping[str, Any]) -> None:
+    """Every tower spec is a string naming a registered tower (nothing is built or imported)."""
+    from .towers import parse_tower_spec
+
+    for m, spec in towers.items():
+        if not isinstance(spec, str):
+            raise ConfigError(f"towers.{m} must be a tower spec string, got {spec!r}")
+        parse_tower_spec(spec)
+
+
+def resume_conflicts(saved: Mapping[str, Any], asked: TrainConfig) -> list[str]:
+    """The ``--resume`` rule, the one every check of it applies (the CLI's flags and the run's
+    ``config.json`` in :mod:`centrobind.runs`, a checkpoint's config in :mod:`centrobind.train`):
+    a resumed run keeps the config it was ``saved`` with (a ``to_dict`` form); only the
+    :data:`PER_INVOCATION` fields may differ, and ``epochs`` may grow (the run is extended), never
+    shrink. Returns the fields of ``asked`` that break it, in field order (a field absent from
+    ``saved``, newer than it, is not one; a saved key no field has is named as it is).
+
+    Example:
+        >>> saved = TrainConfig(epochs=5).to_dict()
+        >>> resume_conflicts(saved, TrainConfig(epochs=9, quiet=True))
+        []
+        >>> resume_conflicts(saved, TrainConfig(epochs=3, lr=0.1))
+        ['lr', 'epochs']
+    """
+    now = asked.to_dict()
+    bad = [
+        k for k in now if k in saved and k not in (*PER_INVOCATION, "epochs") and saved[k] != now[k]
+    ]
+    bad += [k for k in saved if k not in now]
+    if "epochs" in saved and now["epochs"] < saved["epochs"]:
+        bad.append("epochs")
+    return bad
 
 
 # --------------------------------------------------------------------------- config files
@@ -380,6 +430,15 @@ def _parser_for(tp: Any) -> Any:
 _METAVARS: dict[Any, str] = {int: "N", float: "X", str: "NAME"}
 
 
+def _field_help(name: str, doc: str) -> str:
+    """A field's ``--help`` line: its ``doc``, for ``logit_scale_init`` completed with every
+    registered objective's default scale (from the registry, so it cannot go stale)."""
+    if name == "logit_scale_init":
+        scales = ", ".join(f"{n} {c.default_logit_scale_text()}" for n, c in OBJECTIVES.items())
+        doc = f"{doc.removesuffix(')')}: {scales})"
+    return doc
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per CLI field of :class:`TrainConfig`, grouped, defaults in the help.
 
@@ -398,7 +457,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = f"{meta['doc']} (default: {'none' if shown is None else shown})"
+        help_text = (
+            f"{_field_help(f.name, meta['doc'])} (default: {'none' if shown is None else shown})"
+        )
         choices = meta.get("choices")
         inner = _optional_inner(hints[f.name])[0]
         metavar = meta.get("metavar") or _METAVARS.get(inner)

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import BUILTINS, MultimodalDataset, as_dataset
+from .data import MultimodalDataset, as_dataset
 from .distributed import resolve_device
 from .errors import CentrobindError
 from .runs import FUSED_KEY, Run, embed_dataset, embed_features, load_run
@@ -113,6 +113,9 @@ class Model:
         featurizer the run's training data was made with."""
         self._check_modality(modality)
         entry = self.featurizers.get(modality)
+        raw = (self.run.meta.get("raw") or {}).get("decoders", {}).get(modality)
+        if entry is None and isinstance(raw, dict):
+            return self._decode(modality, raw, items)
         if entry is None:
             raise ValueError(
                 f"modality {modality!r}: this run was not trained on featurized data for it, so "
@@ -123,6 +126,12 @@ class Model:
             raise ValueError(
                 f"modality {modality!r}: raw items must be strings (texts or file paths); "
                 f"item {bad[0]} is {type(items[bad[0]]).__name__}"
+            )
+        bad = [i for i, it in enumerate(items) if not it.isascii() and not _utf8(it)]
+        if bad:  # e.g. a command-line argument that was not UTF-8
+            raise ValueError(
+                f"modality {modality!r}: item {bad[0]} ({items[bad[0]]!r:.80}) is not valid "
+                "Unicode text (a lone surrogate)"
             )
         items = list(items)
         if entry.get("kind") in ("image", "audio"):
@@ -139,6 +148,28 @@ class Model:
                 f"{feats.shape}, the run expects [{len(items)}, {self.dims[modality]}]"
             )
         return feats
+
+    def _decode(self, modality: str, entry: dict[str, Any], items: Sequence[str]) -> np.ndarray:
+        """Raw items of a raw-item modality (files, or texts for hashed words) -> flat rows
+        ``[n, D_m]``, decoded as in training without augmentation."""
+        from .data.raw import decoder_from_entry
+
+        if modality not in self._encoders:
+            self._encoders[modality] = decoder_from_entry(entry)
+        dec = self._encoders[modality]
+        out = np.zeros((len(items), self.dims[modality]), np.float32)
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise ValueError(f"modality {modality!r}: item {i} is not a string")
+            path = item if dec.kind == "text" else os.path.abspath(os.path.expanduser(item))
+            try:
+                out[i] = dec.decode(path, None).reshape(-1)
+            except Exception as e:  # noqa: BLE001 - one line naming the item
+                why = "file not found" if isinstance(e, FileNotFoundError) else str(e)
+                raise ValueError(
+                    f"modality {modality!r}: item {i} ({item!r:.120}): {why}"
+                ) from None
+        return out
 
     def _features(self, modality: str, x: Any) -> Tensor:
         """Raw items or an ``[n, D_m]`` array -> checked float32 tensor ``[n, D_m]`` (CPU)."""
@@ -255,20 +286,24 @@ class Model:
     ) -> Index:
         """A search :class:`~centrobind.search.Index` over ``corpus`` embedded as ``modality``.
 
-        ``corpus`` is a dataset (folder, builtin name or :class:`MultimodalDataset`): its rows
-        where ``modality`` is present are indexed, with their row numbers as ids (or
-        ``ids[row]`` when ``ids`` gives one id per dataset row); or input features ``[N, D_m]`` /
-        raw items for :meth:`encode` (ids default to ``0..N-1``). ``backend`` and
-        ``backend_options`` go to :class:`~centrobind.search.Index`.
+        ``corpus`` is a dataset: a folder path or builtin name (a ``str`` or path is always
+        read as one; a name that is neither is an error, never one raw item) or a
+        :class:`MultimodalDataset`; its rows where ``modality`` is present are indexed, with
+        their row numbers as ids (or ``ids[row]`` when ``ids`` gives one id per dataset row). Or
+        input features ``[N, D_m]`` / a list of raw items for :meth:`encode` (ids default to
+        ``0..N-1``). ``backend`` and ``backend_options`` go to :class:`~centrobind.search.Index`.
         """
         self._check_modality(modality)
-        if isinstance(corpus, (MultimodalDataset, os.PathLike)) or (
-            isinstance(corpus, str)
-            and (corpus in BUILTINS or Path(corpus).is_dir() or modality not in self.featurizers)
-        ):
+        if isinstance(corpus, (MultimodalDataset, os.PathLike, str)):
             ds = load_corpus(corpus)
             if modality not in ds.modalities:
                 raise CentrobindError(f"the corpus has no modality {modality!r} ({ds.modalities})")
+            if ds.dims[modality] != self.dims[modality]:
+                raise CentrobindError(
+                    f"the corpus's {modality!r} has {ds.dims[modality]} features per row, the "
+                    f"run takes {self.dims[modality]} (was the corpus featurized with another "
+                    "encoder than the run's training data?)"
+                )
             rows = ds.present(modality).cpu().nonzero().squeeze(1)
             z = self._embed(modality, ds.features[modality].cpu().float()[rows], batch_size)
             row_ids = rows.numpy() if ids is None else np.asarray(ids)[rows.numpy()]
@@ -297,6 +332,14 @@ class Model:
         from .saved_index import load_index
 
         return load_index(path, run=self.run, check=check)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _featurizers(run: Run) -> dict[str, dict[str, Any]] | None:
@@ -361,6 +404,7 @@ def search_corpus(
         corpus, target = saved_index.corpus, saved_index.target
     if corpus is None or target is None:
         raise CentrobindError("give the corpus and its target modality (or a saved index)")
+    corpus_ds = None
     try:
         if queries is not None:
             text = [m for m, e in model.featurizers.items() if e.get("kind") == "text"]
@@ -399,10 +443,17 @@ def search_corpus(
         if saved_index is not None:
             scores, ids = saved_index.search(qz, k, **(saved_options or {}))
         else:
-            scores, ids = model.index(load_corpus(corpus), target).search(qz, k)
+            corpus_ds = load_corpus(corpus)
+            scores, ids = model.index(corpus_ds, target).search(qz, k)
     except ValueError as e:
         raise CentrobindError(" ".join(str(e).split())) from None
     all_items = _items(corpus, target) if saved_index is None else None
+    if all_items is not None and corpus_ds is not None and len(all_items) != len(corpus_ds):
+        raise CentrobindError(
+            f"{Path(str(corpus)) / 'items' / (target + '.jsonl')}: has {len(all_items)} lines "
+            f"but the corpus has {len(corpus_ds)} rows (cut short or edited?); featurize the "
+            "corpus again"
+        )
     out = []
     for label, srow, irow in zip(labels, scores, ids, strict=True):
         hits = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -41,17 +42,24 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import PER_INVOCATION, TrainConfig
+from .config import TrainConfig, resume_conflicts
 from .data import MultimodalDataset, modality_mask
 from .data.source import InMemorySource, TrainSource, epoch_permutation, make_order
-from .distributed import rank_and_world, resolve_device
+from .distributed import (
+    peer_lost,
+    rank_and_world,
+    rank_died,
+    resolve_device,
+    sigterm_deferred,
+    sigterm_received,
+)
 from .errors import CentrobindError, ConfigError
 from .eval import mean_pairwise_r1, native_leave_one_out
 from .models import Binder
 from .objectives import Objective, resolve_modality, symmetric_infonce
-from .objectives.base import NonFiniteInputError
 
 __all__ = [
+    "DIVERGENCE_HINT",
     "FitResult",
     "TrainConfig",
     "TrainState",
@@ -77,6 +85,10 @@ class TrainingError(CentrobindError):
 class TrainingWarning(UserWarning):
     """Training runs, but probably not as meant (e.g. batches that drop many rows)."""
 
+
+#: What to try when training diverges (a non-finite loss or weights, an overflowing step): the
+#: end of every such message, here and in :mod:`centrobind.runs`.
+DIVERGENCE_HINT = "try a lower lr or logit scale"
 
 #: The warm-up is at most this fraction of the steps it precedes (see :func:`warmup_steps`).
 WARMUP_MAX_FRACTION = 0.1
@@ -411,7 +423,7 @@ class _Run:
         if bad:
             raise TrainingError(
                 f"non-finite weights at step {step} ({', '.join(bad[:2])}); not checkpointed; "
-                f"{self.kept_checkpoint()}; try a lower lr or logit scale"
+                f"{self.kept_checkpoint()}; {DIVERGENCE_HINT}"
             )
 
     def restore(self) -> TrainState:
@@ -461,16 +473,15 @@ class _Run:
 
 
 def _check_resumed_config(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> int:
-    """The epochs the checkpoint at ``path`` was planned for, after checking that its config
-    ``saved`` equals ``cfg`` but for more ``epochs`` (an extension)."""
-    now = cfg.to_dict()
+    """The epochs the checkpoint at ``path`` was planned for, after checking its config ``saved``
+    against ``cfg`` with the one ``--resume`` rule (:func:`~centrobind.config.resume_conflicts`)."""
     planned = int(saved.get("epochs", cfg.epochs))
-    ours = {k: now[k] for k in ("epochs", *PER_INVOCATION)}
-    if {**now, **saved, **ours} != now:  # keys newer than the checkpoint: equal
+    bad = resume_conflicts(saved, cfg)
+    if any(k != "epochs" for k in bad):
         raise CentrobindError(
             f"--resume: {path} was written by a different config; start a new run folder instead"
         )
-    if cfg.epochs < planned:
+    if bad:
         raise CentrobindError(
             f"--resume: --epochs {cfg.epochs} is below the {planned} the run was planned for; "
             "a run can be extended, not shortened"
@@ -510,7 +521,14 @@ def _open_tensorboard(cfg: TrainConfig, out: Path | None, rank: int) -> Any:
         raise ConfigError(
             "--tensorboard needs the tensorboard package: pip install 'centrobind[tensorboard]'"
         ) from None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
+    log_dir = out / "tensorboard"
+    try:  # probe first: the writer's own thread would print a traceback on failure
+        log_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=log_dir).close()
+        return SummaryWriter(log_dir=str(log_dir))
+    except OSError as e:
+        why = " ".join(str(e.strerror or e).split())
+        raise ConfigError(f"--tensorboard: cannot write to {log_dir} ({why})") from None
 
 
 def _tensorboard_epoch(writer: Any, row: Mapping[str, float]) -> None:
@@ -628,20 +646,17 @@ def _step(
         g["lr"] = _lr_at(state.step, run.total_steps, cfg, state.schedule_start)
     use_bf16 = cfg.bf16 and run.device.type == "cuda"
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        try:
-            loss, terms = run.step_module(feats, mask)
-        except NonFiniteInputError:  # diverged: reported as a non-finite loss below
-            loss, terms = torch.tensor(float("nan")), {}
+        loss, terms = run.step_module(feats, mask)  # inputs unchecked: see the loss check below
         if cfg.intra_weight > 0 and run.trainable:
             intra = intra_modal_loss(
                 run.binder, feats, mask, run.trainable, run.binder.logit_scale, cfg, run.aug_gen
             )
             terms = {**terms, "intra": intra}
             loss = loss + cfg.intra_weight * intra
-    if not torch.isfinite(loss):
+    if not torch.isfinite(loss):  # the step's one host sync for finiteness (NaN/inf inputs too)
         raise TrainingError(
             f"non-finite loss ({loss.item()}) at step {state.step} (epoch {state.epoch}, batch "
-            f"{b}); {run.kept_checkpoint()}; try a lower lr or logit scale"
+            f"{b}); {run.kept_checkpoint()}; {DIVERGENCE_HINT}"
         )
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -652,7 +667,7 @@ def _step(
             raise
         raise TrainingError(
             f"the optimizer step overflowed at step {state.step} ({e}); "
-            f"{run.kept_checkpoint()}; try a lower lr"
+            f"{run.kept_checkpoint()}; {DIVERGENCE_HINT}"
         ) from None
     return loss, terms
 
@@ -684,6 +699,11 @@ def _train_epoch(run: _Run, state: TrainState, bar: Any) -> dict[str, float]:
     )
     for b, (feats, mask) in enumerate(batches, start=state.batch):
         loss, terms = _step(run, feats, mask, state, b)
+        if sigterm_received():  # SIGTERM, and this step's collectives still worked: a clean stop
+            raise TrainingError(
+                f"stopped by SIGTERM at step {state.step}; {run.kept_checkpoint()}; run the same "
+                "command with --resume to continue"
+            )
         state.step += 1
         n_steps += 1
         loss_sum += loss.detach()
@@ -799,13 +819,24 @@ def fit(
         dynamic_ncols=True,
     )
     try:
-        while state.epoch < cfg.epochs and not state.stopped_early:
-            losses = _train_epoch(run, state, bar)
-            row = _end_epoch(run, state, val_ds, losses)
-            val = {}
-            if "val_metric" in row:
-                val = {"val R@1": f"{row['val_metric']:.1f}% (gallery {gallery})"}
-            bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
+        with objective.unchecked_inputs(), sigterm_deferred():  # one finiteness sync per step;
+            # under torchrun a dead rank is named, not a silent end
+            while state.epoch < cfg.epochs and not state.stopped_early:
+                losses = _train_epoch(run, state, bar)
+                row = _end_epoch(run, state, val_ds, losses)
+                val = {}
+                if "val_metric" in row:
+                    val = {"val R@1": f"{row['val_metric']:.1f}% (gallery {gallery})"}
+                bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
+    except RuntimeError as e:
+        if run.world == 1 or not peer_lost(e):
+            raise
+        kept = (
+            run.kept_checkpoint()
+            if run.rank == 0
+            else "the run folder keeps the last checkpoint rank 0 wrote"
+        )
+        raise rank_died(f" at step {state.step}", kept) from None
     finally:
         bar.close()
         if run.tb is not None:
