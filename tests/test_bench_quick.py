@@ -22,7 +22,7 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1500,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     results = json.loads((out / "results.json").read_text())
@@ -117,7 +117,7 @@ def _check_resume(out, rows, meta):
         [sys.executable, "-m", "centrobind.cli", "benchmark", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=1500,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     again = json.loads((out / "results.json").read_text())
