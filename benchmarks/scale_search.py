@@ -23,6 +23,11 @@ Queries: the ``m1`` embeddings of ``--queries`` rows (cross-modal search). recal
 of each faiss index's top 10 with the exact top 10, averaged over queries.
 
     python benchmarks/scale_search.py recall --rows 200000 --epochs 3
+    python benchmarks/scale_search.py recall --rows 200000 --shared-dim 16 --private-dim 16
+
+The default synthetic space has few latent factors (4 shared, 4 pair, 4 private per modality);
+``--shared-dim 16 --private-dim 16`` gives a space of higher intrinsic dimension (harder for IVF
+and HNSW).
 """
 
 from __future__ import annotations
@@ -177,18 +182,29 @@ def recall(a: argparse.Namespace) -> None:
     from centrobind.runs import train_run
     from centrobind.train import TrainConfig
 
-    root = Path(a.dir) / f"recall-{a.rows}"
+    root = Path(a.dir) / f"recall-{a.rows}-s{a.shared_dim}-p{a.private_dim}"
     data, run = root / "data", root / "run"
     t = time.perf_counter()
     if not (run / "model.safetensors").is_file():
-        ds = make_synthetic(n_samples=a.rows, n_modalities=3, dims=64, seed=0)
+        ds = make_synthetic(
+            n_samples=a.rows,
+            n_modalities=3,
+            dims=64,
+            shared_dim=a.shared_dim,
+            pair_dim=a.private_dim,
+            private_dim=a.private_dim,
+            seed=0,
+        )
         save_dataset(ds, data, overwrite=True)
         cfg = TrainConfig(epochs=a.epochs, batch_size=512, embed_dim=64, seed=0, quiet=True)
         train_run(data, cfg, run)
-    print(f"data + run ready in {time.perf_counter() - t:.0f} s ({a.rows:,} rows, {run})")
+    print(
+        f"data + run ready in {time.perf_counter() - t:.0f} s ({a.rows:,} rows, shared_dim "
+        f"{a.shared_dim}, pair/private_dim {a.private_dim}, {a.epochs} epochs, {run})"
+    )
     model = centrobind.load(run, device="cpu")
     x = np.load(data / "modalities" / "m1.npy", mmap_mode="r")
-    queries = model.encode("m1", np.asarray(x[: a.queries]))
+    queries = model.encode("m1", np.array(x[: a.queries]))
     t = time.perf_counter()
     exact = model.build_index(data, "m2", root / "exact", dtype="float32")
     build = time.perf_counter() - t
@@ -239,6 +255,10 @@ def main() -> None:
     p.add_argument("--memory-max", type=int, default=1_000_000, help="in-memory Index up to N")
     p.add_argument("--epochs", type=int, default=3, help="recall: training epochs")
     p.add_argument("--nlist", type=int, default=1024, help="recall: IVF lists")
+    p.add_argument("--shared-dim", type=int, default=4, help="recall: make_synthetic shared_dim")
+    p.add_argument(
+        "--private-dim", type=int, default=4, help="recall: make_synthetic pair_dim, private_dim"
+    )
     p.add_argument("--dir", default=os.environ.get("TMPDIR", "/tmp") + "/cb-scale-search")
     a = p.parse_args()
     Path(a.dir).mkdir(parents=True, exist_ok=True)

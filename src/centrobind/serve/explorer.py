@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import CentrobindError
 from ..inference import Model, load, load_corpus
+from ..saved_index import SavedIndex
 from ..search import Index
 
 __all__ = ["BadRequest", "NotFound", "Explorer", "MEDIA_TYPES"]
@@ -51,7 +52,7 @@ class NotFound(CentrobindError, LookupError):
 class _Target:
     """One searchable modality of the corpus: an index over the rows that have it."""
 
-    index: Index  # ids = corpus row numbers
+    index: Index | SavedIndex  # ids = corpus row numbers
     rows: np.ndarray  # int64 [n]: the corpus rows in the index, ascending
     position: dict[int, int]  # corpus row -> index position
 
@@ -96,7 +97,7 @@ class Explorer:
         default_root = self.corpus_dir.parent if self.corpus_dir is not None else Path.cwd()
         self.media_root = Path(media_root if media_root is not None else default_root).resolve()
         self._lock = threading.Lock()  # featurizers and encoders: one query at a time
-        saved = _saved_indexes(index_dirs or [])
+        saved = _saved_indexes(self.model, index_dirs or [])
         self.targets = {m: saved.get(m) or self._build_target(m) for m in mods}
         self.items = {m: self._read_items(m) for m in mods}
         self.labels = self._labels()
@@ -318,7 +319,7 @@ class Explorer:
         pos = t.position.get(int(row))
         if pos is None:
             raise NotFound(f"corpus row {row} has no {modality!r} item")
-        return t.index.embeddings[pos].numpy()
+        return np.asarray(t.index.embeddings[pos], dtype=np.float32)
 
     def item(self, modality: str, row: int) -> tuple[str, Any]:
         """``("text", str)`` or ``("file", (path, media type))`` for a corpus item.
@@ -379,22 +380,15 @@ def _check_image_size(data: bytes) -> None:
         raise BadRequest(f"the image is {w} x {h} pixels; at most {MAX_IMAGE_PIXELS:,} are taken")
 
 
-def _saved_indexes(dirs: list[str | os.PathLike[str]]) -> dict[str, _Target]:
-    """Saved indexes by target modality. The on-disk index format belongs to ``centrobind index
-    build`` (the scale work); until this version has it, ``--index`` is refused in one line."""
-    if not dirs:
-        return {}
-    from .. import search
-
-    loader = getattr(search, "load_index", None)
-    if loader is None:
-        raise CentrobindError(
-            "--index: this version of centrobind cannot read saved indexes yet; leave --index "
-            "out and the corpus is indexed in memory at start-up"
-        )
+def _saved_indexes(model: Model, dirs: list[str | os.PathLike[str]]) -> dict[str, _Target]:
+    """Saved indexes (``centrobind index build``) by target modality, each refused in one line
+    when built with other weights than the served run's or over a corpus changed since."""
     out = {}
     for d in dirs:
-        index, target = loader(d)
-        rows = np.asarray(index.ids if index.ids is not None else np.arange(len(index)))
-        out[str(target)] = _Target(index, rows, {int(r): i for i, r in enumerate(rows.tolist())})
+        try:
+            index = model.load_index(d)
+        except CentrobindError as e:
+            raise CentrobindError(f"--index: {e}") from None
+        rows = np.asarray(index.ids, dtype=np.int64)
+        out[index.target] = _Target(index, rows, {int(r): i for i, r in enumerate(rows.tolist())})
     return out
