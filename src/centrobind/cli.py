@@ -164,15 +164,17 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from .inference import format_hits, load, search_corpus
 
-    results = search_corpus(
-        load(args.run),
-        args.corpus,
-        args.target,
-        k=args.k,
-        queries=args.query,
-        query_data=args.query_data,
-        query_modality=args.query_modality,
-    )
+    with _warnings_as_lines():  # e.g. the corpus holds the run's training rows
+        results = search_corpus(
+            load(args.run),
+            args.corpus,
+            args.target,
+            k=args.k,
+            queries=args.query,
+            query_data=args.query_data,
+            query_modality=args.query_modality,
+            split=args.split,
+        )
     if args.json:
         for res in results:
             print(json.dumps(res["hits"], ensure_ascii=False))
@@ -208,17 +210,19 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
         if not sep or not col or not spec:
             raise CentrobindError(f"--encoder expects MODALITY=SPEC, got {item!r}")
         encoders[col] = spec
-    summary = featurize(
-        args.manifest,
-        args.out,
-        encoders=encoders,
-        labels=args.label,
-        batch_size=args.batch_size,
-        device=args.device,
-        allow_random=args.allow_random,
-        progress=not args.quiet,
-    )
+    with _warnings_as_lines():  # e.g. a column that looks like a label
+        summary = featurize(
+            args.manifest,
+            args.out,
+            encoders=encoders,
+            labels=args.label,
+            batch_size=args.batch_size,
+            device=args.device,
+            allow_random=args.allow_random,
+            progress=not args.quiet,
+        )
     print(summary.line())
+    print(summary.lists())
     return 0
 
 
@@ -320,7 +324,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--query-data", metavar="DATASET", help="dataset whose rows are the queries")
     s.add_argument("--query-modality", metavar="MODALITY")
     s.add_argument("-k", type=int, default=10, help="hits per query")
-    s.add_argument("--json", action="store_true", help="one JSON list of hits per query")
+    s.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        help="search only this split of the run's rows (the corpus must be the run's own "
+        "dataset; test = held-out rows; default: all rows, each hit showing its split)",
+    )
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON Lines: one line per query, each a JSON list of its hits {id, score[, item]"
+        "[, split][, labels]}",
+    )
     s.set_defaults(func=_cmd_search)
 
     s = verb("benchmark", "compare objectives on the bundled data; writes a report")

@@ -41,7 +41,7 @@ from .checkpoint import (
 from .config import PER_INVOCATION, TrainConfig, resolve_device
 from .data import BUILTINS, MultimodalDataset, Standardizer, load
 from .errors import CentrobindError, CentrobindWarning, ConfigError
-from .eval import evaluate, fused_embedding, to_builtin
+from .eval import evaluate, fused_embedding, label_retrieval, to_builtin
 from .models import Binder
 from .objectives import Objective
 from .runfolder import (
@@ -68,6 +68,7 @@ __all__ = [
     "check_split_sizes",
     "fingerprint",
     "init_from_run",
+    "is_run_data",
     "make_splits",
     "prepare_data",
     "train_run",
@@ -387,6 +388,18 @@ def _check_same_data(run_dir: Path, ds: MultimodalDataset, what: str) -> None:
             f"{what}: not the data this run was trained on (content fingerprint {now} != "
             f"{saved}: other rows, row order, features, masks or labels)"
         )
+
+
+def is_run_data(run: Run, ds: MultimodalDataset) -> bool:
+    """True when ``ds`` is the dataset ``run`` was trained on (same rows, same content: the
+    fingerprint saved with the splits), so ``run.splits`` index its rows."""
+    if len(ds) != run.meta.get("n_rows"):
+        return False
+    try:  # (a run so old that it saved no fingerprint passes on its row count alone)
+        _check_same_data(run.path, ds, "corpus")
+    except CentrobindError:
+        return False
+    return True
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -724,11 +737,12 @@ def _evaluate(
     mods = run.binder.modalities
     cls = run.config.objective_class()
     anchor = run.config.anchor_modality(mods) if cls.pretrains_frozen_anchor else None
+    test_emb = run.binder.embed_all(test_ds)
     metrics = evaluate(
         run.binder.embed_all(train_ds),
         modality_mask(train_ds, mods),
         train_ds.labels,
-        run.binder.embed_all(test_ds),
+        test_emb,
         modality_mask(test_ds, mods),
         test_ds.labels,
         train_factors=train_ds.factors or None,
@@ -736,6 +750,10 @@ def _evaluate(
         anchor=anchor,
         seed=run.config.seed,
     )
+    if test_ds.labels:  # same class, not the paired item: what a user's search usually wants
+        metrics["label_retrieval"] = to_builtin(
+            label_retrieval(test_emb, modality_mask(test_ds, mods), test_ds.labels)
+        )
     native = native_leave_one_out(run.binder, test_ds, cls, ks=(1, 5, 10))
     if native is not None:
         metrics["retrieval"]["native_leave_one_out"] = to_builtin(native)

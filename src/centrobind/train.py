@@ -792,9 +792,9 @@ def fit(
         _warn_batching(len(train_ds), cfg)
     state = run.restore() if resume else TrainState()
     gallery = len(val_ds) if val_ds is not None else None
-    from tqdm.auto import tqdm
+    from .logbar import progress_bar
 
-    bar = tqdm(
+    bar = progress_bar(
         total=run.total_steps,
         initial=state.step,
         disable=cfg.quiet or run.rank != 0,

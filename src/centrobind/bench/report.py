@@ -1009,11 +1009,19 @@ def _synthetic_sweep(
         for m in methods
     ]
     plots.sweep_plot(rows_all, methods, out / "synthetic_sweep.png")
+    n_seeds = max(
+        n for (su, st), n in _seed_counts(agg).items() if su == "synthetic" and st in sweep
+    )
+    spread = (
+        f"the spread is over {_seeds(n_seeds)} at each level"
+        if n_seeds > 1
+        else "one seed per level, so no spread is shown"
+    )
     lines = [
         "### Sweep of m1's noise level",
         "",
         "R@1 on the pairs without m1 (the pairs FixedAnchor(m1) never trains) as m1 gets "
-        "noisier; the spread is over seeds at each level.",
+        f"noisier; {spread}.",
         "",
         markdown_table(["method"] + [f"m1 noise {s.split('=')[-1]}" for s in levels], table),
         "",

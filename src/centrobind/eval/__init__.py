@@ -21,6 +21,8 @@ from .report import evaluate, format_metrics
 from .retrieval import (
     cross_modal_retrieval,
     joint_leave_one_out,
+    label_precision,
+    label_retrieval,
     leave_one_out_retrieval,
     mean_pairwise_r1,
     metrics_from_ranks,
@@ -38,6 +40,8 @@ __all__ = [
     "geometry_metrics",
     "joint_leave_one_out",
     "knn_accuracy",
+    "label_precision",
+    "label_retrieval",
     "latent_recovery",
     "leave_one_out_retrieval",
     "linear_probe",

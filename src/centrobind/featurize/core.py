@@ -16,17 +16,19 @@ import json
 import re
 import sys
 import time
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from centrobind.errors import CentrobindError
+from centrobind.errors import CentrobindError, CentrobindWarning
 
 from .encoders import Encoder, check_spec, load_encoder, resolve_device
 from .items import write_items
-from .labels import encode_labels
+from .labels import encode_labels, label_like
 from .manifest import Manifest, column_kind, read_manifest
 from .writer import STATE, ProgressState, file_sha256, open_features
 
@@ -52,6 +54,7 @@ class FeaturizeSummary:
     seconds: float = 0.0
     items_per_s: dict[str, float] = field(default_factory=dict)  # items encoded this run / s
     labels: list[str] = field(default_factory=list)
+    label_like: dict[str, str] = field(default_factory=dict)  # modality -> why it looks a label
 
     def line(self) -> str:
         """One summary line, e.g. for the CLI."""
@@ -72,6 +75,13 @@ class FeaturizeSummary:
                 else ""
             )
         )
+
+    def lists(self) -> str:
+        """The final modality and label lists, e.g. ``modalities: caption (minilm), image
+        (pixels); labels: shape``."""
+        mods = ", ".join(f"{m} ({self.encoders[m]})" for m in self.modalities)
+        labels = ", ".join(self.labels) or "none (--label COLUMN adds one)"
+        return f"modalities: {mods}; labels: {labels}"
 
 
 def _fingerprint(manifest: Path, specs: dict[str, str], labels: list[str], chunk: int) -> str:
@@ -195,7 +205,7 @@ def featurize(
     state.save()
     items = _column_items(man, mods, state)
     encoded_now, seconds_now, resumed = _encode_columns(
-        out, n, mods, items, live, state, chunk_rows, batch_size, progress
+        out, n, mods, items, live, state, chunk_rows, batch_size, progress, man.where
     )
 
     # Labels, items, meta.json (the dataset is complete once meta.json is written).
@@ -215,6 +225,7 @@ def featurize(
     state.save()
     summary.resumed_rows = resumed
     summary.seconds = time.perf_counter() - t0
+    _warn_label_like(summary, man, state)
     dead = [m for m in mods if summary.encoded[m] == 0]
     if dead:
         raise CentrobindError(
@@ -222,6 +233,24 @@ def featurize(
             f"see {out / STATE})"
         )
     return summary
+
+
+def _warn_label_like(summary: FeaturizeSummary, man: Manifest, state: ProgressState) -> None:
+    """A :class:`CentrobindWarning` per text modality that looks like a label (recorded in
+    ``summary.label_like``): a label featurized as content leaks the answer into the data."""
+    for m in summary.modalities:
+        why = None
+        if state.modality(m)["entry"]["kind"] == "text":
+            why = label_like(m, man.columns[m])
+        if why:
+            summary.label_like[m] = why
+            warnings.warn(
+                f"column {m!r} looks like a label, not content ({why}); it became a text "
+                f"modality, so a model can match rows by it; if it is a label, featurize again "
+                f"with --label {m}",
+                CentrobindWarning,
+                stacklevel=3,
+            )
 
 
 def _load_encoders(
@@ -281,9 +310,11 @@ def _encode_columns(
     chunk_rows: int,
     batch_size: int,
     progress: bool,
+    where: Callable[[int], str] = "row {}".format,
 ) -> tuple[dict[str, int], dict[str, float], int]:
     """Encode every chunk not done yet into ``<out>/modalities/<m>.npy`` (progress bar on
-    stderr, the first unreadable items printed). Returns (items encoded now per modality,
+    stderr, the first unreadable items printed by ``where(row)``, their place in the manifest).
+    Returns (items encoded now per modality,
     seconds spent encoding per modality, rows resumed from an earlier run)."""
     n_chunks = (n + chunk_rows - 1) // chunk_rows
     todo = sum(
@@ -292,9 +323,11 @@ def _encode_columns(
         for c in range(n_chunks)
         if c not in state.modality(m)["done"]
     )
-    from tqdm.auto import tqdm
+    from centrobind.logbar import progress_bar
 
-    bar = tqdm(total=todo, disable=not progress, unit="item", desc="featurize", file=sys.stderr)
+    bar = progress_bar(
+        total=todo, disable=not progress, unit="item", desc="featurize", file=sys.stderr
+    )
     printed = 0
     encoded_now: dict[str, int] = {m: 0 for m in mods}
     seconds_now: dict[str, float] = {m: 0.0 for m in mods}
@@ -329,7 +362,8 @@ def _encode_columns(
                     ms["failed"][str(r)] = why
                     if printed < _MAX_PRINTED:
                         bar.write(
-                            f"row {r}, {m}: unreadable, stored as missing: {why}", file=sys.stderr
+                            f"{where(r)}, {m}: unreadable, stored as missing: {why}",
+                            file=sys.stderr,
                         )
                     printed += 1
                 ms["done"].append(c)
