@@ -98,7 +98,8 @@ def test_existing_config_json_still_loads():
         "quiet": False,
     }
     cfg = TrainConfig.from_dict(old)
-    assert cfg.to_dict() == {**old, "tensorboard": False}  # newer fields take their default
+    newer = {"tensorboard": False, "min_steps": 100, "val_metric": "auto"}
+    assert cfg.to_dict() == {**old, **newer}  # newer fields take their default
     assert cfg.split == (0.7, 0.1, 0.2)
 
 

@@ -126,8 +126,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if init_distributed(cfg.device) and _torch_rank() != 0:
         return 0  # under torchrun rank 0 reports
     best = (
-        f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}% over a gallery "
-        f"of {result.val_gallery} validation rows)"
+        f", best epoch {result.best_epoch} (val {result.val_metric} {result.best_metric:.1f}"
+        f"{'%' if result.val_metric == 'R@1' else ' (x100)'} over a gallery of "
+        f"{result.val_gallery} validation rows)"
         if result.best_epoch
         else ""
     )

@@ -38,7 +38,7 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import PER_INVOCATION, TrainConfig, resolve_device
+from .config import LEGACY_DEFAULTS, PER_INVOCATION, TrainConfig, resolve_device
 from .data import BUILTINS, MultimodalDataset, Standardizer, load
 from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, label_retrieval, to_builtin
@@ -326,6 +326,7 @@ def read_run_config(
         raise CentrobindError(f"{file}: expected a JSON object of TrainConfig fields")
     if portable:
         raw["device"] = run_device(raw.get("device", "cpu"), device)
+    raw = {**LEGACY_DEFAULTS, **raw}  # a run saved before a field existed trained without it
     try:
         return TrainConfig.from_dict(raw)
     except CentrobindError as e:
@@ -587,6 +588,7 @@ def _training_record(
         except (ValueError, TypeError, RecursionError):
             before = {}  # unreadable: rewritten below
     rec: dict[str, Any] = {"device": result.device, "val_gallery": result.val_gallery}
+    rec["val_metric"] = result.val_metric  # what best_val_metric measures (R@1 or MRR x 100)
     if warm is not None or "init_from" in before:
         rec["init_from"] = warm if warm is not None else before["init_from"]
     extended = list(before.get("extended", []))

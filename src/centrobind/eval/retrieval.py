@@ -42,6 +42,7 @@ __all__ = [
     "label_precision",
     "label_retrieval",
     "leave_one_out_retrieval",
+    "mean_pairwise_mrr",
     "mean_pairwise_r1",
     "metrics_from_ranks",
     "retrieval_metrics",
@@ -334,6 +335,39 @@ def mean_pairwise_r1(z: Tensor, mask: Tensor | None = None, max_elements: int = 
         off = ~torch.eye(M, dtype=torch.bool, device=z.device) & (count > 0)
         r1 = 100.0 * hit.sum(-1)[off].double() / count[off].double()
     return float(r1.mean()) if r1.numel() else float("nan")
+
+
+def mean_pairwise_mrr(z: Tensor, mask: Tensor | None = None, max_elements: int = 2**26) -> float:
+    """Mean reciprocal rank (0-1) averaged over all ordered modality pairs: like
+    :func:`mean_pairwise_r1` (same rows, same optimistic tie rule), but every rank counts, not
+    only rank 1, so it moves less from one query on a small gallery.
+
+    Args:
+        z: ``[M, N, D]`` L2-normalised embeddings (absent rows may hold anything finite or NaN).
+        mask: ``[M, N]`` bool, or None (all present).
+    """
+    M, N, _ = z.shape
+    present = (
+        torch.ones(M, N, dtype=torch.bool, device=z.device)
+        if mask is None
+        else (mask.to(device=z.device, dtype=torch.bool))
+    )
+    if M * M * N * N > max_elements:
+        emb = {str(i): z[i] for i in range(M)}
+        mean = cross_modal_retrieval(emb, present, ks=(1,))["mean"]
+        return float("nan") if mean is None else float(mean["MRR"])
+    z = torch.where(present[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+    with torch.no_grad():
+        scores = torch.einsum("and,bmd->abnm", z, z)  # [M, M, N, N]
+        pos = scores.diagonal(dim1=2, dim2=3)  # [M, M, N]
+        valid = present[:, None, :] & present[None, :, :]  # [M, M, N]
+        scores = scores.masked_fill(~valid[:, :, None, :], float("-inf"))
+        rank = 1 + (scores > pos[..., None]).sum(-1)  # [M, M, N]
+        rr = torch.where(valid, 1.0 / rank.double(), torch.zeros((), dtype=torch.float64))
+        count = valid.sum(-1)
+        off = ~torch.eye(M, dtype=torch.bool, device=z.device) & (count > 0)
+        mrr = rr.sum(-1)[off] / count[off].double()
+    return float(mrr.mean()) if mrr.numel() else float("nan")
 
 
 #: ``others [M-1, N, D] -> (queries [N, K], score_fn or None)``: an objective's joint query; see
