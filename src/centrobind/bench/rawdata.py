@@ -36,7 +36,7 @@ __all__ = ["GRID", "SHAPES", "COLOURS", "make_shapes", "run_rawdata", "rawdata_m
 SHAPES = ("circle", "square", "triangle")
 COLOURS = ("red", "blue")
 _SYNONYMS = {
-    "circle": ("circle", "disc", "round shape", "ring-free circle"),
+    "circle": ("circle", "disc", "round shape", "round dot"),
     "square": ("square", "box", "four-sided block", "square tile"),
     "triangle": ("triangle", "wedge", "three-sided shape", "pointed triangle"),
     "red": ("red", "crimson", "scarlet", "bright red"),

@@ -4,14 +4,14 @@ image default).
 Unlike ``pixels`` (a resized bitmap, which changes completely when the object moves or changes
 size), every feature here is pooled over the whole image, so it barely moves when the object
 is shifted or scaled. The image is resized to 64 x 64 RGB in [0, 1]; features (float32
-``[DIM]`` = 118):
+``[DIM]`` = 120):
 
 - colour (70): a 4 x 4 x 4 joint RGB histogram (fractions of pixels) and the mean and standard
   deviation of each channel;
 - edges (24): at 64, 32 and 16 pixels, an 8-bin histogram of gradient orientation (signed,
   weighted by gradient magnitude, normalised to sum 1): straight sides give peaks, curves a flat
   histogram;
-- foreground shape (24): the foreground weight is each pixel's colour distance from the median
+- foreground shape (26): the foreground weight is each pixel's colour distance from the median
   border colour (the background); from it the 7 Hu moments (invariant to translation, scale and
   rotation; signed log10), the area fraction, the fill of its bounding box and its elongation,
   and a 4 x 4 histogram of the foreground's colour hue x saturation (the object's colour without
@@ -34,7 +34,7 @@ __all__ = ["ImageStatsEncoder", "image_stats", "DIM"]
 
 VERSION = "imstats/1"
 SIZE = 64
-DIM = 70 + 24 + 24
+DIM = 70 + 24 + 26
 
 
 def _orientation_hist(gray: np.ndarray, bins: int = 8) -> np.ndarray:
