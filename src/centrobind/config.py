@@ -58,7 +58,7 @@ AUTO_R1_MIN_VAL_ROWS = 100
 
 #: Fields about watching one invocation, not the run: ``--resume`` takes them from its own
 #: command line (they may differ from the saved config).
-PER_INVOCATION = ("quiet", "tensorboard")
+PER_INVOCATION = ("quiet", "tensorboard", "loader")
 
 
 def _field(
@@ -208,6 +208,36 @@ class TrainConfig:
     )
     standardize: bool = _field(True, "standardise features on the training rows", group="data")
     drop_last: bool = _field(True, "drop the last incomplete batch", group="data")
+    loader: str = _field(
+        "auto",
+        "where training rows live: memory (whole, fastest), stream (memory-mapped, read in blocks "
+        "in the background; data larger than memory), auto (stream when the features would not "
+        "fit comfortably in the memory available); results do not depend on it",
+        group="data",
+        choices=("auto", "memory", "stream"),
+    )
+    row_order: str = _field(
+        "block",
+        "epoch order: block (shuffled blocks of --block-rows, --shuffle-blocks at a time, rows "
+        "shuffled within; a uniform shuffle when the training rows fit in one buffer) or global "
+        "(a uniform shuffle of all rows: random reads when streaming)",
+        group="data",
+        choices=("block", "global"),
+    )
+    block_rows: int = _field(
+        4096, "rows per block of the block order", group="data", lo=1, hi=INT_MAX
+    )
+    shuffle_blocks: int = _field(
+        16, "blocks shuffled together (the shuffle buffer)", group="data", lo=1, hi=INT_MAX
+    )
+    val_rows: int = _field(
+        10_000,
+        "validation uses at most this many rows: a seeded random sample of the validation "
+        "split, fixed for the run",
+        group="data",
+        lo=2,
+        hi=INT_MAX,
+    )
     quiet: bool = _field(False, "no progress bar", group="run")
     tensorboard: bool = _field(
         False, "write TensorBoard event files to OUT/tensorboard", group="run"

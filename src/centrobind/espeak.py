@@ -29,6 +29,7 @@ _CALLBACK = ctypes.CFUNCTYPE(
     ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
 )
 
+
 class Speaker:
     """One private copy of the espeak-ng library, initialised for synchronous synthesis.
 

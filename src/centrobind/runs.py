@@ -40,6 +40,10 @@ from .checkpoint import (
 )
 from .config import LEGACY_DEFAULTS, PER_INVOCATION, TrainConfig, resolve_device
 from .data import BUILTINS, MultimodalDataset, Standardizer, load
+from .data.digests import data_digest
+from .data.ondisk import DiskDataset, open_dataset
+from .data.source import TrainSource, make_order
+from .data.stream import StreamingSource
 from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, label_retrieval, to_builtin
 from .models import Binder
@@ -52,6 +56,7 @@ from .runfolder import (
     count_parameters,
     fingerprint,
     is_run_dir,
+    memory_capacity,
     non_finite_tensors,
     remove_stale_temp_files,
 )
@@ -118,6 +123,16 @@ class Prepared:
 
 
 @dataclass
+class Streamed:
+    """:class:`Prepared` for data that stays on disk: the training rows as a source, the
+    (capped) validation rows in memory, standardised; no test rows (``evaluate`` reads them)."""
+
+    train: TrainSource
+    val: MultimodalDataset | None
+    std: Standardizer | None
+
+
+@dataclass
 class Trained:
     """A Binder and its objective after :func:`build_and_fit` (``result`` None when untrained)."""
 
@@ -134,7 +149,114 @@ def _as_dataset(data: str | Path | MultimodalDataset, min_modalities: int = 2) -
     return load(str(data))
 
 
-def make_splits(ds: MultimodalDataset, cfg: TrainConfig) -> dict[str, Tensor]:
+#: The in-memory path holds about this many float32 copies of the features at its peak (loaded,
+#: split, standardised, on the device): 3.35 GB for 0.8 GB of features in issue 18's measurement.
+MEMORY_PATH_COPIES = 4.5
+
+#: ``loader="auto"`` streams when the in-memory path's peak would exceed this share of the
+#: memory available (RAM capped by the process's cgroup limit; GPU memory on CUDA).
+MEMORY_SHARE = 0.5
+
+
+def choose_loader(cfg: TrainConfig, disk: DiskDataset) -> str:
+    """``"memory"`` or ``"stream"`` for a dataset folder: ``cfg.loader``, or for ``auto`` from the
+    features' float32 size against the memory really available (see :data:`MEMORY_SHARE`)."""
+    if cfg.loader != "auto":
+        return cfg.loader
+    need = MEMORY_PATH_COPIES * disk.float32_bytes
+    ram = memory_capacity("cpu")
+    if ram is not None and need > MEMORY_SHARE * ram:
+        return "stream"
+    device = torch.device(resolve_device(cfg.device))
+    gpu = memory_capacity(device) if device.type == "cuda" else None
+    if gpu is not None and disk.float32_bytes > MEMORY_SHARE * gpu:
+        return "stream"
+    return "memory"
+
+
+def open_training_data(
+    data: str | Path | MultimodalDataset, cfg: TrainConfig
+) -> MultimodalDataset | DiskDataset:
+    """The data to train on: in memory (a dataset, a builtin, or a folder that fits, see
+    :func:`choose_loader`), or a folder opened for streaming (:class:`DiskDataset`)."""
+    if isinstance(data, MultimodalDataset):
+        if cfg.loader == "stream":
+            raise ConfigError("--loader stream needs a dataset folder, not an in-memory dataset")
+        return data
+    if str(data) in BUILTINS and not Path(data).exists():
+        if cfg.loader == "stream":
+            raise ConfigError(f"--loader stream needs a dataset folder; {data!r} is builtin")
+        return load(str(data))
+    disk = open_dataset(data)
+    return disk if choose_loader(cfg, disk) == "stream" else load(str(data))
+
+
+def data_fingerprint(ds: MultimodalDataset | DiskDataset, folder: Path | None = None) -> str:
+    """What a run records to refuse other data later: the recorded-digest fingerprint
+    (``"d2:"``, cheap to check) when the data's folder has ``digests.json``, else the content
+    fingerprint (``"b2:"``, one full read)."""
+    root = ds.root if isinstance(ds, DiskDataset) else folder
+    digest = data_digest(root) if root is not None else None
+    if digest is not None:
+        return digest
+    if isinstance(ds, DiskDataset):
+        fp = ds.scan(fingerprint=True).fingerprint
+        assert fp is not None
+        return fp
+    return fingerprint(ds)
+
+
+def _folder(data: str | Path | MultimodalDataset) -> Path | None:
+    """The dataset folder ``data`` names (None: in memory or builtin)."""
+    if isinstance(data, MultimodalDataset):
+        return None
+    p = Path(data)
+    return p if p.is_dir() else None
+
+
+def cap_rows(rows: Tensor, cap: int, seed: int) -> Tensor:
+    """At most ``cap`` of ``rows``: all of them, or a seeded random sample (sorted)."""
+    if len(rows) <= cap:
+        return rows
+    rng = np.random.default_rng([seed, 0xA1])
+    pick = np.sort(rng.choice(len(rows), size=cap, replace=False))
+    return rows[torch.from_numpy(pick)]
+
+
+def prepare_stream(disk: DiskDataset, splits: dict[str, Tensor], cfg: TrainConfig) -> Streamed:
+    """:func:`prepare_data` without loading the data: one streaming pass (presence, float64
+    statistics of the training rows), a :class:`StreamingSource` over the training rows and
+    the (capped, :func:`cap_rows`) validation rows in memory, standardised."""
+    from tqdm.auto import tqdm
+
+    train_rows = splits["train"].numpy()
+    with tqdm(
+        total=len(disk) * len(disk.modalities),
+        desc="scan",
+        unit="row",
+        disable=cfg.quiet or _rank() != 0,
+        unit_scale=True,
+    ) as bar:
+        scan = disk.scan(train_rows=train_rows, progress=bar.update)
+    std = Standardizer(scan.mean, scan.std) if cfg.standardize else None
+    source = StreamingSource(
+        disk,
+        train_rows,
+        scan.mask[:, train_rows],
+        disk.modalities,
+        mean=std.mean if std is not None else None,
+        std=std.std if std is not None else None,
+        order=make_order(cfg.row_order, cfg.block_rows, cfg.shuffle_blocks),
+        device=resolve_device(cfg.device),
+    )
+    val = None
+    if len(splits["val"]) >= 2:
+        v = disk.take(cap_rows(splits["val"], cfg.val_rows, cfg.seed).numpy())
+        val = std.apply(v) if std is not None else v
+    return Streamed(source, val, std)
+
+
+def make_splits(ds: MultimodalDataset | DiskDataset, cfg: TrainConfig) -> dict[str, Tensor]:
     """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
     (stratified on the first label task when there is one)."""
     if ds.splits:
@@ -239,12 +361,13 @@ def prepare_data(
     def prep(d: MultimodalDataset) -> MultimodalDataset:
         return std.apply(d) if std is not None else d
 
-    val = prep(ds.subset(splits["val"])) if len(splits["val"]) >= 2 else None
+    val_rows = cap_rows(splits["val"], cfg.val_rows, cfg.seed)
+    val = prep(ds.subset(val_rows)) if len(val_rows) >= 2 else None
     test = prep(ds.subset(splits["test"])) if with_test else None
     return Prepared(prep(train_raw), val, test, std)
 
 
-def build_models(data: Prepared, cfg: TrainConfig) -> tuple[Binder, Objective]:
+def build_models(data: Prepared | Streamed, cfg: TrainConfig) -> tuple[Binder, Objective]:
     """Seed (``cfg.seed``), then build the Binder for ``data.train``'s modalities and the
     objective."""
     torch.manual_seed(cfg.seed)
@@ -365,14 +488,20 @@ def run_device(saved: Any, requested: str | None = None) -> Any:
     return saved
 
 
-def _data_state(ds: MultimodalDataset) -> dict[str, Any]:
+def _data_state(fp: str, n_rows: int) -> dict[str, Any]:
     """Saved with the splits: what ``--resume`` and ``evaluate`` check the data against."""
-    return {"fingerprint": fingerprint(ds), "n_rows": len(ds)}
+    return {"fingerprint": fp, "n_rows": n_rows}
 
 
-def _check_same_data(run_dir: Path, ds: MultimodalDataset, what: str) -> None:
-    """Refuse ``ds`` unless it is the data the run was started on (content fingerprint saved
-    with the splits; runs of older versions: the sum-based one in ``run.json``)."""
+def _check_same_data(
+    run_dir: Path,
+    ds: MultimodalDataset | DiskDataset,
+    what: str,
+    folder: Path | None = None,
+) -> None:
+    """Refuse ``ds`` unless it is the data the run was started on (fingerprint saved with the
+    splits: ``d2:`` recorded digests, checked cheaply, or ``b2:`` content; runs of older
+    versions: the sum-based one in ``run.json``). ``folder``: where ``ds`` was loaded from."""
     saved: Any = None
     if (run_dir / "splits.safetensors").is_file():
         saved = load_tensors(run_dir / "splits.safetensors")[1].get("fingerprint")
@@ -383,7 +512,22 @@ def _check_same_data(run_dir: Path, ds: MultimodalDataset, what: str) -> None:
             saved = None
     if not isinstance(saved, str):
         return
-    now = fingerprint(ds) if saved.startswith("b2:") else _legacy_fingerprint(ds)
+    root = ds.root if isinstance(ds, DiskDataset) else folder
+    if saved.startswith("d2:"):
+        now = data_digest(root) if root is not None else None
+        if now is None:
+            raise CentrobindError(
+                f"{what}: the run recorded its data by digests (digests.json), which this data "
+                "lacks; record them with `centrobind verify DATA --record` if it is the same data"
+            )
+    elif isinstance(ds, DiskDataset):
+        if not saved.startswith("b2:"):
+            raise CentrobindError(
+                f"{what}: cannot check this run's old fingerprint without loading"
+            )
+        now = ds.scan(fingerprint=True).fingerprint or ""
+    else:
+        now = fingerprint(ds) if saved.startswith("b2:") else _legacy_fingerprint(ds)
     if now != saved:
         raise CentrobindError(
             f"{what}: not the data this run was trained on (content fingerprint {now} != "
@@ -449,7 +593,7 @@ def train_run(
         raise ConfigError("--init-from starts a new run; drop it when you --resume")
     if not resume:
         check_new_run_dir(out)  # before loading anything: fail fast
-    ds = _as_dataset(data)
+    ds = open_training_data(data, cfg)
     splits = None
     if not resume:  # every refusal before the folder is created
         splits = make_splits(ds, cfg)
@@ -460,7 +604,7 @@ def train_run(
 
 
 def _train_locked(
-    ds: MultimodalDataset,
+    ds: MultimodalDataset | DiskDataset,
     data: str | Path | MultimodalDataset,
     cfg: TrainConfig,
     out: Path,
@@ -481,7 +625,7 @@ def _train_locked(
     if resume:
         cfg = _resume_config(out, extend_to, cfg)
         check_saved_config(out, cfg, ds.dims, copies=5)
-        _check_same_data(out, ds, str(_data_ref(data) or "the data"))
+        _check_same_data(out, ds, str(_data_ref(data) or "the data"), _folder(data))
         has_splits = (out / "splits.safetensors").is_file()
         splits = _load_splits(out) if has_splits else make_splits(ds, cfg)
         check_split_sizes(splits)
@@ -493,7 +637,11 @@ def _train_locked(
         warnings.warn(
             f"{out} has no checkpoint yet: training from step 0", CentrobindWarning, stacklevel=3
         )
-    prepared = prepare_data(ds, splits, cfg)
+    prepared: Prepared | Streamed
+    if isinstance(ds, DiskDataset):
+        prepared = prepare_stream(ds, splits, cfg)
+    else:
+        prepared = prepare_data(ds, splits, cfg)
     check_model_fits(prepared.train.dims, cfg)  # counted, not allocated
     binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
     warm = init_from_run(binder, init_from) if init_from is not None else None
@@ -504,7 +652,8 @@ def _train_locked(
     if main and not resume:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     if main and not has_splits:  # with the data's fingerprint, checked by --resume and evaluate
-        save_tensors(out / "splits.safetensors", dict(splits), _data_state(ds))
+        fp = data_fingerprint(ds, _folder(data))
+        save_tensors(out / "splits.safetensors", dict(splits), _data_state(fp, len(ds)))
     result = fit(
         binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=from_checkpoint
     )
@@ -524,7 +673,8 @@ def _train_locked(
     meta = {
         "dataset": ds.name,
         "data": _data_ref(data),
-        "fingerprint": fingerprint(ds),
+        "fingerprint": _saved_fingerprint(out) if main else None,
+        "loader": "stream" if isinstance(ds, DiskDataset) else "memory",
         "modalities": binder.modalities,
         "dims": binder.dims,
         "n_rows": len(ds),
@@ -544,6 +694,11 @@ def _train_locked(
         atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
     run = Run(out, cfg, binder, std, splits, meta)
     return run, result
+
+
+def _saved_fingerprint(out: Path) -> Any:
+    """The data fingerprint the run folder's splits file records."""
+    return load_tensors(out / "splits.safetensors")[1].get("fingerprint")
 
 
 def _rank() -> int:

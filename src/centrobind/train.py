@@ -43,6 +43,7 @@ from .checkpoint import (
 )
 from .config import PER_INVOCATION, TrainConfig, resolve_device
 from .data import MultimodalDataset
+from .data.source import InMemorySource, TrainSource, epoch_permutation, make_order
 from .errors import CentrobindError, ConfigError
 from .eval.retrieval import joint_leave_one_out, mean_pairwise_mrr, mean_pairwise_r1
 from .models import Binder
@@ -189,8 +190,7 @@ def _dist() -> tuple[int, int]:
 
 
 def _epoch_perm(n: int, seed: int, epoch: int) -> Tensor:
-    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    return torch.randperm(n, generator=g)
+    return epoch_permutation(n, seed, epoch)
 
 
 def augment(x: Tensor, noise: float, mask_frac: float, generator: torch.Generator) -> Tensor:
@@ -309,14 +309,20 @@ def native_validator(objective: Objective, metric: str = "R@1") -> Validator:
 def pretrain_encoder(
     binder: Binder,
     modality: str,
-    train_ds: MultimodalDataset,
+    train: MultimodalDataset | TrainSource,
     cfg: TrainConfig,
     generator: torch.Generator,
 ) -> None:
-    """Unimodal self-supervised pre-training of one encoder (augmented-view InfoNCE)."""
+    """Unimodal self-supervised pre-training of one encoder (augmented-view InfoNCE) on the
+    training rows where ``modality`` is present."""
     device = torch.device(resolve_device(cfg.device))
-    x_all = train_ds.features[modality].to(device)
-    present = train_ds.mask[train_ds.modalities.index(modality)].to(device)
+    if isinstance(train, MultimodalDataset):
+        train = InMemorySource(train.features, train.mask, train.modalities, device=device)
+    if not isinstance(train, InMemorySource):
+        _pretrain_streaming(binder, modality, train, cfg, generator, device)
+        return
+    x_all = train.features[modality].to(device)
+    present = train.mask[train.modalities.index(modality)].to(device)
     x_all = x_all[present]
     params = list(binder.encoders[modality].parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
@@ -331,6 +337,33 @@ def pretrain_encoder(
         perm = _epoch_perm(n, cfg.seed + 7919, epoch).to(device)
         for b in range(n // bs):
             x = x_all[perm[b * bs : (b + 1) * bs]]
+            z1 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
+            z2 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
+            loss = symmetric_infonce(z1[None], z2[None], s).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+
+def _pretrain_streaming(
+    binder: Binder,
+    modality: str,
+    source: TrainSource,
+    cfg: TrainConfig,
+    generator: torch.Generator,
+    device: torch.device,
+) -> None:
+    """:func:`pretrain_encoder` over a streaming source: its batches (epochs counted from
+    10**6, so the order differs from training's), rows where ``modality`` is present."""
+    opt = torch.optim.Adam(list(binder.encoders[modality].parameters()), lr=cfg.lr)
+    s = torch.tensor(10.0, device=device)
+    i = source.modalities.index(modality)
+    bs = cfg.batch_rows(len(source))
+    for epoch in range(cfg.anchor_pretrain_epochs):
+        for feats, mask in source.batches(10**6 + epoch, cfg.seed + 7919, bs, True):
+            x = feats[modality][mask[i]]
+            if x.shape[0] < 2:
+                continue
             z1 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
             z2 = binder.encode(modality, augment(x, cfg.aug_noise, cfg.aug_mask, generator))
             loss = symmetric_infonce(z1[None], z2[None], s).mean()
@@ -369,8 +402,7 @@ class _Run:
     device: torch.device
     rank: int
     world: int
-    feats: dict[str, Tensor]  # modality -> [N, D_m] on the device
-    mask: Tensor  # [M, N] in model order
+    source: TrainSource  # the training rows, batch by batch
     bs: int  # global batch size
     nb: int  # batches per epoch
     step_module: nn.Module
@@ -576,7 +608,7 @@ def _check_distributed(cfg: TrainConfig, n: int, bs: int, world: int) -> None:
 def _prepare_anchor(
     binder: Binder,
     objective: Objective,
-    train_ds: MultimodalDataset,
+    train: TrainSource,
     cfg: TrainConfig,
     aug_gen: torch.Generator,
     resume: bool,
@@ -589,14 +621,14 @@ def _prepare_anchor(
     spec: int | str = getattr(objective, "anchor")  # noqa: B009 - declared by takes_anchor
     anchor = binder.modalities[resolve_modality(spec, binder.modalities)]
     if not resume and cfg.anchor_init == "ssl" and cfg.anchor_pretrain_epochs > 0:
-        pretrain_encoder(binder, anchor, train_ds, cfg, aug_gen)
+        pretrain_encoder(binder, anchor, train, cfg, aug_gen)
     binder.freeze(anchor)
 
 
 def _setup(
     binder: Binder,
     objective: Objective,
-    train_ds: MultimodalDataset,
+    train: TrainSource,
     cfg: TrainConfig,
     out_dir: str | Path | None,
     resume: bool,
@@ -613,13 +645,16 @@ def _setup(
     binder.to(device)
     objective.to(device)
     mods = binder.modalities
-    n = len(train_ds)
+    missing = [m for m in mods if m not in train.modalities]
+    if missing:
+        raise ConfigError(
+            f"the training data lacks modalities {missing}; it has {train.modalities}"
+        )
+    n = len(train)
     bs = cfg.batch_rows(n)
     _check_distributed(cfg, n, bs, world)
-    feats = {m: train_ds.features[m].to(device) for m in mods}
-    mask = modality_mask(train_ds, mods).to(device)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    _prepare_anchor(binder, objective, train_ds, cfg, aug_gen, resume)
+    _prepare_anchor(binder, objective, train, cfg, aug_gen, resume)
     step_module: nn.Module = _StepModule(binder, objective)
     if world > 1:
         step_module = nn.parallel.DistributedDataParallel(step_module)
@@ -632,10 +667,9 @@ def _setup(
         device=device,
         rank=rank,
         world=world,
-        feats=feats,
-        mask=mask,
+        source=train,
         bs=bs,
-        nb=n // bs if cfg.drop_last else math.ceil(n / bs),
+        nb=train.num_batches(bs, cfg.drop_last),
         step_module=step_module,
         opt=opt,
         aug_gen=aug_gen,
@@ -649,13 +683,14 @@ def _setup(
 # --------------------------------------------------------------------------- the loop
 
 
-def _step(run: _Run, idx: Tensor, state: TrainState, b: int) -> tuple[Tensor, dict[str, Tensor]]:
-    """One optimiser step on the rows ``idx`` (this rank's share); returns loss and terms."""
+def _step(
+    run: _Run, feats: dict[str, Tensor], mask: Tensor, state: TrainState, b: int
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """One optimiser step on a batch (this rank's share; ``mask`` ``[M, B]`` in model order);
+    returns loss and terms."""
     cfg = run.cfg
     for g in run.opt.param_groups:
         g["lr"] = _lr_at(state.step, run.total_steps, cfg, state.schedule_start)
-    feats = {m: run.feats[m].index_select(0, idx) for m in run.binder.modalities}
-    mask = run.mask[:, idx]
     use_bf16 = cfg.bf16 and run.device.type == "cuda"
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_bf16):
         try:
@@ -692,7 +727,6 @@ def _train_epoch(run: _Run, state: TrainState, bar: Any) -> dict[str, float]:
     returns the epoch's mean loss and terms (``loss``, ``loss/<term>``)."""
     t0 = time.perf_counter()
     dev = run.device
-    perm = _epoch_perm(len(run.mask[0]), run.cfg.seed, state.epoch).to(dev)
     loss_sum = torch.zeros((), device=dev)
     term_sums: dict[str, Tensor] = {}
     n_steps = 0
@@ -704,12 +738,17 @@ def _train_epoch(run: _Run, state: TrainState, bar: Any) -> dict[str, float]:
     for m in run.binder.modalities:  # a frozen (anchor) encoder is a fixed function: no dropout
         if run.binder.is_frozen(m):
             run.binder.encoders[m].eval()
-    local = run.bs // run.world
-    for b in range(state.batch, run.nb):
-        idx = perm[b * run.bs : (b + 1) * run.bs]
-        if run.world > 1:
-            idx = idx[run.rank * local : (run.rank + 1) * local]
-        loss, terms = _step(run, idx, state, b)
+    batches = run.source.batches(
+        state.epoch,
+        run.cfg.seed,
+        run.bs,
+        run.cfg.drop_last,
+        start=state.batch,
+        rank=run.rank,
+        world=run.world,
+    )
+    for b, (feats, mask) in enumerate(batches, start=state.batch):
+        loss, terms = _step(run, feats, mask, state, b)
         state.step += 1
         n_steps += 1
         loss_sum += loss.detach()
@@ -778,14 +817,16 @@ def _end_epoch(
 def fit(
     binder: Binder,
     objective: Objective,
-    train_ds: MultimodalDataset,
+    train_ds: MultimodalDataset | TrainSource,
     val_ds: MultimodalDataset | None = None,
     config: TrainConfig | None = None,
     out_dir: str | Path | None = None,
     resume: bool = False,
     validate: Validator | None = None,
 ) -> FitResult:
-    """Train ``binder`` with ``objective`` on ``train_ds`` (already standardised).
+    """Train ``binder`` with ``objective`` on ``train_ds`` (already standardised): a dataset
+    (held on ``config.device``) or any :class:`~centrobind.data.source.TrainSource` (e.g. the
+    streaming one), which the trainer reads batch by batch.
 
     Args:
         val_ds: optional validation split; scored after every epoch with ``validate`` (default:
@@ -802,7 +843,14 @@ def fit(
     if validate is None:
         metric = cfg.validation_metric(len(val_ds) if val_ds is not None else 0)
         validate = native_validator(objective, metric)
-    run = _setup(binder, objective, train_ds, cfg, out_dir, resume, validate)
+    if not isinstance(train_ds, MultimodalDataset):
+        source = train_ds
+    else:
+        device = torch.device(resolve_device(cfg.device))
+        mask = modality_mask(train_ds, binder.modalities)
+        order = make_order(cfg.row_order, cfg.block_rows, cfg.shuffle_blocks)
+        source = InMemorySource(train_ds.features, mask, binder.modalities, order, device)
+    run = _setup(binder, objective, source, cfg, out_dir, resume, validate)
     gpu = f" ({torch.cuda.get_device_name(run.device)})" if run.device.type == "cuda" else ""
     run.log(
         f"training {cfg.objective} on {run.device}{gpu} (--device {cfg.device}), world size "
@@ -810,7 +858,7 @@ def fit(
         f"{warmup_steps(cfg, run.total_steps)} steps"
     )
     if run.rank == 0:
-        _warn_batching(len(train_ds), cfg)
+        _warn_batching(len(source), cfg)
     state = run.restore() if resume else TrainState()
     gallery = len(val_ds) if val_ds is not None else None
     from .logbar import progress_bar

@@ -25,7 +25,7 @@ from torch import Tensor
 from centrobind.data.disk import RESERVED_META_KEYS, check_meta, int64_problem
 from centrobind.errors import ConfigError, DatasetError
 
-__all__ = ["UNLABELLED", "MultimodalDataset", "Standardizer"]
+__all__ = ["UNLABELLED", "MultimodalDataset", "Standardizer", "split_rows"]
 
 #: Label value meaning "no label for this sample" (excluded from probes and from stratification).
 UNLABELLED = -1
@@ -408,37 +408,7 @@ class MultimodalDataset:
         labelled -1 (unlabelled) are not a class: they are split in proportion as one random pool.
         Deterministic in ``seed`` (numpy ``default_rng``).
         """
-        fr = [float(f) for f in fractions]
-        if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr):
-            raise ConfigError(f"split fractions must be 3 non-negative numbers, got {fractions}")
-        if abs(sum(fr) - 1.0) > 1e-6:
-            raise ConfigError(f"split fractions must sum to 1, got {fractions} (sum {sum(fr)})")
-        rng = np.random.default_rng(seed)
-        n = len(self)
-        if stratify is None:
-            groups = [np.arange(n)]
-        else:
-            if stratify not in self.labels:
-                raise ConfigError(
-                    f"cannot stratify on unknown label task {stratify!r} "
-                    f"(available: {', '.join(self.labels) or 'none'})"
-                )
-            y = self.labels[stratify].cpu().numpy()
-            groups = [np.flatnonzero(y == c) for c in np.unique(y[y != UNLABELLED])]
-            if (y == UNLABELLED).any():  # unlabelled rows: not a class, split at random
-                groups.append(np.flatnonzero(y == UNLABELLED))
-        parts: list[list[np.ndarray]] = [[], [], []]
-        for g in groups:
-            perm = g[rng.permutation(len(g))]
-            counts = _allocate(len(g), fr)
-            start = 0
-            for k, c in enumerate(counts):
-                parts[k].append(perm[start : start + c])
-                start += c
-        return {
-            name: torch.from_numpy(np.sort(np.concatenate(p)).astype(np.int64))
-            for name, p in zip(("train", "val", "test"), parts, strict=True)
-        }
+        return split_rows(len(self), self.labels, fractions, seed, stratify)
 
     def split(
         self,
@@ -496,6 +466,47 @@ class MultimodalDataset:
             self.name,
             self.meta,
         )
+
+
+def split_rows(
+    n: int,
+    labels: Mapping[str, Tensor],
+    fractions: Sequence[float] = (0.7, 0.1, 0.2),
+    seed: int = 0,
+    stratify: str | None = None,
+) -> dict[str, Tensor]:
+    """:meth:`MultimodalDataset.split_indices` of ``n`` rows labelled ``labels`` (shared with
+    datasets that are not in memory)."""
+    fr = [float(f) for f in fractions]
+    if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr):
+        raise ConfigError(f"split fractions must be 3 non-negative numbers, got {fractions}")
+    if abs(sum(fr) - 1.0) > 1e-6:
+        raise ConfigError(f"split fractions must sum to 1, got {fractions} (sum {sum(fr)})")
+    rng = np.random.default_rng(seed)
+    if stratify is None:
+        groups = [np.arange(n)]
+    else:
+        if stratify not in labels:
+            raise ConfigError(
+                f"cannot stratify on unknown label task {stratify!r} "
+                f"(available: {', '.join(labels) or 'none'})"
+            )
+        y = labels[stratify].cpu().numpy()
+        groups = [np.flatnonzero(y == c) for c in np.unique(y[y != UNLABELLED])]
+        if (y == UNLABELLED).any():  # unlabelled rows: not a class, split at random
+            groups.append(np.flatnonzero(y == UNLABELLED))
+    parts: list[list[np.ndarray]] = [[], [], []]
+    for g in groups:
+        perm = g[rng.permutation(len(g))]
+        counts = _allocate(len(g), fr)
+        start = 0
+        for k, c in enumerate(counts):
+            parts[k].append(perm[start : start + c])
+            start += c
+    return {
+        name: torch.from_numpy(np.sort(np.concatenate(p)).astype(np.int64))
+        for name, p in zip(("train", "val", "test"), parts, strict=True)
+    }
 
 
 def _allocate(n: int, fractions: Sequence[float]) -> list[int]:

@@ -188,7 +188,7 @@ def _read_meta(root: Path) -> tuple[dict[str, Any], dict[str, Any]]:
 # --------------------------------------------------------------------------------------------
 
 
-def _listing(folder: Path) -> tuple[dict[str, Path], list[str]]:
+def _listing(folder: Path, shard_folders: bool = False) -> tuple[dict[str, Path], list[str]]:
     """``({stem: path} of the .npy files sorted by stem, [ignored entry names]})`` of ``folder``.
 
     A missing folder lists nothing. Hidden entries (name starting with ``.``) are skipped
@@ -207,6 +207,9 @@ def _listing(folder: Path) -> tuple[dict[str, Path], list[str]]:
     ignored: list[str] = []
     for p in entries:
         if p.name.startswith("."):
+            continue
+        if shard_folders and p.suffix != ".npy" and (p / "00000.npy").exists():
+            files[p.name] = p  # a modality stored as shards (modalities/<name>/00000.npy ...)
             continue
         if p.suffix != ".npy":
             ignored.append(p.name + ("/" if p.is_dir() else ""))
@@ -333,6 +336,24 @@ def _check_min_modalities(value: Any) -> int:
     return value
 
 
+class _Shards:
+    """A shard folder seen through the array interface :func:`_load_features` needs."""
+
+    def __init__(self, path: Path) -> None:
+        from centrobind.data.store import ModalityStore
+
+        self.store = ModalityStore(path)
+        self.ndim = 2
+        self.shape = (self.store.n_rows, self.store.dim)
+
+    def read(self) -> np.ndarray[Any, Any]:
+        return self.store.read(0, self.store.n_rows)
+
+
+def _shards(path: Path) -> Any:
+    return _Shards(path)
+
+
 def _load_features(
     order: list[str], files: dict[str, Path], mod_dir: Path, mmap: bool
 ) -> tuple[dict[str, np.ndarray[Any, Any]], np.ndarray[Any, Any]]:
@@ -343,7 +364,7 @@ def _load_features(
     first: Path | None = None
     for m in order:
         p = files[m]
-        arr = _read_npy(p, mmap)
+        arr = _read_npy(p, mmap) if not p.is_dir() else _shards(p)
         if arr.ndim != 2:
             raise DatasetError(
                 f"{p}: features must be a 2-D array [N, D], got {arr.ndim}-D shape {arr.shape}"
@@ -357,7 +378,7 @@ def _load_features(
         if arr.shape[1] == 0:
             raise DatasetError(f"{p}: has 0 feature columns")
         with np.errstate(over="ignore", invalid="ignore"):
-            x = np.array(arr, dtype=np.float32)
+            x = np.array(arr, dtype=np.float32) if not isinstance(arr, _Shards) else arr.read()
         del arr
         missing = np.isnan(x).all(axis=1)
         bad = ~missing & ~np.isfinite(x).all(axis=1)
@@ -412,7 +433,7 @@ def _load_dataset(
     if not mod_dir.is_dir():
         raise DatasetError(f"{mod_dir}: missing folder (expected one <name>.npy per modality)")
     own, extra = _read_meta(root)
-    files, ignored_mods = _listing(mod_dir)
+    files, ignored_mods = _listing(mod_dir, shard_folders=True)
     order = _modality_order(root, own.get("modalities"), files, ignored_mods, min_modalities)
     feats, mask = _load_features(order, files, mod_dir, mmap)
     n = int(mask.shape[1])
@@ -622,4 +643,7 @@ def _save_dataset(ds: MultimodalDataset, root: Path, overwrite: bool) -> Path:
     for k, v in ds.splits.items():
         np.save(root / "splits" / f"{k}.npy", v.detach().cpu().numpy().astype(np.int64))
     (root / "meta.json").write_text(text, encoding="utf-8")
+    from centrobind.data.digests import record_digests
+
+    record_digests(root)
     return root
