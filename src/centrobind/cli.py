@@ -343,8 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--suite",
         default="all",
-        choices=["all", "mfeat", "synthetic", "missing"],
-        help="which suite(s) to run",
+        choices=["all", "mfeat", "synthetic", "missing", "rawdata"],
+        help="which suite(s) to run (all = mfeat, synthetic, missing; rawdata, generated raw "
+        "images/captions/sounds end to end with the default settings, runs only on its own)",
     )
     s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
     s.add_argument(

@@ -33,6 +33,8 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from .cache import RunCache
 from .progress import JobProgress, announced, init_worker
+from .rawdata import SUITE as RAWDATA_SUITE  # issue 20: registration of the raw-data suite
+from .rawdata import run_rawdata_suite
 from .report import render_report, summary_table, write_results
 from .suites import (
     QUICK_SCALE_GRID,
@@ -236,6 +238,10 @@ def run_benchmark(
     ``out/runs.jsonl`` (:mod:`centrobind.bench.cache`), so running the same command again after
     an interruption redoes only the missing runs; ``fresh`` discards that record first.
     """
+    # --- issue 20: the raw-data suite has its own pipeline and page (bench/rawdata.py) ---
+    if suite == RAWDATA_SUITE:
+        return run_rawdata_suite(out, seeds, quick, quiet)
+    # ---
     settings = BenchSettings.make(seeds, quick)
     jobs = suite_jobs(suite, settings)
     base = settings.train_config()

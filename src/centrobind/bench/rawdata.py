@@ -169,12 +169,14 @@ def run_rawdata(
     grid: tuple[dict[str, Any], ...] = GRID,
     encoders: dict[str, str] | None = None,
     quiet: bool = True,
+    base: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the data, featurize it with the default encoders (or ``encoders``), then train and
     evaluate the defaults and every ``grid`` setting on ``seeds`` seeds (seed s: split s and
     initialisation s). Returns ``{"n", "seeds", "encoders", "rows": [{"setting", "seed",
     "P@5", "mAP", "R@1", "epochs"}], "summary": {setting: {"P@5": (mean, std), ...}},
-    "defaults", "best", "gap", "seconds"}`` (gap = best P@5 - the defaults' P@5)."""
+    "defaults", "best", "gap", "seconds"}`` (gap = best P@5 - the defaults' P@5). ``base``:
+    TrainConfig fields under every setting (tests: a few epochs)."""
     from ..featurize import featurize
 
     t0 = time.perf_counter()
@@ -188,7 +190,8 @@ def run_rawdata(
     rows = []
     for setting in settings:
         for seed in range(seeds):
-            cfg = TrainConfig(**{**setting, "seed": seed, "quiet": True, "device": "cpu"})
+            given = {**(base or {}), **setting, "seed": seed, "quiet": True, "device": "cpu"}
+            cfg = TrainConfig(**given)
             folder = out / "runs" / f"{_label(setting).replace(', ', '_')}-seed{seed}"
             rows.append(
                 {"setting": _label(setting), "seed": seed, **_score(out / "data", cfg, folder)}
@@ -246,3 +249,37 @@ def rawdata_markdown(res: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+#: The ``--suite`` name of this suite. Not part of ``--suite all``: it runs its own pipeline
+#: (featurize, train, evaluate) and is reported on its own page.
+SUITE = "rawdata"
+
+
+def run_rawdata_suite(
+    out: str | Path, seeds: int | None = None, quick: bool = False, quiet: bool = False
+) -> list[dict[str, Any]]:
+    """``centrobind benchmark --suite rawdata``: :func:`run_rawdata` (3 seeds, all of
+    :data:`GRID`; ``quick``: 1 seed, 150 items, the old batch size only), written to
+    ``out/rawdata.md`` and ``out/rawdata.json``. Returns the result rows."""
+    import json
+
+    from ..errors import ConfigError
+
+    if seeds is not None and seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {seeds}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if quick:
+        res = run_rawdata(out / "rawdata", n=150, seeds=seeds or 1, grid=GRID[:1], quiet=quiet)
+    else:
+        res = run_rawdata(out / "rawdata", seeds=seeds or 3, quiet=quiet)
+    (out / "rawdata.md").write_text(rawdata_markdown(res), encoding="utf-8")
+    (out / "rawdata.json").write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+    if not quiet:
+        print(
+            f"wrote {out / 'rawdata.md'}: defaults {res['summary']['defaults']['P@5'][0]:.1f} "
+            f"label P@5, best ({res['best']}) {res['summary'][res['best']]['P@5'][0]:.1f}"
+        )
+    rows: list[dict[str, Any]] = res["rows"]
+    return rows
