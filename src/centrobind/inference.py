@@ -297,7 +297,7 @@ class Model:
                 raise CentrobindError(f"the corpus has no modality {modality!r} ({ds.modalities})")
             keep = ds.present(modality).cpu()
             if split not in (None, "all"):
-                where = self.split_of(ds)
+                where = self.split_of(ds, None if isinstance(corpus, MultimodalDataset) else corpus)
                 if where is None:
                     raise CentrobindError(_NOT_RUN_DATA.format(split=split))
                 keep &= torch.from_numpy(where == split)
@@ -310,15 +310,19 @@ class Model:
         emb = self.encode(modality, corpus, batch_size=batch_size)
         return Index(emb, ids=ids, backend=backend, **backend_options)
 
-    def split_of(self, ds: MultimodalDataset) -> np.ndarray | None:
+    def split_of(
+        self, ds: MultimodalDataset, folder: str | os.PathLike[str] | None = None
+    ) -> np.ndarray | None:
         """The split of each row of ``ds`` (``"train"``, ``"val"``, ``"test"``, or ``""`` for a
-        row in none), ``[N]`` str, when ``ds`` is the dataset the run was trained on; else None.
+        row in none), ``[N]`` str, when ``ds`` (loaded from ``folder``, if any) is the dataset
+        the run was trained on; else None.
         """
         cached = self._split_cache
         if cached is not None and cached[0] is ds:
             return cached[1]
         out: np.ndarray | None = None
-        if is_run_data(self.run, ds):
+        where = Path(folder) if folder is not None and Path(folder).is_dir() else None
+        if is_run_data(self.run, ds, where):
             out = np.full(len(ds), "", dtype=object)
             for name in ("train", "val", "test"):
                 out[self.run.splits[name].cpu().numpy()] = name
@@ -427,10 +431,11 @@ def search_corpus(
             labels = [f"row {int(r)} ({query_modality})" for r in rows]
             qz = model.encode(query_modality, qds.features[query_modality].cpu()[rows])
         corpus_ds = load_corpus(corpus)
+        folder = None if isinstance(corpus, MultimodalDataset) else corpus
+        where = model.split_of(corpus_ds, folder)  # (cached: index() asks again)
         index = model.index(corpus_ds, modality=target, split=split)
     except ValueError as e:
         raise CentrobindError(" ".join(str(e).split())) from None
-    where = model.split_of(corpus_ds)
     if where is not None and split in (None, "all"):
         n_train = int((where == "train").sum())
         warnings.warn(

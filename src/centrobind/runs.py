@@ -535,13 +535,14 @@ def _check_same_data(
         )
 
 
-def is_run_data(run: Run, ds: MultimodalDataset) -> bool:
-    """True when ``ds`` is the dataset ``run`` was trained on (same rows, same content: the
-    fingerprint saved with the splits), so ``run.splits`` index its rows."""
+def is_run_data(run: Run, ds: MultimodalDataset, folder: Path | None = None) -> bool:
+    """True when ``ds`` (loaded from ``folder``, if any) is the dataset ``run`` was trained on
+    (same rows, same content: the fingerprint saved with the splits), so ``run.splits`` index
+    its rows."""
     if len(ds) != run.meta.get("n_rows"):
         return False
     try:  # (a run so old that it saved no fingerprint passes on its row count alone)
-        _check_same_data(run.path, ds, "corpus")
+        _check_same_data(run.path, ds, "corpus", folder)
     except CentrobindError:
         return False
     return True
@@ -881,7 +882,7 @@ def _evaluate(
         raise CentrobindError("this run was trained on an in-memory dataset; pass --data")
     ds = _as_dataset(ref)
     _check_modalities(run, ds)
-    _check_same_data(run.path, ds, str(ref))
+    _check_same_data(run.path, ds, str(ref), _folder(ref))
     if len(ds) != run.meta["n_rows"]:
         raise CentrobindError(
             f"the data has {len(ds)} rows but the run's splits were made for {run.meta['n_rows']}"

@@ -186,8 +186,8 @@ def run_rawdata(
         manifest, out / "data", encoders=encoders, labels=["label"], device="cpu",
         progress=not quiet,
     )  # fmt: skip
-    settings = [{}, *grid]
-    rows = []
+    settings: list[dict[str, Any]] = [{}, *grid]
+    rows: list[dict[str, Any]] = []
     for setting in settings:
         for seed in range(seeds):
             given = {**(base or {}), **setting, "seed": seed, "quiet": True, "device": "cpu"}

@@ -115,8 +115,9 @@ def image_features(x: np.ndarray) -> np.ndarray:
         cov = np.cov(np.stack([xs, ys]).astype(np.float64)) if len(xs) > 1 else np.eye(2)
         ev = np.linalg.eigvalsh(cov)
         elong = float(1 - np.sqrt(max(ev[0], 0) / max(ev[1], 1e-9)))
-        h, s = _hue_sat(x[w > 0])
-        fg_hist = np.histogram2d(h, s, bins=4, range=((0, 1), (0, 1)))[0].ravel() / len(h)
+        hue, sat = _hue_sat(x[w > 0])
+        joint, _, _ = np.histogram2d(hue, sat, bins=4, range=[[0.0, 1.0], [0.0, 1.0]])
+        fg_hist = joint.ravel() / len(hue)
     shape = np.concatenate([hu, [area, fill, elong], fg_hist])
     return np.concatenate([colour, *edges, shape]).astype(np.float32)
 
