@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from centrobind.data import MultimodalDataset, describe, load_dataset, save_dataset
-from centrobind.data.disk import MAX_META_DEPTH, RESERVED_META_KEYS
+from centrobind.data.checks import MAX_META_DEPTH, RESERVED_META_KEYS
 from centrobind.errors import CentrobindError
 
 # Derandomized (a fixed, seeded sequence of cases: the suite gives the same result every run);

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
+import centrobind.runs as runs_module
 from centrobind.config import TrainConfig
 from centrobind.data import load_dataset, make_synthetic, save_dataset
 from centrobind.data.digests import data_digest, quick_check, record_digests, verify
@@ -16,8 +19,9 @@ from centrobind.data.ondisk import open_dataset
 from centrobind.data.source import BlockShuffle, batch_positions
 from centrobind.data.store import ModalityStore, append_rows
 from centrobind.data.stream import DataChangedError, StreamingSource
-from centrobind.errors import DatasetError
-from centrobind.runs import choose_loader, load_run, train_run
+from centrobind.errors import CentrobindError, DatasetError
+from centrobind.pipeline import choose_loader
+from centrobind.runs import embed_run, evaluate_run, load_run, train_run
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +191,7 @@ class TestOrderAndSource:
 
 class TestStreamingTraining:
     @pytest.mark.parametrize("blocks", [False, True])
-    def test_stream_and_memory_give_the_same_weights(self, folder, tmp_path, blocks):
+    def test_stream_and_memory_give_the_same_weights(self, folder, tmp_path, blocks, monkeypatch):
         """The two paths, same order (a uniform shuffle for small data, or the block order
         with small blocks), give bit-identical weights and standardisation."""
         root, _ = folder
@@ -208,13 +212,61 @@ class TestStreamingTraining:
         assert all(torch.equal(a[k], b[k]) for k in a)
         assert mem.meta["fingerprint"] == stream.meta["fingerprint"]
         assert mem.meta["fingerprint"].startswith("d2:")
+        if blocks:
+            return
+        # embed into a folder streams block by block and equals the in-memory .npz
+        small = embed_run(tmp_path / "stream", root, tmp_path / "e.npz")
+        big = embed_run(tmp_path / "stream", root, tmp_path / "emb")
+        assert sorted(small) == sorted(big)
+        for k in small:
+            np.testing.assert_array_equal(np.asarray(big[k]), small[k])
+        with pytest.raises(CentrobindError, match="not an empty folder"):
+            embed_run(tmp_path / "stream", root, tmp_path / "emb")
+
+        def full(*a, **k):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(runs_module, "_new_npy", full)
+        with pytest.raises(CentrobindError, match="no space left"):
+            embed_run(tmp_path / "stream", root, tmp_path / "emb2")
+        assert not (tmp_path / "emb2").exists()
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".emb2")]
+        # evaluate reads a copy of the data (same digests) and refuses it once rows change
+        copy = tmp_path / "copy"
+        shutil.copytree(root, copy)
+        assert evaluate_run(tmp_path / "stream", copy, write=False)["gallery"]["test"] > 0
+        f = copy / "modalities" / f"{mem.binder.modalities[0]}.npy"
+        x = np.load(f)
+        np.save(f, x[::-1].copy())  # the same size, other rows
+        with pytest.raises(CentrobindError, match="changed since its digests"):
+            evaluate_run(tmp_path / "stream", copy, write=False)
 
     def test_auto_streams_when_memory_is_short(self, folder, monkeypatch):
-        import centrobind.runs as runs
+        import centrobind.pipeline as pipeline
 
         disk = open_dataset(folder[0])
         cfg = TrainConfig()
         assert choose_loader(cfg, disk) == "memory"
-        monkeypatch.setattr(runs, "memory_capacity", lambda device="cpu": disk.float32_bytes)
+        monkeypatch.setattr(pipeline, "memory_capacity", lambda device="cpu": disk.float32_bytes)
         assert choose_loader(cfg, disk) == "stream"
         assert choose_loader(dataclasses.replace(cfg, loader="memory"), disk) == "memory"
+
+
+class TestCgroupLimit:
+    def test_v1_and_v2_limits_of_the_process_cgroup_and_ancestors(self, tmp_path):
+        from centrobind.memory import cgroup_limits
+
+        root = tmp_path / "cg"
+        (root / "job" / "step").mkdir(parents=True)
+        (root / "job" / "memory.max").write_text(f"{2 << 30}\n")
+        (root / "job" / "step" / "memory.max").write_text("max\n")
+        proc = tmp_path / "cgroup"
+        proc.write_text("0::/job/step\n")
+        assert cgroup_limits(proc, root) == [2 << 30]
+        v1 = tmp_path / "v1"
+        (v1 / "memory" / "slurm" / "uid_0").mkdir(parents=True)
+        (v1 / "memory" / "slurm" / "uid_0" / "memory.limit_in_bytes").write_text(f"{3 << 30}")
+        proc.write_text("7:cpu:/other\n4:memory:/slurm/uid_0\n")
+        assert cgroup_limits(proc, v1) == [3 << 30]
+        proc.write_text("garbage\n")
+        assert cgroup_limits(proc, v1) == []

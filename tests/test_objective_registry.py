@@ -14,7 +14,8 @@ from centrobind.config import TrainConfig
 from centrobind.data import make_synthetic
 from centrobind.objectives import OBJECTIVES, Objective, register_objective, symmetric_infonce
 from centrobind.objectives.base import Batch
-from centrobind.runs import build_objective, evaluate_run, train_run
+from centrobind.pipeline import build_objective
+from centrobind.runs import evaluate_run, train_run
 
 
 class ToAnchor(Objective):
@@ -141,3 +142,18 @@ def test_train_config_uses_each_objectives_default_scale():
     ):
         assert TrainConfig(objective=name).resolved_logit_scale(4) == (want, 10 * want), name
     assert TrainConfig(objective="gram", logit_scale_init=3.0).resolved_logit_scale(4)[0] == 3.0
+
+
+def test_logit_scale_help_is_generated_from_the_registry():
+    """`--logit-scale-init`'s help names every registered objective's default, a new one too."""
+    from centrobind.cli import build_parser
+
+    register_objective("to_anchor_help", ToAnchor)
+    try:
+        train = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+        text = " ".join(train.format_help().split())
+    finally:
+        del OBJECTIVES["to_anchor_help"]
+    for part in ("centrobind 5", "all_pairs 5", "fixed_anchor 7", "gram 14", "symile 5 D^(M/2-1)"):
+        assert part in text, part
+    assert "to_anchor_help 7" in text

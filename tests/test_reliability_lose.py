@@ -18,7 +18,7 @@ import torch
 
 from centrobind.cli import main
 from centrobind.data import make_synthetic, save_dataset
-from centrobind.runfolder import LOCK_NAME, RunLock
+from centrobind.runlock import LOCK_NAME, RunLock
 from reliability_helpers import FAST, cli, error_line, snapshot, train, weights
 
 

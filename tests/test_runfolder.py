@@ -1,5 +1,6 @@
-"""Unit tests of centrobind.runfolder: locks, folder and output checks, temp files, fingerprint,
-finite weights, memory estimate, disk-full errors."""
+"""Unit tests of the run-folder safety pieces: locks (runlock), folder and output checks and temp
+files (runfolder), fingerprint (data.fingerprint), finite weights (checkpoint), memory estimate
+(memory), disk-full errors (diskfull)."""
 
 from __future__ import annotations
 
@@ -17,29 +18,22 @@ import numpy as np
 import pytest
 import torch
 
+from centrobind.checkpoint import all_finite, non_finite_tensors
 from centrobind.data import make_synthetic, save_dataset
 from centrobind.data.disk import load_dataset
+from centrobind.data.fingerprint import fingerprint
+from centrobind.diskfull import DiskFullError, disk_full_errors, is_disk_full
 from centrobind.errors import CentrobindError, ConfigError
+from centrobind.memory import check_parameter_memory, count_parameters, memory_capacity
 from centrobind.models import Binder
 from centrobind.runfolder import (
-    LOCK_NAME,
-    DiskFullError,
-    RunLock,
-    RunLockedError,
-    all_finite,
     check_new_run_dir,
     check_output_file,
-    check_parameter_memory,
-    count_parameters,
-    disk_full_errors,
-    fingerprint,
-    is_disk_full,
     is_run_dir,
     is_temp_file_name,
-    memory_capacity,
-    non_finite_tensors,
     remove_stale_temp_files,
 )
+from centrobind.runlock import LOCK_NAME, RunLock, RunLockedError
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -60,7 +54,7 @@ def _holder(path: Path) -> subprocess.Popen:
         f"""
         import sys, time
         sys.path.insert(0, {SRC!r})
-        from centrobind.runfolder import RunLock
+        from centrobind.runlock import RunLock
         with RunLock({str(path)!r}, purpose="train"):
             print("locked", flush=True)
             time.sleep(60)
@@ -107,7 +101,7 @@ def test_lock_is_reentrant_in_one_process_and_creates_the_folder(tmp_path):
         (run / "config.json").write_text("{}")
         # still held by this process after the inner release: another process is refused
         code = (
-            f"import sys; sys.path.insert(0, {SRC!r}); from centrobind.runfolder import RunLock\n"
+            f"import sys; sys.path.insert(0, {SRC!r}); from centrobind.runlock import RunLock\n"
             f"RunLock({str(run)!r}).acquire()"
         )
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

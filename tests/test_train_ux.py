@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from centrobind.cli import main
-from centrobind.config import TrainConfig, resolve_device
+from centrobind.config import TrainConfig
 from centrobind.data import make_synthetic, save_dataset
+from centrobind.distributed import resolve_device
 from centrobind.errors import ConfigError
 from centrobind.models import Binder
 from centrobind.objectives import make_objective
@@ -185,7 +186,7 @@ def test_init_from_mismatches_are_one_line_errors(data_dir, tmp_path, capsys):
 
 def test_device_auto(data_dir, tmp_path, capsys):
     assert TrainConfig().device == "auto"
-    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     out = tmp_path / "run"
     args = ["train", "--data", str(data_dir), "--out", str(out), "--epochs", "1"]
     assert main([*args, "--embed-dim", "8", "--hidden", "16"]) == 0

@@ -1,7 +1,8 @@
 """centrobind: one unified embedding space for any number of paired modalities.
 
-``centrobind.load(run_dir)`` (a trained run, ready to encode) and ``centrobind.Index`` (top-k
-search) are imported on first access, so ``import centrobind`` stays cheap.
+``centrobind.load(run_dir)`` (a trained run, ready to encode), ``centrobind.Index`` (top-k
+search), ``centrobind.build_index`` / ``centrobind.load_index`` (a saved index folder) are
+imported on first access, so ``import centrobind`` stays cheap.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from centrobind.inference import load
+    from centrobind.saved_index import build_index, load_index
     from centrobind.search import Index
 
 __version__ = "0.1.0"
-__all__ = ["Index", "load"]
+__all__ = ["Index", "build_index", "load", "load_index"]
 
-_LAZY = {"load": "inference", "Index": "search"}
+_LAZY = {
+    "load": "inference",
+    "Index": "search",
+    "build_index": "saved_index",
+    "load_index": "saved_index",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -20,8 +20,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 from torch import Tensor
 
+from .diskfull import disk_full_errors
 from .errors import CentrobindError
-from .runfolder import disk_full_errors
 
 __all__ = [
     "atomic_write",
@@ -32,6 +32,8 @@ __all__ = [
     "optimizer_from_flat",
     "prefixed",
     "unprefixed",
+    "non_finite_tensors",
+    "all_finite",
 ]
 
 
@@ -143,3 +145,20 @@ def unprefixed(prefix: str, tensors: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """
     head = f"{prefix}."
     return {k[len(head) :]: v for k, v in tensors.items() if k.startswith(head)}
+
+
+def non_finite_tensors(tensors: Mapping[str, Tensor]) -> list[str]:
+    """Names of the floating-point tensors in ``tensors`` that hold NaN or inf (sorted)."""
+    bad = [
+        k
+        for k, v in tensors.items()
+        if isinstance(v, Tensor)
+        and (v.is_floating_point() or v.is_complex())
+        and not bool(torch.isfinite(v).all())
+    ]
+    return sorted(bad)
+
+
+def all_finite(tensors: Mapping[str, Tensor]) -> bool:
+    """True when every floating-point tensor of ``tensors`` is finite."""
+    return not non_finite_tensors(tensors)

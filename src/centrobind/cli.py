@@ -38,8 +38,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig fields this command line sets: ``--config`` file, then flags, then
     ``--option KEY=VALUE`` into ``objective_options``."""
-    from .config import config_overrides
-    from .runs import read_config_file
+    from .config import config_overrides, read_config_file
 
     given = read_config_file(args.config) if args.config else {}
     if not isinstance(given, dict):
@@ -59,39 +58,6 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
     return given
 
 
-def _check_resume(out: str, given: dict[str, Any]) -> int | None:
-    """``--resume`` continues the run as saved: flags equal to the saved config are fine (the
-    original command line plus ``--resume`` works); a conflicting one is refused, named. Returns
-    the epochs to extend the run to (``--epochs`` above the saved ones), else None."""
-    from .config import PER_INVOCATION, TrainConfig
-    from .runs import read_run_config
-
-    path = Path(out) / "config.json"
-    if not path.is_file():
-        return None  # train_run says that there is nothing to resume
-    saved = read_run_config(out)  # any defect of config.json as one line
-    asked = TrainConfig.from_dict({**saved.to_dict(), **given})
-    extend = asked.epochs > saved.epochs  # more epochs extend the run
-    conflicts = [
-        f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
-        for k in given
-        if k not in PER_INVOCATION and getattr(asked, k) != getattr(saved, k)
-        if not (k == "epochs" and extend)
-    ]
-    if conflicts:
-        raise CentrobindError(
-            f"--resume continues the run exactly as configured in {path}; "
-            f"drop {', '.join(conflicts)} (only a larger --epochs, to extend it, may differ)"
-        )
-    return asked.epochs if extend else None
-
-
-def _torch_rank() -> int:
-    import torch.distributed as dist
-
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
     """Print each warning raised inside as one ``warning: ...`` line on stderr, when raised."""
@@ -107,11 +73,11 @@ def _warnings_as_lines() -> Iterator[None]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
-    from .runs import train_run
-    from .train import init_distributed
+    from .distributed import init_distributed, is_main_process
+    from .runs import resume_flags, train_run
 
     given = _given_config(args)
-    extend_to = _check_resume(args.out, given) if args.resume else None
+    extend_to = resume_flags(args.out, given) if args.resume else None
     cfg = TrainConfig.from_dict(given)
     init_distributed(cfg.device)
     with _warnings_as_lines():
@@ -123,7 +89,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             extend_to=extend_to,
             init_from=args.init_from,
         )
-    if init_distributed(cfg.device) and _torch_rank() != 0:
+    if not is_main_process():
         return 0  # under torchrun rank 0 reports
     best = (
         f", best epoch {result.best_epoch} (val {result.val_metric} {result.best_metric:.1f}"
@@ -148,7 +114,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     gallery = metrics["gallery"]
     val = gallery.get("validation")
     seen = f"; the training log's validation R@1 searched {val} rows" if val else ""
-    print(f"R@1 above: a gallery of {gallery['test']} test rows{seen}")
+    sample = f" (a seeded sample of {gallery['test_split']})" if "test_split" in gallery else ""
+    print(f"R@1 above: a gallery of {gallery['test']} test rows{sample}{seen}")
     print(f"wrote {args.run}/metrics.json")
     return 0
 
@@ -165,9 +132,21 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 def _cmd_search(args: argparse.Namespace) -> int:
     from .inference import format_hits, load, search_corpus
 
-    with _warnings_as_lines():  # e.g. the corpus holds the run's training rows
+    run = args.run
+    if args.index is not None:
+        run = run or _index_run(args.index)
+        if args.corpus is not None or args.target is not None:
+            raise CentrobindError(
+                "--index DIR searches the corpus and target it was built for; "
+                "drop --corpus and --target"
+            )
+    elif run is None or args.corpus is None or args.target is None:
+        raise CentrobindError("search needs --run, --corpus and --target (or --index DIR)")
+    elif args.exact or args.faiss_params:
+        raise CentrobindError("--exact and --faiss-params go with --index DIR")
+    with _warnings_as_lines():
         results = search_corpus(
-            load(args.run),
+            load(run),
             args.corpus,
             args.target,
             k=args.k,
@@ -175,12 +154,83 @@ def _cmd_search(args: argparse.Namespace) -> int:
             query_data=args.query_data,
             query_modality=args.query_modality,
             split=args.split,
+            saved=args.index,
+            saved_options={
+                "backend": "exact" if args.exact else "auto",
+                "faiss_params": args.faiss_params,
+            },
         )
     if args.json:
         for res in results:
             print(json.dumps(res["hits"], ensure_ascii=False))
     else:
         print(format_hits(results))
+    return 0
+
+
+def _index_run(index: str) -> str:
+    """The run an index folder was built with (``--index`` without ``--run``)."""
+    from .saved_index import load_index
+
+    path = load_index(index, check=False).run_path
+    if not (path / "model.safetensors").is_file():
+        raise CentrobindError(f"the run {path} that built index {index} is gone; pass --run RUN")
+    return str(path)
+
+
+def _cmd_index_build(args: argparse.Namespace) -> int:
+    from .saved_index import build_index
+
+    with _warnings_as_lines():
+        index = build_index(
+            args.run,
+            args.corpus,
+            args.target,
+            args.out,
+            faiss=args.faiss,
+            faiss_params=args.faiss_params,
+            dtype=args.dtype,
+            device=args.device,
+            progress=not args.quiet,
+        )
+    size = sum(p.stat().st_size for p in Path(args.out).iterdir())
+    extra = f", faiss {index.faiss_spec}" if index.faiss_spec else ""
+    print(
+        f"wrote {args.out}: {len(index)} rows of {index.target} (of "
+        f"{index.meta['corpus']['rows']} corpus rows), D = {index.dim}, {index.meta['dtype']}"
+        f"{extra}, {size / 1e6:.1f} MB"
+    )
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm.auto import tqdm
+
+    from .data.digests import data_files, record_digests, verify
+
+    root = Path(args.data)
+    if not (root / "modalities").is_dir():
+        raise CentrobindError(f"{root}: not a dataset folder (no modalities/)")
+    total = sum(p.stat().st_size for p in data_files(root))
+    with tqdm(total=total, unit="B", unit_scale=True, desc="verify", disable=args.quiet) as bar:
+        if args.record:
+            record_digests(root)
+            print(f"recorded digests of {len(data_files(root))} files in {root}/digests.json")
+            return 0
+        problems = verify(root, progress=bar.update)
+    if problems is None:
+        raise CentrobindError(
+            f"{root}: no digests.json (data not written by centrobind); record them with "
+            f"`centrobind verify {root} --record`"
+        )
+    if problems:
+        for p in problems:
+            print(f"changed: {p}")
+        print(f"error: {len(problems)} problem(s) in {root}", file=sys.stderr)
+        return 1
+    print(f"ok: {len(data_files(root))} files, {total / 1e9:.2f} GB match their digests")
     return 0
 
 
@@ -228,7 +278,7 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .featurize.demo import run_demo
+    from .demo import run_demo
 
     report = run_demo(
         args.out, tiny=args.tiny, n=args.n, seed=args.seed, quiet=args.quiet, seeds=args.seeds
@@ -312,14 +362,31 @@ def build_parser() -> argparse.ArgumentParser:
     s = verb("embed", "embed a dataset with a trained run into an .npz")
     s.add_argument("--run", required=True)
     s.add_argument("--data", required=True, help="dataset with any of the run's modalities")
-    s.add_argument("--out", required=True, help="output .npz (fused embedding: 'fused.mean')")
+    s.add_argument(
+        "--out",
+        required=True,
+        help="output .npz, or a folder (streamed: one memory-mapped <modality>.npy each, for "
+        "data of any size); the fused embedding is 'fused.mean'",
+    )
     s.add_argument("--device", help=_DEVICE_HELP)
     s.set_defaults(func=_cmd_embed)
 
     s = verb("search", "top-k search of queries against a corpus with a run")
-    s.add_argument("--run", required=True)
-    s.add_argument("--corpus", required=True, help="dataset folder or builtin to search in")
-    s.add_argument("--target", required=True, metavar="MODALITY", help="corpus modality")
+    s.add_argument("--run", help="run folder (with --index: default the run that built it)")
+    s.add_argument("--corpus", help="dataset folder or builtin to search in")
+    s.add_argument("--target", metavar="MODALITY", help="corpus modality")
+    s.add_argument(
+        "--index",
+        metavar="DIR",
+        help="a saved index (`centrobind index build`) instead of --corpus/--target: the "
+        "corpus is not embedded again",
+    )
+    s.add_argument(
+        "--exact", action="store_true", help="with --index: exact search even if it has faiss"
+    )
+    s.add_argument(
+        "--faiss-params", metavar="P", help="with --index: faiss parameters, e.g. nprobe=64"
+    )
     q = s.add_mutually_exclusive_group(required=True)
     q.add_argument("--query", nargs="+", metavar="TEXT", help="raw text queries")
     q.add_argument("--query-data", metavar="DATASET", help="dataset whose rows are the queries")
@@ -338,6 +405,39 @@ def build_parser() -> argparse.ArgumentParser:
         "[, split][, labels]}",
     )
     s.set_defaults(func=_cmd_search)
+
+    s = verb("index", "build a saved search index (then `search --index DIR`)")
+    isub = s.add_subparsers(dest="index_command", required=True, metavar="ACTION")
+    s = isub.add_parser(
+        "build",
+        help="embed a corpus once into an index folder",
+        description="embed the corpus rows that have MODALITY once into an index folder",
+        formatter_class=_HelpFormatter,
+    )
+    s.add_argument("--run", required=True)
+    s.add_argument("--corpus", required=True, help="dataset folder or builtin to index")
+    s.add_argument("--target", required=True, metavar="MODALITY", help="corpus modality")
+    s.add_argument("--out", required=True, metavar="DIR", help="index folder (new, or an index)")
+    s.add_argument(
+        "--faiss", metavar="SPEC", help="also a faiss index, e.g. IVF1024,Flat or HNSW32"
+    )
+    s.add_argument(
+        "--faiss-params", metavar="P", help="default faiss search parameters, e.g. nprobe=16"
+    )
+    s.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    s.add_argument("--device", help=_DEVICE_HELP)
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_index_build)
+
+    s = verb("verify", "re-read a dataset folder and check every file against its digests")
+    s.add_argument("data", metavar="DATA", help="dataset folder")
+    s.add_argument(
+        "--record",
+        action="store_true",
+        help="(re)compute and record the digests instead (data written by other tools)",
+    )
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_verify)
 
     s = verb("benchmark", "compare objectives on the bundled data; writes a report")
     s.add_argument(

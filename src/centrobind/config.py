@@ -25,15 +25,18 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from .distributed import DEVICE_CHOICES, resolve_device
 from .errors import ConfigError
-from .objectives import OBJECTIVES, Objective
+from .objectives import OBJECTIVES, Objective, objective_class
 
 __all__ = [
     "LEGACY_DEFAULTS",
@@ -41,8 +44,9 @@ __all__ = [
     "TrainConfig",
     "add_config_arguments",
     "config_overrides",
+    "resume_conflicts",
     "objective_class",
-    "resolve_device",
+    "read_config_file",
 ]
 
 INT_MAX = 2**63 - 1  # what a seed (and any int) must fit: int64
@@ -92,8 +96,8 @@ class TrainConfig:
     ``anchor_pretrain_epochs`` of augmented-view InfoNCE on the anchor alone, the stand-in for
     ImageBind's pretrained anchor encoder; "none": a random frozen encoder).
     Logit scale: ``logit_scale_init=None`` means the objective's
-    :meth:`~centrobind.objectives.Objective.default_logit_scale`, per objective (centrobind 5,
-    all_pairs 5, fixed_anchor 7, gram 14, symile ``5 * D^(M/2 - 1)``; base class 10);
+    :meth:`~centrobind.objectives.Objective.default_logit_scale`, per objective (listed by
+    ``centrobind train --help``; base class 10);
     ``max_logit_scale=None`` means 10x the initial scale. The Binder
     supports CLIP's learnable scale (``logit_scale_init=1/0.07, learn_logit_scale=True``), but on
     mfeat it measured worse for every objective (mean R@1, 2 seeds, benchmark budget: CentroBind
@@ -136,8 +140,7 @@ class TrainConfig:
     dropout: float = _field(0.0, "dropout", group="model", lo=0, hi=1, hi_open=True)
     logit_scale_init: float | None = _field(
         None,
-        "initial logit scale s (none: the objective's default: centrobind 5, all_pairs and "
-        "fixed_anchor 7, gram 14, symile 5 D^(M/2-1))",
+        "initial logit scale s (none: the objective's default)",  # listed by _field_help
         group="model",
         lo=0,
         lo_open=True,
@@ -173,7 +176,7 @@ class TrainConfig:
     seed: int = _field(0, "seed of everything random", group="run", lo=0, hi=INT_MAX)
     device: str = _field(
         "auto",
-        "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps",
+        DEVICE_CHOICES,
         group="run",
         metavar="DEVICE",
     )
@@ -254,7 +257,7 @@ class TrainConfig:
         objective_class(self.objective)  # a registered name
         if abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(f"split must be 3 non-negative fractions summing to 1: {self.split}")
-        _check_device(self.device)
+        resolve_device(self.device)  # a device this machine has
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``config.json``): flat keys, ``split`` as a list."""
@@ -323,14 +326,51 @@ class TrainConfig:
         return "R@1" if val_rows >= AUTO_R1_MIN_VAL_ROWS else "MRR"
 
 
-def objective_class(name: str) -> type[Objective]:
-    """The objective class registered as ``name`` (ConfigError listing the names if unknown)."""
+def resume_conflicts(saved: Mapping[str, Any], asked: TrainConfig) -> list[str]:
+    """The ``--resume`` rule, the one every check of it applies (the CLI's flags and the run's
+    ``config.json`` in :mod:`centrobind.runs`, a checkpoint's config in :mod:`centrobind.train`):
+    a resumed run keeps the config it was ``saved`` with (a ``to_dict`` form); only the
+    :data:`PER_INVOCATION` fields may differ, and ``epochs`` may grow (the run is extended), never
+    shrink. Returns the fields of ``asked`` that break it, in field order (a field absent from
+    ``saved``, newer than it, is not one; a saved key no field has is named as it is).
+
+    Example:
+        >>> saved = TrainConfig(epochs=5).to_dict()
+        >>> resume_conflicts(saved, TrainConfig(epochs=9, quiet=True))
+        []
+        >>> resume_conflicts(saved, TrainConfig(epochs=3, lr=0.1))
+        ['lr', 'epochs']
+    """
+    now = asked.to_dict()
+    bad = [
+        k for k in now if k in saved and k not in (*PER_INVOCATION, "epochs") and saved[k] != now[k]
+    ]
+    bad += [k for k in saved if k not in now]
+    if "epochs" in saved and now["epochs"] < saved["epochs"]:
+        bad.append("epochs")
+    return bad
+
+
+# --------------------------------------------------------------------------- config files
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file into a dict (keys = TrainConfig fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    text = path.read_text()
     try:
-        return OBJECTIVES[name]
-    except KeyError:
-        raise ConfigError(
-            f"unknown objective {name!r}; expected one of: {', '.join(OBJECTIVES)}"
-        ) from None
+        if path.suffix == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+
+            return tomllib.loads(text)
+        return json.loads(text)
+    except Exception as e:  # noqa: BLE001 - any parse error becomes one line
+        raise ConfigError(f"{path}: cannot parse config ({e})") from None
 
 
 # --------------------------------------------------------------------------- validation
@@ -392,35 +432,6 @@ def _check_value(name: str, v: Any, tp: Any, meta: Mapping[str, Any]) -> None:
         raise TypeError(f"config field {name}: unsupported type {tp!r}")
 
 
-def resolve_device(device: str) -> str:
-    """The device a run uses: ``auto`` is CUDA when available, else CPU; under ``torchrun``
-    (``LOCAL_RANK`` set) a bare ``cuda`` is this process's GPU, ``cuda:LOCAL_RANK``."""
-    import os
-
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and "LOCAL_RANK" in os.environ:
-        device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
-    return device
-
-
-def _check_device(device: str) -> None:
-    import torch
-
-    if device == "auto":
-        return
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ConfigError(f"device {device!r}: {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r}: CUDA is not available on this machine")
-    if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"device {device!r}: MPS is not available on this machine")
-
-
 # --------------------------------------------------------------------------- command line
 
 
@@ -442,6 +453,15 @@ def _parser_for(tp: Any) -> Any:
 _METAVARS: dict[Any, str] = {int: "N", float: "X", str: "NAME"}
 
 
+def _field_help(name: str, doc: str) -> str:
+    """A field's ``--help`` line: its ``doc``, for ``logit_scale_init`` completed with every
+    registered objective's default scale (from the registry, so it cannot go stale)."""
+    if name == "logit_scale_init":
+        scales = ", ".join(f"{n} {c.default_logit_scale_text()}" for n, c in OBJECTIVES.items())
+        doc = f"{doc.removesuffix(')')}: {scales})"
+    return doc
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """Add one ``--flag`` per CLI field of :class:`TrainConfig`, grouped, defaults in the help.
 
@@ -460,7 +480,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else None
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = f"{meta['doc']} (default: {'none' if shown is None else shown})"
+        help_text = (
+            f"{_field_help(f.name, meta['doc'])} (default: {'none' if shown is None else shown})"
+        )
         choices = meta.get("choices")
         inner = _optional_inner(hints[f.name])[0]
         metavar = meta.get("metavar") or _METAVARS.get(inner)

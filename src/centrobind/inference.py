@@ -28,24 +28,20 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from .data import BUILTINS, MultimodalDataset
+from .data import BUILTINS, MultimodalDataset, as_dataset
+from .distributed import resolve_device
 from .errors import CentrobindError, CentrobindWarning
-from .runs import (
-    FUSED_KEY,
-    Run,
-    _as_dataset,
-    embed_dataset,
-    embed_features,
-    is_run_data,
-    load_run,
-)
+from .runs import FUSED_KEY, Run, embed_dataset, embed_features, is_run_data, load_run
 from .search import Index
+
+if TYPE_CHECKING:
+    from .saved_index import SavedIndex
 
 __all__ = ["Model", "DatasetEmbeddings", "load", "load_corpus", "FUSED_KEY", "SPLITS"]
 
@@ -53,21 +49,11 @@ __all__ = ["Model", "DatasetEmbeddings", "load", "load_corpus", "FUSED_KEY", "SP
 SPLITS = ("train", "val", "test", "all")
 
 
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> cuda when available, else cpu; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CentrobindError(f"device {device!r} requested but CUDA is not available")
-    return dev
-
-
 def load_corpus(data: str | os.PathLike[str] | MultimodalDataset) -> MultimodalDataset:
     """A dataset for embedding or search: a builtin name, or a folder with >= 1 modality."""
     if isinstance(data, os.PathLike):
         data = Path(data)
-    return _as_dataset(data, min_modalities=1)
+    return as_dataset(data, min_modalities=1)
 
 
 @dataclass
@@ -329,6 +315,28 @@ class Model:
         self._split_cache = (ds, out)
         return out
 
+    def build_index(
+        self,
+        corpus: str | os.PathLike[str],
+        target: str,
+        out: str | os.PathLike[str],
+        **options: Any,
+    ) -> SavedIndex:
+        """Embed ``corpus`` (a dataset folder or builtin) as ``target`` once and save a search
+        index in folder ``out``: :func:`centrobind.saved_index.build_index` (its ``options``:
+        ``faiss``, ``faiss_params``, ``dtype``, ``batch_size``, ``seed``, ``progress``)."""
+        from .saved_index import build_index
+
+        return build_index(self.run, corpus, target, out, **options)
+
+    def load_index(self, path: str | os.PathLike[str], check: bool = True) -> SavedIndex:
+        """A saved index folder (:meth:`build_index`), refused in one line when built with other
+        weights than this model's or when its corpus changed since:
+        :func:`centrobind.saved_index.load_index`. Search it with :meth:`encode`'s vectors."""
+        from .saved_index import load_index
+
+        return load_index(path, run=self.run, check=check)
+
 
 _NOT_RUN_DATA = (
     "split {split!r} needs the corpus to be the dataset this run was trained on (same rows and "
@@ -371,16 +379,21 @@ def _items(corpus: Any, modality: str) -> list[str | None] | None:
 
 def search_corpus(
     model: Model,
-    corpus: str | os.PathLike[str] | MultimodalDataset,
-    target: str,
+    corpus: str | os.PathLike[str] | MultimodalDataset | None,
+    target: str | None,
     k: int = 10,
     queries: Sequence[str] | None = None,
     query_data: str | os.PathLike[str] | MultimodalDataset | None = None,
     query_modality: str | None = None,
     split: str | None = None,
+    saved: str | os.PathLike[str] | None = None,
+    saved_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """What ``centrobind search`` does: embed the corpus rows that have ``target``, embed the
     queries (raw texts, or the rows of ``query_data`` that have ``query_modality``), search.
+    ``saved``: search a saved index folder instead (:meth:`Model.load_index`; ``corpus`` and
+    ``target`` are then the index's), without embedding the corpus; ``saved_options`` go to
+    its :meth:`~centrobind.saved_index.SavedIndex.search` (``backend``, ``faiss_params``).
 
     ``split`` keeps the corpus rows of one split of the run (see :meth:`Model.index`). When the
     corpus is the run's own dataset each hit names its ``split``, and searching all of it warns
@@ -395,6 +408,15 @@ def search_corpus(
         raise CentrobindError("give either --query TEXT... or --query-data DATASET")
     if not isinstance(k, int) or k < 1:
         raise CentrobindError(f"-k must be a positive integer, got {k}")
+    saved_index = model.load_index(saved) if saved is not None else None
+    if saved_index is not None:
+        corpus, target = saved_index.corpus, saved_index.target
+    if corpus is None or target is None:
+        raise CentrobindError("give the corpus and its target modality (or a saved index)")
+    if saved_index is not None and split not in (None, "all"):
+        raise CentrobindError("--split does not go with --index: search the run's corpus instead")
+    corpus_ds: MultimodalDataset | None = None
+    where: np.ndarray | None = None
     try:
         if queries is not None:
             text = [m for m, e in model.featurizers.items() if e.get("kind") == "text"]
@@ -430,10 +452,13 @@ def search_corpus(
             rows = qds.present(query_modality).cpu().nonzero().squeeze(1)
             labels = [f"row {int(r)} ({query_modality})" for r in rows]
             qz = model.encode(query_modality, qds.features[query_modality].cpu()[rows])
-        corpus_ds = load_corpus(corpus)
-        folder = None if isinstance(corpus, MultimodalDataset) else corpus
-        where = model.split_of(corpus_ds, folder)  # (cached: index() asks again)
-        index = model.index(corpus_ds, modality=target, split=split)
+        if saved_index is not None:
+            scores, ids = saved_index.search(qz, k, **(saved_options or {}))
+        else:
+            corpus_ds = load_corpus(corpus)
+            folder = None if isinstance(corpus, MultimodalDataset) else corpus
+            where = model.split_of(corpus_ds, folder)  # (cached: index() asks again)
+            scores, ids = model.index(corpus_ds, target, split=split).search(qz, k)
     except ValueError as e:
         raise CentrobindError(" ".join(str(e).split())) from None
     if where is not None and split in (None, "all"):
@@ -445,19 +470,21 @@ def search_corpus(
             CentrobindWarning,
             stacklevel=2,
         )
-    scores, ids = index.search(qz, k)
-    items = _items(corpus, target)
-    names = _label_names(corpus_ds)
+    all_items = _items(corpus, target) if saved_index is None else None
+    names = _label_names(corpus_ds) if corpus_ds is not None else {}
     out = []
     for label, srow, irow in zip(labels, scores, ids, strict=True):
         hits = []
-        for s, i in zip(srow.tolist(), irow.tolist(), strict=True):
+        rows = irow.tolist()
+        items = saved_index.items(rows) if saved_index is not None else None
+        for j, (s, i) in enumerate(zip(srow.tolist(), rows, strict=True)):
             hit: dict[str, Any] = {"id": int(i), "score": round(float(s), 6)}
-            if items is not None and items[i] is not None:
-                hit["item"] = items[i]
+            item = items[j] if items is not None else all_items[i] if all_items else None
+            if item is not None:
+                hit["item"] = item
             if where is not None:
                 hit["split"] = where[i]
-            if names:
+            if corpus_ds is not None and names:
                 hit["labels"] = {t: f(int(corpus_ds.labels[t][i])) for t, f in names.items()}
             hits.append(hit)
         out.append({"query": label, "hits": hits})

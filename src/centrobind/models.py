@@ -113,8 +113,12 @@ class Binder(nn.Module):
         super().__init__()
         if len(dims) < 2:
             raise ValueError(f"a Binder needs at least 2 modalities, got {list(dims)}")
-        if not 0 < logit_scale_init <= max_logit_scale:
-            raise ValueError("logit_scale_init must be in (0, max_logit_scale]")
+        if not logit_scale_init > 0:
+            raise ValueError(f"logit_scale_init must be > 0, got {logit_scale_init}")
+        if logit_scale_init > max_logit_scale:
+            raise ValueError(
+                f"logit_scale_init {logit_scale_init} exceeds max_logit_scale {max_logit_scale}"
+            )
         self.modalities = list(dims)
         self.dims = dict(dims)
         self.embed_dim = embed_dim

@@ -1,4 +1,8 @@
-"""Run folders: train a Binder on a dataset, then evaluate it or embed new data with it.
+"""Run folders: train a Binder on a dataset into one, then evaluate it or embed new data with it.
+
+The training itself is :mod:`centrobind.pipeline` (shared with the benchmark, which writes no run
+folder); this module is the folder format around it and owns the ``--resume`` contract
+(:func:`resume_config`).
 
 Layout of ``runs/<name>/`` (stable):
 
@@ -11,17 +15,17 @@ Layout of ``runs/<name>/`` (stable):
 - ``checkpoints/``       ``latest.safetensors`` (resumable) and ``best.safetensors`` (best epoch)
 - ``log.csv``            per-epoch losses and validation metric
 - ``metrics.json``       written by :func:`evaluate_run`
-- ``.lock``              the run folder's lock (:class:`~centrobind.runfolder.RunLock`), held by
+- ``.lock``              the run folder's lock (:class:`~centrobind.runlock.RunLock`), held by
   ``train`` and ``evaluate`` while they write; see docs/reliability.md
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -34,48 +38,50 @@ from .checkpoint import (
     atomic_write,
     atomic_write_text,
     load_tensors,
+    non_finite_tensors,
     prefixed,
     save_tensors,
     unprefixed,
 )
-from .config import LEGACY_DEFAULTS, PER_INVOCATION, TrainConfig, resolve_device
-from .data import BUILTINS, MultimodalDataset, Standardizer, load
+from .config import LEGACY_DEFAULTS, PER_INVOCATION, TrainConfig, resume_conflicts
+from .data import MultimodalDataset, Standardizer, as_dataset, modality_mask
 from .data.digests import data_digest
+from .data.fingerprint import fingerprint, legacy_fingerprint
+from .data.npywriter import NpyWriter
 from .data.ondisk import DiskDataset, open_dataset
-from .data.source import TrainSource, make_order
-from .data.stream import StreamingSource
+from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
-from .eval import evaluate, fused_embedding, label_retrieval, to_builtin
+from .eval import evaluate, fused_embedding, label_retrieval, native_leave_one_out, to_builtin
+from .memory import check_parameter_memory
 from .models import Binder
-from .objectives import Objective
+from .pipeline import (
+    Prepared,
+    Streamed,
+    build_binder,
+    build_models,
+    build_objective,
+    cap_rows,
+    check_model_fits,
+    check_split_sizes,
+    data_fingerprint,
+    make_splits,
+    open_training_data,
+    prepare_data,
+    prepare_stream,
+)
 from .runfolder import (
-    RunLock,
     check_new_run_dir,
     check_output_file,
-    check_parameter_memory,
-    count_parameters,
-    fingerprint,
     is_run_dir,
-    memory_capacity,
-    non_finite_tensors,
     remove_stale_temp_files,
 )
-from .train import FitResult, fit, modality_mask, native_leave_one_out
+from .runlock import RunLock
+from .train import DIVERGENCE_HINT, FitResult, fit
 
 __all__ = [
-    "Prepared",
     "Run",
-    "Trained",
-    "build_and_fit",
-    "build_binder",
-    "build_models",
-    "build_objective",
-    "check_split_sizes",
-    "fingerprint",
     "init_from_run",
     "is_run_data",
-    "make_splits",
-    "prepare_data",
     "train_run",
     "load_run",
     "evaluate_run",
@@ -83,8 +89,9 @@ __all__ = [
     "embed_features",
     "embed_dataset",
     "FUSED_KEY",
-    "read_config_file",
     "read_run_config",
+    "resume_config",
+    "resume_flags",
     "run_device",
 ]
 
@@ -99,336 +106,6 @@ class Run:
     standardizer: Standardizer | None
     splits: dict[str, Tensor]
     meta: dict[str, Any]
-
-    @property
-    def cfg(self) -> TrainConfig:
-        """Alias of :attr:`config`."""
-        return self.config
-
-    @property
-    def std(self) -> Standardizer | None:
-        """Alias of :attr:`standardizer`."""
-        return self.standardizer
-
-
-@dataclass
-class Prepared:
-    """The splits of a dataset ready for training: standardised with statistics of the training
-    rows (``std``, None when ``cfg.standardize`` is off); ``val`` is None below 2 rows."""
-
-    train: MultimodalDataset
-    val: MultimodalDataset | None
-    test: MultimodalDataset | None
-    std: Standardizer | None
-
-
-@dataclass
-class Streamed:
-    """:class:`Prepared` for data that stays on disk: the training rows as a source, the
-    (capped) validation rows in memory, standardised; no test rows (``evaluate`` reads them)."""
-
-    train: TrainSource
-    val: MultimodalDataset | None
-    std: Standardizer | None
-
-
-@dataclass
-class Trained:
-    """A Binder and its objective after :func:`build_and_fit` (``result`` None when untrained)."""
-
-    binder: Binder
-    objective: Objective
-    result: FitResult | None
-
-
-def _as_dataset(data: str | Path | MultimodalDataset, min_modalities: int = 2) -> MultimodalDataset:
-    if isinstance(data, MultimodalDataset):
-        return data
-    if min_modalities != 2 and str(data) not in BUILTINS:
-        return load(str(data), min_modalities=min_modalities)
-    return load(str(data))
-
-
-#: The in-memory path holds about this many float32 copies of the features at its peak (loaded,
-#: split, standardised, on the device): 3.35 GB for 0.8 GB of features in issue 18's measurement.
-MEMORY_PATH_COPIES = 4.5
-
-#: ``loader="auto"`` streams when the in-memory path's peak would exceed this share of the
-#: memory available (RAM capped by the process's cgroup limit; GPU memory on CUDA).
-MEMORY_SHARE = 0.5
-
-
-def choose_loader(cfg: TrainConfig, disk: DiskDataset) -> str:
-    """``"memory"`` or ``"stream"`` for a dataset folder: ``cfg.loader``, or for ``auto`` from the
-    features' float32 size against the memory really available (see :data:`MEMORY_SHARE`)."""
-    if cfg.loader != "auto":
-        return cfg.loader
-    need = MEMORY_PATH_COPIES * disk.float32_bytes
-    ram = memory_capacity("cpu")
-    if ram is not None and need > MEMORY_SHARE * ram:
-        return "stream"
-    device = torch.device(resolve_device(cfg.device))
-    gpu = memory_capacity(device) if device.type == "cuda" else None
-    if gpu is not None and disk.float32_bytes > MEMORY_SHARE * gpu:
-        return "stream"
-    return "memory"
-
-
-def open_training_data(
-    data: str | Path | MultimodalDataset, cfg: TrainConfig
-) -> MultimodalDataset | DiskDataset:
-    """The data to train on: in memory (a dataset, a builtin, or a folder that fits, see
-    :func:`choose_loader`), or a folder opened for streaming (:class:`DiskDataset`)."""
-    if isinstance(data, MultimodalDataset):
-        if cfg.loader == "stream":
-            raise ConfigError("--loader stream needs a dataset folder, not an in-memory dataset")
-        return data
-    if str(data) in BUILTINS and not Path(data).exists():
-        if cfg.loader == "stream":
-            raise ConfigError(f"--loader stream needs a dataset folder; {data!r} is builtin")
-        return load(str(data))
-    disk = open_dataset(data)
-    return disk if choose_loader(cfg, disk) == "stream" else load(str(data))
-
-
-def data_fingerprint(ds: MultimodalDataset | DiskDataset, folder: Path | None = None) -> str:
-    """What a run records to refuse other data later: the recorded-digest fingerprint
-    (``"d2:"``, cheap to check) when the data's folder has ``digests.json``, else the content
-    fingerprint (``"b2:"``, one full read)."""
-    root = ds.root if isinstance(ds, DiskDataset) else folder
-    digest = data_digest(root) if root is not None else None
-    if digest is not None:
-        return digest
-    if isinstance(ds, DiskDataset):
-        fp = ds.scan(fingerprint=True).fingerprint
-        assert fp is not None
-        return fp
-    return fingerprint(ds)
-
-
-def _folder(data: str | Path | MultimodalDataset) -> Path | None:
-    """The dataset folder ``data`` names (None: in memory or builtin)."""
-    if isinstance(data, MultimodalDataset):
-        return None
-    p = Path(data)
-    return p if p.is_dir() else None
-
-
-def cap_rows(rows: Tensor, cap: int, seed: int) -> Tensor:
-    """At most ``cap`` of ``rows``: all of them, or a seeded random sample (sorted)."""
-    if len(rows) <= cap:
-        return rows
-    rng = np.random.default_rng([seed, 0xA1])
-    pick = np.sort(rng.choice(len(rows), size=cap, replace=False))
-    return rows[torch.from_numpy(pick)]
-
-
-def prepare_stream(disk: DiskDataset, splits: dict[str, Tensor], cfg: TrainConfig) -> Streamed:
-    """:func:`prepare_data` without loading the data: one streaming pass (presence, float64
-    statistics of the training rows), a :class:`StreamingSource` over the training rows and
-    the (capped, :func:`cap_rows`) validation rows in memory, standardised."""
-    from tqdm.auto import tqdm
-
-    train_rows = splits["train"].numpy()
-    with tqdm(
-        total=len(disk) * len(disk.modalities),
-        desc="scan",
-        unit="row",
-        disable=cfg.quiet or _rank() != 0,
-        unit_scale=True,
-    ) as bar:
-        scan = disk.scan(train_rows=train_rows, progress=bar.update)
-    std = Standardizer(scan.mean, scan.std) if cfg.standardize else None
-    source = StreamingSource(
-        disk,
-        train_rows,
-        scan.mask[:, train_rows],
-        disk.modalities,
-        mean=std.mean if std is not None else None,
-        std=std.std if std is not None else None,
-        order=make_order(cfg.row_order, cfg.block_rows, cfg.shuffle_blocks),
-        device=resolve_device(cfg.device),
-    )
-    val = None
-    if len(splits["val"]) >= 2:
-        v = disk.take(cap_rows(splits["val"], cfg.val_rows, cfg.seed).numpy())
-        val = std.apply(v) if std is not None else v
-    return Streamed(source, val, std)
-
-
-def make_splits(ds: MultimodalDataset | DiskDataset, cfg: TrainConfig) -> dict[str, Tensor]:
-    """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
-    (stratified on the first label task when there is one)."""
-    if ds.splits:
-        given = [k for k in ("train", "val", "test") if k in ds.splits]
-        if "train" not in given or "test" not in given:
-            raise ConfigError(
-                f"the dataset's splits/ folder has {sorted(ds.splits)}; it needs "
-                "train.npy and test.npy (val.npy optional)"
-            )
-        empty = torch.empty(0, dtype=torch.long)
-        splits = {k: ds.splits.get(k, empty) for k in ("train", "val", "test")}
-        seen = torch.zeros(len(ds), dtype=torch.long)
-        for idx in splits.values():
-            seen[idx] += 1
-        if bool((seen > 1).any()):
-            raise ConfigError(
-                f"the dataset's train/val/test splits overlap in {int((seen > 1).sum())} rows"
-            )
-    else:
-        stratify = next(iter(ds.labels), None)
-        splits = ds.split_indices(cfg.split, seed=cfg.seed, stratify=stratify)
-    if cfg.early_stopping is not None and len(splits["val"]) < 2:
-        raise ConfigError(
-            "--early-stopping needs a validation split with >= 2 rows "
-            "(splits/val.npy, or a non-zero val fraction)"
-        )
-    return splits
-
-
-def _legacy_fingerprint(ds: MultimodalDataset) -> str:
-    """The sum-based hash of runs written before the full-content :func:`fingerprint` (kept to
-    check their data; it misses row permutations)."""
-    h = hashlib.sha256(f"{len(ds)}|{ds.modalities}|{ds.dims}".encode())
-    for m in ds.modalities:
-        x = ds.features[m].double()
-        h.update(f"{float(x.sum()):.10e}|{float((x * x).sum()):.10e}".encode())
-    h.update(ds.mask.numpy().tobytes())
-    for t, y in ds.labels.items():
-        h.update(f"{t}|{int(y.sum())}".encode())
-    return h.hexdigest()[:16]
-
-
-def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
-    bad = [m for m in dims if "." in m or not m]
-    if bad:
-        raise ConfigError(f"modality names may not contain '.': {bad} (rename the files)")
-    init, max_scale = cfg.resolved_logit_scale(len(dims))
-    if init > max_scale:
-        raise ConfigError(f"logit_scale_init {init} exceeds max_logit_scale {max_scale}")
-    return Binder(
-        dims,
-        embed_dim=cfg.embed_dim,
-        hidden=cfg.hidden,
-        depth=cfg.depth,
-        dropout=cfg.dropout,
-        logit_scale_init=init,
-        max_logit_scale=max_scale,
-        learn_logit_scale=cfg.learn_logit_scale,
-    )
-
-
-def build_objective(cfg: TrainConfig, modalities: list[str]) -> Objective:
-    """The objective named in ``cfg`` with its options, completed from what its class declares:
-    the anchor index (``takes_anchor``; ``cfg.anchor``, default the first modality),
-    ``num_modalities`` (``needs_num_modalities``) and ``chunk_size`` (``supports_chunking``)."""
-    cls = cfg.objective_class()
-    opts = dict(cfg.objective_options)
-    anchor = cfg.anchor_modality(modalities)
-    if anchor is not None:
-        opts.setdefault("anchor", modalities.index(anchor))
-    if cls.needs_num_modalities(opts):
-        opts.setdefault("num_modalities", len(modalities))
-    if cfg.chunk_size is not None and cls.supports_chunking:
-        opts.setdefault("chunk_size", cfg.chunk_size)
-    try:
-        objective = cls(**opts)
-        # a dry run on a tiny batch: bad options fail here, not after minutes of training
-        z = torch.nn.functional.normalize(torch.ones(len(modalities), 2, 4), dim=-1)
-        objective(z, 10.0)
-    except (TypeError, ValueError, IndexError, KeyError) as e:
-        raise ConfigError(f"objective {cfg.objective!r}: {' '.join(str(e).split())}") from None
-    return objective
-
-
-def prepare_data(
-    ds: MultimodalDataset,
-    splits: dict[str, Tensor],
-    cfg: TrainConfig,
-    train_transform: Callable[[MultimodalDataset], MultimodalDataset] | None = None,
-    with_test: bool = False,
-) -> Prepared:
-    """Split and standardise (``cfg.standardize``) with statistics of the training rows.
-
-    ``train_transform(train_ds) -> train_ds`` alters the training rows only (e.g. drop modalities),
-    before the statistics: they may only see what is kept.
-    """
-    train_raw = ds.subset(splits["train"])
-    if train_transform is not None:
-        train_raw = train_transform(train_raw)
-    std = Standardizer.fit(train_raw) if cfg.standardize else None
-
-    def prep(d: MultimodalDataset) -> MultimodalDataset:
-        return std.apply(d) if std is not None else d
-
-    val_rows = cap_rows(splits["val"], cfg.val_rows, cfg.seed)
-    val = prep(ds.subset(val_rows)) if len(val_rows) >= 2 else None
-    test = prep(ds.subset(splits["test"])) if with_test else None
-    return Prepared(prep(train_raw), val, test, std)
-
-
-def build_models(data: Prepared | Streamed, cfg: TrainConfig) -> tuple[Binder, Objective]:
-    """Seed (``cfg.seed``), then build the Binder for ``data.train``'s modalities and the
-    objective."""
-    torch.manual_seed(cfg.seed)
-    binder = build_binder(data.train.dims, cfg)
-    return binder, build_objective(cfg, binder.modalities)
-
-
-def build_and_fit(
-    data: Prepared,
-    cfg: TrainConfig,
-    out: str | Path | None = None,
-    resume: bool = False,
-    train: bool = True,
-) -> Trained:
-    """:func:`build_models`, then fit on ``data.train`` (early stopping on ``data.val``): with
-    :func:`prepare_data`, the one pipeline of :func:`train_run` and the benchmark. ``train=False``
-    returns the seeded, untrained Binder."""
-    binder, objective = build_models(data, cfg)
-    if not train:
-        return Trained(binder, objective, None)
-    result = fit(binder, objective, data.train, data.val, cfg, out_dir=out, resume=resume)
-    return Trained(binder, objective, result)
-
-
-#: Below this many test rows (half as many validation rows) a split still runs but its metrics
-#: mean little (warned at train time).
-MIN_MEANINGFUL_ROWS = 10
-
-
-def check_split_sizes(splits: dict[str, Tensor]) -> None:
-    """Refuse splits that cannot be trained or evaluated (training < 2 rows, empty test); warn
-    (:class:`~centrobind.errors.CentrobindWarning`) when one is too small to mean anything (a
-    gallery of 1 gives R@1 = 100%)."""
-    n = {k: len(v) for k, v in splits.items()}
-    if n["train"] < 2:
-        raise ConfigError(f"the training split has {n['train']} rows; it needs >= 2")
-    if n["test"] == 0:
-        raise ConfigError(
-            "the test split is empty: evaluate would have nothing to score; give the test split "
-            "a non-zero fraction (split) or rows (splits/test.npy)"
-        )
-    small = []
-    if n["test"] < MIN_MEANINGFUL_ROWS:
-        small.append(
-            f"the test split has only {n['test']} rows: retrieval over a gallery that small "
-            f"means little (R@1 is 100% with 1 row); aim for >= {MIN_MEANINGFUL_ROWS}"
-        )
-    if n["val"] == 1:
-        small.append("the validation split has 1 row: it is not used (validation needs >= 2)")
-    elif 2 <= n["val"] < MIN_MEANINGFUL_ROWS // 2:
-        small.append(f"the validation split has only {n['val']} rows: model selection is noise")
-    for msg in small:
-        warnings.warn(msg, CentrobindWarning, stacklevel=3)
-
-
-def check_model_fits(dims: dict[str, int], cfg: TrainConfig, copies: int = 5) -> None:
-    """Refuse a Binder whose parameters cannot fit in ``cfg.device``'s memory, counted without
-    allocating (``copies`` parameter-sized buffers: 5 to train with AdamW, 2 to load)."""
-    n = count_parameters(lambda: build_binder(dims, cfg))
-    what = "training" if copies >= 5 else "loading the run"
-    check_parameter_memory(n, resolve_device(cfg.device), copies=copies, what=what)
 
 
 def read_run_config(
@@ -459,11 +136,12 @@ def read_run_config(
         raise CentrobindError(f"{file}: not a valid run config ({why})") from None
 
 
-def check_saved_config(run_dir: Path, cfg: TrainConfig, dims: dict[str, int], copies: int) -> None:
-    """Check a run's saved config against its modalities before building anything (a config.json
-    edited by hand: an anchor that is not a modality, a model too large for this machine)."""
+def _check_resumed_config(run_dir: Path, cfg: TrainConfig, dims: dict[str, int]) -> None:
+    """Check a resumed run's saved config against its modalities before building anything (a
+    config.json edited by hand: an anchor that is not a modality, bad objective options, a model
+    too large for this machine), each defect one line naming the file."""
     try:
-        check_model_fits(dims, cfg, copies=copies)
+        check_model_fits(dims, cfg)
         build_objective(cfg, list(dims))
     except CentrobindError as e:
         raise CentrobindError(f"{run_dir}/config.json: {e}") from None
@@ -491,6 +169,14 @@ def run_device(saved: Any, requested: str | None = None) -> Any:
 def _data_state(fp: str, n_rows: int) -> dict[str, Any]:
     """Saved with the splits: what ``--resume`` and ``evaluate`` check the data against."""
     return {"fingerprint": fp, "n_rows": n_rows}
+
+
+def _folder(data: str | Path | MultimodalDataset) -> Path | None:
+    """The dataset folder ``data`` names (None: in memory or builtin)."""
+    if isinstance(data, MultimodalDataset):
+        return None
+    p = Path(data)
+    return p if p.is_dir() else None
 
 
 def _check_same_data(
@@ -522,12 +208,10 @@ def _check_same_data(
             )
     elif isinstance(ds, DiskDataset):
         if not saved.startswith("b2:"):
-            raise CentrobindError(
-                f"{what}: cannot check this run's old fingerprint without loading"
-            )
+            raise CentrobindError(f"{what}: this run's old fingerprint needs --loader memory")
         now = ds.scan(fingerprint=True).fingerprint or ""
     else:
-        now = fingerprint(ds) if saved.startswith("b2:") else _legacy_fingerprint(ds)
+        now = fingerprint(ds) if saved.startswith("b2:") else legacy_fingerprint(ds)
     if now != saved:
         raise CentrobindError(
             f"{what}: not the data this run was trained on (content fingerprint {now} != "
@@ -548,25 +232,6 @@ def is_run_data(run: Run, ds: MultimodalDataset, folder: Path | None = None) -> 
     return True
 
 
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a TOML or JSON config file into a dict (keys = TrainConfig fields)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
-    text = path.read_text()
-    try:
-        if path.suffix == ".toml":
-            try:
-                import tomllib
-            except ModuleNotFoundError:  # Python 3.10
-                import tomli as tomllib
-
-            return tomllib.loads(text)
-        return json.loads(text)
-    except Exception as e:  # noqa: BLE001 - any parse error becomes one line
-        raise ConfigError(f"{path}: cannot parse config ({e})") from None
-
-
 def train_run(
     data: str | Path | MultimodalDataset,
     cfg: TrainConfig,
@@ -576,7 +241,8 @@ def train_run(
     init_from: str | Path | None = None,
 ) -> tuple[Run, FitResult]:
     """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``:
-    split -> standardise -> build -> fit (:func:`prepare_data`, :func:`build_and_fit`), then write
+    split -> standardise -> build -> fit (:func:`~centrobind.pipeline.prepare_data`,
+    :func:`~centrobind.pipeline.build_models`, :func:`~centrobind.train.fit`), then write
     ``model.safetensors`` and ``run.json``.
 
     ``resume`` continues the run in ``out`` with its saved config (of ``cfg`` only the
@@ -584,7 +250,7 @@ def train_run(
     saved) extend it. ``init_from`` (a run folder) warm-starts a
     new run's encoders: :func:`init_from_run`. Under ``torchrun`` rank 0 writes the files.
 
-    The folder is locked for the whole training (:class:`~centrobind.runfolder.RunLock`, rank
+    The folder is locked for the whole training (:class:`~centrobind.runlock.RunLock`, rank
     0). A new run needs an absent or empty folder; ``resume`` needs the same data (content
     fingerprint) and starts from step 0 when the run was killed before its first checkpoint.
     """
@@ -599,8 +265,8 @@ def train_run(
     if not resume:  # every refusal before the folder is created
         splits = make_splits(ds, cfg)
         check_split_sizes(splits)
-    _barrier()  # every rank has checked the folder before rank 0 locks it
-    with RunLock(out, "train", enabled=_rank() == 0):
+    barrier()  # every rank has checked the folder before rank 0 locks it
+    with RunLock(out, "train", enabled=is_main_process()):
         return _train_locked(ds, data, cfg, out, splits, extend_to, init_from)
 
 
@@ -619,13 +285,13 @@ def _train_locked(
     is what makes a killed run resumable, so it is kept in one place.
     """
     resume = splits is None
-    main = _rank() == 0
+    main = is_main_process()
     if main:
         remove_stale_temp_files(out)  # of writes killed earlier; nobody else writes here now
     has_splits = False
     if resume:
-        cfg = _resume_config(out, extend_to, cfg)
-        check_saved_config(out, cfg, ds.dims, copies=5)
+        cfg = resume_config(out, extend_to, cfg)
+        _check_resumed_config(out, cfg, ds.dims)
         _check_same_data(out, ds, str(_data_ref(data) or "the data"), _folder(data))
         has_splits = (out / "splits.safetensors").is_file()
         splits = _load_splits(out) if has_splits else make_splits(ds, cfg)
@@ -643,10 +309,11 @@ def _train_locked(
         prepared = prepare_stream(ds, splits, cfg)
     else:
         prepared = prepare_data(ds, splits, cfg)
-    check_model_fits(prepared.train.dims, cfg)  # counted, not allocated
+    if not resume:  # (checked above on resume)
+        check_model_fits(prepared.train.dims, cfg)  # counted, not allocated
     binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
     warm = init_from_run(binder, init_from) if init_from is not None else None
-    _barrier()  # every rank has checked the folder before rank 0 writes to it
+    barrier()  # every rank has checked the folder before rank 0 writes to it
     out.mkdir(parents=True, exist_ok=True)
     if main and resume and extend_to is not None:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
@@ -667,7 +334,7 @@ def _train_locked(
     if bad:
         raise CentrobindError(
             f"training ended with non-finite weights ({', '.join(bad[:2])}); model.safetensors "
-            "not written; try a lower lr or logit scale"
+            f"not written; {DIVERGENCE_HINT}"
         )
     if std is not None:
         tensors.update(prefixed("standardizer", std.state_dict()))
@@ -702,34 +369,48 @@ def _saved_fingerprint(out: Path) -> Any:
     return load_tensors(out / "splits.safetensors")[1].get("fingerprint")
 
 
-def _rank() -> int:
-    """This process's rank under ``torchrun`` (0 otherwise)."""
-    dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+def resume_flags(out: str | Path, given: Mapping[str, Any]) -> int | None:
+    """Check the config fields a resuming command line sets (``given``, e.g. the original command
+    plus ``--resume``) against the run in ``out`` (:func:`~centrobind.config.resume_conflicts`):
+    flags equal to the saved config are fine, a conflicting one is refused, named. Returns the
+    epochs to extend the run to (``--epochs`` above the saved ones), else None. Nothing to check
+    without ``out/config.json`` (:func:`resume_config` refuses that)."""
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return None
+    saved = read_run_config(out)  # any defect of config.json as one line
+    asked = TrainConfig.from_dict({**saved.to_dict(), **given})
+    bad = set(resume_conflicts(saved.to_dict(), asked))
+    conflicts = [
+        f"--{k.replace('_', '-')} ({getattr(asked, k)!r}, saved {getattr(saved, k)!r})"
+        for k in given
+        if k in bad
+    ]
+    if conflicts:
+        raise CentrobindError(
+            f"--resume continues the run exactly as configured in {path}; "
+            f"drop {', '.join(conflicts)} (only a larger --epochs, to extend it, may differ)"
+        )
+    return asked.epochs if asked.epochs > saved.epochs else None
 
 
-def _barrier() -> None:
-    """Wait for every rank (no-op outside ``torchrun``)."""
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
-def _resume_config(out: Path, extend_to: int | None, asked: TrainConfig) -> TrainConfig:
-    """The saved config of the run in ``out``, with ``extend_to`` epochs when given (at least
-    the saved ones: a run is extended, not shortened) and ``asked``'s per-invocation fields."""
+def resume_config(out: Path, extend_to: int | None, asked: TrainConfig) -> TrainConfig:
+    """The config a resumed run trains with: the saved one in ``out/config.json``, with
+    ``extend_to`` epochs when given (at least the saved ones: a run is extended, not shortened)
+    and ``asked``'s :data:`~centrobind.config.PER_INVOCATION` fields."""
     if not (out / "config.json").is_file():
         raise CentrobindError(
             f"--resume: {out}/config.json not found; nothing to resume (drop --resume)"
         )
-    cfg = read_run_config(out)  # any defect as one line
-    if extend_to is not None and extend_to < cfg.epochs:
+    saved = read_run_config(out)  # any defect as one line
+    cfg = dataclasses.replace(saved, **{k: getattr(asked, k) for k in PER_INVOCATION})
+    cfg = dataclasses.replace(cfg, epochs=extend_to) if extend_to is not None else cfg
+    if resume_conflicts(saved.to_dict(), cfg):  # only a smaller extend_to can break the rule
         raise ConfigError(
-            f"--resume: --epochs {extend_to} is below the saved {cfg.epochs}; a run can be "
+            f"--resume: --epochs {extend_to} is below the saved {saved.epochs}; a run can be "
             "extended, not shortened"
         )
-    cfg = dataclasses.replace(cfg, **{k: getattr(asked, k) for k in PER_INVOCATION})
-    return dataclasses.replace(cfg, epochs=extend_to) if extend_to is not None else cfg
+    return cfg
 
 
 def _training_record(
@@ -811,22 +492,44 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
         raise CentrobindError(
             f"{path}/model.safetensors: no valid 'dims' in its metadata"
         ) from None
-    check_saved_config(path, cfg, dims, copies=2)
+    binder = _load_binder(path, cfg, dims, unprefixed("model", tensors))
     try:
-        binder = build_binder(dims, cfg)
-        binder.load_state_dict(unprefixed("model", tensors))
         std_sd = unprefixed("standardizer", tensors)
         std = Standardizer.from_state_dict(std_sd) if std_sd else None
     except (KeyError, RuntimeError, ValueError) as e:
-        raise CentrobindError(
-            f"{path}/model.safetensors does not match config.json "
-            f"({' '.join(str(e).split())[:200]})"
-        ) from None
-    binder.to(resolve_device(cfg.device))
+        raise CentrobindError(f"{path}/model.safetensors {_mismatch(e)}") from None
     return Run(path, cfg, binder, std, _load_splits(path), meta)
 
 
-def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> None:
+def _load_binder(
+    path: Path, cfg: TrainConfig, dims: dict[str, int], weights: dict[str, Tensor]
+) -> Binder:
+    """The run's Binder, built once: on the ``meta`` device (nothing allocated) to check the saved
+    config (the anchor that evaluation needs, the memory for 2 copies of the weights; no objective
+    is built to load a model), then materialised on the run's device and filled with
+    ``weights``."""
+    device = resolve_device(cfg.device)
+    try:
+        cfg.anchor_modality(list(dims))
+        with torch.device("meta"):
+            binder = build_binder(dims, cfg)
+        n = sum(p.numel() for p in binder.parameters())
+        check_parameter_memory(n, device, copies=2, what="loading the run")
+    except CentrobindError as e:
+        raise CentrobindError(f"{path}/config.json: {e}") from None
+    binder.to_empty(device=device)
+    try:
+        binder.load_state_dict(weights)  # strict: every parameter and buffer is overwritten
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise CentrobindError(f"{path}/model.safetensors {_mismatch(e)}") from None
+    return binder
+
+
+def _mismatch(e: BaseException) -> str:
+    return f"does not match config.json ({' '.join(str(e).split())[:200]})"
+
+
+def _check_modalities(run: Run, ds: MultimodalDataset | DiskDataset, subset: bool = False) -> None:
     """The data has every modality of the run (``subset``: only run modalities, >= 1)."""
     if subset:
         extra = [m for m in ds.modalities if m not in run.binder.dims]
@@ -836,7 +539,7 @@ def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> 
                 f"(run: {run.binder.modalities}, data: {ds.modalities})"
             )
     for m in run.binder.modalities if not subset else ds.modalities:
-        if m not in ds.features:
+        if m not in ds.modalities:
             raise CentrobindError(
                 f"dataset lacks modality {m!r} the run was trained on "
                 f"(run: {run.binder.modalities}, data: {ds.modalities})"
@@ -846,6 +549,21 @@ def _check_modalities(run: Run, ds: MultimodalDataset, subset: bool = False) -> 
                 f"modality {m!r} has dim {ds.dims[m]} in the data but "
                 f"{run.binder.dims[m]} in the run"
             )
+
+
+#: ``evaluate`` scores at most this many test rows (the retrieval gallery) and fits its probes on
+#: at most this many training rows: seeded samples (:func:`~centrobind.pipeline.cap_rows`) when a
+#: split is larger, so a run on 10**7 rows is evaluated at bounded memory and time.
+EVAL_TEST_ROWS = 10_000
+EVAL_TRAIN_ROWS = 100_000
+
+
+def _rows(ds: MultimodalDataset | DiskDataset, rows: Tensor) -> MultimodalDataset:
+    """Rows of ``ds`` in memory (read from disk for a :class:`DiskDataset`)."""
+    if isinstance(ds, DiskDataset):
+        out: MultimodalDataset = ds.take(rows.numpy())
+        return out
+    return ds.subset(rows)
 
 
 def evaluate_run(
@@ -880,9 +598,12 @@ def _evaluate(
     ref = data if data is not None else run.meta.get("data")
     if ref is None:
         raise CentrobindError("this run was trained on an in-memory dataset; pass --data")
-    ds = _as_dataset(ref)
+    folder = _folder(ref)
+    ds: MultimodalDataset | DiskDataset = (
+        open_dataset(folder) if folder is not None else as_dataset(ref)
+    )
     _check_modalities(run, ds)
-    _check_same_data(run.path, ds, str(ref), _folder(ref))
+    _check_same_data(run.path, ds, str(ref), folder)
     if len(ds) != run.meta["n_rows"]:
         raise CentrobindError(
             f"the data has {len(ds)} rows but the run's splits were made for {run.meta['n_rows']}"
@@ -890,8 +611,11 @@ def _evaluate(
     if len(run.splits["test"]) == 0:
         raise CentrobindError(f"{run.path}: the run's test split is empty; nothing to evaluate")
     prep = run.standardizer.apply if run.standardizer is not None else (lambda d: d)
-    train_ds = prep(ds.subset(run.splits["train"]))
-    test_ds = prep(ds.subset(run.splits["test"]))
+    seed = run.config.seed
+    train_rows = cap_rows(run.splits["train"], EVAL_TRAIN_ROWS, seed)
+    test_rows = cap_rows(run.splits["test"], EVAL_TEST_ROWS, seed)
+    train_ds = prep(_rows(ds, train_rows))
+    test_ds = prep(_rows(ds, test_rows))
     mods = run.binder.modalities
     cls = run.config.objective_class()
     anchor = run.config.anchor_modality(mods) if cls.pretrains_frozen_anchor else None
@@ -917,13 +641,16 @@ def _evaluate(
         metrics["retrieval"]["native_leave_one_out"] = to_builtin(native)
     # R@1 depends on how many rows it searches: the test and validation galleries differ in size
     metrics["gallery"] = {"test": len(test_ds), "validation": run.meta.get("val_gallery")}
+    if len(test_rows) < len(run.splits["test"]):
+        metrics["gallery"]["test_split"] = len(run.splits["test"])
     if write:
         atomic_write_text(Path(path) / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 
 #: Key of the fused embedding in the ``.npz`` that :func:`embed_run` writes. It contains a ``.``,
-#: which no modality name may (see :func:`build_binder`), so it never collides with a modality.
+#: which no modality name may (see :func:`~centrobind.pipeline.build_binder`), so it never
+#: collides with a modality.
 FUSED_KEY = "fused.mean"
 
 
@@ -960,6 +687,76 @@ def embed_dataset(
     return emb, masks, fused.float()
 
 
+#: Rows embedded per block when streaming (:func:`embed_to_folder`).
+EMBED_ROWS = 1 << 16
+
+
+def _new_npy(path: Path, dim: int) -> NpyWriter:
+    """A new float32 ``.npy`` file of ``[n, dim]`` rows written sequentially: not a memory map,
+    whose writes to a full disk end in a SIGBUS at a page fault instead of an OSError."""
+    return NpyWriter(path, np.float32, (dim,))
+
+
+def embed_to_folder(
+    path: str | Path,
+    data: str | Path,
+    out: str | Path,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, np.ndarray]:
+    """Embed a dataset folder block by block into ``out/<modality>.npy`` and
+    ``out/fused.mean.npy`` (float32 ``[N, D]``, NaN rows where a modality is missing), at
+    bounded memory whatever ``N``. Written into a temporary sibling folder renamed at the end;
+    ``out`` must not exist or be empty; a full disk is one line and leaves nothing."""
+    import shutil
+
+    from tqdm.auto import tqdm
+
+    from .diskfull import disk_full_errors
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CentrobindError(f"{out}: exists and is not an empty folder; choose a new --out")
+    folder = _folder(data)
+    if folder is None:
+        raise CentrobindError(f"{data}: embedding into a folder needs a dataset folder")
+    run = load_run(path, device=device)
+    disk = open_dataset(folder, min_modalities=1)
+    _check_modalities(run, disk, subset=True)
+    mods = [m for m in run.binder.modalities if m in disk.modalities]
+    n, d = len(disk), run.binder.embed_dim
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        with disk_full_errors(out):
+            tmp.mkdir(parents=True)
+            writers: dict[str, NpyWriter] = {}
+            try:
+                for k in [*mods, FUSED_KEY]:
+                    writers[k] = _new_npy(tmp / f"{k}.npy", d)
+                with tqdm(total=n, desc="embed", unit="row", disable=not progress) as bar:
+                    for a in range(0, n, EMBED_ROWS):
+                        block = disk.take(np.arange(a, min(n, a + EMBED_ROWS)))
+                        emb, _, fused = embed_dataset(run, block)
+                        for m in mods:
+                            writers[m].write(emb[m].numpy())
+                        writers[FUSED_KEY].write(fused.numpy())
+                        bar.update(len(block))
+                for w in writers.values():
+                    w.close()
+            finally:
+                for w in writers.values():
+                    w.abort()
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return {
+        k: np.load(out / f"{k}.npy", mmap_mode="r", allow_pickle=False) for k in [*mods, FUSED_KEY]
+    }
+
+
 def embed_run(
     path: str | Path,
     data: str | Path | MultimodalDataset,
@@ -970,10 +767,16 @@ def embed_run(
     modalities) with a trained run; writes ``out`` (``.npz``): one ``[N, D]`` float32 array per
     modality the data holds (NaN rows where it is missing) plus the fused embedding under
     :data:`FUSED_KEY` (``"fused.mean"``). ``out`` must be a regular ``.npz`` file (or new) outside
-    any run folder (:func:`~centrobind.runfolder.check_output_file`)."""
+    any run folder (:func:`~centrobind.runfolder.check_output_file`).
+
+    An ``out`` not ending in ``.npz`` is a folder: the rows stream through in blocks (the data is
+    never loaded whole) into memory-mapped ``<modality>.npy`` files and ``fused.mean.npy``
+    (:func:`embed_to_folder`); the arrays returned are those memory maps."""
+    if not str(out).endswith(".npz") and not isinstance(data, MultimodalDataset):
+        return embed_to_folder(path, data, out, device=device)
     target = check_output_file(out)
     run = load_run(path, device=device)
-    emb, _, fused = embed_dataset(run, _as_dataset(data, min_modalities=1))
+    emb, _, fused = embed_dataset(run, as_dataset(data, min_modalities=1))
     arrays = {m: e.numpy() for m, e in emb.items()}
     arrays[FUSED_KEY] = fused.numpy()
     # cast: numpy>=2 stubs type savez's **kwds as its allow_pickle flag; these are arrays

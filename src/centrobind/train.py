@@ -23,35 +23,35 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 
 from .checkpoint import (
     atomic_write_text,
     load_tensors,
+    non_finite_tensors,
     optimizer_from_flat,
     optimizer_to_flat,
     prefixed,
     save_tensors,
     unprefixed,
 )
-from .config import PER_INVOCATION, TrainConfig, resolve_device
-from .data import MultimodalDataset
+from .config import TrainConfig, resume_conflicts
+from .data import MultimodalDataset, modality_mask
 from .data.source import InMemorySource, TrainSource, epoch_permutation, make_order
+from .distributed import rank_and_world, resolve_device
 from .errors import CentrobindError, ConfigError
-from .eval.retrieval import joint_leave_one_out, mean_pairwise_mrr, mean_pairwise_r1
+from .eval import mean_pairwise_mrr, mean_pairwise_r1, native_leave_one_out
 from .models import Binder
 from .objectives import Objective, resolve_modality, symmetric_infonce
-from .objectives.base import NonFiniteInputError
-from .runfolder import non_finite_tensors
 
 __all__ = [
+    "DIVERGENCE_HINT",
     "FitResult",
     "TrainConfig",
     "TrainState",
@@ -60,10 +60,7 @@ __all__ = [
     "Validator",
     "augment",
     "fit",
-    "init_distributed",
     "intra_modal_loss",
-    "modality_mask",
-    "native_leave_one_out",
     "native_validator",
     "pretrain_encoder",
     "warmup_steps",
@@ -80,6 +77,10 @@ class TrainingError(CentrobindError):
 class TrainingWarning(UserWarning):
     """Training runs, but probably not as meant (e.g. batches that drop many rows)."""
 
+
+#: What to try when training diverges (a non-finite loss or weights, an overflowing step): the
+#: end of every such message, here and in :mod:`centrobind.runs`.
+DIVERGENCE_HINT = "try a lower lr or logit scale"
 
 #: The warm-up is at most this fraction of the steps it precedes (see :func:`warmup_steps`).
 WARMUP_MAX_FRACTION = 0.1
@@ -183,12 +184,6 @@ class TrainState:
 # --------------------------------------------------------------------------- pieces
 
 
-def _dist() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _epoch_perm(n: int, seed: int, epoch: int) -> Tensor:
     return epoch_permutation(n, seed, epoch)
 
@@ -251,33 +246,6 @@ def _lr_at(step: int, total: int, cfg: TrainConfig, start: int = 0) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def modality_mask(ds: MultimodalDataset, modalities: Sequence[str]) -> Tensor:
-    """The presence mask ``[M, N]`` of ``ds`` in the order of ``modalities`` (a model's order)."""
-    missing = [m for m in modalities if m not in ds.modalities]
-    if missing:
-        raise ConfigError(f"dataset lacks modalities {missing}; it has {ds.modalities}")
-    return ds.mask[[ds.modalities.index(m) for m in modalities]]
-
-
-def native_leave_one_out(
-    binder: Binder,
-    ds: MultimodalDataset,
-    objective_cls: type[Objective],
-    ks: Sequence[int] = (1, 5),
-) -> dict[str, Any] | None:
-    """Embed the rows of ``ds`` where every modality is present and score leave-one-out retrieval
-    the objective's own joint way (:meth:`Objective.leave_one_out_query`). None for objectives
-    without ``requires_all_modalities`` (their native score is pairwise cosine retrieval) or when
-    fewer than 2 rows are complete."""
-    if not objective_cls.requires_all_modalities:
-        return None
-    full = modality_mask(ds, binder.modalities).all(0)
-    if int(full.sum()) < 2:
-        return None
-    emb = binder.embed_all(ds.subset(full.nonzero().squeeze(1)))
-    return joint_leave_one_out(emb, objective_cls.leave_one_out_query, ks=ks)
-
-
 def native_validator(objective: Objective, metric: str = "R@1") -> Validator:
     """The validation score an objective is trained for: mean cross-modal ``metric`` (R@1 in %,
     or MRR x 100) over all ordered modality pairs, or, for objectives that need every modality
@@ -315,7 +283,7 @@ def pretrain_encoder(
 ) -> None:
     """Unimodal self-supervised pre-training of one encoder (augmented-view InfoNCE) on the
     training rows where ``modality`` is present."""
-    device = torch.device(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
     if isinstance(train, MultimodalDataset):
         train = InMemorySource(train.features, train.mask, train.modalities, device=device)
     if not isinstance(train, InMemorySource):
@@ -458,7 +426,7 @@ class _Run:
         if bad:
             raise TrainingError(
                 f"non-finite weights at step {step} ({', '.join(bad[:2])}); not checkpointed; "
-                f"{self.kept_checkpoint()}; try a lower lr or logit scale"
+                f"{self.kept_checkpoint()}; {DIVERGENCE_HINT}"
             )
 
     def restore(self) -> TrainState:
@@ -508,16 +476,15 @@ class _Run:
 
 
 def _check_resumed_config(saved: Mapping[str, Any], cfg: TrainConfig, path: Path) -> int:
-    """The epochs the checkpoint at ``path`` was planned for, after checking that its config
-    ``saved`` equals ``cfg`` but for more ``epochs`` (an extension)."""
-    now = cfg.to_dict()
+    """The epochs the checkpoint at ``path`` was planned for, after checking its config ``saved``
+    against ``cfg`` with the one ``--resume`` rule (:func:`~centrobind.config.resume_conflicts`)."""
     planned = int(saved.get("epochs", cfg.epochs))
-    ours = {k: now[k] for k in ("epochs", *PER_INVOCATION)}
-    if {**now, **saved, **ours} != now:  # keys newer than the checkpoint: equal
+    bad = resume_conflicts(saved, cfg)
+    if any(k != "epochs" for k in bad):
         raise CentrobindError(
             f"--resume: {path} was written by a different config; start a new run folder instead"
         )
-    if cfg.epochs < planned:
+    if bad:
         raise CentrobindError(
             f"--resume: --epochs {cfg.epochs} is below the {planned} the run was planned for; "
             "a run can be extended, not shortened"
@@ -574,22 +541,6 @@ def _tensorboard_epoch(writer: Any, row: Mapping[str, float]) -> None:
     writer.flush()
 
 
-def init_distributed(device: str = "auto") -> bool:
-    """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join the process group: NCCL
-    when ``device`` resolves to CUDA (this process's GPU, ``LOCAL_RANK``), else gloo. Returns
-    whether this process is one of several ranks."""
-    import os
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
-        return False
-    if not dist.is_initialized():
-        on_cuda = torch.device(resolve_device(device)).type == "cuda"
-        if on_cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if on_cuda else "gloo")
-    return True
-
-
 def _check_distributed(cfg: TrainConfig, n: int, bs: int, world: int) -> None:
     """The conditions for an exact data-parallel step (every rank an equal share)."""
     if world == 1:
@@ -637,8 +588,8 @@ def _setup(
     """Validate, seed, move to the device, check the distributed setting, prepare a fixed
     anchor, wrap for DDP and build the optimiser (in this order: the RNG stream depends on it)."""
     cfg.check()
-    rank, world = _dist()
-    device = torch.device(resolve_device(cfg.device))
+    rank, world = rank_and_world()
+    device = resolve_device(cfg.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     torch.manual_seed(cfg.seed)
@@ -693,20 +644,17 @@ def _step(
         g["lr"] = _lr_at(state.step, run.total_steps, cfg, state.schedule_start)
     use_bf16 = cfg.bf16 and run.device.type == "cuda"
     with torch.autocast(run.device.type, dtype=torch.bfloat16, enabled=use_bf16):
-        try:
-            loss, terms = run.step_module(feats, mask)
-        except NonFiniteInputError:  # diverged: reported as a non-finite loss below
-            loss, terms = torch.tensor(float("nan")), {}
+        loss, terms = run.step_module(feats, mask)  # inputs unchecked: see the loss check below
         if cfg.intra_weight > 0 and run.trainable:
             intra = intra_modal_loss(
                 run.binder, feats, mask, run.trainable, run.binder.logit_scale, cfg, run.aug_gen
             )
             terms = {**terms, "intra": intra}
             loss = loss + cfg.intra_weight * intra
-    if not torch.isfinite(loss):
+    if not torch.isfinite(loss):  # the step's one host sync for finiteness (NaN/inf inputs too)
         raise TrainingError(
             f"non-finite loss ({loss.item()}) at step {state.step} (epoch {state.epoch}, batch "
-            f"{b}); {run.kept_checkpoint()}; try a lower lr or logit scale"
+            f"{b}); {run.kept_checkpoint()}; {DIVERGENCE_HINT}"
         )
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -717,7 +665,7 @@ def _step(
             raise
         raise TrainingError(
             f"the optimizer step overflowed at step {state.step} ({e}); "
-            f"{run.kept_checkpoint()}; try a lower lr"
+            f"{run.kept_checkpoint()}; {DIVERGENCE_HINT}"
         ) from None
     return loss, terms
 
@@ -872,14 +820,15 @@ def fit(
         dynamic_ncols=True,
     )
     try:
-        while state.epoch < cfg.epochs and not state.stopped_early:
-            losses = _train_epoch(run, state, bar)
-            row = _end_epoch(run, state, val_ds, losses)
-            val = {}
-            if "val_metric" in row:
-                unit = "%" if metric == "R@1" else ""
-                val = {f"val {metric}": f"{row['val_metric']:.1f}{unit} (gallery {gallery})"}
-            bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
+        with objective.unchecked_inputs():  # one finiteness sync per step: the loss (_step)
+            while state.epoch < cfg.epochs and not state.stopped_early:
+                losses = _train_epoch(run, state, bar)
+                row = _end_epoch(run, state, val_ds, losses)
+                val = {}
+                if "val_metric" in row:
+                    unit = "%" if metric == "R@1" else ""
+                    val = {f"val {metric}": f"{row['val_metric']:.1f}{unit} (gallery {gallery})"}
+                bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
     finally:
         bar.close()
         if run.tb is not None:

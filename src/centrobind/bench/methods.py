@@ -23,7 +23,7 @@ from ..eval import fused_embedding, latent_recovery, linear_probe
 from ..eval.retrieval import cross_modal_retrieval, joint_leave_one_out, leave_one_out_retrieval
 from ..models import Binder
 from ..objectives import Objective
-from ..runs import Prepared, build_and_fit, make_splits, prepare_data
+from ..pipeline import Prepared, build_and_fit, make_splits, prepare_data
 
 __all__ = ["Method", "run_method"]
 

@@ -1,20 +1,21 @@
 """Data layer: multimodal datasets in memory and on disk, builtins, standardisation.
 
 See :mod:`centrobind.data.dataset` for the in-memory conventions and :mod:`centrobind.data.disk`
-for the folder format. ``MultimodalDataset``, ``Standardizer``, ``UNLABELLED`` and
-``make_synthetic`` are imported on first access (they need torch), so that loading code paths
-that fail early, such as ``centrobind inspect`` on a malformed folder, stay fast.
+for the folder format. ``MultimodalDataset``, ``Standardizer``, ``UNLABELLED``,
+``modality_mask`` and ``make_synthetic`` are imported on first access (they need torch), so that
+loading code paths that fail early, such as ``centrobind inspect`` on a malformed folder, stay
+fast.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from centrobind.data.builtin import BUILTINS, describe, load, load_builtin
+from centrobind.data.builtin import BUILTINS, as_dataset, describe, load, load_builtin
 from centrobind.data.disk import DatasetWarning, load_dataset, save_dataset
 
 if TYPE_CHECKING:
-    from centrobind.data.dataset import UNLABELLED, MultimodalDataset, Standardizer
+    from centrobind.data.dataset import UNLABELLED, MultimodalDataset, Standardizer, modality_mask
     from centrobind.data.synthetic import make_synthetic
 
 __all__ = [
@@ -27,7 +28,9 @@ __all__ = [
     "load",
     "load_builtin",
     "load_dataset",
+    "as_dataset",
     "make_synthetic",
+    "modality_mask",
     "save_dataset",
 ]
 
@@ -35,6 +38,7 @@ _LAZY = {
     "UNLABELLED": "dataset",
     "MultimodalDataset": "dataset",
     "Standardizer": "dataset",
+    "modality_mask": "dataset",
     "make_synthetic": "synthetic",
 }
 

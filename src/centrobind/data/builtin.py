@@ -20,7 +20,7 @@ from centrobind.errors import DatasetError
 if TYPE_CHECKING:
     from centrobind.data.dataset import MultimodalDataset
 
-__all__ = ["BUILTINS", "MFEAT_VIEWS", "describe", "load", "load_builtin"]
+__all__ = ["BUILTINS", "MFEAT_VIEWS", "as_dataset", "describe", "load", "load_builtin"]
 
 #: Names accepted by :func:`load_builtin` (and by :func:`load` instead of a folder path).
 BUILTINS: tuple[str, ...] = ("mfeat", "synthetic")
@@ -93,6 +93,18 @@ def load(path_or_builtin: str | os.PathLike[str], **params: Any) -> MultimodalDa
             f"(allowed: {', '.join(_FOLDER_PARAMS)})"
         )
     return load_dataset(path, **params)
+
+
+def as_dataset(
+    data: str | os.PathLike[str] | MultimodalDataset, min_modalities: int = 2
+) -> MultimodalDataset:
+    """``data`` itself when it is a dataset already, else :func:`load` it (a builtin name or a
+    folder holding at least ``min_modalities`` modalities; 1 for data to embed or search)."""
+    from centrobind.data.dataset import MultimodalDataset
+
+    if isinstance(data, MultimodalDataset):
+        return data
+    return load(str(data), min_modalities=min_modalities)
 
 
 def _table(rows: list[list[str]], right: set[int]) -> list[str]:

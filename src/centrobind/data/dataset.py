@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from centrobind.data.disk import RESERVED_META_KEYS, check_meta, int64_problem
+from centrobind.data.checks import RESERVED_META_KEYS, check_meta, int64_problem
 from centrobind.errors import ConfigError, DatasetError
 
-__all__ = ["UNLABELLED", "MultimodalDataset", "Standardizer", "split_rows"]
+__all__ = ["UNLABELLED", "MultimodalDataset", "Standardizer", "modality_mask", "split_rows"]
 
 #: Label value meaning "no label for this sample" (excluded from probes and from stratification).
 UNLABELLED = -1
@@ -603,3 +603,11 @@ class Standardizer:
         if set(mean) != set(std):
             raise ValueError(f"Standardizer state: mean/std keys disagree: {sorted(mean)}")
         return cls(mean, {m: std[m] for m in mean})
+
+
+def modality_mask(ds: MultimodalDataset, modalities: Sequence[str]) -> Tensor:
+    """The presence mask ``[M, N]`` of ``ds`` in the order of ``modalities`` (a model's order)."""
+    missing = [m for m in modalities if m not in ds.modalities]
+    if missing:
+        raise ConfigError(f"dataset lacks modalities {missing}; it has {ds.modalities}")
+    return ds.mask[[ds.modalities.index(m) for m in modalities]]

@@ -24,7 +24,7 @@ Other top-level entries (e.g. ``items/``, written by ``centrobind featurize``) a
 
 ``meta.json`` keys other than ``format``, ``name``, ``modalities``, ``labels``, ``factors`` and
 ``splits`` are kept in ``ds.meta`` and written back by :func:`save_dataset`; ``meta.json`` must be a
-JSON object, UTF-8, nested at most :data:`MAX_META_DEPTH` levels deep.
+JSON object, UTF-8, nested at most :data:`~centrobind.data.checks.MAX_META_DEPTH` levels deep.
 
 Every problem raises :class:`~centrobind.errors.DatasetError` with a one-line message naming the
 file and the problem.
@@ -32,7 +32,6 @@ file and the problem.
 
 from __future__ import annotations
 
-import copy
 import errno
 import json
 import os
@@ -44,31 +43,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from centrobind.data.checks import (
+    RESERVED_META_KEYS,
+    check_meta,
+    has_surrogate,
+    int64_problem,
+)
 from centrobind.errors import DatasetError
 
 if TYPE_CHECKING:  # torch is imported only once the folder has been checked (fast CLI errors)
     from centrobind.data.dataset import MultimodalDataset
 
-__all__ = ["MAX_META_DEPTH", "RESERVED_META_KEYS", "DatasetWarning", "load_dataset", "save_dataset"]
+__all__ = ["DatasetWarning", "load_dataset", "save_dataset"]
 
 _SUBDIRS = ("modalities", "labels", "factors", "splits")
 FORMAT = "centrobind-dataset/1"
-
-#: meta.json keys the loader reads itself (never part of ``ds.meta``).
-RESERVED_META_KEYS: tuple[str, ...] = (
-    "format",
-    "name",
-    "modalities",
-    "labels",
-    "factors",
-    "splits",
-)
-
-#: Deepest nesting of lists/objects accepted in meta.json (and in ``ds.meta``).
-MAX_META_DEPTH = 100
-
-_INT64_MIN = -(2**63)
-_INT64_LIMIT = 2**63  # exclusive upper bound
 
 
 class DatasetWarning(UserWarning):
@@ -93,57 +82,6 @@ def _control_char(name: str) -> str | None:
         if unicodedata.category(c) in ("Cc", "Zl", "Zp"):
             return c
     return None
-
-
-# --------------------------------------------------------------------------------------------
-# meta.json values
-# --------------------------------------------------------------------------------------------
-
-
-def _has_surrogate(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def check_meta(meta: Any, what: str) -> dict[str, Any]:
-    """Check that ``meta`` is a JSON object that round-trips exactly; return a deep copy.
-
-    Allowed values: dict (str keys), list, str (valid Unicode), int, float, bool, None, nested at
-    most :data:`MAX_META_DEPTH` levels. Raises DatasetError naming ``what`` otherwise.
-    """
-    if not isinstance(meta, dict):
-        raise DatasetError(f"{what}: expected a JSON object (dict), got {type(meta).__name__}")
-    stack: list[tuple[Any, int]] = [(meta, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            if depth > MAX_META_DEPTH:
-                raise DatasetError(f"{what}: nested deeper than {MAX_META_DEPTH} levels")
-            for k, v in value.items():
-                if not isinstance(k, str):
-                    raise DatasetError(f"{what}: object keys must be strings, got {k!r}")
-                if _has_surrogate(k):
-                    raise DatasetError(f"{what}: key {k!r} is not valid Unicode")
-                stack.append((v, depth + 1))
-        elif isinstance(value, list):
-            if depth > MAX_META_DEPTH:
-                raise DatasetError(f"{what}: nested deeper than {MAX_META_DEPTH} levels")
-            stack.extend((v, depth + 1) for v in value)
-        elif isinstance(value, str):
-            if _has_surrogate(value):
-                raise DatasetError(f"{what}: string {value[:40]!r} is not valid Unicode")
-        elif isinstance(value, int):  # bool included
-            if value.bit_length() > 10_000:
-                raise DatasetError(f"{what}: integer with {value.bit_length()} bits is too large")
-        elif not (value is None or isinstance(value, float)):
-            raise DatasetError(
-                f"{what}: values must be JSON types (dict, list, str, int, float, bool, None), "
-                f"got {type(value).__name__}"
-            )
-    return copy.deepcopy(meta)
 
 
 def _string_list(meta: dict[str, Any], key: str, path: Path) -> list[str] | None:
@@ -214,7 +152,7 @@ def _listing(folder: Path, shard_folders: bool = False) -> tuple[dict[str, Path]
         if p.suffix != ".npy":
             ignored.append(p.name + ("/" if p.is_dir() else ""))
             continue
-        if _has_surrogate(p.name):
+        if has_surrogate(p.name):
             shown = os.fsencode(p.name).decode("utf-8", "backslashreplace")
             raise DatasetError(f"{folder}: file name {shown!r} is not valid UTF-8; rename it")
         if _control_char(p.name) is not None:
@@ -273,35 +211,6 @@ def _read_npy(path: Path, mmap: bool) -> np.ndarray[Any, Any]:
     return arr
 
 
-def int64_problem(arr: np.ndarray[Any, Any]) -> str | None:
-    """Why a numeric array cannot be converted to int64 exactly (None if it can).
-
-    Floats must be finite, integer-valued and in ``[-2**63, 2**63)``; unsigned integers must be
-    below ``2**63``.
-    """
-    if arr.size == 0:
-        return None
-    if arr.dtype.kind == "f":
-        a = np.asarray(arr, dtype=np.float64)
-        bad = ~np.isfinite(a)
-        if bad.any():
-            return f"NaN/inf at position {int(np.flatnonzero(bad)[0])}"
-        bad = a != np.round(a)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            return f"non-integer value {float(a[i])!r} at position {i}"
-        bad = (a < _INT64_MIN) | (a >= _INT64_LIMIT)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            return f"value {float(a[i])!r} at position {i} is outside the int64 range"
-    elif arr.dtype.kind == "u" and arr.dtype.itemsize == 8:
-        bad = arr >= np.uint64(_INT64_LIMIT)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            return f"value {int(arr.reshape(-1)[i])} at position {i} is outside the int64 range"
-    return None
-
-
 def _integers(arr: np.ndarray[Any, Any], path: Path, what: str) -> np.ndarray[Any, Any]:
     """1-D integer (or integer-valued float) array -> int64, refusing anything inexact."""
     if arr.ndim != 1:
@@ -322,7 +231,7 @@ def _meta_order(order: list[str] | None, items: dict[str, Any]) -> dict[str, Any
 def _folder_name(root: Path) -> str:
     """The folder's name as a printable string (undecodable bytes replaced)."""
     name = root.resolve().name
-    return os.fsencode(name).decode("utf-8", "replace") if _has_surrogate(name) else name
+    return os.fsencode(name).decode("utf-8", "replace") if has_surrogate(name) else name
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,7 +473,7 @@ def _check_name(name: str, kind: str) -> None:
         not name
         or name.startswith(".")
         or any(c in name for c in _NOT_IN_NAMES)
-        or _has_surrogate(name)
+        or has_surrogate(name)
         or _control_char(name) is not None
         or len(name.encode("utf-8")) > 250
     ):

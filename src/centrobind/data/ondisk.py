@@ -141,7 +141,7 @@ class DiskDataset:
             raise DatasetError(f"{self.root}: sample {row} has no modality present")
         fp = None
         if h is not None:
-            from centrobind.runfolder import FINGERPRINT_PREFIX, _hash_array
+            from centrobind.data.fingerprint import FINGERPRINT_PREFIX, _hash_array
 
             for t in sorted(self.labels):
                 _hash_array(h, f"labels/{t}", self.labels[t])

@@ -4,7 +4,9 @@ Inputs: ``emb = {modality: Tensor[N, D]}`` (L2-normalised; rows of missing modal
 anything), a presence mask ``BoolTensor[M, N]`` in dict order (None = all present), labels
 ``{task: LongTensor[N]}`` and true factors ``{group: Tensor[N, k]}``.
 
-This package depends only on torch / numpy / scikit-learn, never on the model or training code.
+This package depends only on torch / numpy / scikit-learn and the data layer, never on the model
+or training code; :mod:`centrobind.eval.native` takes a model, but only through its
+``embed_all``.
 """
 
 from ._common import to_builtin
@@ -17,6 +19,7 @@ from .classification import (
 )
 from .geometry import alignment, geometry_metrics, modality_gap, uniformity
 from .latent import latent_recovery, ridge_r2
+from .native import native_leave_one_out
 from .report import evaluate, format_metrics
 from .retrieval import (
     cross_modal_retrieval,
@@ -50,6 +53,7 @@ __all__ = [
     "mean_pairwise_r1",
     "metrics_from_ranks",
     "modality_gap",
+    "native_leave_one_out",
     "prototype_accuracy",
     "retrieval_metrics",
     "retrieval_ranks",

@@ -26,7 +26,7 @@ import numpy as np
 
 from centrobind.errors import CentrobindError, CentrobindWarning
 
-from .encoders import Encoder, check_spec, load_encoder, resolve_device
+from .encoders import Encoder, check_spec, device_name, load_encoder
 from .items import write_items
 from .labels import encode_labels, label_like
 from .manifest import Manifest, column_kind, read_manifest
@@ -196,7 +196,7 @@ def featurize(
     encoders, labels = dict(encoders or {}), list(labels or [])
     man = read_manifest(manifest)
     mods, kinds, specs = _plan(man, encoders, labels)
-    dev = resolve_device(device)
+    dev = device_name(device)
     n = len(man)
     out = Path(out)
     state = ProgressState.open(out, _fingerprint(man.path, specs, labels, chunk_rows))

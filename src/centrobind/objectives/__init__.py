@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ConfigError
 from .all_pairs import AllPairs
 from .base import Objective, ObjectiveOutput, ScoreFn, resolve_modality
 from .centrobind import CentroBind
@@ -40,6 +41,7 @@ __all__ = [
     "ScoreFn",
     "Symile",
     "make_objective",
+    "objective_class",
     "nce_sym_reference",
     "register_objective",
     "resolve_modality",
@@ -60,20 +62,28 @@ def make_objective(name: str, **options: Any) -> Objective:
     """Build the objective registered as ``name`` with constructor ``options``.
 
     Raises:
-        ValueError: unknown ``name`` (the message lists the known names).
+        ValueError: unknown ``name`` (:func:`objective_class`).
         TypeError: an option the objective does not take.
 
     Example:
         >>> make_objective("fixed_anchor", anchor=1)
         FixedAnchor(anchor=1, chunk_size=None)
     """
+    return objective_class(name)(**options)
+
+
+def objective_class(name: str) -> type[Objective]:
+    """The objective class registered as ``name``: the one lookup by name of the package.
+
+    Raises:
+        ConfigError: (a ``ValueError``) unknown ``name``; the message lists the known names.
+    """
     try:
-        cls = OBJECTIVES[name]
+        return OBJECTIVES[name]
     except KeyError:
-        raise ValueError(
+        raise ConfigError(
             f"unknown objective {name!r}; expected one of: {', '.join(OBJECTIVES)}"
         ) from None
-    return cls(**options)
 
 
 def register_objective(name: str, cls: type[Objective]) -> type[Objective]:

@@ -29,7 +29,8 @@ against the global batch; see :mod:`centrobind.objectives.distributed` for the c
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -109,6 +110,7 @@ def normalize_inputs(
     z: Tensor | Mapping[str, Tensor],
     logit_scale: float | Tensor,
     mask: Tensor | Mapping[str, Tensor] | None = None,
+    check_finite: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor | None, list[str]]:
     """Validate and normalise objective inputs.
 
@@ -116,6 +118,8 @@ def normalize_inputs(
         z: ``[M, N, D]`` tensor or dict of ``[N, D]`` tensors (stacked in insertion order).
         logit_scale: float or tensor with one element.
         mask: None, ``[M, N]`` (any dtype; non-zero = present) or dict of ``[N]``.
+        check_finite: raise :class:`NonFiniteInputError` for NaN/inf (one host read); off
+            while training, where a non-finite input shows as a non-finite loss instead.
 
     Returns:
         ``(z [M, N, D], s 0-dim, mask [M, N] bool or None, names)``. ``mask`` is None when all
@@ -178,7 +182,8 @@ def normalize_inputs(
             mask = None
         else:
             z = z.masked_fill(~mask[..., None], 0.0)
-    _check_finite(z, s)
+    if check_finite:
+        _check_finite(z, s)
     return z, s, mask, names
 
 
@@ -361,8 +366,8 @@ class Objective(nn.Module):
             evaluation reports the pairs that avoid the anchor.
         gather: compute against the batch gathered over ``torch.distributed`` ranks.
 
-    Hooks (classmethods): :meth:`needs_num_modalities`, :meth:`default_logit_scale`,
-    :meth:`pair_score_fn`, :meth:`leave_one_out_query`.
+    Hooks (classmethods): :meth:`needs_num_modalities`, :meth:`default_logit_scale` (and
+    :meth:`default_logit_scale_text`), :meth:`pair_score_fn`, :meth:`leave_one_out_query`.
 
     Example (a new objective: mean squared distance of every modality to modality 0)::
 
@@ -379,11 +384,13 @@ class Objective(nn.Module):
     takes_anchor: ClassVar[bool] = False
     supports_chunking: ClassVar[bool] = False
     pretrains_frozen_anchor: ClassVar[bool] = False
+    #: Check the inputs for NaN/inf on every call (see :meth:`unchecked_inputs`).
+    check_finite: bool = True
 
     @classmethod
     def needs_num_modalities(cls, options: Mapping[str, Any]) -> bool:
         """Whether constructing it with ``options`` needs ``num_modalities=M`` (passed by
-        :func:`centrobind.runs.build_objective`)."""
+        :func:`centrobind.pipeline.build_objective`)."""
         return False
 
     @classmethod
@@ -391,6 +398,16 @@ class Objective(nn.Module):
         """The initial logit scale ``s`` when the config leaves it automatic (``s = 10``,
         temperature 0.1, for cosine-score objectives)."""
         return 10.0
+
+    @classmethod
+    def default_logit_scale_text(cls) -> str:
+        """:meth:`default_logit_scale` as ``--help`` shows it: its value when it depends on
+        neither ``M`` nor ``D``; an objective whose default does overrides this with its
+        formula."""
+        value = cls.default_logit_scale(2, 64)
+        if value != cls.default_logit_scale(6, 128):
+            return "depends on M and D"
+        return f"{value:g}"
 
     @classmethod
     def pair_score_fn(cls) -> ScoreFn | None:
@@ -415,6 +432,18 @@ class Objective(nn.Module):
         super().__init__()
         self.gather = bool(gather)
 
+    @contextmanager
+    def unchecked_inputs(self) -> Iterator[Objective]:
+        """Inside, calls skip the NaN/inf check of ``z`` and ``s`` (and its host read): the
+        trainer checks the loss instead, one host sync per step for both (a non-finite present
+        embedding or scale makes the loss non-finite)."""
+        before = self.check_finite
+        self.check_finite = False
+        try:
+            yield self
+        finally:
+            self.check_finite = before
+
     def forward(
         self,
         z: Tensor | Mapping[str, Tensor],
@@ -431,7 +460,7 @@ class Objective(nn.Module):
         mask: Tensor | Mapping[str, Tensor] | None,
         **options: Any,
     ) -> ObjectiveOutput:
-        zz, s, m, names = normalize_inputs(z, logit_scale, mask)
+        zz, s, m, names = normalize_inputs(z, logit_scale, mask, self.check_finite)
         batch = Batch(zz, s, m, names, dist_info(self.gather))
         terms = self._terms(batch, **options)
         if terms:

@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..distributed import rank_and_world
+
 __all__ = [
     "DistInfo",
     "all_gather_no_grad",
@@ -60,12 +62,10 @@ def dist_info(gather: bool = True) -> DistInfo | None:
         >>> dist_info() is None  # plain single process
         True
     """
-    if not gather or not (dist.is_available() and dist.is_initialized()):
+    rank, world = rank_and_world()
+    if not gather or world <= 1:
         return None
-    world = dist.get_world_size()
-    if world <= 1:
-        return None
-    return DistInfo(world, dist.get_rank())
+    return DistInfo(world, rank)
 
 
 class _AllGatherWithGrad(torch.autograd.Function):

@@ -437,6 +437,29 @@ class _InfoNCE(torch.autograd.Function):
         )
 
 
+def _checked_columns(columns: Columns, a: Tensor, T: int) -> Columns:
+    """``columns`` checked against the rows ``a`` ``[T or 1, N, D]`` of ``T`` terms, its
+    ``valid`` mask as bool on ``a``'s device."""
+    a_cols, b_cols, col_valid, offset, world = columns
+    N = a.shape[1]
+    Tc = _check_pair(a_cols, b_cols, "columns.a", "columns.b")
+    K = a_cols.shape[1]
+    if b_cols.shape[1] != K or a_cols.shape[2] != a.shape[2] or Tc not in (1, T):
+        raise ValueError(
+            f"columns must be [T or 1, K, D]; got {tuple(a_cols.shape)}, "
+            f"{tuple(b_cols.shape)} for rows {tuple(a.shape)}"
+        )
+    if col_valid is not None:
+        col_valid = col_valid.to(device=a.device, dtype=torch.bool)
+        if tuple(col_valid.shape) != (T, K):
+            raise ValueError(
+                f"columns.valid must be [T, K] = [{T}, {K}], got {tuple(col_valid.shape)}"
+            )
+    if not 0 <= offset <= K - N:
+        raise ValueError(f"columns.offset {offset} out of range for N={N}, K={K}")
+    return Columns(a_cols, b_cols, col_valid, offset, world)
+
+
 def symmetric_infonce(
     a: Tensor,
     b: Tensor,
@@ -494,22 +517,7 @@ def symmetric_infonce(
     a_cols = b_cols = col_valid = None
     offset, world = 0, 1
     if columns is not None:
-        a_cols, b_cols, col_valid, offset, world = columns
-        Tc = _check_pair(a_cols, b_cols, "columns.a", "columns.b")
-        K = a_cols.shape[1]
-        if b_cols.shape[1] != K or a_cols.shape[2] != a.shape[2] or Tc not in (1, T):
-            raise ValueError(
-                f"columns must be [T or 1, K, D]; got {tuple(a_cols.shape)}, "
-                f"{tuple(b_cols.shape)} for rows {tuple(a.shape)}"
-            )
-        if col_valid is not None:
-            col_valid = col_valid.to(device=a.device, dtype=torch.bool)
-            if tuple(col_valid.shape) != (T, K):
-                raise ValueError(
-                    f"columns.valid must be [T, K] = [{T}, {K}], got {tuple(col_valid.shape)}"
-                )
-        if not 0 <= offset <= K - N:
-            raise ValueError(f"columns.offset {offset} out of range for N={N}, K={K}")
+        a_cols, b_cols, col_valid, offset, world = _checked_columns(columns, a, T)
     grads = any(x is not None and x.requires_grad for x in (a, b, s, a_cols, b_cols))
     need = torch.is_grad_enabled() and grads
     # torch leaves ``Function.apply`` unannotated (an untyped classmethod returning Any).

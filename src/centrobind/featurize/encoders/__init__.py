@@ -5,19 +5,19 @@ from .base import (
     Encoder,
     EncoderError,
     check_spec,
+    device_name,
     encoder_from_meta,
     load_encoder,
     register_encoder,
-    resolve_device,
 )
 
 __all__ = [
     "KINDS",
     "Encoder",
     "check_spec",
+    "device_name",
     "EncoderError",
     "encoder_from_meta",
     "load_encoder",
     "register_encoder",
-    "resolve_device",
 ]

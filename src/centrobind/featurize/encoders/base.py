@@ -27,7 +27,7 @@ __all__ = [
     "load_encoder",
     "encoder_from_meta",
     "register_encoder",
-    "resolve_device",
+    "device_name",
     "package_version",
     "require",
 ]
@@ -122,20 +122,13 @@ def register_encoder(family: str, factory: Factory) -> None:
     _REGISTRY[family] = factory
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; validates the name."""
-    if device == "auto":
-        import torch
+def device_name(device: str) -> str:
+    """The device an encoder runs on, as a name (``auto`` -> ``cuda`` or ``cpu``): the package's
+    one :func:`centrobind.distributed.resolve_device`, imported here so that torch loads only
+    once an encoder does."""
+    from centrobind.distributed import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu" or device == "mps" or device == "cuda" or device.startswith("cuda:"):
-        if device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise EncoderError(f"--device {device}: CUDA is not available on this machine")
-        return device
-    raise EncoderError(f"unknown device {device!r} (use auto, cpu, cuda or cuda:N)")
+    return str(resolve_device(device))
 
 
 def package_version(dist: str) -> str:
@@ -202,7 +195,7 @@ def load_encoder(
     if isinstance(target, str):
         mod, fn = target.split(":")
         target = getattr(importlib.import_module(f"{__package__}.{mod}"), fn)
-    enc = target(arg or None, device=resolve_device(device), allow_random=allow_random, kind=kind)
+    enc = target(arg or None, device=device_name(device), allow_random=allow_random, kind=kind)
     if kind is not None and enc.kind != kind:
         raise EncoderError(f"encoder {spec!r} encodes {enc.kind}, but the column holds {kind}")
     return enc

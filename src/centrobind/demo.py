@@ -155,12 +155,8 @@ class _TrainOptions(TypedDict, total=False):
 
 def _train_all(data: Path, runs: Path, cfg_kw: _TrainOptions) -> dict[str, Path]:
     """Train CentroBind, AllPairs and each FixedAnchor; returns method -> run folder."""
+    from centrobind.config import TrainConfig
     from centrobind.runs import train_run
-
-    try:
-        from centrobind.config import TrainConfig  # where the house helper moves it
-    except ImportError:
-        from centrobind.train import TrainConfig
 
     out: dict[str, Path] = {}
     methods: list[tuple[str, _MethodOptions]] = [
@@ -248,8 +244,7 @@ def _run_demo(
     out: Path, tiny: bool, n: int | None, seed: int, quiet: bool, seeds: int | None
 ) -> Path:
     from centrobind.data import load
-
-    from .core import featurize
+    from centrobind.featurize import featurize
 
     t0 = time.perf_counter()
     n = n if n is not None else (40 if tiny else 600)
@@ -326,10 +321,8 @@ def _query_examples(
     """Free-text :data:`QUERIES` against the test split with the run in ``run_dir`` (CentroBind,
     first seed): the top-5 images (drawn to ``<out>/retrieval.png``) and top-3 speech clips per
     query. Returns (number of test rows, one entry per query)."""
+    from centrobind.featurize import load_encoder, read_items
     from centrobind.runs import load_run
-
-    from .encoders import load_encoder
-    from .items import read_items
 
     labels = ds.labels["digit"].numpy()
     run = load_run(run_dir)

@@ -1,0 +1,97 @@
+"""Train, evaluate, embed and search a dataset ~3x larger than the memory a process may use.
+
+Writes (once) a dataset of ``--rows`` x 3 modalities x 256 float32 features (5.2 GB at the
+default 1.7M rows; see ``benchmarks/scale.py``), creates a memory cgroup limited to
+``--limit-gb`` (cgroup v1 ``memory.limit_in_bytes`` or v2 ``memory.max``; needs root, as in a
+container) and runs each CLI command inside it, reporting its exit code, wall time and the
+cgroup's peak memory (v1 ``memory.max_usage_in_bytes``, v2 ``memory.peak``; page cache
+included, which the kernel reclaims under the limit).
+
+Usage::
+
+    python benchmarks/larger_than_memory.py --dir /tmp/cb-big --limit-gb 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scale import make_data  # noqa: E402
+
+
+def make_cgroup(limit: int) -> tuple[Path, str]:
+    """A fresh memory cgroup with ``limit`` bytes; returns (folder, peak file name)."""
+    v1 = Path("/sys/fs/cgroup/memory")
+    if v1.is_dir():
+        cg = v1 / f"centrobind-big-{os.getpid()}"
+        cg.mkdir()
+        (cg / "memory.limit_in_bytes").write_text(str(limit))
+        (cg / "memory.memsw.limit_in_bytes").exists() and (
+            cg / "memory.memsw.limit_in_bytes"
+        ).write_text(str(limit))
+        return cg, "memory.max_usage_in_bytes"
+    cg = Path("/sys/fs/cgroup") / f"centrobind-big-{os.getpid()}"
+    cg.mkdir()
+    (cg / "memory.max").write_text(str(limit))
+    (cg / "memory.swap.max").exists() and (cg / "memory.swap.max").write_text("0")
+    return cg, "memory.peak"
+
+
+def run_in(cg: Path, peak_file: str, cmd: str) -> tuple[int, float, float, str]:
+    """Run ``cmd`` (shell) inside cgroup ``cg``; (exit code, seconds, peak GB, output tail)."""
+    if peak_file == "memory.max_usage_in_bytes":
+        (cg / peak_file).write_text("0")  # v1: reset the high-water mark
+    wrapped = f"echo $$ > {cg}/cgroup.procs && exec {cmd}"
+    t0 = time.perf_counter()
+    p = subprocess.run(["bash", "-c", wrapped], capture_output=True, text=True)
+    dt = time.perf_counter() - t0
+    peak = int((cg / peak_file).read_text()) / 1e9 if (cg / peak_file).exists() else float("nan")
+    tail = (p.stdout + p.stderr).strip().splitlines()[-3:]
+    return p.returncode, dt, peak, " | ".join(tail)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dir", default="/tmp/centrobind-big")
+    ap.add_argument("--rows", type=int, default=1_700_000)
+    ap.add_argument("--limit-gb", type=float, default=2.0)
+    ap.add_argument("--epochs", type=int, default=1)
+    args = ap.parse_args()
+    root = Path(args.dir)
+    data = make_data(root, args.rows, "float32")
+    size = sum(f.stat().st_size for f in (data / "modalities").rglob("*.npy")) / 1e9
+    print(f"data: {data} ({args.rows} rows, {size:.2f} GB of features), limit {args.limit_gb} GB")
+    cg, peak_file = make_cgroup(int(args.limit_gb * 2**30))
+    run, emb = root / "run", root / "emb"
+    py = shlex.quote(sys.executable)
+    steps = [
+        f"{py} -m centrobind.cli train --data {data} --out {run} --epochs {args.epochs} "
+        "--batch-size 1024 --hidden 128 --quiet",
+        f"{py} -m centrobind.cli evaluate --run {run}",
+        f"{py} -m centrobind.cli embed --run {run} --data {data} --out {emb}",
+        f"{py} -m centrobind.cli index build --run {run} --corpus {data} --target a "
+        f"--out {root / 'index'}",
+        f"{py} -m centrobind.cli search --run {run} --index {root / 'index'} "
+        f"--query-data {data} --query-modality b -k 5 --limit 3",
+    ]
+    try:
+        for cmd in steps:
+            rc, dt, peak, tail = run_in(cg, peak_file, cmd)
+            verb = cmd.split("centrobind.cli ")[1].split(" --")[0]
+            print(f"{verb:>12}: exit {rc}, {dt:7.1f} s, peak {peak:.2f} GB  [{tail[:300]}]")
+    finally:
+        try:
+            cg.rmdir()
+        except OSError:
+            pass
+
+
+if __name__ == "__main__":
+    main()
