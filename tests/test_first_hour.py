@@ -295,8 +295,9 @@ def test_rawdata_suite_end_to_end_and_its_benchmark_hook(tmp_path, monkeypatch):
     rows = man.read_text().splitlines()
     assert rows[0] == "image,caption,sound,label" and len(rows) == 13
     enc = {"caption": "len"}  # no MiniLM in this test; image and sound: the defaults
+    small = {"epochs": 2, "embed_dim": 8, "hidden": 16}
     res = rawdata.run_rawdata(tmp_path / "suite", n=24, seeds=1, grid=({"lr": 3e-3},),
-                              encoders=enc, base={"epochs": 2, "embed_dim": 8, "hidden": 16})  # fmt: skip
+                              encoders=enc, base=small)  # fmt: skip
     assert res["encoders"] == {"image": "imstats", "caption": "len", "sound": "logmel"}
     assert set(res["summary"]) == {"defaults", "lr=0.003"} and len(res["rows"]) == 2
     p5 = {k: v["P@5"][0] for k, v in res["summary"].items()}
