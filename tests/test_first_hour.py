@@ -308,3 +308,14 @@ def test_rawdata_suite_end_to_end_and_its_benchmark_hook(tmp_path, monkeypatch):
     monkeypatch.setattr(rawdata, "run_rawdata", lambda *a, **kw: res)
     assert run_benchmark(suite="rawdata", out=tmp_path / "bench", quiet=True) == res["rows"]
     assert (tmp_path / "bench/rawdata.md").read_text() == md
+
+
+def test_a_run_saved_before_the_new_defaults_keeps_its_old_behaviour(tmp_path):
+    from centrobind.runs import read_run_config
+
+    old = TrainConfig(epochs=3).to_dict()
+    del old["min_steps"], old["val_metric"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    cfg = read_run_config(tmp_path)
+    assert (cfg.min_steps, cfg.val_metric) == (0, "R@1")  # as such runs trained
+    assert (TrainConfig().min_steps, TrainConfig().val_metric) == (100, "auto")
