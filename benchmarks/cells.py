@@ -1,6 +1,6 @@
 """Run single benchmark cells for a method variant: the research loop behind the benchmark.
 
-Each cell is exactly the benchmark's (``centrobind.bench.suites.Job.run``: same split, heads,
+Each cell is exactly the benchmark's (``centrobind.bench.jobs.Job.run``: same split, heads,
 budget and evaluation), for one objective with any options, at one logit scale, on the seeds
 you ask for; it prints one JSON line per cell and a mean ± std summary. Use it to try an idea
 on a few seeds before adding a method to the suite.
@@ -69,14 +69,14 @@ def run_cell(args: tuple) -> dict[str, Any]:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from centrobind.bench.methods import Method
-    from centrobind.bench.suites import (
+    from centrobind.bench.jobs import (
         MFEAT,
         SYNTH_CLEAN_NOISE,
         SYNTH_WEAK_NOISE,
         BenchSettings,
         Job,
     )
+    from centrobind.bench.methods import Method
 
     torch.set_num_threads(1)
     threadpool_limits(1)

@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import make_data  # noqa: E402
 
@@ -63,23 +65,29 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_700_000)
     ap.add_argument("--limit-gb", type=float, default=2.0)
     ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-size", type=int, default=4096)
     args = ap.parse_args()
     root = Path(args.dir)
     data = make_data(root, args.rows, "float32")
     size = sum(f.stat().st_size for f in (data / "modalities").rglob("*.npy")) / 1e9
     print(f"data: {data} ({args.rows} rows, {size:.2f} GB of features), limit {args.limit_gb} GB")
+    queries = root / "queries"  # 5 rows of modality b: the query set of the search step
+    if not queries.exists():
+        (queries / "modalities").mkdir(parents=True)
+        b = np.load(data / "modalities" / "b" / "00000.npy", mmap_mode="r")
+        np.save(queries / "modalities" / "b.npy", np.asarray(b[:5], dtype=np.float32))
     cg, peak_file = make_cgroup(int(args.limit_gb * 2**30))
     run, emb = root / "run", root / "emb"
     py = shlex.quote(sys.executable)
     steps = [
         f"{py} -m centrobind.cli train --data {data} --out {run} --epochs {args.epochs} "
-        "--batch-size 1024 --hidden 128 --quiet",
+        f"--batch-size {args.batch_size} --hidden 128 --quiet",
         f"{py} -m centrobind.cli evaluate --run {run}",
         f"{py} -m centrobind.cli embed --run {run} --data {data} --out {emb}",
         f"{py} -m centrobind.cli index build --run {run} --corpus {data} --target a "
         f"--out {root / 'index'}",
         f"{py} -m centrobind.cli search --run {run} --index {root / 'index'} "
-        f"--query-data {data} --query-modality b -k 5 --limit 3",
+        f"--query-data {queries} --query-modality b -k 5",
     ]
     try:
         for cmd in steps:

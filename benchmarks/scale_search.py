@@ -9,7 +9,9 @@ depend on what the vectors mean) is searched by the exact streamed backend
 in-memory :class:`centrobind.Index` over the same vectors loaded as float32. Every configuration
 runs in a fresh child process: ``load MB`` = resident memory after opening the index (VmRSS),
 then the high-water mark is reset (``/proc/self/clear_refs``) and ``peak MB`` = VmHWM after the
-searches. ``1 query ms``: the median of 5 single-query searches after one warm-up (the file is in
+searches (it counts file-backed pages too: library code, the in-memory path's memory map);
+``anon MB`` = RssAnon after the searches (the process's own memory). ``1 query ms``: the
+median of 5 single-query searches after one warm-up (the file is in
 the page cache); ``batch s``: one search of ``--queries`` queries.
 
     python benchmarks/scale_search.py latency --rows 1000000 10000000 --dtype float16
@@ -63,10 +65,10 @@ for i in range(5):
 t = time.perf_counter()
 _, ids = index.search(queries, k)
 batch = time.perf_counter() - t
-peak = status("VmHWM")
+peak, anon = status("VmHWM"), status("RssAnon")
 np.save(qfile.replace(".npy", f"-{mode}-ids.npy"), ids)
 print(json.dumps({"load_s": load_s, "one_s": float(np.median(ones)), "batch_s": batch,
-                  "load_mb": load_mb, "peak_mb": peak}))
+                  "load_mb": load_mb, "peak_mb": peak, "anon_mb": anon}))
 """
 
 
@@ -92,9 +94,10 @@ def synthesise_index(out: Path, n: int, dim: int, dtype: str, seed: int = 0) -> 
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     centres = rng.standard_normal((4096, dim), dtype=np.float32) / np.sqrt(dim)
-    with NpyWriter(out / "embeddings.npy", dtype, (dim,)) as e, NpyWriter(
-        out / "ids.npy", np.int64
-    ) as ids:
+    with (
+        NpyWriter(out / "embeddings.npy", dtype, (dim,)) as e,
+        NpyWriter(out / "ids.npy", np.int64) as ids,
+    ):
         for a in range(0, n, 1 << 18):
             b = min(n, a + (1 << 18))
             x = centres[rng.integers(0, 4096, b - a)]
@@ -122,8 +125,8 @@ def latency(a: argparse.Namespace) -> None:
     print(
         f"exact search of a saved index, D = {a.dim}, {a.dtype}, k = {a.k}, {a.threads} "
         f"thread(s), batch = {a.queries} queries\n\n"
-        "| N | search | open s | load MB | 1 query ms | batch s | queries/s | peak MB | "
-        "same ids |\n|---|---|---|---|---|---|---|---|---|",
+        "| N | search | open s | load MB | 1 query ms | batch s | queries/s | peak MB | anon MB | "
+        "same ids |\n|---|---|---|---|---|---|---|---|---|---|",
         flush=True,
     )
     for n in a.rows:
@@ -147,7 +150,8 @@ def latency(a: argparse.Namespace) -> None:
             print(
                 f"| {n:,} | {label} | {r['load_s']:.2f} | {r['load_mb']:.0f} | "
                 f"{1000 * r['one_s']:.0f} | {r['batch_s']:.1f} | "
-                f"{a.queries / r['batch_s']:.1f} | {r['peak_mb']:.0f} | {same} |",
+                f"{a.queries / r['batch_s']:.1f} | {r['peak_mb']:.0f} | {r['anon_mb']:.0f} | "
+                f"{same} |",
                 flush=True,
             )
 
@@ -155,7 +159,9 @@ def latency(a: argparse.Namespace) -> None:
 def _recall(ids, ref) -> float:
     import numpy as np
 
-    return float(np.mean([len(set(x) & set(y)) / ref.shape[1] for x, y in zip(ids, ref)]))
+    return float(
+        np.mean([len(set(x) & set(y)) / ref.shape[1] for x, y in zip(ids, ref, strict=True)])
+    )
 
 
 def recall(a: argparse.Namespace) -> None:

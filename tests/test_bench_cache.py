@@ -34,4 +34,5 @@ def test_digest_covers_the_objectives_not_the_report():
     m.code_digest.cache_clear()
     d = m.code_digest()
     assert len(d) == 64 and d == m.code_digest()
-    assert "objectives" not in m._PRESENTATION and "report.py" in m._PRESENTATION
+    assert "objectives" not in m._PRESENTATION and "report.py" not in m._COMPUTE
+    assert {"jobs.py", "methods.py"} <= m._COMPUTE

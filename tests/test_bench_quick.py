@@ -32,20 +32,20 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
         ("mfeat", "mfeat"),
         ("synthetic", "clean"),
         ("synthetic", "weak-anchor"),
-        ("synthetic", "sweep"),
         ("missing", "p=0.0"),
         ("missing", "p=0.6"),
+        ("modalities", "weak M=8"),
     } <= suites
+    assert {"modalities"} <= {r["suite"] for r in rows}
     methods = {r["method"] for r in rows if r["suite"] == "mfeat"}
     for m in (
         "CentroBind",
         "CentroBind[paper]",
         "CentroBind[loo]",
-        "CentroBind[learned-scale]",
-        "AllPairs[learned-scale]",
         "AllPairs",
         "Symile",
         "Gram(fac)",
+        "Gram(fac)[official]",
         "GCCA",
         "Raw",
         *(f"FixedAnchor({v})" for v in ("fac", "fou", "kar", "mor", "pix", "zer")),
@@ -55,44 +55,37 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
         if r["method"] != "Raw":
             assert math.isfinite(r["R@1"]) and 0 <= r["R@1"] <= 100, r
         assert r["seconds"] >= 0
-    # the temperature protocol: every binding row carries the scale chosen on validation
-    from centrobind.bench.suites import QUICK_SCALE_GRID
-
+    # the published scales: no grid, every binding row at the committed full run's choice
     meta = results["meta"]
     assert meta["reference_method"] == "CentroBind"
+    assert meta["logit_scales"] == "published" and meta["grid_runs"] == 0
+    mf = {r["method"]: r for r in rows if r["suite"] == "mfeat" and r["setting"] == "mfeat"}
+    assert mf["CentroBind"]["logit_scale"] == 7.0 and mf["AllPairs"]["logit_scale"] == 10.0
+    official = mf["Gram(fac)[official]"]
+    assert "logit_scale" not in official and official["logit_scale_final"] > 0
     for r in rows:
-        if r["method"] in ("CentroBind", "AllPairs", "CentroBind[paper]") or r["method"].startswith(
-            "FixedAnchor("
-        ):
-            assert r["logit_scale"] in QUICK_SCALE_GRID, r["method"]
-            assert math.isfinite(r["val_metric"])
         if r["method"] in ("GCCA", "Raw"):
             assert "logit_scale" not in r
-    grid = {(g["method"], tuple(g["data"])): g for g in meta["logit_scale_grid"]}
-    cb = grid[("CentroBind", ("mfeat",))]
-    best = max(v for v in cb["val_metric"].values())
-    assert cb["val_metric"][f"{cb['chosen']:g}"] == best
-    mf = [r for r in rows if r["suite"] == "mfeat" and r["setting"] == "mfeat"]
-    learned = next(r for r in mf if r["method"] == "CentroBind[learned-scale]")
-    fixed = next(r for r in mf if r["method"] == "CentroBind")
-    assert learned["logit_scale"] == fixed["logit_scale"] == cb["chosen"]
-    assert learned["logit_scale_final"] <= 2 * learned["logit_scale"] + 1e-6
+    m_rows = [r for r in rows if r["suite"] == "modalities"]
+    assert {r["M"] for r in m_rows} == {2, 4, 8}
+    assert all(r["step_ms"] > 0 and r["step_cpu_ms"] > 0 and r["peak_mib"] > 0 for r in m_rows)
     with (out / "results.csv").open() as f:
         assert len(list(csv.DictReader(f))) == len(rows)
     report = (out / "report.md").read_text()
     for needle in (
+        "## Summary",
         "## Findings",
-        "validation split",
+        "published logit scale",
         "## mfeat",
         "## synthetic",
         "## missing modalities",
         "excluding_view.png",
         "pair_heatmaps.png",
-        "synthetic_sweep.png",
         "missing.png",
+        "modalities_weak_cost.png",
     ):
         assert needle in report, needle
-    for png in ("excluding_view.png", "pair_heatmaps.png", "synthetic_sweep.png", "missing.png"):
+    for png in ("excluding_view.png", "pair_heatmaps.png", "missing.png"):
         assert (out / png).stat().st_size > 5000, png
     _check_resume(out, rows, results["meta"])
 
@@ -100,8 +93,8 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
 def test_benchmark_cell_is_deterministic_and_seed_dependent():
     import dataclasses
 
+    from centrobind.bench.jobs import BenchSettings, Job
     from centrobind.bench.methods import Method
-    from centrobind.bench.suites import BenchSettings, Job
 
     base = dataclasses.replace(BenchSettings.make(None, quick=True).train_config(), epochs=3)
     job = Job("synthetic", "clean", Method("CentroBind"), 0, ("synthetic", 0.1, 300), probe_tasks=1)
@@ -133,3 +126,39 @@ def _check_resume(out, rows, meta):
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
     assert [{k: v for k, v in r.items() if k != "seconds"} for r in again["rows"]] == strip
     assert len(record.read_text().splitlines()) == len(kept) + 1 + 5  # the torn line stays
+
+
+def test_a_registered_suite_runs_at_published_scales_or_chooses_its_own(tmp_path):
+    """A new suite plugs in with register_suite; its methods get the published scale where one
+    exists for their data, and --choose-scales runs the seed-0 grid instead."""
+    import dataclasses
+
+    from centrobind.bench import run_benchmark
+    from centrobind.bench.base import Suite
+    from centrobind.bench.jobs import Job, synthetic_key
+    from centrobind.bench.methods import Method
+    from centrobind.bench.suites import SUITES, register_suite
+
+    class Tiny(Suite):
+        name = "tiny"
+
+        def jobs(self, s):
+            job = Job("tiny", "clean", Method("CentroBind"), 0, synthetic_key(0.1, 300))
+            yield dataclasses.replace(job, probe_tasks=0, loo=False, epochs=3)
+
+    register_suite(Tiny())
+    try:
+        rows = run_benchmark("tiny", quick=True, out=tmp_path / "a", quiet=True, workers=1)
+        assert rows[0]["logit_scale"] == 3.0  # the weak/clean synthetic choice, published
+        chosen = run_benchmark(
+            "tiny", quick=True, out=tmp_path / "b", quiet=True, workers=1, choose_scales=True
+        )
+    finally:
+        del SUITES["tiny"]
+    meta = json.loads((tmp_path / "b" / "results.json").read_text())["meta"]
+    assert meta["logit_scales"] == "chosen" and meta["grid_runs"] == 2
+    (grid,) = meta["logit_scale_grid"]
+    best = max(grid["val_metric"].values())
+    assert grid["val_metric"][f"{grid['chosen']:g}"] == best
+    assert chosen[0]["logit_scale"] == grid["chosen"]
+    assert "## tiny" in (tmp_path / "b" / "report.md").read_text()

@@ -94,7 +94,7 @@ def _stats(table: dict[str, list[float]]) -> dict:
     return {m: agg[("mfeat", "mfeat", m)] for m in table}
 
 
-def test_standing_lists_every_method_ahead_of_the_reference():
+def test_standing_is_one_line_with_rank_the_methods_ahead_and_the_next_behind():
     stats = _stats(
         {
             "CentroBind": [40, 41, 42],
@@ -104,46 +104,46 @@ def test_standing_lists_every_method_ahead_of_the_reference():
         }
     )
     text = standing(stats, "R@1", "mean R@1")
-    assert text.startswith("mean R@1: CentroBind 41.0 ± 1.0; 2 of 3 other methods ahead of it: ")
-    assert "AllPairs 45.0 ± 1.0 (AllPairs ahead by 4.0, more than one std (1.0))" in text
-    assert "GCCA 41.5 ± 1.0 (GCCA ahead by 0.5, within noise (one std is 1.0))" in text
-    assert (
-        "behind it: FixedAnchor(fac) 31.0 ± 1.0 (CentroBind ahead by 10.0, more than one std "
-        "(1.0))" in text
+    assert "\n" not in text
+    assert text == (
+        "mean R@1: CentroBind 41.0 ± 1.0, rank 3 of 4; ahead of it: AllPairs 45.0 (+4.0, beyond "
+        "noise), GCCA 41.5 (+0.5, within noise); next behind: FixedAnchor(fac) 31.0 (-10.0, "
+        "beyond noise)."
     )
 
 
 def test_standing_when_the_reference_leads_and_when_it_ties():
     lead = standing(_stats({"CentroBind": [50, 51, 52], "AllPairs": [44, 45, 46]}), "R@1", "x")
-    assert "no other method ahead of it (1 compared)" in lead
-    assert "CentroBind ahead by 6.0, more than one std (1.0)" in lead
+    assert "rank 1 of 2" in lead and "ahead of it" not in lead
+    assert "next behind: AllPairs 45.0 (-6.0, beyond noise)" in lead
     tie = standing(_stats({"CentroBind": [50, 51, 52], "AllPairs": [51, 51, 51]}), "R@1", "x")
-    assert "equal at this precision: AllPairs" in tie and "ahead of it:" not in tie
+    assert "level: AllPairs" in tie and "ahead of it:" not in tie
 
 
 @pytest.mark.parametrize("seed", range(15))
-def test_findings_mention_every_method_that_beats_the_reference(seed):
+def test_findings_name_the_methods_that_beat_the_reference(seed):
     rng = random.Random(seed)
     names = ["CentroBind", "AllPairs", "GCCA", "Symile", "Gram(fac)", "CentroBind[loo]"]
     names += [f"FixedAnchor({k})" for k in MODS]
     n = rng.choice([1, 3])
     table = {m: [rng.uniform(10, 50) for _ in range(n)] for m in names}
-    report = render_report(_rows(table), _meta(seeds=n), _tmp(seed))
-    line = _finding(report, "mfeat, mean R@1 over the 30 ordered pairs")
     stats = _stats(table)
+    line = standing(stats, "R@1", "x")
     ref = round(stats["CentroBind"]["R@1"][0], 1)
+    ahead = sorted(
+        (round(stats[m]["R@1"][0], 1) - ref, m)
+        for m in names[1:]
+        if round(stats[m]["R@1"][0], 1) > ref
+    )[::-1]
+    assert f"rank {len(ahead) + 1} of {len(names)}" in line
+    listed = line.split("ahead of it: ")[1].split(";")[0] if ahead else ""
+    for gap, m in ahead[:3]:
+        assert f"{m} {stats[m]['R@1'][0]:.1f} ({gap:+.1f}" in listed, (m, line)
+    if len(ahead) > 3:
+        assert f"and {len(ahead) - 3} more" in listed
     for m in names[1:]:
-        mean = round(stats[m]["R@1"][0], 1)
-        if mean > ref:
-            assert f"{m} {mean:.1f}" in line.split("behind it")[0], (m, line)
-            assert f"({m} ahead by {mean - ref:.1f}" in line
-        elif mean < ref:
-            assert f"({m} ahead by" not in line
-    ahead = sum(round(stats[m]["R@1"][0], 1) > ref for m in names[1:])
-    if ahead:
-        assert f"{ahead} of {len(names) - 1} other methods ahead of it" in line
-    else:
-        assert "no other method ahead of it" in line
+        if round(stats[m]["R@1"][0], 1) < ref:
+            assert f"{m} {stats[m]['R@1'][0]:.1f} (+" not in line
 
 
 def _tmp(i: int):
@@ -173,8 +173,7 @@ def test_ablation_finding_compares_variants_with_the_default_only(tmp_path):
     )
     report = render_report(rows, _meta(), tmp_path)
     line = _finding(report, "mfeat ablations")
-    assert "CentroBind[grad,unnorm] 40.9 ± 1.0 (CentroBind ahead by 0.1, within noise" in line
-    assert "no other method ahead of it (1 compared)" in line
+    assert "rank 1 of 2; next behind: CentroBind[grad,unnorm] 40.9 (-0.1, within noise)" in line
     # the ablation table describes only the rows it has
     assert "gradient through the centroid, unnormalised centroid" in report
     assert "learned" not in report and "intra" not in report
@@ -288,9 +287,10 @@ def test_report_sweep_table_is_per_level(tmp_path):
 # ------------------------------------------------------------------------- figures
 
 
-def test_method_colours_are_one_per_method_and_stable():
-    mfeat = ["CentroBind", "AllPairs", "Symile", "Gram(fac)", "GCCA", "Raw"]
+def test_method_colours_are_one_per_method_stable_and_centrobind_variants_stand_apart():
+    mfeat = ["CentroBind", "AllPairs", "Symile", "Gram(fac)", "Gram(fac)[official]", "GCCA", "Raw"]
     mfeat += [f"FixedAnchor({k})" for k in MODS]
+    main = ["CentroBind", "CentroBind[paper]", "CentroBind[loo]", "CentroBind[learned-scale]"]
     variants = [
         "CentroBind[grad,unnorm]",
         "CentroBind[detach,norm]",
@@ -300,13 +300,19 @@ def test_method_colours_are_one_per_method_and_stable():
         "CentroBind+intra0.3",
         "CentroBind+intra1.0",
     ]
-    assert len({method_color(m) for m in mfeat}) == len(mfeat)
-    assert len({method_color(m) for m in variants + ["CentroBind"]}) == len(variants) + 1
+    assert len({method_color(m) for m in mfeat + main[1:]}) == len(mfeat) + 3
+    assert len({method_color(m) for m in variants + main}) == len(variants) + len(main)
     assert method_color("CentroBind") == "#d62728"
     assert method_color("CentroBind[leave-one-out]") == method_color("CentroBind[leave-one-out]")
-    for v in variants + ["CentroBind[leave-one-out]"]:  # red family: more red than green/blue
-        r, g, b = (int(method_color(v)[i : i + 2], 16) for i in (1, 3, 5))
-        assert r > g and r > b, v
+
+    def rgb(m: str) -> tuple[int, ...]:
+        return tuple(int(method_color(m)[i : i + 2], 16) for i in (1, 3, 5))
+
+    for a in main:  # clearly different: far apart in RGB, all warm (more red than blue)
+        assert rgb(a)[0] > rgb(a)[2], a
+        for b in main:
+            dist = sum((x - y) ** 2 for x, y in zip(rgb(a), rgb(b), strict=True)) ** 0.5
+            assert a == b or dist > 90, (a, b)
     assert len({method_color(f"FixedAnchor(m{i})") for i in range(1, 5)}) == 4
 
 
@@ -374,3 +380,69 @@ def test_a_full_run_with_one_seed_says_there_is_no_spread_estimate(tmp_path):
     )
     top = report.split("## Findings")[0]
     assert "With one seed there is no spread estimate" in top and "smoke run" not in top
+
+
+# ------------------------------------------------------------------------- summary and M-suite
+
+
+def test_report_opens_with_the_summary_table_of_questions(tmp_path):
+    rows = _rows(
+        {"CentroBind": [40, 41, 42], "AllPairs": [40.5, 41.5, 42.5], "FixedAnchor(pix)": [30] * 3}
+    )
+    rows += _rows(
+        {"CentroBind": [20, 21, 22], "AllPairs": [20, 21, 22], "FixedAnchor(pix)": [10, 11, 12]},
+        suite="missing",
+        setting="p=0.6",
+        p=0.6,
+    )
+    report = render_report(rows, _meta(), tmp_path)
+    head = report.split("## How it was run")[0]
+    assert head.index("## Summary") < head.index("| question | answer | numbers | seeds |")
+    line = next(ln for ln in head.splitlines() if ln.startswith("| Beats every fixed anchor?"))
+    assert "| yes (mfeat) |" in line and "41.0 ± 1.0 vs FixedAnchor(pix) 30.0 ± 0.0" in line
+    assert line.endswith("| 3 |")
+    tie = next(ln for ln in head.splitlines() if ln.startswith("| Ties all-pairs?"))
+    assert "| tie (mfeat) |" in tie
+    miss = next(ln for ln in head.splitlines() if ln.startswith("| Missing modalities?"))
+    assert "tie vs AllPairs; ahead vs FixedAnchor(pix)" in miss
+    assert report.index("## Summary") < report.index("## Findings") < report.index("## mfeat")
+
+
+def _m_rows() -> list[dict]:
+    rows = []
+    for m in (2, 4, 16):
+        for meth, r1, ms in (("CentroBind", 50, 1.0), ("AllPairs", 50.5, m / 2), ("Symile", 5, 2)):
+            rows.append(
+                {
+                    "suite": "modalities",
+                    "setting": f"weak M={m}",
+                    "method": meth,
+                    "seed": 0,
+                    "M": m,
+                    "noise_m1": 2.0,
+                    "R@1": r1 - m,
+                    "R@1_excl/m1": r1 + 10 - m,
+                    "loo_R@1": 40.0,
+                    "step_cpu_ms": ms,
+                    "step_ms": 2 * ms,
+                    "peak_mib": ms * 3,
+                    "logit_scale": 3.0,
+                    "epochs": 50,
+                }
+            )
+    return rows
+
+
+def test_m_suite_section_tables_figures_and_the_cost_answer(tmp_path):
+    report = render_report(_m_rows(), _meta(seeds=1), tmp_path)
+    assert "| method | M=2 | M=4 | M=16 |" in report
+    assert "| Symile (leave-one-out) | 40.0 | 40.0 | 40.0 |" in report
+    assert "| AllPairs | 1.0 | 2.0 | 8.0 |" in report  # step ms
+    for png in ("modalities_weak_quality.png", "modalities_weak_cost.png"):
+        assert (tmp_path / png).stat().st_size > 5000
+    cost = next(ln for ln in report.splitlines() if ln.startswith("| Cheaper than all-pairs"))
+    assert "| yes (M-suite weak) |" in cost
+    assert "step CPU time at M=16: 8.0x CentroBind's (M=2: 1.0x)" in cost
+    line = _finding(report, "modalities (weak)")
+    assert "M=16: +0.5 (w/o m1 +0.5), step 8.0x, memory 8.0x" in line
+    assert "AllPairs ahead (one seed: no spread estimate) at M = 2, 4, 16" in line

@@ -159,7 +159,7 @@ def test_run_folder_safety(data_dir, tmp_path):
     rc, err = _cli("evaluate", "--run", out, "--data", other)
     assert rc == 2 and "not the data this run was trained on" in err
     rc, err = _cli("embed", "--run", out, "--data", data_dir, "--out", tmp_path)
-    assert rc == 2 and "is a folder" in err
+    assert rc == 2 and "not an empty folder" in err  # a folder out: streamed, must be new
 
 
 def test_overlapping_dataset_splits_are_refused(tmp_path):

@@ -201,7 +201,6 @@ BAD_CASES: list[tuple[str, Callable[[Path], Path], list[str]]] = [
     ("inf_in_row", _with("b.npy", _inf_row()), ["b.npy", "row 4", "inf"]),
     ("all_missing", _with("b.npy", np.full((N, 2), np.nan)), ["b.npy", "missing for all"]),
     ("empty_dataset", _empty, ["a.npy", "empty", "0 rows"]),
-    ("no_modality_for_sample", _no_modality_for_sample, ["sample 2", "no modality present"]),
     (
         "label_wrong_length",
         _with("digit.npy", np.zeros(N - 1, np.int64), sub="labels"),
@@ -324,6 +323,14 @@ def test_load_dataset_rejects(tmp_path, case_id, build, needles, mmap):
     assert "\n" not in msg
     for needle in needles:
         assert needle in msg, (needle, msg)
+
+
+def test_a_sample_with_no_modality_loads_as_an_empty_row(tmp_path):
+    """A row with no modality present (a featurized row whose every item was unreadable) is
+    kept, so rows stay aligned with labels and items, with a warning (issue 19)."""
+    with pytest.warns(DatasetWarning, match="1 sample.* no modality present .*row 2"):
+        ds = load_dataset(_no_modality_for_sample(tmp_path))
+    assert len(ds) == N and not bool(ds.mask[:, 2].any()) and bool(ds.mask[:, 3].all())
 
 
 def _rich_dataset() -> MultimodalDataset:

@@ -19,7 +19,16 @@ import torch
 from centrobind.cli import main
 from centrobind.data import make_synthetic, save_dataset
 from centrobind.runlock import LOCK_NAME, RunLock
-from reliability_helpers import FAST, cli, error_line, snapshot, train, weights
+from reliability_helpers import (
+    FAST,
+    cli,
+    error_line,
+    featurized,
+    main_cli,
+    snapshot,
+    train,
+    weights,
+)
 
 
 @pytest.fixture(scope="module")
@@ -322,3 +331,134 @@ def test_disk_full_during_checkpoint_leaves_a_resumable_run(data, tmp_path, monk
     assert _main("train", "--data", data, "--out", out, "--resume") == 0
     a, b = weights(whole / "model.safetensors"), weights(out / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)  # the interrupted run ends where it would
+
+
+# ------------------------------------------------------------------- benchmark --out (issue 19)
+
+
+def test_benchmark_refuses_a_folder_that_is_not_its_own(tmp_path, capsys):
+    from centrobind.bench.cache import RunCache, check_output_folder
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "report.md").write_text("# my report\n")
+    (mine / "results.csv").write_text("a,b\n1,2\n")
+    before = snapshot(mine)
+    rc, _, err = main_cli(capsys, "benchmark", "--quick", "--out", mine, "--quiet")
+    error_line(rc, err, "not empty and not a benchmark output folder", "report.md")
+    assert snapshot(mine) == before and sorted(os.listdir(mine)) == ["report.md", "results.csv"]
+    # its own folders are fine: a finished one (results.json) or an interrupted one (runs.jsonl)
+    check_output_folder(Path(__file__).parents[1] / "docs" / "benchmark")
+    ours = tmp_path / "ours"
+    RunCache(ours / "runs.jsonl").put(("job", 0), {"R@1": 1.0})
+    check_output_folder(ours)
+    check_output_folder(tmp_path / "new")
+
+
+# ------------------------------------------------------------------- featurize (issue 19)
+
+
+class _Stopper:
+    """``pixels:4`` that is interrupted (like Ctrl-C) once ``after`` items were encoded."""
+
+    after: int | None = None
+    done = 0
+
+    @classmethod
+    def make(cls, arg, **kw):
+        from centrobind.featurize.encoders.image_pixels import PixelsEncoder
+
+        class Enc(PixelsEncoder):
+            def forward(self, prepared):
+                cls.done += len(prepared)
+                if cls.after is not None and cls.done > cls.after:
+                    raise KeyboardInterrupt
+                return super().forward(prepared)
+
+        enc = Enc(4)
+        enc.spec = "stopper"
+        return enc
+
+
+def test_featurize_resume_never_mixes_old_and_new_contents_of_a_file(tmp_path):
+    """Killed after its first chunk, then an image that rows 1 and 6 both name is overwritten:
+    the re-run encodes the first chunk again, so both rows hold the new contents."""
+    from PIL import Image
+
+    from centrobind.errors import CentrobindWarning
+    from centrobind.featurize import featurize, load_encoder, register_encoder
+
+    register_encoder("stopper", _Stopper.make)
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (6, 6), (200, 0, 0)).save(tmp_path / "img" / "shared.png")
+    for i in range(8):
+        Image.new("RGB", (6, 6), (0, 30 * i, 0)).save(tmp_path / "img" / f"{i}.png")
+    names = [f"img/{i}.png" for i in range(8)]
+    names[1] = names[6] = "img/shared.png"
+    man = tmp_path / "m.csv"
+    man.write_text("image\n" + "\n".join(names) + "\n")
+    out = tmp_path / "ds"
+    _Stopper.after, _Stopper.done = 4, 0
+    with pytest.raises(KeyboardInterrupt):  # after the first chunk of 4 rows
+        featurize(man, out, encoders={"image": "stopper"}, progress=False, chunk_rows=4)
+    assert json.loads((out / "featurize.json").read_text())["modalities"]["image"]["done"] == [0]
+    Image.new("RGB", (6, 6), (0, 0, 250)).save(tmp_path / "img" / "shared.png")  # now blue
+    _Stopper.after = None
+    with pytest.warns(CentrobindWarning, match=r"image: files changed .* rows 0-3"):
+        featurize(man, out, encoders={"image": "stopper"}, progress=False, chunk_rows=4)
+    x = np.load(out / "modalities" / "image.npy")
+    blue = load_encoder("pixels:4").encode([str(tmp_path / "img" / "shared.png")])[0]
+    np.testing.assert_array_equal(x[1], x[6])
+    np.testing.assert_allclose(x[1], blue, atol=1e-6)
+
+
+def test_featurize_rebuilds_a_deleted_modality_file(tmp_path, capsys):
+    ds = featurized(tmp_path, n=12)
+    man = tmp_path / "raw" / "m.csv"
+    args = ["featurize", man, "--out", ds, "--encoder", "caption=chars"]
+    args += ["--encoder", "image=pixels:4", "--label", "colour", "--quiet"]
+    before = np.load(ds / "modalities" / "image.npy")
+    (ds / "modalities" / "image.npy").unlink()
+    rc, out, err = main_cli(capsys, *args)
+    assert rc == 0, err
+    assert "image.npy is missing or damaged: encoding image again" in err
+    assert "image 12 ok" in out
+    np.testing.assert_array_equal(np.load(ds / "modalities" / "image.npy"), before)
+    (ds / "modalities" / "image.npy").write_bytes(b"not a numpy file")  # damaged: the same
+    rc, _, err = main_cli(capsys, *args)
+    assert rc == 0 and "missing or damaged" in err, err
+    np.testing.assert_array_equal(np.load(ds / "modalities" / "image.npy"), before)
+
+
+def test_two_featurizes_into_one_folder(tmp_path, capsys):
+    """Featurize holds the same lock as training: a second one on the same --out fails at once
+    naming the first (its lock is taken here through another open file, as by a process)."""
+    import fcntl
+
+    featurized(tmp_path / "a", n=6)  # raw data and manifest
+    out = tmp_path / "ds"
+    out.mkdir()
+    fd = os.open(out / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    holder = {"pid": 4242, "host": "h", "started": "2026-01-01 00:00:00 UTC"}
+    os.write(fd, json.dumps({**holder, "purpose": "featurize"}).encode())
+    args = ["featurize", tmp_path / "a" / "raw" / "m.csv", "--out", out, "--quiet"]
+    args += ["--encoder", "caption=chars", "--encoder", "image=pixels:4", "--label", "colour"]
+    try:
+        rc, _, err = main_cli(capsys, *args)
+        error_line(rc, err, "in use by another process", "featurize pid 4242")
+        assert os.listdir(out) == [LOCK_NAME]
+    finally:
+        os.close(fd)  # the first one ends: the folder is free
+    rc, _, err = main_cli(capsys, *args)
+    assert rc == 0, err
+
+
+def test_featurize_never_writes_outside_its_folder(tmp_path, capsys):
+    """A label column named like a path would become labels/<name>.npy: refused."""
+    (tmp_path / "m.csv").write_text("text,../../outside\nhello,1\nworld,2\n")
+    out = tmp_path / "deep" / "er" / "ds"
+    args = ["featurize", tmp_path / "m.csv", "--out", out, "--encoder", "text=chars"]
+    rc, _, err = main_cli(capsys, *args, "--label", "../../outside", "--quiet")
+    error_line(rc, err, "cannot be a label name")
+    assert not out.exists() and not list(tmp_path.rglob("outside*"))

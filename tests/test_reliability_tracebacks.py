@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from centrobind.data import MultimodalDataset, make_synthetic, save_dataset
-from reliability_helpers import FAST, cli, error_line, train
+from reliability_helpers import FAST, cli, corpus_and_run, error_line, main_cli, train
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +213,242 @@ def test_deeply_nested_meta_json(tmp_path):
     ):
         rc, _, err = cli(*args)
         error_line(rc, err, "meta.json")
+
+
+# ------------------------------------------------------------------- search, featurize (issue 19)
+
+
+def _search(capsys, corpus, run, *extra):
+    args = ["search", "--run", run, "--corpus", corpus, "--target", "image", "--query", "red"]
+    return main_cli(capsys, *args, *extra)
+
+
+def test_search_corpus_defects_are_one_line(tmp_path, capsys):
+    corpus, run = corpus_and_run()
+    narrow = tmp_path / "narrow"  # the images featurized with another width (pixels:2)
+    raw = corpus.parent / "raw"
+    rc, _, err = main_cli(
+        capsys, "featurize", raw / "m.csv", "--out", narrow, "--encoder", "caption=chars",
+        "--encoder", "image=pixels:2", "--label", "colour", "--quiet",
+    )  # fmt: skip
+    assert rc == 0, err
+    error_line(*_search(capsys, narrow, run)[::2], "'image' has 12 features per row", "takes 48")
+    cut = tmp_path / "cut"
+    shutil.copytree(corpus, cut)
+    items = cut / "items" / "image.jsonl"
+    items.write_text("".join(items.read_text().splitlines(keepends=True)[:5]))  # cut at a line
+    error_line(*_search(capsys, cut, run)[::2], "has 5 lines but the corpus has 24 rows")
+    items.write_bytes(b'"\xff\xfe"\n' * 24)
+    error_line(*_search(capsys, cut, run)[::2], "line 1 is not UTF-8")
+    bad_arg = "red \udcff"  # how Python passes a command-line argument that is not UTF-8
+    args = ["search", "--run", run, "--corpus", corpus, "--target", "image", "--query", bad_arg]
+    error_line(*main_cli(capsys, *args)[::2], "is not valid Unicode text")
+
+
+def test_long_csv_cell_is_read_as_in_jsonl(tmp_path):
+    import csv
+
+    from centrobind.featurize import read_manifest
+
+    long = "word " * 40_000  # 200,000 characters: over the csv module's default limit
+    (tmp_path / "m.csv").write_text('caption,n\n"' + long + '",1\nshort,2\n')
+    (tmp_path / "m.jsonl").write_text(json.dumps({"caption": long, "n": 1}) + "\n")
+    limit = csv.field_size_limit()
+    csv_cell = read_manifest(tmp_path / "m.csv").columns["caption"][0]
+    assert csv_cell == read_manifest(tmp_path / "m.jsonl").columns["caption"][0] == long.strip()
+    assert csv.field_size_limit() == limit  # the process-wide setting is restored
+
+
+def test_a_lone_surrogate_in_a_manifest_is_one_line(tmp_path):
+    from centrobind.errors import CentrobindError
+    from centrobind.featurize import read_manifest
+
+    (tmp_path / "m.jsonl").write_text('{"caption": "ok"}\n{"caption": "a\\ud800b"}\n')
+    with pytest.raises(CentrobindError, match="row 1, column 'caption': not valid Unicode"):
+        read_manifest(tmp_path / "m.jsonl")
+
+
+def _image_manifest(root: Path, odd: str) -> Path:
+    from PIL import Image
+
+    for i in range(3):
+        Image.new("RGB", (12, 10), (80 * i, 0, 0)).save(root / f"{i}.png")
+    man = root / "m.csv"
+    man.write_text("image\n0.png\n1.png\n" + odd + "\n2.png\n")
+    return man
+
+
+def _featurize_images(capsys, man: Path, out: Path) -> tuple[str, str]:
+    args = ["featurize", man, "--out", out, "--encoder", "image=pixels:4", "--quiet"]
+    rc, text, err = main_cli(capsys, *args)
+    assert rc == 0, err
+    assert "image 3 ok, 0 empty, 1 unreadable" in text
+    return text, err
+
+
+def test_a_named_pipe_in_a_manifest_is_refused_not_opened(tmp_path, capsys):
+    import os
+    import threading
+
+    from centrobind.featurize import EncoderError, load_encoder
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+
+    def unblock() -> None:  # should open() block after all, the test fails instead of hanging
+        time.sleep(30)
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+
+    threading.Thread(target=unblock, daemon=True).start()
+    _, err = _featurize_images(capsys, _image_manifest(tmp_path, "pipe.png"), tmp_path / "ds")
+    assert "row 2, image: unreadable, stored as missing" in err and "is a named pipe" in err
+    with pytest.raises(EncoderError, match="is a named pipe, not a regular file"):
+        load_encoder("pixels:4").encode([str(fifo)])  # the Python API too
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares ``width x height`` pixels (the data is not there)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+        return struct.pack(">I", len(data)) + kind + data + crc
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_images_over_the_pixel_budget_are_refused_before_decoding(tmp_path, capsys, monkeypatch):
+    from PIL import Image
+
+    from centrobind.featurize import EncoderError, load_encoder
+
+    (tmp_path / "bomb.png").write_bytes(_png_declaring(12000, 12000))
+    t0 = time.monotonic()
+    _, err = _featurize_images(capsys, _image_manifest(tmp_path, "bomb.png"), tmp_path / "ds")
+    assert time.monotonic() - t0 < 60  # never decoded (that took 911 MB)
+    assert "declares 12000 x 12000 pixels, over the budget of 64,000,000" in err
+    assert "DecompressionBomb" not in err  # Pillow's own warning: the line above says it
+    assert all(ln.startswith(("warning: ", "row ")) for ln in err.splitlines()), err
+    # the budget is a setting; a JPEG over it is decoded at a scale that fits
+    monkeypatch.setenv("CENTROBIND_MAX_IMAGE_PIXELS", "1000")
+    Image.new("RGB", (64, 64), (0, 90, 0)).save(tmp_path / "big.jpg")
+    small = load_encoder("pixels:4").encode([str(tmp_path / "big.jpg")])
+    assert small.shape == (1, 48) and abs(float(small[0, 1]) - 90 / 255) < 0.05
+    monkeypatch.setenv("CENTROBIND_MAX_IMAGE_PIXELS", "100")
+    with pytest.raises(EncoderError, match="12 x 10 pixels, over the budget of 100 "):
+        load_encoder("pixels:4").encode([str(tmp_path / "0.png")])
+
+
+def test_a_wav_declaring_a_tiny_sample_rate_is_refused(tmp_path):
+    """A 2 KB WAV that declares 1 Hz would be resampled to 16,000 times its samples."""
+    from centrobind.featurize import EncoderError, load_encoder
+    from featurize_helpers import write_wav
+
+    write_wav(tmp_path / "slow.wav", np.zeros(1000), rate=1)
+    with pytest.raises(EncoderError, match="implausible sample rate 1 Hz"):
+        load_encoder("logmel").encode([str(tmp_path / "slow.wav")])
+
+
+def test_tensorboard_that_cannot_be_written_is_one_line(run, data, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / "tensorboard").write_text("a file where the folder goes")
+    args = ["train", "--data", data, "--out", copy, "--resume", "--tensorboard", "--quiet"]
+    rc, _, err = main_cli(capsys, *args)
+    line = error_line(rc, err, "--tensorboard: cannot write to", "tensorboard")
+    assert "b'" not in line
+
+
+def test_third_party_warnings_are_warning_lines(tmp_path, capsys, monkeypatch):
+    """Warnings of other libraries (Pillow's) and of lower layers are ``warning:`` lines."""
+    from centrobind.checkpoint import load_tensors, save_tensors
+
+    monkeypatch.setenv("CENTROBIND_MAX_IMAGE_PIXELS", "200000000")  # above Pillow's own limit
+    (tmp_path / "big.png").write_bytes(_png_declaring(9500, 9500))  # 90 M pixels, no data
+    _, err = _featurize_images(capsys, _image_manifest(tmp_path, "big.png"), tmp_path / "ds")
+    pillow = [ln for ln in err.splitlines() if "90250000 pixels" in ln]
+    assert len(pillow) == 1 and pillow[0].startswith("warning: Image size"), err
+    corpus, run = corpus_and_run()
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    tensors, meta = load_tensors(copy / "model.safetensors")
+    meta["featurizers"]["caption"]["version"] = "chars/0"  # made by an older encoder version
+    save_tensors(copy / "model.safetensors", tensors, meta)
+    rc, _, err = _search(capsys, corpus, copy)
+    assert rc == 0, err
+    assert err.splitlines() == [
+        "warning: encoder 'chars': dataset made with 'chars/0', now 'chars/1'; features may "
+        "differ slightly"
+    ]
+
+
+# ------------------------------------------------------------------- distributed (issue 19)
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _rank_of(pid: int) -> int | None:
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    ranks = [int(e[5:]) for e in env if e.startswith(b"RANK=")]
+    return ranks[0] if ranks else None
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_a_killed_torchrun_rank_is_one_line(data, tmp_path):
+    """torchrun --nproc-per-node 2 (gloo, CPU); rank 1 is killed (-9) once training has written
+    a checkpoint: rank 0 prints one line naming rank 1 and --resume, no gloo traceback."""
+    import os
+    import signal
+    import subprocess
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    cmd += ["-m", "centrobind.cli", "train", "--data", str(data), "--out", str(out), "--quiet"]
+    cmd += ["--epochs", "400", "--batch-size", "28", "--hidden", "8", "--embed-dim", "4"]
+    cmd += ["--device", "cpu", "--checkpoint-every", "2", "--warmup-steps", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoints" / "latest.safetensors").exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        rank1 = [p for p in _children(proc.pid) if _rank_of(p) == 1]
+        assert len(rank1) == 1
+        os.kill(rank1[0], signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    text = err.decode()
+    ours = [ln for ln in text.splitlines() if ln.startswith(("error:", "[rank0]", "[rank1]"))]
+    assert len(ours) == 1, text  # torchrun's own report of the dead child follows it
+    assert "rank 1 of 2 stopped" in ours[0] and "--resume" in ours[0], ours
+    assert "Traceback" not in text.split("ChildFailedError")[0].split(ours[0])[0], text
+    assert (out / "checkpoints" / "latest.safetensors").is_file()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from centrobind.checkpoint import load_tensors, save_tensors
 from centrobind.cli import main
 from centrobind.data import MultimodalDataset, make_synthetic, save_dataset
-from reliability_helpers import FAST, cli, error_line, train
+from reliability_helpers import FAST, cli, corpus_and_run, error_line, main_cli, train
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +224,119 @@ def test_non_finite_floats_refused_before_anything_is_written(data, tmp_path, fl
     rc, _, err = train(data, tmp_path / "run", flag, value)
     error_line(rc, err, "finite")
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------- search, featurize (issue 19)
+
+
+@pytest.fixture(scope="module")
+def corpus_run():
+    return corpus_and_run()
+
+
+def test_index_reads_a_string_as_a_dataset_only(corpus_run, tmp_path):
+    """A misspelled corpus folder is an error, never a one-row index of the path as a caption."""
+    import centrobind
+    from centrobind.errors import CentrobindError
+
+    corpus, run = corpus_run
+    model = centrobind.load(run)
+    typo = str(corpus) + "_typo"
+    for given in (typo, Path(typo), "captions.txt"):
+        with pytest.raises(CentrobindError, match="does not exist"):
+            model.index(given, modality="caption")
+    assert len(model.index(str(corpus), modality="caption")) == 24
+    assert len(model.index(["a red square", "a blue square"], modality="caption")) == 2
+
+
+def test_search_on_a_run_that_is_still_training(corpus_run, tmp_path, capsys):
+    import fcntl
+    import os
+    import shutil
+
+    corpus, run = corpus_run
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    shutil.copy(run / "config.json", busy / "config.json")
+    fd = os.open(busy / ".lock", os.O_RDWR | os.O_CREAT)  # held as by a training process
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    info = {"pid": 4242, "host": "h", "started": "2026-01-01 00:00:00 UTC", "purpose": "train"}
+    os.write(fd, json.dumps(info).encode())
+    args = ["search", "--run", busy, "--corpus", corpus, "--target", "image", "--query", "red"]
+    try:
+        rc, _, err = main_cli(capsys, *args)
+        error_line(rc, err, "is still training", "train pid 4242")
+    finally:
+        os.close(fd)
+    rc, _, err = main_cli(capsys, *args)  # stopped before the end
+    error_line(rc, err, "training did not finish", "--resume")
+
+
+def test_stratified_split_on_one_row_classes_names_the_cause(ds, tmp_path, capsys):
+    one_each = MultimodalDataset(
+        dict(ds.features), mask=ds.mask, labels={"id": np.arange(len(ds))}, name="ids"
+    )
+    save_dataset(one_each, tmp_path / "d")
+    rc, _, err = main_cli(capsys, "train", "--data", tmp_path / "d", "--out", tmp_path / "r")
+    error_line(rc, err, "test split is empty", "stratified on label 'id'", "single row")
+    assert not (tmp_path / "r").exists()
+
+
+def test_rows_with_no_modality_are_warned_and_left_out(corpus_run, tmp_path, capsys):
+    """A manifest row whose every cell is empty (or unreadable): featurize says so, inspect
+    counts it, training and evaluation leave it out, embed gives it NaN."""
+    corpus, _ = corpus_run
+    raw = corpus.parent / "raw"
+    lines = (raw / "m.csv").read_text().splitlines()
+    lines[3] = ",,"  # row 2: every cell empty
+    lines[6] = '"",img/nowhere.png,'  # row 5: no caption, an image that is not there
+    man = raw / "holes.csv"
+    man.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "ds"
+    rc, _, err = main_cli(
+        capsys, "featurize", man, "--out", out, "--encoder", "caption=chars",
+        "--encoder", "image=pixels:4", "--label", "colour", "--quiet",
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "warning: 2 row(s) have no modality: every cell is empty or unreadable (row 2, 5)" in err
+    rc, text, err = main_cli(capsys, "inspect", out)
+    assert rc == 0 and "samples with no modality: 2" in text, err
+    assert "warning:" in err and "have no modality present" in err
+    run = tmp_path / "run"
+    rc, _, err = main_cli(capsys, "train", "--data", out, "--out", run, *FAST)
+    assert rc == 0, err
+    splits, _ = load_tensors(run / "splits.safetensors")
+    used = torch.cat([splits[k] for k in ("train", "val", "test")]).tolist()
+    assert sorted(used) == [r for r in range(24) if r not in (2, 5)]
+    assert main_cli(capsys, "evaluate", "--run", run)[0] == 0
+    rc, _, err = main_cli(capsys, "embed", "--run", run, "--data", out, "--out", tmp_path / "e.npz")
+    assert rc == 0, err
+    fused = np.load(tmp_path / "e.npz")["fused.mean"]
+    assert np.isnan(fused[[2, 5]]).all() and np.isfinite(np.delete(fused, [2, 5], 0)).all()
+
+
+def test_benchmark_record_edited_or_not_utf8_is_redone(tmp_path):
+    """runs.jsonl lines are checksummed: a result edited by hand (a number, or its type) or a
+    line that is not UTF-8 is never used (its run is redone) and is warned about; a line cut
+    short by a crash is skipped quietly."""
+    from centrobind.bench.cache import RunCache
+    from centrobind.errors import CentrobindWarning
+
+    path = tmp_path / "runs.jsonl"
+    c = RunCache(path)
+    for i in range(4):
+        c.put(("job", i), {"R@1": 10.0 + i})
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[0] = lines[0].replace(b'"R@1": 10.0', b'"R@1": 99.0')
+    lines[1] = lines[1].replace(b'{"R@1": 11.0}', b"5")
+    lines[2] = b"\xff\xfe" + lines[2]
+    path.write_bytes(b"".join(lines))
+    with pytest.warns(CentrobindWarning, match=r"3 line\(s\) are not records .* line 1, 2, 3"):
+        again = RunCache(path)
+    assert [again.get(("job", i)) for i in range(4)] == [None, None, None, {"R@1": 13.0}]
+    path.write_bytes(lines[3] + b'{"key": "abc", "resu')  # a crash mid-write: no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert RunCache(path).get(("job", 3)) == {"R@1": 13.0}

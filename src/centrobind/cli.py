@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import typing
 import warnings
@@ -22,15 +23,9 @@ EXIT_USAGE = 2
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    import warnings
-
     from .data import describe, load
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = load(args.data)
-    for w in caught:  # e.g. DatasetWarning: modalities/notes.csv ignored
-        print(f"warning: {w.message}", file=sys.stderr)
+    ds = load(args.data)  # warnings (e.g. modalities/notes.csv ignored): main prints them
     print(describe(ds))
     return 0
 
@@ -55,15 +50,25 @@ def _given_config(args: argparse.Namespace) -> dict[str, Any]:
             except json.JSONDecodeError:
                 opts[key] = value
         given["objective_options"] = opts
+    for item in getattr(args, "tower", None) or []:
+        mod, sep, spec = item.partition("=")
+        if not sep or not mod or not spec:
+            raise CentrobindError(f"--tower expects MODALITY=SPEC, got {item!r}")
+        given["towers"] = {**dict(given.get("towers", {})), mod: spec}
     return given
 
 
 @contextlib.contextmanager
 def _warnings_as_lines() -> Iterator[None]:
-    """Print each warning raised inside as one ``warning: ...`` line on stderr, when raised."""
+    """Print each warning raised inside (ours and third-party ones, e.g. Pillow's) as one
+    ``warning: ...`` line on stderr, when raised; a message already printed is not repeated."""
+    seen: set[str] = set()
 
     def show(message: Warning | str, *_: Any, **__: Any) -> None:
-        print(f"warning: {message}", file=sys.stderr, flush=True)
+        text = " ".join(str(message).split())
+        if text not in seen:
+            seen.add(text)
+            print(f"warning: {text}", file=sys.stderr, flush=True)
 
     with warnings.catch_warnings():
         warnings.simplefilter("always")
@@ -73,14 +78,14 @@ def _warnings_as_lines() -> Iterator[None]:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import TrainConfig
-    from .distributed import init_distributed, is_main_process
+    from .distributed import distributed_failure, init_distributed, is_main_process
     from .runs import resume_flags, train_run
 
     given = _given_config(args)
     extend_to = resume_flags(args.out, given) if args.resume else None
     cfg = TrainConfig.from_dict(given)
     init_distributed(cfg.device)
-    with _warnings_as_lines():
+    try:
         run, result = train_run(
             args.data,
             cfg,
@@ -88,7 +93,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             resume=args.resume,
             extend_to=extend_to,
             init_from=args.init_from,
+            labels=args.label or (),
         )
+    except RuntimeError as e:  # under torchrun: another rank died before or after training
+        failure = distributed_failure(e)
+        if failure is None:
+            raise
+        raise failure from None
     if not is_main_process():
         return 0  # under torchrun rank 0 reports
     best = (
@@ -248,6 +259,8 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
         quiet=args.quiet,
         workers=args.workers,
         fresh=args.fresh,
+        extended=args.extended,
+        choose_scales=args.choose_scales,
     )
     return 0
 
@@ -277,6 +290,16 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_example(args: argparse.Namespace) -> int:
+    from .examples.imu import run_imu_example
+
+    kw = {"n": 120, "n_test": 30, "epochs": 2} if args.tiny else {}
+    kw.update({k: v for k, v in (("n", args.n), ("epochs", args.epochs)) if v is not None})
+    report = run_imu_example(args.out, seed=args.seed, **kw)
+    print(f"wrote {report}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -284,6 +307,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         args.out, tiny=args.tiny, n=args.n, seed=args.seed, quiet=args.quiet, seeds=args.seeds
     )
     print(f"wrote {report}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .serve.cli import serve_command
+
+    return serve_command(args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_onnx
+
+    manifest = export_onnx(args.run, args.out, check=not args.no_check)
+    check = manifest.get("check")
+    checked = f"; onnxruntime max abs diff {check['max_abs_diff']:.2e}" if check else ""
+    print(f"wrote {len(manifest['modalities'])} ONNX encoders to {args.out}{checked}")
     return 0
 
 
@@ -330,7 +369,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=_cmd_inspect)
 
     s = verb("train", "train a Binder; writes a run folder")
-    s.add_argument("--data", required=True, help="dataset folder or builtin name")
+    s.add_argument(
+        "--data",
+        required=True,
+        help="dataset folder, builtin name, or a manifest of raw items (.csv/.tsv/.jsonl/.parquet)",
+    )
     s.add_argument("--out", required=True, help="run folder, e.g. runs/mfeat-centrobind")
     s.add_argument("--config", help="TOML or JSON file with TrainConfig fields (flags override)")
     s.add_argument(
@@ -338,6 +381,19 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="KEY=VALUE",
         help="objective option, e.g. --option detach_anchor=false (repeatable)",
+    )
+    s.add_argument(
+        "--label",
+        action="append",
+        metavar="COLUMN",
+        help="a label column of a manifest given as --data (repeatable)",
+    )
+    s.add_argument(
+        "--tower",
+        action="append",
+        metavar="MODALITY=SPEC",
+        help="the modality's tower, e.g. --tower imu=conv1d, --tower text=identity, "
+        "--tower image=backbone:timm:resnet18,train_last=2 (repeatable; default mlp)",
     )
     s.add_argument(
         "--resume",
@@ -350,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="start from the encoder weights of run folder RUN (modalities it lacks start fresh)",
     )
+    s.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
     add_config_arguments(s)
     s.set_defaults(func=_cmd_train)
 
@@ -443,16 +500,28 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--suite",
         default="all",
-        choices=["all", "mfeat", "synthetic", "missing", "rawdata"],
-        help="which suite(s) to run (all = mfeat, synthetic, missing; rawdata, generated raw "
-        "images/captions/sounds end to end with the default settings, runs only on its own)",
+        help="which suite to run: all (default), mfeat, synthetic, missing, modalities (the "
+        "M-suite), any registered suite, or rawdata (generated raw images, captions and "
+        "sounds end to end with the default settings; not part of all)",
     )
-    s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 5, quick 1)")
+    s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 1)")
     s.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run: 1 seed, 15 epochs, logit-scale grid {3, 7} instead of "
-        "{2, 3, 5, 7, 10, 14, 20}",
+        help="smoke run: 1 seed, 15 epochs (with --choose-scales: the logit-scale grid {3, 7} "
+        "instead of {2, 3, 5, 7, 10, 14, 20})",
+    )
+    s.add_argument(
+        "--choose-scales",
+        action="store_true",
+        help="choose every method's logit scale on the validation grid (seed 0 at 7 scales) "
+        "instead of using the scales published with the package",
+    )
+    s.add_argument(
+        "--extended",
+        action="store_true",
+        help="also the secondary studies: ablations, learnable-scale and intra-modal variants, "
+        "the noise sweep, the M-suite's clean variant and 3 seeds per M",
     )
     s.add_argument(
         "--workers",
@@ -483,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=32, help="items per encoder batch")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--allow-random", action="store_true", help="image backbones without weights")
+    s.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_featurize)
 
@@ -494,19 +564,66 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", type=int, default=None, help="training seeds (default 3, tiny 1)")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_demo)
+
+    s = verb(
+        "example",
+        "a worked example built offline: 'imu' binds an accelerometer sensor to pictures and "
+        "captions (conv1d vs MLP tower; a kept pretrained space)",
+    )
+    s.add_argument("name", choices=["imu"])
+    s.add_argument("--out", required=True, help="folder for the data, runs and report")
+    s.add_argument("--n", type=int, default=None, help="training items (default 480)")
+    s.add_argument("--epochs", type=int, default=None, help="epochs per run (default 20)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--tiny", action="store_true", help="a few dozen items, 2 epochs (smoke test)")
+    s.set_defaults(func=_cmd_example)
+
+    from .serve.cli import add_serve_arguments
+
+    s = verb("serve", "a local web page and JSON API to search a corpus with a run")
+    add_serve_arguments(s)
+    s.set_defaults(func=_cmd_serve)
+
+    s = verb("export", "export a run's encoders (ONNX: one file per modality + export.json)")
+    s.add_argument("--run", required=True)
+    s.add_argument("--format", default="onnx", choices=["onnx"], help="file format")
+    s.add_argument("--out", required=True, help="folder to write (absent or empty)")
+    s.add_argument("--no-check", action="store_true", help="skip the onnxruntime parity check")
+    s.set_defaults(func=_cmd_export)
     return p
+
+
+_OFFLINE_HELP = (
+    "never download a model: hub names (st:ORG/NAME, hf:ORG/NAME, timm:NAME, open_clip:NAME@TAG) "
+    "must be in the local cache (same as HF_HUB_OFFLINE=1)"
+)
+
+
+def _os_error_line(e: OSError) -> str:
+    """``<file>: <reason>`` of an ``OSError`` (file names given as bytes decoded, not
+    ``b'...'``)."""
+    name = e.filename
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    why = " ".join(str(e.strerror or e).split())
+    return f"{name}: {why}" if name else why
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "offline", False):  # before any Hugging Face library is imported
+        import os
+
+        os.environ["HF_HUB_OFFLINE"] = "1"
     try:
-        return args.func(args)
+        with _warnings_as_lines():
+            return args.func(args)
     except CentrobindError as e:
         msg = " ".join(str(e).split())
         print(f"error: {msg}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as e:  # unwritable output, full disk, ...: the OS said it in one line
-        print(f"error: {e.filename or ''}: {e.strerror or e}".replace(": :", ":"), file=sys.stderr)
+        print(f"error: {_os_error_line(e)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

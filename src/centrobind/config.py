@@ -62,7 +62,7 @@ AUTO_R1_MIN_VAL_ROWS = 100
 
 #: Fields about watching one invocation, not the run: ``--resume`` takes them from its own
 #: command line (they may differ from the saved config).
-PER_INVOCATION = ("quiet", "tensorboard", "loader")
+PER_INVOCATION = ("quiet", "tensorboard", "loader", "workers")
 
 
 def _field(
@@ -133,6 +133,13 @@ class TrainConfig:
     aug_noise: float = _field(0.3, "augmentation noise std", group="objective", lo=0)
     aug_mask: float = _field(
         0.2, "augmentation masked fraction", group="objective", lo=0, hi=1, hi_open=True
+    )
+    towers: dict[str, Any] = _field(
+        doc="modality -> tower spec (mlp, conv1d, cnn, identity, backbone:SPEC, module:PATH; "
+        "centrobind.towers); modalities not named get mlp",
+        group="model",
+        factory=dict,
+        cli=False,
     )
     embed_dim: int = _field(64, "embedding size D", group="model", lo=1, hi=65536)
     hidden: int = _field(256, "hidden width of the encoders", group="model", lo=1, hi=65536)
@@ -219,6 +226,13 @@ class TrainConfig:
         group="data",
         choices=("auto", "memory", "stream"),
     )
+    workers: int = _field(
+        2,
+        "worker processes decoding raw items while training (--loader stream on a manifest)",
+        group="data",
+        lo=0,
+        hi=256,
+    )
     row_order: str = _field(
         "block",
         "epoch order: block (shuffled blocks of --block-rows, --shuffle-blocks at a time, rows "
@@ -255,6 +269,7 @@ class TrainConfig:
         if "anchor" in self.objective_options:
             raise ConfigError("give the anchor modality with --anchor NAME, not as an option")
         objective_class(self.objective)  # a registered name
+        _check_towers(self.towers)
         if abs(sum(self.split) - 1) > 1e-6:
             raise ConfigError(f"split must be 3 non-negative fractions summing to 1: {self.split}")
         resolve_device(self.device)  # a device this machine has
@@ -324,6 +339,16 @@ class TrainConfig:
         if self.val_metric != "auto":
             return self.val_metric
         return "R@1" if val_rows >= AUTO_R1_MIN_VAL_ROWS else "MRR"
+
+
+def _check_towers(towers: Mapping[str, Any]) -> None:
+    """Every tower spec is a string naming a registered tower (nothing is built or imported)."""
+    from .towers import parse_tower_spec
+
+    for m, spec in towers.items():
+        if not isinstance(spec, str):
+            raise ConfigError(f"towers.{m} must be a tower spec string, got {spec!r}")
+        parse_tower_spec(spec)
 
 
 def resume_conflicts(saved: Mapping[str, Any], asked: TrainConfig) -> list[str]:

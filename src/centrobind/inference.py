@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .data import BUILTINS, MultimodalDataset, as_dataset
+from .data import MultimodalDataset, as_dataset
 from .distributed import resolve_device
 from .errors import CentrobindError, CentrobindWarning
 from .runs import FUSED_KEY, Run, embed_dataset, embed_features, is_run_data, load_run
@@ -118,6 +118,9 @@ class Model:
         featurizer the run's training data was made with."""
         self._check_modality(modality)
         entry = self.featurizers.get(modality)
+        raw = (self.run.meta.get("raw") or {}).get("decoders", {}).get(modality)
+        if entry is None and isinstance(raw, dict):
+            return self._decode(modality, raw, items)
         if entry is None:
             raise ValueError(
                 f"modality {modality!r}: this run was not trained on featurized data for it, so "
@@ -128,6 +131,12 @@ class Model:
             raise ValueError(
                 f"modality {modality!r}: raw items must be strings (texts or file paths); "
                 f"item {bad[0]} is {type(items[bad[0]]).__name__}"
+            )
+        bad = [i for i, it in enumerate(items) if not it.isascii() and not _utf8(it)]
+        if bad:  # e.g. a command-line argument that was not UTF-8
+            raise ValueError(
+                f"modality {modality!r}: item {bad[0]} ({items[bad[0]]!r:.80}) is not valid "
+                "Unicode text (a lone surrogate)"
             )
         items = list(items)
         if entry.get("kind") in ("image", "audio"):
@@ -144,6 +153,28 @@ class Model:
                 f"{feats.shape}, the run expects [{len(items)}, {self.dims[modality]}]"
             )
         return feats
+
+    def _decode(self, modality: str, entry: dict[str, Any], items: Sequence[str]) -> np.ndarray:
+        """Raw items of a raw-item modality (files, or texts for hashed words) -> flat rows
+        ``[n, D_m]``, decoded as in training without augmentation."""
+        from .data.raw import decoder_from_entry
+
+        if modality not in self._encoders:
+            self._encoders[modality] = decoder_from_entry(entry)
+        dec = self._encoders[modality]
+        out = np.zeros((len(items), self.dims[modality]), np.float32)
+        for i, item in enumerate(items):
+            if not isinstance(item, str):
+                raise ValueError(f"modality {modality!r}: item {i} is not a string")
+            path = item if dec.kind == "text" else os.path.abspath(os.path.expanduser(item))
+            try:
+                out[i] = dec.decode(path, None).reshape(-1)
+            except Exception as e:  # noqa: BLE001 - one line naming the item
+                why = "file not found" if isinstance(e, FileNotFoundError) else str(e)
+                raise ValueError(
+                    f"modality {modality!r}: item {i} ({item!r:.120}): {why}"
+                ) from None
+        return out
 
     def _features(self, modality: str, x: Any) -> Tensor:
         """Raw items or an ``[n, D_m]`` array -> checked float32 tensor ``[n, D_m]`` (CPU)."""
@@ -261,11 +292,12 @@ class Model:
     ) -> Index:
         """A search :class:`~centrobind.search.Index` over ``corpus`` embedded as ``modality``.
 
-        ``corpus`` is a dataset (folder, builtin name or :class:`MultimodalDataset`): its rows
-        where ``modality`` is present are indexed, with their row numbers as ids (or
-        ``ids[row]`` when ``ids`` gives one id per dataset row); or input features ``[N, D_m]`` /
-        raw items for :meth:`encode` (ids default to ``0..N-1``). ``backend`` and
-        ``backend_options`` go to :class:`~centrobind.search.Index`.
+        ``corpus`` is a dataset: a folder path or builtin name (a ``str`` or path is always
+        read as one; a name that is neither is an error, never one raw item) or a
+        :class:`MultimodalDataset`; its rows where ``modality`` is present are indexed, with
+        their row numbers as ids (or ``ids[row]`` when ``ids`` gives one id per dataset row). Or
+        input features ``[N, D_m]`` / a list of raw items for :meth:`encode` (ids default to
+        ``0..N-1``). ``backend`` and ``backend_options`` go to :class:`~centrobind.search.Index`.
 
         ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"all"``; None = all) keeps only the
         rows of that split of the run; the corpus must then be the run's own dataset. Searching
@@ -274,13 +306,16 @@ class Model:
         self._check_modality(modality)
         if split is not None and split not in SPLITS:
             raise CentrobindError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-        if isinstance(corpus, (MultimodalDataset, os.PathLike)) or (
-            isinstance(corpus, str)
-            and (corpus in BUILTINS or Path(corpus).is_dir() or modality not in self.featurizers)
-        ):
+        if isinstance(corpus, (MultimodalDataset, os.PathLike, str)):
             ds = load_corpus(corpus)
             if modality not in ds.modalities:
                 raise CentrobindError(f"the corpus has no modality {modality!r} ({ds.modalities})")
+            if ds.dims[modality] != self.dims[modality]:
+                raise CentrobindError(
+                    f"the corpus's {modality!r} has {ds.dims[modality]} features per row, the "
+                    f"run takes {self.dims[modality]} (was the corpus featurized with another "
+                    "encoder than the run's training data?)"
+                )
             keep = ds.present(modality).cpu()
             if split not in (None, "all"):
                 where = self.split_of(ds, None if isinstance(corpus, MultimodalDataset) else corpus)
@@ -342,6 +377,14 @@ _NOT_RUN_DATA = (
     "split {split!r} needs the corpus to be the dataset this run was trained on (same rows and "
     "content); another corpus has no train/val/test rows of this run"
 )
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _featurizers(run: Run) -> dict[str, dict[str, Any]] | None:
@@ -471,6 +514,12 @@ def search_corpus(
             stacklevel=2,
         )
     all_items = _items(corpus, target) if saved_index is None else None
+    if all_items is not None and corpus_ds is not None and len(all_items) != len(corpus_ds):
+        raise CentrobindError(
+            f"{Path(str(corpus)) / 'items' / (target + '.jsonl')}: has {len(all_items)} lines "
+            f"but the corpus has {len(corpus_ds)} rows (cut short or edited?); featurize the "
+            "corpus again"
+        )
     names = _label_names(corpus_ds) if corpus_ds is not None else {}
     out = []
     for label, srow, irow in zip(labels, scores, ids, strict=True):

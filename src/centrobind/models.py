@@ -1,17 +1,22 @@
-"""The Binder: one encoder per modality into a shared, L2-normalised space, plus a logit scale.
+"""The Binder: one encoder (tower) per modality into a shared, L2-normalised space, plus a logit
+scale.
 
-Shapes: ``features[m]`` is ``[N, D_m]``; every encoder maps it to ``[N, D]``; ``Binder.forward``
-stacks the modalities into ``[M, N, D]`` (the objectives' input).
+Shapes: ``features[m]`` is ``[N, D_m]`` (or whatever batch the modality's tower takes); every
+tower maps it to ``[N, D]``; ``Binder.forward`` stacks the modalities into ``[M, N, D]`` (the
+objectives' input). Towers: :mod:`centrobind.towers`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .towers import TowerContext, build_tower, check_tower_output, tower_spec_of
 
 __all__ = ["MLPHead", "Binder", "ModalityDict"]
 
@@ -82,26 +87,36 @@ class MLPHead(nn.Module):
 
 
 class Binder(nn.Module):
-    """One encoder per modality plus a learnable logit scale (CLIP convention).
+    """One tower per modality plus a learnable logit scale (CLIP convention).
 
     Args:
-        dims: modality name -> input dimension ``D_m`` (order = modality order).
+        dims: modality name -> input dimension ``D_m`` (order = modality order); a modality whose
+            tower is given in ``encoders`` may be left out (its width is then the tower's
+            ``in_dim`` attribute, or the product of its ``shapes`` entry, or 0: unchecked).
         embed_dim: ``D`` of the shared space.
-        hidden, depth, dropout: MLP head shape (see :class:`MLPHead`).
+        hidden, depth, dropout: MLP head shape (see :class:`MLPHead`), the default tower.
         logit_scale_init: initial ``s = 1 / temperature`` (CLIP: ``1 / 0.07``).
         max_logit_scale: ``s`` is clamped to this (CLIP: 100).
         learn_logit_scale: when False, ``s`` stays at its initial value.
+        encoders: modality -> a tower: any ``nn.Module`` mapping a batch of that modality to
+            ``[N, embed_dim]``, or a tower spec (``"conv1d"``, ``"identity"``, ...; see
+            :mod:`centrobind.towers`). Modalities not named get an :class:`MLPHead`.
+        shapes: modality -> item shape (e.g. ``[3, 128]``) for raw-item towers built from specs.
 
     Example:
         >>> binder = Binder({"a": 8, "b": 5}, embed_dim=4)
         >>> z = binder({"a": torch.randn(3, 8), "b": torch.randn(3, 5)})
         >>> tuple(z.shape)
         (2, 3, 4)
+        >>> imu = Binder({"imu": 3 * 16, "text": 4}, embed_dim=4, encoders={"imu": "conv1d"},
+        ...              shapes={"imu": [3, 16]})
+        >>> imu.towers["imu"], tuple(imu.encode("imu", torch.randn(2, 48)).shape)
+        ('conv1d', (2, 4))
     """
 
     def __init__(
         self,
-        dims: Mapping[str, int],
+        dims: Mapping[str, int] | None = None,
         embed_dim: int = 64,
         hidden: int = 256,
         depth: int = 2,
@@ -109,22 +124,39 @@ class Binder(nn.Module):
         logit_scale_init: float = 1 / 0.07,
         max_logit_scale: float = 100.0,
         learn_logit_scale: bool = True,
+        encoders: Mapping[str, nn.Module | str] | None = None,
+        shapes: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
-        if len(dims) < 2:
-            raise ValueError(f"a Binder needs at least 2 modalities, got {list(dims)}")
+        dims, encoders, shapes = dict(dims or {}), dict(encoders or {}), dict(shapes or {})
+        mods = list(dims) + [m for m in encoders if m not in dims]
+        if len(mods) < 2:
+            raise ValueError(f"a Binder needs at least 2 modalities, got {mods}")
         if not logit_scale_init > 0:
             raise ValueError(f"logit_scale_init must be > 0, got {logit_scale_init}")
         if logit_scale_init > max_logit_scale:
             raise ValueError(
                 f"logit_scale_init {logit_scale_init} exceeds max_logit_scale {max_logit_scale}"
             )
-        self.modalities = list(dims)
-        self.dims = dict(dims)
+        self.modalities = mods
         self.embed_dim = embed_dim
-        self.encoders = ModalityDict(
-            {m: MLPHead(d, embed_dim, hidden, depth, dropout) for m, d in dims.items()}
-        )
+        towers: dict[str, nn.Module] = {}
+        for m in mods:
+            given = encoders.get(m)
+            if isinstance(given, nn.Module):
+                towers[m] = given
+                continue
+            shape = tuple(int(s) for s in shapes[m]) if m in shapes else None
+            width = int(dims.get(m, math.prod(shape) if shape else 0))
+            ctx = TowerContext(width, embed_dim, shape, hidden, depth, dropout, m)
+            if given is None:
+                towers[m] = MLPHead(ctx.in_dim, embed_dim, hidden, depth, dropout)
+                towers[m]._centrobind_spec = "mlp"  # type: ignore[assignment]
+            else:
+                towers[m] = build_tower(given, ctx)
+        self.dims = {m: int(dims.get(m, getattr(towers[m], "in_dim", 0) or 0)) for m in mods}
+        self.shapes = {m: [int(s) for s in shapes[m]] for m in mods if m in shapes}
+        self.encoders = ModalityDict(towers)
         # Stored as log(s) like CLIP so that Adam steps are relative.
         self.log_logit_scale = nn.Parameter(
             torch.tensor(math.log(logit_scale_init)), requires_grad=learn_logit_scale
@@ -132,17 +164,36 @@ class Binder(nn.Module):
         self.max_logit_scale = max_logit_scale
 
     @property
+    def towers(self) -> dict[str, str]:
+        """modality -> the spec that rebuilds its tower (``mlp``, ``conv1d,width=32``,
+        ``module:pkg.mod:Class``; see :func:`~centrobind.towers.tower_spec_of`)."""
+        return {m: tower_spec_of(self.encoders[m]) for m in self.modalities}
+
+    def train(self, mode: bool = True) -> Binder:
+        """Like ``nn.Module.train``, but frozen parts of towers (``freeze``, ``train_last``) stay
+        in eval mode, so their BatchNorm statistics and dropout stay fixed."""
+        super().train(mode)
+        for mod in self.modules():
+            if getattr(mod, "_centrobind_frozen", False):
+                mod.eval()
+        return self
+
+    @property
     def logit_scale(self) -> Tensor:
         """``s = exp(log_logit_scale)`` clamped to ``max_logit_scale`` (0-dim tensor)."""
         return self.log_logit_scale.exp().clamp(max=self.max_logit_scale)
 
-    def encode(self, modality: str, x: Tensor) -> Tensor:
-        """``[N, D_m] -> [N, D]`` L2-normalised embeddings of one modality (with grad)."""
+    def encode(self, modality: str, x: Any) -> Tensor:
+        """``[N, D_m] -> [N, D]`` L2-normalised embeddings of one modality (with grad). A tower
+        whose output is not ``[N, D]`` is one :class:`~centrobind.towers.TowerError` line."""
         if modality not in self.encoders:
             raise KeyError(f"unknown modality {modality!r}; the model has {self.modalities}")
-        return F.normalize(self.encoders[modality](x), dim=-1)
+        tower = self.encoders[modality]
+        out = tower(x)
+        check_tower_output(modality, tower, x, out, self.embed_dim)
+        return F.normalize(out, dim=-1)
 
-    def forward(self, features: Mapping[str, Tensor]) -> Tensor:
+    def forward(self, features: Mapping[str, Any]) -> Tensor:
         """Encode every modality: dict of ``[N, D_m]`` -> ``[M, N, D]`` in model order.
 
         Rows of missing modalities are encoded too (they are zeros by the data convention); the

@@ -7,10 +7,12 @@ run folder around it) and the benchmark (which never writes one) train through.
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ from .data import BUILTINS, MultimodalDataset, Standardizer, load
 from .data.digests import data_digest
 from .data.fingerprint import fingerprint
 from .data.ondisk import DiskDataset, open_dataset
+from .data.raw import RawData
 from .data.source import TrainSource, make_order
 from .data.stream import StreamingSource
 from .distributed import is_main_process, resolve_device
@@ -46,6 +49,7 @@ __all__ = [
     "build_objective",
     "check_model_fits",
     "check_split_sizes",
+    "check_towers",
     "make_splits",
     "prepare_data",
 ]
@@ -180,9 +184,26 @@ def prepare_stream(disk: DiskDataset, splits: dict[str, Tensor], cfg: TrainConfi
     return Streamed(source, val, std)
 
 
-def make_splits(ds: MultimodalDataset | DiskDataset, cfg: TrainConfig) -> dict[str, Tensor]:
+def make_splits(
+    ds: MultimodalDataset | DiskDataset | RawData, cfg: TrainConfig
+) -> dict[str, Tensor]:
     """The dataset's own ``train``/``val``/``test`` splits when it has them, else a seeded split
-    (stratified on the first label task when there is one)."""
+    (stratified on the first label task when there is one). Rows with no modality present (a
+    featurized row whose every item was empty or unreadable) are in no split (in memory; the
+    streaming loader refuses them when it scans)."""
+    if not isinstance(ds, MultimodalDataset) or bool(ds.mask.any(dim=0).all()):
+        return _make_splits(ds, cfg)
+    filled = ds.mask.any(dim=0).cpu()
+    if ds.splits:  # the given splits, checked, then without the empty rows
+        return {k: v[filled[v]] for k, v in _make_splits(ds, cfg).items()}
+    keep = filled.nonzero().squeeze(1)
+    return {k: keep[v] for k, v in _make_splits(ds.subset(keep), cfg).items()}
+
+
+def _make_splits(
+    ds: MultimodalDataset | DiskDataset | RawData, cfg: TrainConfig
+) -> dict[str, Tensor]:
+    """:func:`make_splits` of a dataset whose every row has a modality."""
     if ds.splits:
         given = [k for k in ("train", "val", "test") if k in ds.splits]
         if "train" not in given or "test" not in given:
@@ -202,6 +223,8 @@ def make_splits(ds: MultimodalDataset | DiskDataset, cfg: TrainConfig) -> dict[s
     else:
         stratify = next(iter(ds.labels), None)
         splits = ds.split_indices(cfg.split, seed=cfg.seed, stratify=stratify)
+        if stratify is not None and len(splits["test"]) == 0 and cfg.split[2] > 0:
+            _refuse_stratified(ds.labels[stratify], stratify, cfg.split)
     if cfg.early_stopping is not None and len(splits["val"]) < 2:
         raise ConfigError(
             "--early-stopping needs a validation split with >= 2 rows "
@@ -210,13 +233,42 @@ def make_splits(ds: MultimodalDataset | DiskDataset, cfg: TrainConfig) -> dict[s
     return splits
 
 
-def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
+def _refuse_stratified(labels: Tensor | np.ndarray[Any, Any], task: str, split: Any) -> None:
+    """The test split came out empty only because the split is stratified on ``task``: say so
+    (each class is split in proportion, so a class of one row always goes to training)."""
+    y = labels.cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    _, counts = np.unique(y[y >= 0], return_counts=True)
+    most = int(counts.max()) if len(counts) else 0
+    shares = "/".join(f"{float(f):g}" for f in split)
+    raise ConfigError(
+        f"the test split is empty because the split is stratified on label {task!r}: its "
+        f"{len(counts)} classes have at most {most} row{'s' if most != 1 else ''} each "
+        f"({int((counts == 1).sum())} have a single row), and each class is split {shares} on "
+        "its own, so classes that small land in training only; give the classes more rows, "
+        "drop that label, or give splits/test.npy"
+    )
+
+
+def build_binder(
+    dims: dict[str, int],
+    cfg: TrainConfig,
+    shapes: dict[str, Any] | None = None,
+    encoders: dict[str, torch.nn.Module] | None = None,
+) -> Binder:
     """The Binder ``cfg`` describes for modalities ``dims`` (the objective's default logit scale
-    when ``cfg`` leaves it automatic); the Binder's own checks (e.g. the logit scale) become one
+    when ``cfg`` leaves it automatic): each modality's tower from ``cfg.towers`` (default
+    ``mlp``) or ``encoders`` (modules, which win), raw-item towers shaped by ``shapes``
+    (modality -> item shape); the Binder's own checks become one
     :class:`~centrobind.errors.ConfigError` line."""
     bad = [m for m in dims if "." in m or not m]
     if bad:
         raise ConfigError(f"modality names may not contain '.': {bad} (rename the files)")
+    unknown = [m for m in [*cfg.towers, *(encoders or {})] if m not in dims]
+    if unknown:
+        raise ConfigError(
+            f"a tower is given for {unknown[0]!r}, which is not a modality of the data "
+            f"({', '.join(dims)})"
+        )
     init, max_scale = cfg.resolved_logit_scale(len(dims))
     try:
         return Binder(
@@ -228,9 +280,28 @@ def build_binder(dims: dict[str, int], cfg: TrainConfig) -> Binder:
             logit_scale_init=init,
             max_logit_scale=max_scale,
             learn_logit_scale=cfg.learn_logit_scale,
+            encoders={**cfg.towers, **(encoders or {})},
+            shapes=shapes,
         )
+    except ConfigError:
+        raise
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def check_towers(binder: Binder) -> None:
+    """Run two zero rows through every tower (eval mode, no grad): a tower whose output is not
+    ``[N, embed_dim]`` fails here, in one line, before any training."""
+    was = binder.training
+    binder.eval()
+    try:
+        with torch.no_grad():
+            dev = binder.log_logit_scale.device
+            for m in binder.modalities:
+                if binder.dims[m] > 0:
+                    binder.encode(m, torch.zeros(2, binder.dims[m], device=dev))
+    finally:
+        binder.train(was)
 
 
 def build_objective(cfg: TrainConfig, modalities: list[str]) -> Objective:
@@ -272,6 +343,10 @@ def prepare_data(
     if train_transform is not None:
         train_raw = train_transform(train_raw)
     std = Standardizer.fit(train_raw) if cfg.standardize else None
+    if std is not None:
+        for m in ds.meta.get("shapes") or {}:
+            std.mean[m].zero_()  # raw items are fed as decoded (their towers normalise inside)
+            std.std[m].fill_(1.0)
 
     def prep(d: MultimodalDataset) -> MultimodalDataset:
         return std.apply(d) if std is not None else d
@@ -282,11 +357,20 @@ def prepare_data(
     return Prepared(prep(train_raw), val, test, std)
 
 
-def build_models(data: Prepared | Streamed, cfg: TrainConfig) -> tuple[Binder, Objective]:
-    """Seed (``cfg.seed``), then build the Binder for ``data.train``'s modalities and the
-    objective."""
+def build_models(
+    data: Prepared | Streamed,
+    cfg: TrainConfig,
+    encoders: dict[str, torch.nn.Module] | None = None,
+    shapes: dict[str, Any] | None = None,
+) -> tuple[Binder, Objective]:
+    """Seed (``cfg.seed``), then build the Binder for ``data.train``'s modalities (towers:
+    ``cfg.towers``, then the modules in ``encoders``; raw-item ``shapes``, default from the
+    training data's ``meta``) and the objective; every tower's output width is checked."""
     torch.manual_seed(cfg.seed)
-    binder = build_binder(data.train.dims, cfg)
+    if shapes is None and isinstance(data.train, MultimodalDataset):
+        shapes = data.train.meta.get("shapes") or None
+    binder = build_binder(data.train.dims, cfg, shapes, encoders)
+    check_towers(binder)
     return binder, build_objective(cfg, binder.modalities)
 
 
@@ -338,9 +422,14 @@ def check_split_sizes(splits: dict[str, Tensor]) -> None:
         warnings.warn(msg, CentrobindWarning, stacklevel=3)
 
 
-def check_model_fits(dims: dict[str, int], cfg: TrainConfig) -> None:
+def check_model_fits(
+    dims: dict[str, int], cfg: TrainConfig, shapes: dict[str, Any] | None = None
+) -> None:
     """Refuse a Binder whose training cannot fit in ``cfg.device``'s memory (weights, gradients,
     two AdamW moments and the best epoch's copy), counted on the ``meta`` device without
-    allocating."""
-    n = count_parameters(lambda: build_binder(dims, cfg))
+    allocating. Towers that load a network (``backbone:``, ``module:``) are not counted (their
+    library sizes them)."""
+    heavy = {m for m, t in cfg.towers.items() if str(t).split(":")[0] in ("backbone", "module")}
+    light = dataclasses.replace(cfg, towers={m: t for m, t in cfg.towers.items() if m not in heavy})
+    n = count_parameters(lambda: build_binder(dims, light, shapes))
     check_parameter_memory(n, resolve_device(cfg.device), copies=5, what="training")

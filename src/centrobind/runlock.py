@@ -24,7 +24,7 @@ try:  # POSIX only; elsewhere the lock is a no-op (documented in docs/reliabilit
 except ImportError:  # pragma: no cover - Windows
     fcntl = None  # type: ignore[assignment]
 
-__all__ = ["LOCK_NAME", "RunLock", "RunLockedError"]
+__all__ = ["LOCK_NAME", "RunLock", "RunLockedError", "lock_holder"]
 
 LOCK_NAME = ".lock"
 
@@ -139,6 +139,29 @@ class RunLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def lock_holder(run_dir: str | os.PathLike) -> str | None:
+    """Who holds ``<run_dir>/.lock`` right now (``"train pid 1234 on host, started ..."``), or
+    None when nobody does. Only probes: a shared lock taken and dropped at once, never waited
+    for (a process holding the lock itself gets None)."""
+    if fcntl is None or os.path.realpath(run_dir) in _HELD:
+        return None
+    path = Path(run_dir) / LOCK_NAME
+    try:
+        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags)  # O_NONBLOCK: a named pipe put there must not block us
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_holder(fd)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # closing drops the shared lock if it was taken
+    return None
 
 
 def _read_holder(fd: int) -> str:

@@ -25,7 +25,7 @@ import dataclasses
 import json
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -49,6 +49,7 @@ from .data.digests import data_digest
 from .data.fingerprint import fingerprint, legacy_fingerprint
 from .data.npywriter import NpyWriter
 from .data.ondisk import DiskDataset, open_dataset
+from .data.raw import RawData
 from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, label_retrieval, native_leave_one_out, to_builtin
@@ -69,13 +70,20 @@ from .pipeline import (
     prepare_data,
     prepare_stream,
 )
+from .rawruns import (
+    is_manifest,
+    load_manifest_dataset,
+    manifest_fingerprint,
+    open_manifest,
+    prepare_raw_stream,
+)
 from .runfolder import (
     check_new_run_dir,
     check_output_file,
     is_run_dir,
     remove_stale_temp_files,
 )
-from .runlock import RunLock
+from .runlock import RunLock, lock_holder
 from .train import DIVERGENCE_HINT, FitResult, fit
 
 __all__ = [
@@ -136,12 +144,14 @@ def read_run_config(
         raise CentrobindError(f"{file}: not a valid run config ({why})") from None
 
 
-def _check_resumed_config(run_dir: Path, cfg: TrainConfig, dims: dict[str, int]) -> None:
+def _check_resumed_config(
+    run_dir: Path, cfg: TrainConfig, dims: dict[str, int], shapes: dict[str, Any] | None = None
+) -> None:
     """Check a resumed run's saved config against its modalities before building anything (a
     config.json edited by hand: an anchor that is not a modality, bad objective options, a model
     too large for this machine), each defect one line naming the file."""
     try:
-        check_model_fits(dims, cfg)
+        check_model_fits(dims, cfg, shapes)
         build_objective(cfg, list(dims))
     except CentrobindError as e:
         raise CentrobindError(f"{run_dir}/config.json: {e}") from None
@@ -151,7 +161,7 @@ def run_device(saved: Any, requested: str | None = None) -> Any:
     """The device to load a run on: ``requested`` if given (``auto``: CUDA when available), else
     the saved one when this machine has it, else CPU (a GPU-trained run on a CPU-only machine)."""
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        return str(resolve_device("auto"))
     if requested is not None:
         return requested
     try:
@@ -166,9 +176,14 @@ def run_device(saved: Any, requested: str | None = None) -> Any:
     return saved
 
 
-def _data_state(fp: str, n_rows: int) -> dict[str, Any]:
-    """Saved with the splits: what ``--resume`` and ``evaluate`` check the data against."""
-    return {"fingerprint": fp, "n_rows": n_rows}
+def _data_state(fp: str, n_rows: int, ds: Any = None) -> dict[str, Any]:
+    """Saved with the splits: what ``--resume`` and ``evaluate`` check the data against (for a
+    raw-item manifest also its sha256, checked first: one clear line when it changed)."""
+    state: dict[str, Any] = {"fingerprint": fp, "n_rows": n_rows}
+    raw = (getattr(ds, "meta", None) or {}).get("raw")
+    if isinstance(raw, dict):
+        state["manifest_sha256"] = raw.get("sha256")
+    return state
 
 
 def _folder(data: str | Path | MultimodalDataset) -> Path | None:
@@ -181,7 +196,7 @@ def _folder(data: str | Path | MultimodalDataset) -> Path | None:
 
 def _check_same_data(
     run_dir: Path,
-    ds: MultimodalDataset | DiskDataset,
+    ds: MultimodalDataset | DiskDataset | RawData,
     what: str,
     folder: Path | None = None,
 ) -> None:
@@ -198,6 +213,10 @@ def _check_same_data(
             saved = None
     if not isinstance(saved, str):
         return
+    if saved.startswith("m2:"):  # a raw-item manifest: its sha256 (checked when it was opened)
+        if manifest_fingerprint(ds) != saved:
+            raise CentrobindError(f"{what}: not the manifest this run was trained on")
+        return
     root = ds.root if isinstance(ds, DiskDataset) else folder
     if saved.startswith("d2:"):
         now = data_digest(root) if root is not None else None
@@ -209,7 +228,7 @@ def _check_same_data(
     elif isinstance(ds, DiskDataset):
         if not saved.startswith("b2:"):
             raise CentrobindError(f"{what}: this run's old fingerprint needs --loader memory")
-        now = ds.scan(fingerprint=True).fingerprint or ""
+        now = ds.scan(fingerprint=True, allow_empty_rows=True).fingerprint or ""
     else:
         now = fingerprint(ds) if saved.startswith("b2:") else legacy_fingerprint(ds)
     if now != saved:
@@ -239,8 +258,12 @@ def train_run(
     resume: bool = False,
     extend_to: int | None = None,
     init_from: str | Path | None = None,
+    *,
+    labels: Sequence[str] = (),
+    encoders: dict[str, torch.nn.Module] | None = None,
 ) -> tuple[Run, FitResult]:
-    """Train on ``data`` (a folder path, a builtin name or a dataset) into run folder ``out``:
+    """Train on ``data`` (a folder path, a builtin name, a raw-item manifest or a dataset) into
+    run folder ``out``:
     split -> standardise -> build -> fit (:func:`~centrobind.pipeline.prepare_data`,
     :func:`~centrobind.pipeline.build_models`, :func:`~centrobind.train.fit`), then write
     ``model.safetensors`` and ``run.json``.
@@ -249,6 +272,11 @@ def train_run(
     :data:`~centrobind.config.PER_INVOCATION` fields are used); ``extend_to`` epochs (more than
     saved) extend it. ``init_from`` (a run folder) warm-starts a
     new run's encoders: :func:`init_from_run`. Under ``torchrun`` rank 0 writes the files.
+
+    A manifest (``.csv``/``.tsv``/``.jsonl``/``.parquet``) is read as its towers need
+    (:mod:`centrobind.rawruns`); ``labels`` names its label columns. ``encoders`` gives towers as
+    modules (``{"imu": MyConv1d()}``); the config records their specs
+    (:func:`~centrobind.towers.tower_spec_of`), so the run loads again where their module imports.
 
     The folder is locked for the whole training (:class:`~centrobind.runlock.RunLock`, rank
     0). A new run needs an absent or empty folder; ``resume`` needs the same data (content
@@ -260,29 +288,77 @@ def train_run(
         raise ConfigError("--init-from starts a new run; drop it when you --resume")
     if not resume:
         check_new_run_dir(out)  # before loading anything: fail fast
-    ds = open_training_data(data, cfg)
+    if encoders:
+        cfg = dataclasses.replace(cfg, towers={**cfg.towers, **_module_specs(encoders)})
+    if resume and is_manifest(data) and (out / "config.json").is_file():
+        cfg = dataclasses.replace(cfg, towers=read_run_config(out).towers)
+    ds = _open_data(data, cfg, labels, _saved_manifest(out) if resume else None)
     splits = None
     if not resume:  # every refusal before the folder is created
         splits = make_splits(ds, cfg)
         check_split_sizes(splits)
     barrier()  # every rank has checked the folder before rank 0 locks it
     with RunLock(out, "train", enabled=is_main_process()):
-        return _train_locked(ds, data, cfg, out, splits, extend_to, init_from)
+        return _train_locked(ds, data, cfg, out, splits, extend_to, init_from, encoders)
+
+
+def _module_specs(encoders: dict[str, torch.nn.Module]) -> dict[str, str]:
+    """The specs of towers given as modules; warns about one that cannot be imported again."""
+    from .towers import tower_spec_of
+
+    specs = {m: tower_spec_of(t) for m, t in encoders.items()}
+    for m, spec in specs.items():
+        if spec.startswith("module:__main__:") or "<locals>" in spec:
+            warnings.warn(
+                f"the tower of {m!r} ({spec}) is defined in a script or function: the run trains, "
+                "but loading it needs the class in an importable module",
+                CentrobindWarning,
+                stacklevel=3,
+            )
+    return specs
+
+
+def _saved_manifest(out: Path) -> dict[str, Any] | None:
+    """The manifest state a raw-item run recorded when it started (None otherwise)."""
+    if not (out / "splits.safetensors").is_file():
+        return None
+    sha = load_tensors(out / "splits.safetensors")[1].get("manifest_sha256")
+    return {"sha256": sha} if isinstance(sha, str) else None
+
+
+def _open_data(
+    data: str | Path | MultimodalDataset,
+    cfg: TrainConfig,
+    labels: Sequence[str] = (),
+    saved: dict[str, Any] | None = None,
+) -> MultimodalDataset | DiskDataset | RawData:
+    """``data`` as training data: a manifest is decoded as ``cfg.towers`` need (``saved``: the
+    manifest must be unchanged since the run started), anything else as
+    :func:`~centrobind.pipeline.open_training_data`."""
+    if is_manifest(data):
+        assert isinstance(data, (str, Path))
+        if cfg.loader == "stream":
+            return open_manifest(data, cfg.towers, labels, saved=saved)
+        return cast(MultimodalDataset, load_manifest_dataset(data, cfg.towers, labels, saved=saved))
+    if labels:
+        raise ConfigError("--label names label columns of a manifest; this data is not one")
+    return open_training_data(data, cfg)
 
 
 def _train_locked(
-    ds: MultimodalDataset | DiskDataset,
+    ds: MultimodalDataset | DiskDataset | RawData,
     data: str | Path | MultimodalDataset,
     cfg: TrainConfig,
     out: Path,
     splits: dict[str, Tensor] | None,
     extend_to: int | None,
     init_from: str | Path | None,
+    encoders: dict[str, torch.nn.Module] | None = None,
 ) -> tuple[Run, FitResult]:
     """:func:`train_run` while rank 0 holds the folder's lock (``splits`` None: resume).
 
-    Slightly over 80 lines: the order of its steps (check, write config, fit, write results)
-    is what makes a killed run resumable, so it is kept in one place.
+    The order of its steps (check, write config, fit, write results) is what makes a killed
+    run resumable, so it is kept in one place.
     """
     resume = splits is None
     main = is_main_process()
@@ -291,7 +367,7 @@ def _train_locked(
     has_splits = False
     if resume:
         cfg = resume_config(out, extend_to, cfg)
-        _check_resumed_config(out, cfg, ds.dims)
+        _check_resumed_config(out, cfg, ds.dims, getattr(ds, "meta", {}).get("shapes") or None)
         _check_same_data(out, ds, str(_data_ref(data) or "the data"), _folder(data))
         has_splits = (out / "splits.safetensors").is_file()
         splits = _load_splits(out) if has_splits else make_splits(ds, cfg)
@@ -307,11 +383,14 @@ def _train_locked(
     prepared: Prepared | Streamed
     if isinstance(ds, DiskDataset):
         prepared = prepare_stream(ds, splits, cfg)
+    elif isinstance(ds, RawData):
+        prepared = prepare_raw_stream(ds, splits, cfg)
     else:
         prepared = prepare_data(ds, splits, cfg)
+    shapes = getattr(ds, "meta", {}).get("shapes") or None
     if not resume:  # (checked above on resume)
-        check_model_fits(prepared.train.dims, cfg)  # counted, not allocated
-    binder, objective = build_models(prepared, cfg)  # bad options fail before anything is written
+        check_model_fits(prepared.train.dims, cfg, shapes)  # counted, not allocated
+    binder, objective = build_models(prepared, cfg, encoders, shapes)  # fails before any write
     warm = init_from_run(binder, init_from) if init_from is not None else None
     barrier()  # every rank has checked the folder before rank 0 writes to it
     out.mkdir(parents=True, exist_ok=True)
@@ -320,8 +399,8 @@ def _train_locked(
     if main and not resume:
         atomic_write_text(out / "config.json", json.dumps(cfg.to_dict(), indent=2))
     if main and not has_splits:  # with the data's fingerprint, checked by --resume and evaluate
-        fp = data_fingerprint(ds, _folder(data))
-        save_tensors(out / "splits.safetensors", dict(splits), _data_state(fp, len(ds)))
+        fp = manifest_fingerprint(ds) or data_fingerprint(ds, _folder(data))  # type: ignore[arg-type]
+        save_tensors(out / "splits.safetensors", dict(splits), _data_state(fp, len(ds), ds))
     result = fit(
         binder, objective, prepared.train, prepared.val, cfg, out_dir=out, resume=from_checkpoint
     )
@@ -338,13 +417,35 @@ def _train_locked(
         )
     if std is not None:
         tensors.update(prefixed("standardizer", std.state_dict()))
-    meta = {
+    meta = _run_meta(ds, data, binder, splits, result, out if main else None)
+    meta.update(_training_record(out, cfg, result, warm, resume))
+    if main:
+        save_tensors(out / "model.safetensors", tensors, meta)
+        atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
+    run = Run(out, cfg, binder, std, splits, meta)
+    return run, result
+
+
+def _run_meta(
+    ds: MultimodalDataset | DiskDataset | RawData,
+    data: str | Path | MultimodalDataset,
+    binder: Binder,
+    splits: dict[str, Tensor],
+    result: FitResult,
+    out: Path | None,
+) -> dict[str, Any]:
+    """``run.json`` (and ``model.safetensors`` metadata): the data, the model's modalities,
+    widths and towers, the fit summary, and for featurized or raw-item data how to read items
+    again (``featurizers``, ``shapes``, ``raw``, ``skipped_items``). ``out``: the run folder on
+    the rank that writes it (its recorded fingerprint), else None."""
+    meta: dict[str, Any] = {
         "dataset": ds.name,
         "data": _data_ref(data),
-        "fingerprint": _saved_fingerprint(out) if main else None,
-        "loader": "stream" if isinstance(ds, DiskDataset) else "memory",
+        "fingerprint": _saved_fingerprint(out) if out is not None else None,
+        "loader": "stream" if isinstance(ds, DiskDataset | RawData) else "memory",
         "modalities": binder.modalities,
         "dims": binder.dims,
+        "towers": binder.towers,
         "n_rows": len(ds),
         "splits": {k: len(v) for k, v in splits.items()},
         "best_epoch": result.best_epoch,
@@ -353,15 +454,11 @@ def _train_locked(
         "steps": result.steps,
         "stopped_early": result.stopped_early,
     }
-    meta.update(_training_record(out, cfg, result, warm, resume))
-    featurizers = getattr(ds, "meta", {}).get("featurizers")
-    if featurizers is not None:  # how raw items were featurised (centrobind.featurize)
-        meta["featurizers"] = featurizers
-    if main:
-        save_tensors(out / "model.safetensors", tensors, meta)
-        atomic_write_text(out / "run.json", json.dumps(meta, indent=2))
-    run = Run(out, cfg, binder, std, splits, meta)
-    return run, result
+    extra = getattr(ds, "meta", {})
+    for key in ("featurizers", "shapes", "raw", "skipped_items"):
+        if extra.get(key) or (key == "featurizers" and extra.get(key) is not None):
+            meta[key] = extra[key]
+    return meta
 
 
 def _saved_fingerprint(out: Path) -> Any:
@@ -478,10 +575,26 @@ def _load_splits(path: Path) -> dict[str, Tensor]:
     return {k: tensors.get(k, torch.empty(0, dtype=torch.long)) for k in ("train", "val", "test")}
 
 
+def _refuse_unfinished(path: Path) -> None:
+    """A run folder without its final model: still training (its lock is held), or stopped
+    before the end (continue it with ``--resume``)."""
+    holder = lock_holder(path)
+    if holder is not None:
+        doing = "is still training" if holder.startswith("train ") else "is in use"
+        raise CentrobindError(f"{path} {doing} ({holder}); its model is written when training ends")
+    if is_run_dir(path):
+        raise CentrobindError(
+            f"{path}: training did not finish (no model.safetensors yet); continue it with "
+            f"centrobind train --out {path} --resume (and its --data)"
+        )
+
+
 def load_run(path: str | Path, device: str | None = None) -> Run:
     """Load a run folder written by :func:`train_run` (safetensors + JSON only) onto ``device``
     (default: the saved device when this machine has it, else CPU; see :func:`run_device`)."""
     path = Path(path)
+    if (path / "config.json").is_file() and not (path / "model.safetensors").is_file():
+        _refuse_unfinished(path)
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
         raise CentrobindError(f"{path}: not a run folder (needs config.json and model.safetensors)")
     cfg = read_run_config(path, device, portable=True)
@@ -492,7 +605,8 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
         raise CentrobindError(
             f"{path}/model.safetensors: no valid 'dims' in its metadata"
         ) from None
-    binder = _load_binder(path, cfg, dims, unprefixed("model", tensors))
+    shapes = meta.get("shapes") if isinstance(meta.get("shapes"), dict) else None
+    binder = _load_binder(path, cfg, dims, unprefixed("model", tensors), shapes)
     try:
         std_sd = unprefixed("standardizer", tensors)
         std = Standardizer.from_state_dict(std_sd) if std_sd else None
@@ -502,22 +616,31 @@ def load_run(path: str | Path, device: str | None = None) -> Run:
 
 
 def _load_binder(
-    path: Path, cfg: TrainConfig, dims: dict[str, int], weights: dict[str, Tensor]
+    path: Path,
+    cfg: TrainConfig,
+    dims: dict[str, int],
+    weights: dict[str, Tensor],
+    shapes: dict[str, Any] | None = None,
 ) -> Binder:
     """The run's Binder, built once: on the ``meta`` device (nothing allocated) to check the saved
     config (the anchor that evaluation needs, the memory for 2 copies of the weights; no objective
     is built to load a model), then materialised on the run's device and filled with
-    ``weights``."""
+    ``weights``. Towers that load a network (``backbone:``, ``module:``) are built on the CPU
+    instead: their constructors may run the network once."""
     device = resolve_device(cfg.device)
+    heavy = any(str(t).split(":")[0] in ("backbone", "module") for t in cfg.towers.values())
     try:
         cfg.anchor_modality(list(dims))
-        with torch.device("meta"):
-            binder = build_binder(dims, cfg)
+        with torch.device("cpu" if heavy else "meta"):
+            binder = build_binder(dims, cfg, shapes)
         n = sum(p.numel() for p in binder.parameters())
         check_parameter_memory(n, device, copies=2, what="loading the run")
     except CentrobindError as e:
         raise CentrobindError(f"{path}/config.json: {e}") from None
-    binder.to_empty(device=device)
+    if heavy:
+        binder.to(device)
+    else:
+        binder.to_empty(device=device)
     try:
         binder.load_state_dict(weights)  # strict: every parameter and buffer is overwritten
     except (KeyError, RuntimeError, ValueError) as e:
@@ -599,9 +722,13 @@ def _evaluate(
     if ref is None:
         raise CentrobindError("this run was trained on an in-memory dataset; pass --data")
     folder = _folder(ref)
-    ds: MultimodalDataset | DiskDataset = (
-        open_dataset(folder) if folder is not None else as_dataset(ref)
-    )
+    raw = run.meta.get("raw") if isinstance(run.meta.get("raw"), dict) else None
+    ds: MultimodalDataset | DiskDataset
+    if raw is not None and is_manifest(ref):
+        labels = list(raw.get("labels") or [])
+        ds = load_manifest_dataset(str(ref), run.config.towers, labels, saved=raw)
+    else:
+        ds = open_dataset(folder) if folder is not None else as_dataset(ref)
     _check_modalities(run, ds)
     _check_same_data(run.path, ds, str(ref), folder)
     if len(ds) != run.meta["n_rows"]:
@@ -674,7 +801,7 @@ def embed_dataset(
 
     Returns ``(emb, masks, fused)``: ``emb[m]`` float32 ``[N, D]`` with NaN rows where ``m`` is
     missing, ``masks[m]`` bool ``[N]``, ``fused`` ``[N, D]`` the normalised mean of each row's
-    present modalities.
+    present modalities (NaN where none is present).
     """
     _check_modalities(run, ds, subset=True)
     mods = [m for m in run.binder.modalities if m in ds.modalities]
@@ -683,8 +810,10 @@ def embed_dataset(
         masks[m] = ds.present(m).cpu()
         emb[m] = embed_features(run, m, ds.features[m].cpu(), batch_size)
         emb[m][~masks[m]] = float("nan")
-    fused = fused_embedding(emb, torch.stack([masks[m] for m in mods]))
-    return emb, masks, fused.float()
+    present = torch.stack([masks[m] for m in mods])
+    fused = fused_embedding(emb, present).float()
+    fused[~present.any(dim=0)] = float("nan")  # a row with none of them: missing, like emb[m]
+    return emb, masks, fused
 
 
 #: Rows embedded per block when streaming (:func:`embed_to_folder`).

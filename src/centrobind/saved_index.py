@@ -279,6 +279,8 @@ def build_index(
     try:
         with disk_full_errors(out):
             _write_folder(tmp, meta, r, blocks, n, folder, seed, batch_size, progress)
+            if corpus_digest(corpus) != digest:
+                raise CentrobindError(f"{corpus}: the corpus changed while it was indexed")
             _replace_folder(tmp, out)
     finally:
         if tmp.exists():
@@ -502,8 +504,10 @@ class SavedIndex:
         if q.shape[1] != self.dim:
             raise ValueError(f"queries have {q.shape[1]} columns, the index has D = {self.dim}")
         kk = min(int(k), self.count)
+        if kk == 0 or q.shape[0] == 0:
+            return np.empty((q.shape[0], kk), np.float32), np.empty((q.shape[0], kk), np.int64)
         use_faiss = backend == "faiss" or (backend == "auto" and self.faiss_spec is not None)
-        if use_faiss and q.shape[0] > 0:
+        if use_faiss:
             s, rows = self._faiss_search(q.numpy(), kk, faiss_params)
         else:
             st, rt = topk_blocks(self._rows.blocks(corpus_chunk), q, kk, query_chunk)

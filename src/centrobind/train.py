@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -44,7 +45,14 @@ from .checkpoint import (
 from .config import TrainConfig, resume_conflicts
 from .data import MultimodalDataset, modality_mask
 from .data.source import InMemorySource, TrainSource, epoch_permutation, make_order
-from .distributed import rank_and_world, resolve_device
+from .distributed import (
+    peer_lost,
+    rank_and_world,
+    rank_died,
+    resolve_device,
+    sigterm_deferred,
+    sigterm_received,
+)
 from .errors import CentrobindError, ConfigError
 from .eval import mean_pairwise_mrr, mean_pairwise_r1, native_leave_one_out
 from .models import Binder
@@ -526,7 +534,14 @@ def _open_tensorboard(cfg: TrainConfig, out: Path | None, rank: int) -> Any:
         raise ConfigError(
             "--tensorboard needs the tensorboard package: pip install 'centrobind[tensorboard]'"
         ) from None
-    return SummaryWriter(log_dir=str(out / "tensorboard"))
+    log_dir = out / "tensorboard"
+    try:  # probe first: the writer's own thread would print a traceback on failure
+        log_dir.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=log_dir).close()
+        return SummaryWriter(log_dir=str(log_dir))
+    except OSError as e:
+        why = " ".join(str(e.strerror or e).split())
+        raise ConfigError(f"--tensorboard: cannot write to {log_dir} ({why})") from None
 
 
 def _tensorboard_epoch(writer: Any, row: Mapping[str, float]) -> None:
@@ -697,6 +712,11 @@ def _train_epoch(run: _Run, state: TrainState, bar: Any) -> dict[str, float]:
     )
     for b, (feats, mask) in enumerate(batches, start=state.batch):
         loss, terms = _step(run, feats, mask, state, b)
+        if sigterm_received():  # SIGTERM, and this step's collectives still worked: a clean stop
+            raise TrainingError(
+                f"stopped by SIGTERM at step {state.step}; {run.kept_checkpoint()}; run the same "
+                "command with --resume to continue"
+            )
         state.step += 1
         n_steps += 1
         loss_sum += loss.detach()
@@ -820,7 +840,8 @@ def fit(
         dynamic_ncols=True,
     )
     try:
-        with objective.unchecked_inputs():  # one finiteness sync per step: the loss (_step)
+        with objective.unchecked_inputs(), sigterm_deferred():  # one finiteness sync per step;
+            # under torchrun a dead rank is named, not a silent end
             while state.epoch < cfg.epochs and not state.stopped_early:
                 losses = _train_epoch(run, state, bar)
                 row = _end_epoch(run, state, val_ds, losses)
@@ -829,6 +850,15 @@ def fit(
                     unit = "%" if metric == "R@1" else ""
                     val = {f"val {metric}": f"{row['val_metric']:.1f}{unit} (gallery {gallery})"}
                 bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
+    except RuntimeError as e:
+        if run.world == 1 or not peer_lost(e):
+            raise
+        kept = (
+            run.kept_checkpoint()
+            if run.rank == 0
+            else "the run folder keeps the last checkpoint rank 0 wrote"
+        )
+        raise rank_died(f" at step {state.step}", kept) from None
     finally:
         bar.close()
         if run.tb is not None:

@@ -8,11 +8,12 @@ Python API::
     from centrobind.bench import run_benchmark
     rows = run_benchmark(suite="mfeat", seeds=2, quick=True, out="bench_out")
 
-Every binding method runs at its own logit scale, chosen on the validation split from one grid
-(seed 0), then fixed for all seeds (:mod:`centrobind.bench.suites`). Jobs (one method x one seed
-x one setting) are independent; they run in ``workers`` processes,
-each single-threaded, so results do not depend on how jobs are spread over processes: a seed gives
-the same numbers on the same machine.
+Every binding method runs at its own logit scale: the one published with the package (chosen on
+the validation split by the committed full run), or with ``choose_scales`` chosen again from one
+grid (seed 0), then fixed for all seeds (:mod:`centrobind.bench.protocol`). The suites and what
+each runs are in :mod:`centrobind.bench.suites`. Jobs (one method x one seed x one setting) are
+independent; they run in ``workers`` processes, each single-threaded, so results do not depend on
+how jobs are spread over processes: a seed gives the same numbers on the same machine.
 """
 
 from __future__ import annotations
@@ -31,21 +32,15 @@ from typing import Any
 from ..checkpoint import atomic_write_text
 from ..config import TrainConfig
 from ..errors import ConfigError
-from .cache import RunCache
+from . import protocol
+from .cache import RunCache, check_output_folder
+from .jobs import BenchSettings, Job
 from .progress import JobProgress, announced, init_worker
+from .protocol import plan_scales, scale_protocol_text, transfer_scale
 from .rawdata import SUITE as RAWDATA_SUITE  # issue 20: registration of the raw-data suite
 from .rawdata import run_rawdata_suite
 from .report import render_report, summary_table, write_results
-from .suites import (
-    QUICK_SCALE_GRID,
-    SCALE_GRID,
-    BenchSettings,
-    Job,
-    choose_scale,
-    default_scale,
-    scale_grid,
-    suite_jobs,
-)
+from .suites import selected, suite_jobs
 
 #: The default CentroBind's row name: every finding of the report is stated against it.
 REFERENCE_METHOD = "CentroBind"
@@ -150,76 +145,6 @@ def _execute(
     return results
 
 
-def scale_protocol_text(quick: bool) -> str:
-    """The report's sentence on how every method's logit scale was chosen."""
-    grid = QUICK_SCALE_GRID if quick else SCALE_GRID
-    g = ", ".join(f"{x:g}" for x in grid)
-    return (
-        f"each binding method's logit scale chosen per dataset/setting on the validation split: "
-        f"seed 0 trained at every s in {{{g}}} (Symile and GRAM: their default times s/7), the "
-        "scale with the best validation score (the trainer's early-stopping metric) kept (ties: "
-        "nearer the objective's default), then every seed at that scale (the missing-modality "
-        "suite uses the choice made on complete mfeat); the chosen scale is the tables' 'logit "
-        "scale' column; [learned-scale] rows start a learnable scale at the chosen value of the "
-        "method they name, clamped to at most twice it"
-        + (" (`--quick`: the reduced grid)" if quick else "")
-    )
-
-
-def plan_scale_grid(
-    jobs: list[Job], settings: BenchSettings
-) -> tuple[list[Job], dict[tuple, list[tuple[float, tuple]]]]:
-    """The seed-0 grid jobs of the temperature protocol, and for every tuning key its
-    ``[(scale, compute key of the grid run)]``. A grid job evaluates what the seed-0 job of the
-    method asks for, so the run at the chosen scale is reused as that job."""
-    grid_jobs: list[Job] = []
-    plan: dict[tuple, list[tuple[float, tuple]]] = {}
-    for job in jobs:
-        if not job.method.tuned:
-            continue
-        tkey = job.tuning_key()
-        tm = job.method.tuning_method()
-        scales = scale_grid(tm, job.data, settings.embed_dim, settings.quick)
-        evaluate = (
-            job
-            if not job.method.learn_scale
-            else dataclasses.replace(job, probe_tasks=0, per_view_probes=False, loo=False)
-        )
-        entries = []
-        for s in scales:
-            g = dataclasses.replace(evaluate, method=tm.with_scale(s), seed=0, drop=0.0)
-            grid_jobs.append(g)
-            entries.append((s, g.compute_key()))
-        plan[tkey] = entries
-    return grid_jobs, plan
-
-
-def choose_scales(
-    plan: dict[tuple, list[tuple[float, tuple]]],
-    by_key: dict[tuple, dict[str, Any]],
-    embed_dim: int,
-) -> tuple[dict[tuple, float], list[dict[str, Any]]]:
-    """The scale chosen for every tuning key of ``plan`` (:func:`plan_scale_grid`) from the grid
-    runs' validation scores ``by_key``, and the grid table the report prints."""
-    chosen: dict[tuple, float] = {}
-    grid_table: list[dict[str, Any]] = []
-    for tkey, entries in plan.items():
-        tm, data, _ = tkey
-        scores = {s: by_key[k].get("val_metric") for s, k in entries}
-        default = default_scale(tm, data, embed_dim)
-        chosen[tkey] = choose_scale(scores, default)
-        grid_table.append(
-            {
-                "method": tm.name,
-                "data": list(data),
-                "default": default,
-                "val_metric": {f"{s:g}": v for s, v in scores.items()},
-                "chosen": chosen[tkey],
-            }
-        )
-    return chosen, grid_table
-
-
 def run_benchmark(
     suite: str = "all",
     seeds: int | None = None,
@@ -228,46 +153,45 @@ def run_benchmark(
     quiet: bool = False,
     workers: int | None = None,
     fresh: bool = False,
+    extended: bool = False,
+    choose_scales: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the suite(s), write ``out/report.md``, ``results.json``, ``results.csv`` and figures.
 
-    Two phases (the temperature protocol, :mod:`centrobind.bench.suites`): the seed-0 scale
-    grid of every binding method, then every job at its method's chosen scale (the grid's
-    seed-0 run reused). Returns the result rows (one per job). ``workers`` defaults to the number
-    of CPU cores (at most 4); 1 runs everything in this process. Finished runs are recorded in
-    ``out/runs.jsonl`` (:mod:`centrobind.bench.cache`), so running the same command again after
-    an interruption redoes only the missing runs; ``fresh`` discards that record first.
+    Every binding method trains at its published logit scale (:mod:`.protocol`); with
+    ``choose_scales`` (and for a method without a published scale) the seed-0 scale grid runs
+    first and chooses it. ``extended`` adds each suite's secondary studies. Returns the result
+    rows (one per job). ``workers`` defaults to the number of CPU cores (at most 4); 1 runs
+    everything in this process. Finished runs are recorded in ``out/runs.jsonl``
+    (:mod:`centrobind.bench.cache`), so running the same command again after an interruption
+    redoes only the missing runs; ``fresh`` discards that record first.
     """
     # --- issue 20: the raw-data suite has its own pipeline and page (bench/rawdata.py) ---
     if suite == RAWDATA_SUITE:
         return run_rawdata_suite(out, seeds, quick, quiet)
     # ---
-    settings = BenchSettings.make(seeds, quick)
+    settings = BenchSettings.make(seeds, quick, extended, choose_scales)
     jobs = suite_jobs(suite, settings)
     base = settings.train_config()
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(4, os.cpu_count() or 1)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
+    check_output_folder(out)  # never overwrite someone else's report.md / results.csv
+    out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if fresh:
         (out / "runs.jsonl").unlink(missing_ok=True)
     cache = RunCache(out / "runs.jsonl")
     cached_before = len(cache)
-    # phase 1: the validation grid (seed 0)
-    grid_jobs, plan = plan_scale_grid(jobs, settings)
-    grid_runs, _ = _unique(grid_jobs)
+    # phase 1: published scales, and the validation grid (seed 0) for the rest
+    plan = plan_scales(jobs, settings)
+    grid_runs, _ = _unique(plan.grid_jobs)
     grid_res = _execute(grid_runs, base, workers, f"benchmark {suite}: scale grid", quiet, cache)
     by_key = {j.compute_key(): r for j, r in zip(grid_runs, grid_res, strict=True)}
-    chosen, grid_table = choose_scales(plan, by_key, settings.embed_dim)
-    # phase 2: every job at its chosen scale
-    final = [
-        dataclasses.replace(j, method=j.method.with_scale(chosen[j.tuning_key()]))
-        if j.method.tuned
-        else j
-        for j in jobs
-    ]
+    chosen, grid_table = protocol.choose_scales(plan.grid, by_key, settings.embed_dim)
+    # phase 2: every job at its scale
+    final = [_at_scale(j, {**plan.published, **chosen}, settings.embed_dim) for j in jobs]
     runs, owner = _unique(final)
     todo = [i for i, r in enumerate(runs) if r.compute_key() not in by_key]
     done = _execute([runs[i] for i in todo], base, workers, f"benchmark {suite}", quiet, cache)
@@ -278,6 +202,9 @@ def run_benchmark(
     wall = time.perf_counter() - t0
     meta = {
         **_settings_meta(settings, suite, workers),
+        "logit_scale_protocol": scale_protocol_text(settings, len(plan.published), len(chosen)),
+        "logit_scales": "chosen" if choose_scales else "published",
+        "published_scales_used": len(plan.published),
         "wall_seconds": wall,
         "jobs": len(jobs),
         "runs": len(grid_runs) + len(todo),
@@ -291,6 +218,16 @@ def run_benchmark(
         print(summary_table(rows))
         print(f"\nwrote {out}/report.md, results.json, results.csv ({wall:.0f} s)")
     return rows
+
+
+def _at_scale(job: Job, scales: dict[tuple, float], dim: int) -> Job:
+    """``job`` with its method at the scale of its tuning key (moved to its own data for a job
+    that chose on other data); untuned methods as they are."""
+    if not job.method.tuned:
+        return job
+    tm, tuned_on, _ = job.tuning_key()
+    s = transfer_scale(tm, scales[job.tuning_key()], tuned_on, job.data, dim)
+    return dataclasses.replace(job, method=job.method.with_scale(s))
 
 
 def _settings_meta(settings: BenchSettings, suite: str, workers: int) -> dict[str, Any]:
@@ -309,9 +246,10 @@ def _settings_meta(settings: BenchSettings, suite: str, workers: int) -> dict[st
         "batch_size": settings.batch_size,
         "embed_dim": settings.embed_dim,
         "lr": settings.lr,
+        "extended": settings.extended,
         "workers": workers,
         "reference_method": REFERENCE_METHOD,
-        "logit_scale_protocol": scale_protocol_text(settings.quick),
+        "suite_settings": {su.name: su.meta(settings) for su in selected(suite)},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, torch {_torch_version()}",
     }

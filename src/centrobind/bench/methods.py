@@ -8,9 +8,13 @@ validation split from one grid (:func:`centrobind.bench.suites.choose_scale`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import statistics
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +29,7 @@ from ..models import Binder
 from ..objectives import Objective
 from ..pipeline import Prepared, build_and_fit, make_splits, prepare_data
 
-__all__ = ["Method", "run_method"]
+__all__ = ["Method", "run_method", "step_cost"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Method:
     Logit scale: a "binder" method's scale is chosen by the benchmark's protocol and applied with
     :meth:`with_scale`. ``learn_scale``: a learnable scale initialised at the scale chosen for
     the method named ``scale_from`` (same objective and options), clamped to at most twice it.
+    ``own_scale``: the objective learns its own temperature (e.g. ``Gram[official]``), so no
+    scale is chosen for it.
     """
 
     name: str
@@ -49,11 +55,13 @@ class Method:
     overrides: tuple[tuple[str, Any], ...] = field(default=())
     learn_scale: bool = False
     scale_from: str | None = None
+    own_scale: bool = False
 
     @property
     def tuned(self) -> bool:
-        """Whether the protocol chooses its logit scale (binder methods)."""
-        return self.kind == "binder"
+        """Whether the protocol chooses its logit scale (binder methods, except those whose
+        objective learns its own temperature: ``own_scale``)."""
+        return self.kind == "binder" and not self.own_scale
 
     def tuning_method(self) -> Method:
         """The method whose validation grid sets this one's scale (itself, or for a
@@ -92,11 +100,87 @@ def _config(method: Method, base: TrainConfig, seed: int) -> TrainConfig:
     return cfg
 
 
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 to /dev/null: the profiler's C++ side prints a line per start and stop
+    that no setting turns off."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def step_cost(
+    binder: Binder,
+    objective: Objective,
+    train: MultimodalDataset,
+    cfg: TrainConfig,
+    steps: int = 5,
+) -> dict[str, float]:
+    """The cost of a training step on the first ``cfg.batch_size`` training rows, measured on
+    copies of ``binder`` and ``objective`` (the trained model is left as it is):
+
+    * ``step_cpu_ms``: the median CPU time of ``steps`` training steps (forward, backward and
+      AdamW update; after two warm-up steps) on this thread. Torch runs single-threaded here, so
+      this is the step's compute, and unlike wall time it hardly moves when other processes
+      share the cores.
+    * ``peak_mib``: the peak tensor memory of one step's forward and backward pass: the largest
+      running total of the CPU allocations minus frees that torch's profiler records during it,
+      i.e. what the step needs beyond the weights and the optimiser state.
+    """
+    import copy
+
+    from torch.profiler import ProfilerActivity, profile
+
+    binder, objective = copy.deepcopy(binder), copy.deepcopy(objective)
+    n = min(cfg.batch_size, len(train))
+    feats = {m: train.features[m][:n] for m in binder.modalities}
+    mask = torch.stack([train.present(m)[:n] for m in binder.modalities])
+    binder.train()
+    for m in binder.modalities:
+        if binder.is_frozen(m):
+            binder.encoders[m].eval()
+    params = [p for p in [*binder.parameters(), *objective.parameters()] if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr)
+
+    def step() -> None:
+        z = {m: binder.encode(m, feats[m]) for m in binder.modalities}
+        loss = objective(z, binder.logit_scale, mask=mask).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    times = []
+    for i in range(2 + steps):
+        t0 = time.thread_time()
+        step()
+        if i >= 2:
+            times.append(time.thread_time() - t0)
+    opt.zero_grad(set_to_none=True)
+    with (
+        _stderr_silenced(),
+        profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
+        z = {m: binder.encode(m, feats[m]) for m in binder.modalities}
+        objective(z, binder.logit_scale, mask=mask).loss.backward()
+    live = peak = 0
+    for e in sorted(prof.events(), key=lambda e: e.time_range.start):
+        live += e.self_cpu_memory_usage
+        peak = max(peak, live)
+    return {"step_cpu_ms": 1000.0 * statistics.median(times), "peak_mib": peak / 2**20}
+
+
 def _fit_method(
-    method: Method, data: Prepared, cfg: TrainConfig
+    method: Method, data: Prepared, cfg: TrainConfig, memory: bool = False
 ) -> tuple[Any, type[Objective] | None, dict[str, float]]:
     """Train/fit ``method`` on ``data.train``: returns the model (a Binder, a GCCA or None for
-    raw features), the objective class that scores it (None: cosine) and extra metrics."""
+    raw features), the objective class that scores it (None: cosine) and extra metrics
+    (``step_ms``: mean wall time of a training step; with ``memory``, :func:`step_cost`)."""
     from .gcca import GCCA
 
     if method.kind in ("binder", "untrained"):
@@ -105,10 +189,17 @@ def _fit_method(
         if trained.result is None:
             return trained.binder, None, extra
         extra["epochs"] = float(len(trained.result.history))
+        if trained.result.steps:
+            extra["step_ms"] = 1000.0 * trained.result.train_seconds / trained.result.steps
         if trained.result.best_metric is not None:
             extra["val_metric"] = float(trained.result.best_metric)  # the scale's criterion
         if cfg.learn_logit_scale:
             extra["logit_scale_final"] = float(trained.binder.logit_scale.detach())
+        own = getattr(trained.objective, "learned_logit_scale", None)
+        if callable(own) and own() is not None:
+            extra["logit_scale_final"] = float(own())
+        if memory:
+            extra.update(step_cost(trained.binder, trained.objective, data.train, cfg))
         weights = getattr(trained.objective, "modality_weights", None)
         if getattr(trained.objective, "learned_weights", False) and weights is not None:
             mods = trained.binder.modalities
@@ -140,22 +231,24 @@ def run_method(
     probe_tasks: int = 99,
     per_view_probes: bool = True,
     loo: bool = True,
+    memory: bool = False,
 ) -> dict[str, float | None]:
     """Train/fit ``method`` on the training split (early stopping on ``val``), score on ``test``.
 
     The split and standardisation follow the run's config (``cfg.split``, ``cfg.standardize``,
     seeded with ``seed``), through the same pipeline as :func:`centrobind.runs.train_run`
-    (:func:`~centrobind.runs.prepare_data`, :func:`~centrobind.runs.build_and_fit`).
+    (:func:`~centrobind.pipeline.prepare_data`, :func:`~centrobind.pipeline.build_and_fit`).
     ``train_transform(train_ds) -> train_ds`` alters the training rows only (e.g. drop
     modalities). ``probe_tasks``: fused linear probes for the first that many label tasks;
     ``per_view_probes``: also one probe per modality for the first task; ``loo``: leave-one-out
-    retrieval (probes dominate evaluation time, so sweeps switch them off). Returns a flat dict of
-    metrics (see :mod:`centrobind.bench.report`).
+    retrieval (probes dominate evaluation time, so sweeps switch them off); ``memory``: also the
+    CPU time and peak memory of a training step (:func:`step_cost`). Returns a flat dict of
+    metrics (see :mod:`centrobind.bench.stats`).
     """
     t0 = time.perf_counter()
     cfg = _config(method, base, seed)
     data = prepare_data(ds, make_splits(ds, cfg), cfg, train_transform, with_test=True)
-    model, scorer, extra = _fit_method(method, data, cfg)
+    model, scorer, extra = _fit_method(method, data, cfg, memory)
     seconds = time.perf_counter() - t0
     train_ds, test_ds = data.train, data.test
     assert test_ds is not None

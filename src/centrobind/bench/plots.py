@@ -1,8 +1,13 @@
 """Benchmark figures (matplotlib, Agg backend; PNG files next to report.md).
 
 Every figure colours a method with :func:`method_color`, so a method has one colour in all of
-them, whatever the list of methods: CentroBind is always the same red, its variants other reds,
-AllPairs blue, fixed anchors greens/teals, and so on.
+them, whatever the list of methods: CentroBind is always the same red, its main variants clearly
+different warm colours ([paper] orange, [loo] pink, [learned-scale] brown), AllPairs blue, fixed
+anchors greens/teals, Symile purple, GRAM olive; line plots also give each method its own marker.
+
+matplotlib stays a core dependency rather than an extra: the two commands a newcomer runs first,
+``centrobind benchmark`` and ``centrobind demo``, both draw figures, and only writing a report
+imports this module (training, embedding and search never load it).
 """
 
 from __future__ import annotations
@@ -20,24 +25,35 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["method_color", "pair_heatmaps", "excluding_bars", "sweep_plot", "missing_plot"]
+__all__ = [
+    "against_m",
+    "cost_against_m",
+    "excluding_bars",
+    "method_color",
+    "missing_plot",
+    "pair_heatmaps",
+    "sweep_plot",
+]
 
 Stat = tuple[float, float, int]  # (mean, std over seeds, number of seeds), as in report.Agg
 Agg = dict[tuple[str, str, str], dict[str, Stat]]
 
 _EXACT = {
     "CentroBind": "#d62728",
+    "CentroBind[paper]": "#ff7f0e",
+    "CentroBind[loo]": "#e377c2",
+    "CentroBind[learned-scale]": "#8c564b",
     "AllPairs": "#1f77b4",
     "Symile": "#9467bd",
-    "GCCA": "#8c564b",
-    "Raw": "#7f7f7f",
+    "GCCA": "#7f7f7f",
+    "Raw": "#c7c7c7",
     "Untrained": "#3b3b3b",
 }
 # (name prefix, colours, names in a fixed order so the common ones never collide)
 _FAMILIES: list[tuple[str, list[str], list[str]]] = [
     (
         "CentroBind",
-        ["#fb6a4a", "#a50f15", "#f4a582", "#67000d", "#ef3b2c", "#cb181d", "#fc9272", "#800026"],
+        ["#ffbb78", "#67000d", "#c49c94", "#fdae6b", "#843c39", "#e7969c", "#7b4173", "#f768a1"],
         [
             "CentroBind[grad,unnorm]",
             "CentroBind[detach,norm]",
@@ -51,13 +67,14 @@ _FAMILIES: list[tuple[str, list[str], list[str]]] = [
     ("AllPairs", ["#6baed6", "#08519c", "#9ecae1", "#3182bd"], ["AllPairs[lr3e-3]"]),
     (
         "FixedAnchor(",
-        ["#2ca02c", "#17becf", "#bcbd22", "#98df8a", "#006d2c", "#9edae5", "#637939", "#74c476"],
+        ["#2ca02c", "#17becf", "#98df8a", "#006d2c", "#9edae5", "#637939", "#74c476", "#0e7c7b"],
         [f"FixedAnchor({v})" for v in ("fac", "fou", "kar", "mor", "pix", "zer")],
     ),
-    ("Gram", ["#e377c2", "#c51b7d", "#f7b6d2"], []),
+    ("Gram", ["#bcbd22", "#8c6d31", "#dbdb8d"], []),
     ("Symile", ["#c5b0d5", "#6a51a3"], []),
 ]
-_OTHER = ["#ff7f0e", "#8c6d31", "#7b4173", "#ad494a", "#393b79", "#e7ba52", "#843c39", "#5254a3"]
+_OTHER = ["#393b79", "#e7ba52", "#5254a3", "#ad494a", "#9c9ede", "#cedb9c", "#de9ed6", "#636363"]
+_MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h"]
 
 
 def _pick(name: str, colours: list[str], order: list[str]) -> str:
@@ -74,10 +91,19 @@ def method_color(name: str) -> str:
     if m:  # synthetic anchors m1, m2, ...: the same shades as the first mfeat views
         fam = _FAMILIES[2]
         return fam[1][(int(m[1][1:]) - 1) % len(fam[1])]
+    if re.fullmatch(r"Gram\([^)]*\)\[official\]", name):
+        return _FAMILIES[3][1][1]
     for prefix, colours, order in _FAMILIES:
         if name.startswith(prefix):
+            if prefix == "Gram":
+                return colours[0]
             return _pick(name, colours, order)
     return _pick(name, _OTHER, [])
+
+
+def method_marker(name: str) -> str:
+    """A line-plot marker for ``name``, stable across runs."""
+    return _MARKERS[zlib.crc32(name.encode()) % len(_MARKERS)]
 
 
 def _stat(agg: Agg, key: tuple[str, str, str], metric: str) -> Stat | None:
@@ -186,7 +212,14 @@ def excluding_bars(agg: Agg, methods: list[str], mods: list[str], path: Path) ->
     plt.close(fig)
 
 
-def _lines(ax, rows: Sequence[dict[str, Any]], x_key: str, y_key: str, methods: list[str]) -> None:
+def _lines(
+    ax: Any,
+    rows: Sequence[dict[str, Any]],
+    x_key: str,
+    y_key: str,
+    methods: list[str],
+    linestyle: str = "-",
+) -> None:
     for method in methods:
         pts: dict[float, list[float]] = {}
         for r in rows:
@@ -198,7 +231,14 @@ def _lines(ax, rows: Sequence[dict[str, Any]], x_key: str, y_key: str, methods: 
         mean = [np.mean(pts[v]) for v in xs]
         std = [np.std(pts[v], ddof=1) if len(pts[v]) > 1 else 0.0 for v in xs]
         ax.errorbar(
-            xs, mean, yerr=std, marker="o", capsize=3, label=method, color=method_color(method)
+            xs,
+            mean,
+            yerr=std,
+            marker=method_marker(method),
+            linestyle=linestyle,
+            capsize=3,
+            label=method,
+            color=method_color(method),
         )
 
 
@@ -231,5 +271,61 @@ def missing_plot(rows: list[dict[str, Any]], methods: list[str], path: Path) -> 
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("mfeat with missing modalities")
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _m_axis(ax: Any, rows: Sequence[dict[str, Any]]) -> None:
+    ms = sorted({int(r["M"]) for r in rows if r.get("M") is not None})
+    ax.set_xscale("log")
+    if ms:
+        ax.set_xticks(ms, [str(m) for m in ms])
+        ax.minorticks_off()
+    ax.set_xlabel("number of modalities M")
+    ax.grid(alpha=0.3)
+
+
+def against_m(
+    rows: list[dict[str, Any]],
+    methods: list[str],
+    path: Path,
+    quality: Any,
+    joint: Sequence[str] = (),
+) -> None:
+    """The M-suite's quality against M: left, each method's own score (``quality(method)``: the
+    row key, e.g. leave-one-out R@1 for the ``joint`` objectives, drawn dashed); right, R@1 on
+    the pairs without m1."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for method in methods:
+        mine = [r for r in rows if r["method"] == method]
+        dashed = method in joint
+        _lines(axes[0], mine, "M", quality(method), [method], "--" if dashed else "-")
+        if not dashed:
+            _lines(axes[1], mine, "M", "R@1_excl/m1", [method])
+    axes[0].set_ylabel("test R@1 (%) (dashed: leave-one-out)")
+    axes[1].set_ylabel("R@1 on the pairs without m1 (%)")
+    for ax in axes:
+        _m_axis(ax, rows)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("quality against the number of modalities (m1 weak)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def cost_against_m(rows: list[dict[str, Any]], methods: list[str], path: Path) -> None:
+    """The M-suite's cost against M, log scales: CPU time per training step and peak memory of
+    one step (batch 256)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    _lines(axes[0], rows, "M", "step_cpu_ms", methods)
+    _lines(axes[1], rows, "M", "peak_mib", methods)
+    axes[0].set_ylabel("CPU time per training step (ms)")
+    axes[1].set_ylabel("peak memory of one step (MiB)")
+    for ax in axes:
+        _m_axis(ax, rows)
+        ax.set_yscale("log")
+    axes[0].legend(fontsize=8)
+    fig.suptitle("cost against the number of modalities (log scales)")
+    fig.tight_layout()
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -151,6 +151,9 @@ def describe(ds: MultimodalDataset) -> str:
     lines += _table(rows, {1, 2, 3})
     complete = int(mask.all(axis=0).sum())
     lines.append(f"  samples with all modalities: {complete} ({complete * pct:.1f}%)")
+    empty = int((~mask.any(axis=0)).sum())
+    if empty:
+        lines.append(f"  samples with no modality: {empty} (training and evaluation skip them)")
     if ds.labels:
         lines.append(f"labels: {len(ds.labels)}")
         rows = [["task", "classes", "unlabelled", "counts"]]

@@ -152,10 +152,14 @@ def _checked_features(
     return {k: v.to(device) for k, v in feats.items()}
 
 
-def _checked_mask(mask: Tensor | np.ndarray[Any, Any] | None, feats: dict[str, Tensor]) -> Tensor:
+def _checked_mask(
+    mask: Tensor | np.ndarray[Any, Any] | None,
+    feats: dict[str, Tensor],
+    allow_empty_rows: bool = False,
+) -> Tensor:
     """The ``[M, N]`` bool presence mask (given, or all-NaN rows = absent), checked against the
-    features: present rows finite, every modality and every sample present somewhere. Absent
-    rows of ``feats`` are zeroed in place."""
+    features: present rows finite, every modality present somewhere, and every sample (unless
+    ``allow_empty_rows``). Absent rows of ``feats`` are zeroed in place."""
     names = list(feats)
     n = int(feats[names[0]].shape[0])
     device = feats[names[0]].device
@@ -186,7 +190,7 @@ def _checked_mask(mask: Tensor | np.ndarray[Any, Any] | None, feats: dict[str, T
         if not bool(p.all()):
             feats[key] = x.masked_fill(~p.unsqueeze(1), 0.0)
     empty = ~present.any(dim=0)
-    if bool(empty.any()):
+    if bool(empty.any()) and not allow_empty_rows:
         row = int(empty.nonzero()[0, 0])
         raise DatasetError(f"sample {row} has no modality present")
     return present
@@ -285,6 +289,7 @@ class MultimodalDataset:
         name: str | None = None,
         meta: Mapping[str, Any] | None = None,
         min_modalities: int = 2,
+        allow_empty_rows: bool = False,
     ) -> None:
         if not isinstance(features, Mapping):
             raise DatasetError("features: expected a dict modality name -> [N, D] array")
@@ -301,7 +306,7 @@ class MultimodalDataset:
         names = list(feats)
         n = int(feats[names[0]].shape[0])
         device = feats[names[0]].device
-        present = _checked_mask(mask, feats)
+        present = _checked_mask(mask, feats, allow_empty_rows)
         labs = _checked_labels(labels, n, device)
         facs = _checked_factors(factors, n, device)
         spl = _checked_splits(splits, n, device)
@@ -436,7 +441,7 @@ class MultimodalDataset:
         drop = rng.random(old.shape) < rate
         scores = rng.random(old.shape)
         new = old & ~drop
-        empty = ~new.any(axis=0)
+        empty = ~new.any(axis=0) & old.any(axis=0)  # a row that had nothing keeps nothing
         if empty.any():
             keep = np.where(old[:, empty], scores[:, empty], -1.0).argmax(axis=0)
             new[keep, np.flatnonzero(empty)] = True

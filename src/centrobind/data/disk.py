@@ -303,11 +303,14 @@ def _load_features(
         feats[m] = x
         present.append(np.asarray(~missing))
     mask = np.stack(present)
-    empty = ~mask.any(axis=0)
-    if empty.any():
-        row = int(np.flatnonzero(empty)[0])
-        raise DatasetError(
-            f"{mod_dir}: sample {row} has no modality present (all-NaN row in every file)"
+    empty = np.flatnonzero(~mask.any(axis=0))
+    if len(empty):  # e.g. a manifest row whose every cell was empty or unreadable
+        shown = ", ".join(map(str, empty[:5].tolist())) + (", ..." if len(empty) > 5 else "")
+        warnings.warn(
+            f"{mod_dir}: {len(empty)} sample(s) have no modality present (all-NaN row in every "
+            f"file: row {shown}); kept as empty rows, which training and evaluation leave out",
+            DatasetWarning,
+            stacklevel=4,
         )
     return feats, mask
 
@@ -371,6 +374,7 @@ def _load_dataset(
             name=name,
             meta=extra,
             min_modalities=min_modalities,
+            allow_empty_rows=True,  # warned about in _load_features
         )
     except DatasetError as e:  # pragma: no cover - everything is checked above
         raise DatasetError(f"{root}: {e}") from None

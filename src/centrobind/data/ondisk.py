@@ -120,9 +120,12 @@ class DiskDataset:
         fingerprint: bool = False,
         eps: float = 1e-6,
         progress: Any = None,
+        allow_empty_rows: bool = False,
     ) -> Scan:
         """One streaming pass over every modality (module docstring). ``train_rows``: the rows
-        whose statistics to compute (default all). ``progress(rows)`` is called per block."""
+        whose statistics to compute (default all). ``progress(rows)`` is called per block.
+        A row with no modality present is refused unless ``allow_empty_rows`` (a fingerprint
+        only: the streaming trainer cannot leave such rows out of its splits)."""
         n = len(self)
         in_train = np.zeros(n, dtype=bool)
         in_train[np.arange(n) if train_rows is None else train_rows] = True
@@ -136,9 +139,12 @@ class DiskDataset:
             masks[m], mean[m], std[m] = self._scan_modality(m, in_train, h, eps, progress)
         mask = np.stack([masks[m] for m in self.modalities])
         empty = ~mask.any(axis=0)
-        if empty.any():
+        if empty.any() and not allow_empty_rows:
             row = int(np.flatnonzero(empty)[0])
-            raise DatasetError(f"{self.root}: sample {row} has no modality present")
+            raise DatasetError(
+                f"{self.root}: sample {row} has no modality present (the streaming loader "
+                "cannot leave such rows out; use --loader memory)"
+            )
         fp = None
         if h is not None:
             from centrobind.data.fingerprint import FINGERPRINT_PREFIX, _hash_array

@@ -7,13 +7,21 @@ Output (the README "Data format", plus what ``centrobind.load`` needs to featuri
     <out>/items/<column>.jsonl      the raw item per row (text or absolute path; null = missing)
     <out>/meta.json                 modalities, labels, featurizers, label_maps, source
     <out>/featurize.json            progress (resume) and the unreadable rows with reasons
+    <out>/.lock                     held while featurize writes (a second one is refused)
+
+A re-run of the same command resumes: chunks already written are kept only while the files they
+read are unchanged (size, modification and change time of every file item, checked per chunk);
+a chunk whose files changed, or a modality whose ``.npy`` is missing or damaged, is encoded
+again (with a warning), so no two rows ever mix old and new contents of an item.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import stat
 import sys
 import time
 import warnings
@@ -26,7 +34,7 @@ import numpy as np
 
 from centrobind.errors import CentrobindError, CentrobindWarning
 
-from .encoders import Encoder, check_spec, device_name, load_encoder
+from .encoders import Encoder, check_item_file, check_spec, device_name, load_encoder
 from .items import write_items
 from .labels import encode_labels, label_like
 from .manifest import Manifest, column_kind, read_manifest
@@ -108,6 +116,12 @@ def _plan(
     mods = [c for c in cols if c not in labels]
     if not mods:
         raise CentrobindError(f"{man.path}: no modality columns (every column is a --label)")
+    for name in labels:  # it becomes labels/<name>.npy: never a path out of the folder
+        if not _NAME.match(name):
+            raise CentrobindError(
+                f"{man.path}: column name {name!r} cannot be a label name "
+                "(letters, digits, _ . - only; it becomes a file name)"
+            )
     kinds, specs = {}, {}
     for m in mods:
         if not _NAME.match(m):
@@ -133,6 +147,8 @@ def _encode_chunk(
     prepared: list[Any] = []
     for row, item in items:
         try:
+            if enc.kind != "text":
+                check_item_file(item)  # a named pipe would block open() forever
             prepared.append(enc.prepare(item))
             ok_rows.append(row)
         except Exception as e:  # any decoding problem marks the row missing, never a crash
@@ -197,11 +213,39 @@ def featurize(
     man = read_manifest(manifest)
     mods, kinds, specs = _plan(man, encoders, labels)
     dev = device_name(device)
-    n = len(man)
     out = Path(out)
-    state = ProgressState.open(out, _fingerprint(man.path, specs, labels, chunk_rows))
-    n_chunks = (n + chunk_rows - 1) // chunk_rows
+    fp = _fingerprint(man.path, specs, labels, chunk_rows)
+    ProgressState.open(out, fp)  # refuse a folder that is not ours before locking it
+    from centrobind.runlock import RunLock
 
+    with RunLock(out, purpose="featurize"):  # a second featurize into `out` fails at once
+        summary = _featurize_locked(
+            out, man, mods, kinds, specs, labels, fp, dev, allow_random, progress,
+            batch_size, chunk_rows,
+        )  # fmt: skip
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _featurize_locked(
+    out: Path,
+    man: Manifest,
+    mods: list[str],
+    kinds: dict[str, str],
+    specs: dict[str, str],
+    labels: list[str],
+    fp: str,
+    dev: str,
+    allow_random: bool,
+    progress: bool,
+    batch_size: int,
+    chunk_rows: int,
+) -> FeaturizeSummary:
+    """:func:`featurize` while it holds ``out``'s lock: resume check, encode, write."""
+    n = len(man)
+    state = ProgressState.open(out, fp)
+    n_chunks = (n + chunk_rows - 1) // chunk_rows
+    _recheck(out, man, mods, state, n, chunk_rows)
     live = _load_encoders(mods, kinds, specs, state, n_chunks, dev, allow_random, out)
     out.mkdir(parents=True, exist_ok=True)
     state.save()
@@ -226,7 +270,7 @@ def featurize(
     state.data["complete"] = True
     state.save()
     summary.resumed_rows = resumed
-    summary.seconds = time.perf_counter() - t0
+    _warn_empty_rows(man, mods, state)
     _warn_label_like(summary, man, state)
     dead = [m for m in mods if summary.encoded[m] == 0]
     if dead:
@@ -235,6 +279,103 @@ def featurize(
             f"see {out / STATE})"
         )
     return summary
+
+
+def _warn_empty_rows(man: Manifest, mods: list[str], state: ProgressState) -> None:
+    """Warn about rows with no modality at all (every cell empty or unreadable)."""
+    n = len(man)
+    has = np.zeros(n, dtype=bool)
+    for m in mods:
+        failed = {int(r) for r in state.modality(m)["failed"]}
+        has |= np.array([c is not None and r not in failed for r, c in enumerate(man.columns[m])])
+    empty = np.flatnonzero(~has)
+    if len(empty):
+        shown = ", ".join(map(str, empty[:10].tolist())) + (", ..." if len(empty) > 10 else "")
+        warnings.warn(
+            f"{len(empty)} row(s) have no modality: every cell is empty or unreadable (row "
+            f"{shown}); they stay in the dataset as empty rows, which training and evaluation "
+            "leave out",
+            CentrobindWarning,
+            stacklevel=3,
+        )
+
+
+def _stamp(items: list[str | None], lo: int, hi: int) -> str:
+    """What a chunk's file items looked like: size, modification and change time (ns) and file
+    type of each file of rows ``lo..hi-1`` (one ``stat`` per item; nothing is read)."""
+    h = hashlib.sha256()
+    for r in range(lo, hi):
+        path = items[r]
+        if path is None:
+            continue
+        try:
+            st = os.stat(path)
+            seen = f"{stat.S_IFMT(st.st_mode)}:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}"
+        except OSError as e:
+            seen = f"error {e.errno}"
+        h.update(f"{r}\0{path}\0{seen}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:32]
+
+
+def _features_ok(path: Path, n: int, dim: int) -> bool:
+    """``path`` is a float32 ``[n, dim]`` ``.npy`` file of its own (not a symlink: featurize
+    writes into it) (its header read, nothing else)."""
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        mm = np.lib.format.open_memmap(path, mode="r")
+        ok = mm.shape == (n, dim) and mm.dtype == np.float32
+        del mm
+        return ok
+    except (OSError, ValueError):
+        return False
+
+
+def _recheck(
+    out: Path, man: Manifest, mods: list[str], state: ProgressState, n: int, chunk_rows: int
+) -> None:
+    """Before resuming: a modality whose ``.npy`` is missing or damaged is encoded again, and
+    so is every finished chunk whose file items changed since (:func:`_stamp`); warned."""
+    n_chunks = (n + chunk_rows - 1) // chunk_rows
+    for m in mods:
+        ms = state.modality(m)
+        if any(c >= n_chunks for c in ms["done"]):
+            raise CentrobindError(
+                f"{out / STATE}: chunk numbers out of range (edited?); delete {out}"
+            )
+        if ms["entry"] is None:
+            continue
+        path = out / "modalities" / f"{m}.npy"
+        if ms.get("created") and not _features_ok(path, n, int(ms["entry"]["dim"])):
+            warnings.warn(
+                f"{path} is missing or damaged: encoding {m} again", CentrobindWarning, stacklevel=3
+            )
+            if path.is_symlink() or path.is_file() or path.is_fifo():
+                path.unlink()  # a new file in its place, never written through a symlink
+            ms.update(done=[], failed={}, stamps={}, created=False)
+            continue
+        if ms["entry"]["kind"] == "text" or not ms["done"]:
+            continue
+        items = [man.resolve(c) if c is not None else None for c in man.columns[m]]
+        stamps = ms.setdefault("stamps", {})
+        changed = []
+        for c in sorted(ms["done"]):
+            lo, hi = c * chunk_rows, min(n, (c + 1) * chunk_rows)
+            if stamps.get(str(c)) != _stamp(items, lo, hi):
+                changed.append(c)
+                ms["done"].remove(c)
+                stamps.pop(str(c), None)
+                for r in range(lo, hi):
+                    ms["failed"].pop(str(r), None)
+        if changed:
+            spans = [(c * chunk_rows, min(n, (c + 1) * chunk_rows) - 1) for c in changed]
+            rows = ", ".join(f"{lo}-{hi}" for lo, hi in spans)
+            warnings.warn(
+                f"{m}: files changed since they were encoded (size or time; rows {rows}): "
+                "encoding those rows again",
+                CentrobindWarning,
+                stacklevel=3,
+            )
 
 
 def _warn_label_like(summary: FeaturizeSummary, man: Manifest, state: ProgressState) -> None:
@@ -353,6 +494,8 @@ def _encode_columns(
                     continue
                 lo, hi = c * chunk_rows, min(n, (c + 1) * chunk_rows)
                 pairs = [(r, v) for r in range(lo, hi) if (v := items[m][r]) is not None]
+                if enc.kind != "text":  # what the files look like before they are read
+                    ms.setdefault("stamps", {})[str(c)] = _stamp(items[m], lo, hi)
                 t = time.perf_counter()
                 rows, x, failed = _encode_chunk(enc, pairs, batch_size)
                 seconds_now[m] += time.perf_counter() - t

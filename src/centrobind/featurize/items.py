@@ -28,11 +28,13 @@ def read_items(dataset_dir: str | Path, modality: str) -> list[str | None] | Non
     if not path.is_file():
         return None
     out: list[str | None] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
             try:
-                v = json.loads(line)
-            except json.JSONDecodeError:
+                v = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise CentrobindError(f"{path}: line {lineno} is not UTF-8 text") from None
+            except (json.JSONDecodeError, RecursionError):
                 raise CentrobindError(f"{path}: line {lineno} is not valid JSON") from None
             if v is not None and not isinstance(v, str):
                 raise CentrobindError(f"{path}: line {lineno} is not a string or null")

@@ -70,10 +70,29 @@ def _cell(v: Any) -> str | None:
     if isinstance(v, (dict, list)):
         raise ValueError(f"nested value {json.dumps(v)[:40]}")
     s = str(v).strip()
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:  # JSON can spell a lone surrogate ("\ud800"): not text
+        raise ValueError("not valid Unicode text (a lone surrogate)") from None
     return s or None
 
 
+#: Longest CSV/TSV cell accepted (the csv module's own default, 131,072 characters, is shorter
+#: than texts that JSONL takes without complaint).
+MAX_CSV_FIELD = 2**31 - 1
+
+
 def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]], list[int]]:
+    old_limit = csv.field_size_limit(MAX_CSV_FIELD)
+    try:
+        return _read_csv_rows(path, delimiter)
+    except csv.Error as e:  # e.g. a NUL byte, an unterminated quote at the end
+        raise CentrobindError(f"{path}: not a readable CSV file ({e})") from None
+    finally:
+        csv.field_size_limit(old_limit)
+
+
+def _read_csv_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]], list[int]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
@@ -149,7 +168,8 @@ def read_manifest(path: str | Path) -> Manifest:
         known = ", ".join(sorted(FORMATS))
         raise CentrobindError(f"{path}: unknown manifest format {path.suffix!r} (use {known})")
     if not path.is_file():
-        raise CentrobindError(f"{path}: manifest not found")
+        what = "not a regular file" if path.exists() else "manifest not found"
+        raise CentrobindError(f"{path}: {what}")
     lines: list[int] | None = None
     try:
         if fmt in ("csv", "tsv"):

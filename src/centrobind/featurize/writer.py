@@ -49,17 +49,22 @@ class ProgressState:
         if st.path.is_file():
             try:
                 old = json.loads(st.path.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError):
+            except (OSError, ValueError, RecursionError):  # ValueError: JSON, UTF-8
                 raise CentrobindError(
                     f"{st.path}: unreadable progress file; delete {out}"
                 ) from None
+            if not _valid_state(old):
+                raise CentrobindError(
+                    f"{st.path}: not a progress file that featurize wrote (edited?); delete {out} "
+                    "and featurize again"
+                )
             if old.get("fingerprint") != fingerprint:
                 raise CentrobindError(
                     f"{out} holds a featurization of another manifest or other settings; "
                     "choose another --out or delete that folder"
                 )
             st.data = old
-        elif out.exists() and (not out.is_dir() or any(out.iterdir())):
+        elif out.exists() and (not out.is_dir() or any(_content(out))):
             raise CentrobindError(
                 f"{out} exists and is not a featurize output; choose another --out"
             )
@@ -72,6 +77,42 @@ class ProgressState:
         from centrobind.checkpoint import atomic_write_text
 
         atomic_write_text(self.path, json.dumps(self.data, indent=1) + "\n")
+
+
+def _valid_state(data: Any) -> bool:
+    """The shape of a ``featurize.json`` this module writes (each modality: its encoder entry,
+    finished chunk numbers without repeats, failed rows, file stamps per chunk)."""
+
+    def str_map(x: Any) -> bool:
+        return isinstance(x, dict) and all(isinstance(v, str) for v in x.values())
+
+    if not isinstance(data, dict) or not isinstance(data.get("modalities"), dict):
+        return False
+    for ms in data["modalities"].values():
+        if not isinstance(ms, dict):
+            return False
+        entry, done = ms.get("entry"), ms.get("done")
+        if entry is not None and not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("kind"), str)
+            and isinstance(entry.get("dim"), int)
+        ):
+            return False
+        if not isinstance(done, list) or len(set(map(repr, done))) != len(done):
+            return False
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in done):
+            return False
+        if not str_map(ms.get("failed")) or not str_map(ms.get("stamps", {})):
+            return False
+    return True
+
+
+def _content(out: Path) -> list[str]:
+    """Entries of ``out`` other than a lock file and the temporary files of killed writes."""
+    from centrobind.runfolder import is_temp_file_name
+    from centrobind.runlock import LOCK_NAME
+
+    return [p.name for p in out.iterdir() if p.name != LOCK_NAME and not is_temp_file_name(p.name)]
 
 
 def open_features(path: Path, n: int, dim: int, fresh: bool) -> np.memmap:

@@ -1,6 +1,10 @@
 """All-pairs binding (CMC's full graph): symmetric InfoNCE between every pair of modalities.
 
 ``loss = mean_{a < b} nce_sym(z_a, z_b)`` over the pairs with >= 2 samples having both modalities.
+
+Against CMC (Tian et al., 2020): its "full graph" objective, every pair of views contrasted in
+both directions, with the batch as negatives (CMC's NCE with a memory bank of negatives is not
+used) and one fixed logit scale chosen on validation.
 """
 
 from __future__ import annotations

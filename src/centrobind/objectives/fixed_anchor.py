@@ -1,6 +1,13 @@
 """Fixed-anchor binding (ImageBind style): every modality is bound to one anchor modality.
 
 ``loss = mean_{m != k} nce_sym(z_k, z_m)`` with ``k`` the anchor.
+
+Against ImageBind (Girdhar et al., 2023, facebookresearch/ImageBind): as there, every other
+modality is bound to the anchor by symmetric InfoNCE and the anchor's encoder is pre-trained and
+frozen (the trainer pre-trains it unimodally, ``Objective.pretrains_frozen_anchor``; ImageBind
+uses CLIP's image encoder). ImageBind fixes a logit scale per bound modality by hand (e.g. 20 for
+audio, 5 for depth); here one scale per setting is chosen on validation. No batch gathering
+tricks, no data augmentation of the raw inputs: the heads see fixed features.
 """
 
 from __future__ import annotations

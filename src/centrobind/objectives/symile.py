@@ -2,7 +2,13 @@
 
 Multilinear inner product ``MIP(x, y, ...) = sum_d x_d y_d ...``. For anchor modality ``m`` and
 sample ``i``, the logits are ``s MIP(z_m,i, prod_{l != m} z_l,c(l))`` over candidate tuples ``c``;
-the positive is ``c = (i, ..., i)``; ``loss = mean_m CE_m``. Matches the ``symile`` package.
+the positive is ``c = (i, ..., i)``; ``loss = mean_m CE_m``.
+
+Against the official code: the loss equals ``symile.Symile`` of the ``symile`` package (checked
+in the tests with the same permutations), both negative-sampling modes. The authors' experiment
+code learns the logit scale as CLIP does (a flag freezes it); the benchmark fixes it, chosen on
+validation like every method's (a learnable scale was never a gain where we tried it, see
+docs/benchmark).
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ from .base import (
     KINDS,
     Encoder,
     EncoderError,
+    check_item_file,
     check_spec,
     device_name,
     encoder_from_meta,
@@ -14,6 +15,7 @@ from .base import (
 __all__ = [
     "KINDS",
     "Encoder",
+    "check_item_file",
     "check_spec",
     "device_name",
     "EncoderError",

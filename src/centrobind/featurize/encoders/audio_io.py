@@ -10,6 +10,9 @@ import numpy as np
 
 __all__ = ["read_wav", "resample"]
 
+#: Sample rates read (a header declaring 1 Hz would make resampling blow up the signal).
+MIN_RATE, MAX_RATE = 1_000, 768_000
+
 
 def _pcm_to_float(raw: bytes, width: int) -> np.ndarray:
     """Little-endian PCM bytes -> float32 in [-1, 1)."""
@@ -56,5 +59,7 @@ def read_wav(path: str | Path, rate: int | None = None) -> np.ndarray:
         raise ValueError(f"truncated WAV file ({len(raw)} of {n * ch * width} data bytes)")
     if n == 0:
         raise ValueError("empty WAV file (0 samples)")
+    if not MIN_RATE <= sr <= MAX_RATE:  # 1 Hz resampled to 16 kHz: 16,000 times the samples
+        raise ValueError(f"implausible sample rate {sr} Hz (read {MIN_RATE}-{MAX_RATE} Hz)")
     x = _pcm_to_float(raw, width).reshape(-1, ch).mean(axis=1)
     return resample(x, sr, rate) if rate else x

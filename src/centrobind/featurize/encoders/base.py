@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import stat
 import warnings
 from collections.abc import Callable
 from importlib import metadata
@@ -27,6 +28,7 @@ __all__ = [
     "load_encoder",
     "encoder_from_meta",
     "register_encoder",
+    "check_item_file",
     "device_name",
     "package_version",
     "require",
@@ -71,6 +73,8 @@ class Encoder:
         prepared = []
         for i, item in enumerate(items):
             try:
+                if self.kind != "text":
+                    check_item_file(item)  # a named pipe would block open() forever
                 prepared.append(self.prepare(item))
             except Exception as e:
                 why = "file not found" if isinstance(e, FileNotFoundError) else str(e)
@@ -96,6 +100,28 @@ class Encoder:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(spec={self.spec!r}, kind={self.kind!r}, dim={self.dim})"
+
+
+_NOT_FILES = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def check_item_file(path: str) -> None:
+    """Refuse an image/audio item that is not a regular file (through symlinks) before anything
+    opens it: opening a named pipe blocks forever, a device never ends.
+
+    Raises:
+        FileNotFoundError: no such file. EncoderError: not a regular file (named).
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _NOT_FILES if test(st.st_mode)), "not a file")
+        raise EncoderError(f"is {kind}, not a regular file")
 
 
 Factory = Callable[..., Encoder]
@@ -151,9 +177,9 @@ def require(module: str, spec: str, extra: str) -> Any:
 
 
 def offline() -> None:
-    """Forbid Hugging Face network access for everything loaded after this call."""
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    os.environ["TRANSFORMERS_OFFLINE"] = "1"
+    """Quiet, telemetry-free loading of a model from a local folder (the callers pass
+    ``local_files_only=True``). The user's offline switch (``HF_HUB_OFFLINE``) is left as it is:
+    hub names (:mod:`.hub`) read it to decide whether a model may be downloaded."""
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:  # no "Loading weights" bars inside centrobind's own progress bar

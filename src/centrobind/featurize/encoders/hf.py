@@ -1,4 +1,6 @@
-"""``hf:PATH``: a local Hugging Face transformers encoder folder, mean-pooled.
+"""``hf:PATH`` (a local Hugging Face transformers encoder folder) or ``hf:ORG/NAME`` (a model on
+the hub, e.g. ``hf:facebook/wav2vec2-base``, from the hub cache, downloaded once; :mod:`.hub`),
+mean-pooled.
 
 Text models (BERT-like; tokenizer files in the folder): mean of the last hidden states over the
 attention mask, not normalised. Audio models (wav2vec2 / HuBERT / WavLM-like; a
@@ -17,6 +19,7 @@ import numpy as np
 
 from .audio_io import read_wav
 from .base import Encoder, EncoderError, offline, package_version, require
+from .hub import hub_snapshot, is_hub_id
 
 _AUDIO_TYPES = {
     "wav2vec2",
@@ -129,8 +132,11 @@ def hf_encoder(arg: str | None, *, device: str, allow_random: bool, kind: str | 
     """``hf:PATH``: a text or audio transformers encoder folder (see the module docstring)."""
     if not arg:
         raise EncoderError("encoder 'hf:' needs a model folder, e.g. hf:models/my-encoder")
-    path = Path(arg).expanduser().resolve()
-    spec = f"hf:{path}"
+    if is_hub_id(arg):
+        path, spec = hub_snapshot(f"hf:{arg}", arg), f"hf:{arg}"
+    else:
+        path = Path(arg).expanduser().resolve()
+        spec = f"hf:{path}"
     if not (path / "config.json").is_file():
         raise EncoderError(
             f"encoder 'hf:{arg}': no config.json in that folder (a local transformers model "

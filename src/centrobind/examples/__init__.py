@@ -1,0 +1,1 @@
+"""Worked examples that run from one command (``centrobind example NAME``)."""
