@@ -47,7 +47,7 @@ def test_dataset_folder_format(csv_out, raw):
     fz = meta["featurizers"]
     assert {m: (e["spec"], e["kind"], e["dim"]) for m, e in fz.items()} == {
         "caption": ("minilm", "text", 384),
-        "image": ("pixels", "image", 32 * 32 * 3),
+        "image": ("imstats", "image", 120),
         "sound": ("logmel", "audio", 128),
     }
     assert all(e["version"] for e in fz.values())

@@ -44,8 +44,9 @@ def test_unreadable_items_are_reported_by_row_and_stored_missing(raw, tmp_path):
     proc = cli("featurize", str(man), "--out", str(tmp_path / "ds"), "--quiet")
     assert proc.returncode == 0, proc.stderr
     err = proc.stderr
-    assert "row 1, image: unreadable, stored as missing:" in err and "file not found" in err
-    assert "row 2, image" in err and "row 3, image" in err and "row 5, sound" in err
+    # by the manifest's line (the header is line 1): row 1 is line 3
+    assert "line 3, image: unreadable, stored as missing:" in err and "file not found" in err
+    assert "line 4, image" in err and "line 5, image" in err and "line 7, sound" in err
     assert "image 5 ok, 0 empty, 3 unreadable" in proc.stdout
     assert "sound 7 ok, 0 empty, 1 unreadable" in proc.stdout
     img = np.load(tmp_path / "ds/modalities/image.npy")

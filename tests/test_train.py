@@ -93,7 +93,7 @@ def test_early_stopping_keeps_best_epoch(tmp_path):
         calls.append(len(calls) + 1)
         return [1.0, 5.0, 3.0, 2.0, 1.0, 0.5][len(calls) - 1]
 
-    cfg = _cfg(epochs=6, early_stopping=2)
+    cfg = _cfg(epochs=6, early_stopping=2, min_steps=0)
     torch.manual_seed(0)
     binder = Binder(ds.dims, embed_dim=8, hidden=16)
     snapshots = {}
@@ -145,7 +145,7 @@ def test_resume_after_early_stopping_trains_no_more(tmp_path):
     ds = _data(n=160)
     split = ds.split(seed=0)
     scores = iter([1.0, 5.0, 3.0, 2.0] + [9.0] * 10)
-    cfg = _cfg(epochs=8, early_stopping=2)
+    cfg = _cfg(epochs=8, early_stopping=2, min_steps=0)
     torch.manual_seed(0)
     binder = Binder(ds.dims, embed_dim=8, hidden=16, dropout=0.1)
     res = fit(

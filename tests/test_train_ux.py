@@ -132,7 +132,7 @@ def test_an_early_stopped_run_extended_trains_on(tmp_path):
     ds = _synth(160, [8, 6, 5])
     split = ds.split(seed=0)
     scores = iter([1.0, 5.0, 3.0, 2.0] + [float(i) for i in range(10, 30)])
-    kw = dict(epochs=8, early_stopping=2, batch_size=32)
+    kw = dict(epochs=8, early_stopping=2, batch_size=32, min_steps=0)
     _, res = _fit(split["train"], split["val"], tmp_path, validate=lambda b, v: next(scores), **kw)
     assert res.stopped_early and len(res.history) == 4
     kw["epochs"] = 10
@@ -239,7 +239,8 @@ def test_tensorboard_missing_is_one_line(tmp_path, monkeypatch):
 def test_progress_bar_and_galleries(data_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--data", str(data_dir), "--out", str(out), "--epochs", "2"]
-    assert main([*args, "--embed-dim", "8", "--hidden", "16", "--batch-size", "32"]) == 0
+    assert main([*args, "--embed-dim", "8", "--hidden", "16", "--batch-size", "32",
+                 "--val-metric", "R@1"]) == 0  # fmt: skip
     captured = capsys.readouterr()
     assert "val R@1=" in captured.err and "% (gallery 20)" in captured.err, captured.err[-500:]
     assert "over a gallery of 20 validation rows" in captured.out

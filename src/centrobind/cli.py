@@ -103,8 +103,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if not is_main_process():
         return 0  # under torchrun rank 0 reports
     best = (
-        f", best epoch {result.best_epoch} (val R@1 {result.best_metric:.1f}% over a gallery "
-        f"of {result.val_gallery} validation rows)"
+        f", best epoch {result.best_epoch} (val {result.val_metric} {result.best_metric:.1f}"
+        f"{'%' if result.val_metric == 'R@1' else ' (x100)'} over a gallery of "
+        f"{result.val_gallery} validation rows)"
         if result.best_epoch
         else ""
     )
@@ -163,6 +164,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             queries=args.query,
             query_data=args.query_data,
             query_modality=args.query_modality,
+            split=args.split,
             saved=args.index,
             saved_options={
                 "backend": "exact" if args.exact else "auto",
@@ -272,17 +274,19 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
         if not sep or not col or not spec:
             raise CentrobindError(f"--encoder expects MODALITY=SPEC, got {item!r}")
         encoders[col] = spec
-    summary = featurize(
-        args.manifest,
-        args.out,
-        encoders=encoders,
-        labels=args.label,
-        batch_size=args.batch_size,
-        device=args.device,
-        allow_random=args.allow_random,
-        progress=not args.quiet,
-    )
+    with _warnings_as_lines():  # e.g. a column that looks like a label
+        summary = featurize(
+            args.manifest,
+            args.out,
+            encoders=encoders,
+            labels=args.label,
+            batch_size=args.batch_size,
+            device=args.device,
+            allow_random=args.allow_random,
+            progress=not args.quiet,
+        )
     print(summary.line())
+    print(summary.lists())
     return 0
 
 
@@ -445,7 +449,18 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--query-data", metavar="DATASET", help="dataset whose rows are the queries")
     s.add_argument("--query-modality", metavar="MODALITY")
     s.add_argument("-k", type=int, default=10, help="hits per query")
-    s.add_argument("--json", action="store_true", help="one JSON list of hits per query")
+    s.add_argument(
+        "--split",
+        choices=["train", "val", "test", "all"],
+        help="search only this split of the run's rows (the corpus must be the run's own "
+        "dataset; test = held-out rows; default: all rows, each hit showing its split)",
+    )
+    s.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON Lines: one line per query, each a JSON list of its hits {id, score[, item]"
+        "[, split][, labels]}",
+    )
     s.set_defaults(func=_cmd_search)
 
     s = verb("index", "build a saved search index (then `search --index DIR`)")
@@ -486,7 +501,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--suite",
         default="all",
         help="which suite to run: all (default), mfeat, synthetic, missing, modalities (the "
-        "M-suite), or any registered suite",
+        "M-suite), any registered suite, or rawdata (generated raw images, captions and "
+        "sounds end to end with the default settings; not part of all)",
     )
     s.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3, quick 1)")
     s.add_argument(

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +36,17 @@ from torch import Tensor
 
 from .data import MultimodalDataset, as_dataset
 from .distributed import resolve_device
-from .errors import CentrobindError
-from .runs import FUSED_KEY, Run, embed_dataset, embed_features, load_run
+from .errors import CentrobindError, CentrobindWarning
+from .runs import FUSED_KEY, Run, embed_dataset, embed_features, is_run_data, load_run
 from .search import Index
 
 if TYPE_CHECKING:
     from .saved_index import SavedIndex
 
-__all__ = ["Model", "DatasetEmbeddings", "load", "load_corpus", "FUSED_KEY"]
+__all__ = ["Model", "DatasetEmbeddings", "load", "load_corpus", "FUSED_KEY", "SPLITS"]
+
+#: What ``split`` may name (:meth:`Model.index`, ``centrobind search --split``).
+SPLITS = ("train", "val", "test", "all")
 
 
 def load_corpus(data: str | os.PathLike[str] | MultimodalDataset) -> MultimodalDataset:
@@ -97,6 +101,7 @@ class Model:
         self.embed_dim: int = int(run.binder.embed_dim)
         self.featurizers: dict[str, dict[str, Any]] = dict(_featurizers(run) or {})
         self._encoders: dict[str, Any] = {}
+        self._split_cache: tuple[MultimodalDataset, np.ndarray | None] | None = None
 
     def __repr__(self) -> str:
         dims = ", ".join(f"{m}={d}" for m, d in self.dims.items())
@@ -282,6 +287,7 @@ class Model:
         ids: Sequence[Any] | np.ndarray | None = None,
         backend: str = "exact",
         batch_size: int = 4096,
+        split: str | None = None,
         **backend_options: Any,
     ) -> Index:
         """A search :class:`~centrobind.search.Index` over ``corpus`` embedded as ``modality``.
@@ -292,8 +298,14 @@ class Model:
         their row numbers as ids (or ``ids[row]`` when ``ids`` gives one id per dataset row). Or
         input features ``[N, D_m]`` / a list of raw items for :meth:`encode` (ids default to
         ``0..N-1``). ``backend`` and ``backend_options`` go to :class:`~centrobind.search.Index`.
+
+        ``split`` (``"train"``, ``"val"``, ``"test"`` or ``"all"``; None = all) keeps only the
+        rows of that split of the run; the corpus must then be the run's own dataset. Searching
+        the rows the run was trained on flatters it: ``split="test"`` gives held-out figures.
         """
         self._check_modality(modality)
+        if split is not None and split not in SPLITS:
+            raise CentrobindError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
         if isinstance(corpus, (MultimodalDataset, os.PathLike, str)):
             ds = load_corpus(corpus)
             if modality not in ds.modalities:
@@ -304,12 +316,39 @@ class Model:
                     f"run takes {self.dims[modality]} (was the corpus featurized with another "
                     "encoder than the run's training data?)"
                 )
-            rows = ds.present(modality).cpu().nonzero().squeeze(1)
+            keep = ds.present(modality).cpu()
+            if split not in (None, "all"):
+                where = self.split_of(ds, None if isinstance(corpus, MultimodalDataset) else corpus)
+                if where is None:
+                    raise CentrobindError(_NOT_RUN_DATA.format(split=split))
+                keep &= torch.from_numpy(where == split)
+            rows = keep.nonzero().squeeze(1)
             z = self._embed(modality, ds.features[modality].cpu().float()[rows], batch_size)
             row_ids = rows.numpy() if ids is None else np.asarray(ids)[rows.numpy()]
             return Index(z.numpy(), ids=row_ids, backend=backend, **backend_options)
+        if split not in (None, "all"):
+            raise CentrobindError(_NOT_RUN_DATA.format(split=split))
         emb = self.encode(modality, corpus, batch_size=batch_size)
         return Index(emb, ids=ids, backend=backend, **backend_options)
+
+    def split_of(
+        self, ds: MultimodalDataset, folder: str | os.PathLike[str] | None = None
+    ) -> np.ndarray | None:
+        """The split of each row of ``ds`` (``"train"``, ``"val"``, ``"test"``, or ``""`` for a
+        row in none), ``[N]`` str, when ``ds`` (loaded from ``folder``, if any) is the dataset
+        the run was trained on; else None.
+        """
+        cached = self._split_cache
+        if cached is not None and cached[0] is ds:
+            return cached[1]
+        out: np.ndarray | None = None
+        where = Path(folder) if folder is not None and Path(folder).is_dir() else None
+        if is_run_data(self.run, ds, where):
+            out = np.full(len(ds), "", dtype=object)
+            for name in ("train", "val", "test"):
+                out[self.run.splits[name].cpu().numpy()] = name
+        self._split_cache = (ds, out)
+        return out
 
     def build_index(
         self,
@@ -332,6 +371,12 @@ class Model:
         from .saved_index import load_index
 
         return load_index(path, run=self.run, check=check)
+
+
+_NOT_RUN_DATA = (
+    "split {split!r} needs the corpus to be the dataset this run was trained on (same rows and "
+    "content); another corpus has no train/val/test rows of this run"
+)
 
 
 def _utf8(text: str) -> bool:
@@ -383,6 +428,7 @@ def search_corpus(
     queries: Sequence[str] | None = None,
     query_data: str | os.PathLike[str] | MultimodalDataset | None = None,
     query_modality: str | None = None,
+    split: str | None = None,
     saved: str | os.PathLike[str] | None = None,
     saved_options: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
@@ -392,8 +438,14 @@ def search_corpus(
     ``target`` are then the index's), without embedding the corpus; ``saved_options`` go to
     its :meth:`~centrobind.saved_index.SavedIndex.search` (``backend``, ``faiss_params``).
 
-    Returns one ``{"query": str, "hits": [{"id": row, "score": s[, "item": raw item]}]}`` per
-    query. Raises :class:`CentrobindError` (one line) for bad input.
+    ``split`` keeps the corpus rows of one split of the run (see :meth:`Model.index`). When the
+    corpus is the run's own dataset each hit names its ``split``, and searching all of it warns
+    (:class:`~centrobind.errors.CentrobindWarning`) that training rows are among the hits.
+
+    Returns one ``{"query": str, "hits": [{"id": row, "score": s[, "item": raw item][, "split":
+    name][, "labels": {task: value}]}]}`` per query (label values as named in the dataset's
+    ``meta.json`` ``label_maps`` when it has them, else ids; None = unlabelled). Raises
+    :class:`CentrobindError` (one line) for bad input.
     """
     if (queries is None) == (query_data is None):
         raise CentrobindError("give either --query TEXT... or --query-data DATASET")
@@ -404,7 +456,10 @@ def search_corpus(
         corpus, target = saved_index.corpus, saved_index.target
     if corpus is None or target is None:
         raise CentrobindError("give the corpus and its target modality (or a saved index)")
-    corpus_ds = None
+    if saved_index is not None and split not in (None, "all"):
+        raise CentrobindError("--split does not go with --index: search the run's corpus instead")
+    corpus_ds: MultimodalDataset | None = None
+    where: np.ndarray | None = None
     try:
         if queries is not None:
             text = [m for m, e in model.featurizers.items() if e.get("kind") == "text"]
@@ -444,9 +499,20 @@ def search_corpus(
             scores, ids = saved_index.search(qz, k, **(saved_options or {}))
         else:
             corpus_ds = load_corpus(corpus)
-            scores, ids = model.index(corpus_ds, target).search(qz, k)
+            folder = None if isinstance(corpus, MultimodalDataset) else corpus
+            where = model.split_of(corpus_ds, folder)  # (cached: index() asks again)
+            scores, ids = model.index(corpus_ds, target, split=split).search(qz, k)
     except ValueError as e:
         raise CentrobindError(" ".join(str(e).split())) from None
+    if where is not None and split in (None, "all"):
+        n_train = int((where == "train").sum())
+        warnings.warn(
+            f"the corpus is the dataset this run was trained on: {n_train} of its {len(where)} "
+            "rows are training rows, which the run has seen paired; each hit shows its split, "
+            "and --split test searches the held-out rows only",
+            CentrobindWarning,
+            stacklevel=2,
+        )
     all_items = _items(corpus, target) if saved_index is None else None
     if all_items is not None and corpus_ds is not None and len(all_items) != len(corpus_ds):
         raise CentrobindError(
@@ -454,6 +520,7 @@ def search_corpus(
             f"but the corpus has {len(corpus_ds)} rows (cut short or edited?); featurize the "
             "corpus again"
         )
+    names = _label_names(corpus_ds) if corpus_ds is not None else {}
     out = []
     for label, srow, irow in zip(labels, scores, ids, strict=True):
         hits = []
@@ -464,8 +531,24 @@ def search_corpus(
             item = items[j] if items is not None else all_items[i] if all_items else None
             if item is not None:
                 hit["item"] = item
+            if where is not None:
+                hit["split"] = where[i]
+            if corpus_ds is not None and names:
+                hit["labels"] = {t: f(int(corpus_ds.labels[t][i])) for t, f in names.items()}
             hits.append(hit)
         out.append({"query": label, "hits": hits})
+    return out
+
+
+def _label_names(ds: MultimodalDataset) -> dict[str, Any]:
+    """``{task: id -> shown value}``: the original value from ``meta.json`` ``label_maps`` when
+    the dataset has it (featurized data), else the id; None for -1 (unlabelled)."""
+    maps = ds.meta.get("label_maps") if isinstance(ds.meta, dict) else None
+    out: dict[str, Any] = {}
+    for task in ds.labels:
+        mapping = maps.get(task) if isinstance(maps, dict) else None
+        back = {v: k for k, v in mapping.items()} if isinstance(mapping, dict) else {}
+        out[task] = lambda i, back=back: None if i < 0 else back.get(i, i)
     return out
 
 
@@ -476,17 +559,26 @@ def format_hits(results: list[dict[str, Any]], width: int = 80) -> str:
         if n:
             lines.append("")
         lines.append(f"query {n}: {res['query']}")
-        rows = [["rank", "id", "score", "item"]]
+        rows = [["rank", "id", "score", "split", "label", "item"]]
         for r, h in enumerate(res["hits"], 1):
             item = " ".join(str(h.get("item", "")).split())
             item = item if len(item) <= width else item[: width - 3] + "..."
-            rows.append([str(r), str(h["id"]), f"{h['score']:.4f}", item])
-        if not any(row[3] for row in rows[1:]):
-            rows = [row[:3] for row in rows]
+            labels = h.get("labels") or {}
+            label = " ".join(
+                str(v) if len(labels) == 1 else f"{t}={v}"
+                for t, v in labels.items()
+                if v is not None
+            )
+            rows.append(
+                [str(r), str(h["id"]), f"{h['score']:.4f}", h.get("split", ""), label, item]
+            )
+        used = [c for c in range(len(rows[0])) if c < 3 or any(row[c] for row in rows[1:])]
+        rows = [[row[c] for c in used] for row in rows]
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         for row in rows:
             cells = [
-                c.rjust(w) if j < 3 else c for j, (c, w) in enumerate(zip(row, widths, strict=True))
+                c.rjust(w) if j < 3 else c.ljust(w) if j < len(row) - 1 else c
+                for j, (c, w) in enumerate(zip(row, widths, strict=True))
             ]
             lines.append("  " + "  ".join(cells).rstrip())
     return "\n".join(lines)

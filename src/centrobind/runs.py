@@ -43,7 +43,7 @@ from .checkpoint import (
     save_tensors,
     unprefixed,
 )
-from .config import PER_INVOCATION, TrainConfig, resume_conflicts
+from .config import LEGACY_DEFAULTS, PER_INVOCATION, TrainConfig, resume_conflicts
 from .data import MultimodalDataset, Standardizer, as_dataset, modality_mask
 from .data.digests import data_digest
 from .data.fingerprint import fingerprint, legacy_fingerprint
@@ -52,7 +52,7 @@ from .data.ondisk import DiskDataset, open_dataset
 from .data.raw import RawData
 from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
-from .eval import evaluate, fused_embedding, native_leave_one_out, to_builtin
+from .eval import evaluate, fused_embedding, label_retrieval, native_leave_one_out, to_builtin
 from .memory import check_parameter_memory
 from .models import Binder
 from .pipeline import (
@@ -89,6 +89,7 @@ from .train import DIVERGENCE_HINT, FitResult, fit
 __all__ = [
     "Run",
     "init_from_run",
+    "is_run_data",
     "train_run",
     "load_run",
     "evaluate_run",
@@ -133,6 +134,7 @@ def read_run_config(
         raise CentrobindError(f"{file}: expected a JSON object of TrainConfig fields")
     if portable:
         raw["device"] = run_device(raw.get("device", "cpu"), device)
+    raw = {**LEGACY_DEFAULTS, **raw}  # a run saved before a field existed trained without it
     try:
         return TrainConfig.from_dict(raw)
     except CentrobindError as e:
@@ -234,6 +236,19 @@ def _check_same_data(
             f"{what}: not the data this run was trained on (content fingerprint {now} != "
             f"{saved}: other rows, row order, features, masks or labels)"
         )
+
+
+def is_run_data(run: Run, ds: MultimodalDataset, folder: Path | None = None) -> bool:
+    """True when ``ds`` (loaded from ``folder``, if any) is the dataset ``run`` was trained on
+    (same rows, same content: the fingerprint saved with the splits), so ``run.splits`` index
+    its rows."""
+    if len(ds) != run.meta.get("n_rows"):
+        return False
+    try:  # (a run so old that it saved no fingerprint passes on its row count alone)
+        _check_same_data(run.path, ds, "corpus", folder)
+    except CentrobindError:
+        return False
+    return True
 
 
 def train_run(
@@ -507,6 +522,7 @@ def _training_record(
         except (ValueError, TypeError, RecursionError):
             before = {}  # unreadable: rewritten below
     rec: dict[str, Any] = {"device": result.device, "val_gallery": result.val_gallery}
+    rec["val_metric"] = result.val_metric  # what best_val_metric measures (R@1 or MRR x 100)
     if warm is not None or "init_from" in before:
         rec["init_from"] = warm if warm is not None else before["init_from"]
     extended = list(before.get("extended", []))
@@ -730,11 +746,12 @@ def _evaluate(
     mods = run.binder.modalities
     cls = run.config.objective_class()
     anchor = run.config.anchor_modality(mods) if cls.pretrains_frozen_anchor else None
+    test_emb = run.binder.embed_all(test_ds)
     metrics = evaluate(
         run.binder.embed_all(train_ds),
         modality_mask(train_ds, mods),
         train_ds.labels,
-        run.binder.embed_all(test_ds),
+        test_emb,
         modality_mask(test_ds, mods),
         test_ds.labels,
         train_factors=train_ds.factors or None,
@@ -742,6 +759,10 @@ def _evaluate(
         anchor=anchor,
         seed=run.config.seed,
     )
+    if test_ds.labels:  # same class, not the paired item: what a user's search usually wants
+        metrics["label_retrieval"] = to_builtin(
+            label_retrieval(test_emb, modality_mask(test_ds, mods), test_ds.labels)
+        )
     native = native_leave_one_out(run.binder, test_ds, cls, ks=(1, 5, 10))
     if native is not None:
         metrics["retrieval"]["native_leave_one_out"] = to_builtin(native)

@@ -54,7 +54,7 @@ from .distributed import (
     sigterm_received,
 )
 from .errors import CentrobindError, ConfigError
-from .eval import mean_pairwise_r1, native_leave_one_out
+from .eval import mean_pairwise_mrr, mean_pairwise_r1, native_leave_one_out
 from .models import Binder
 from .objectives import Objective, resolve_modality, symmetric_infonce
 
@@ -107,6 +107,7 @@ class FitResult:
     device: str = "cpu"  # the device used (``config.device`` may say "auto")
     schedule_start: int = 0  # the step where the last (re-planned) lr schedule began
     val_gallery: int | None = None  # rows of the validation split (the retrieval gallery)
+    val_metric: str = "R@1"  # what best_metric measures: "R@1" (%), "MRR" (x 100) or "custom"
 
 
 @dataclass
@@ -253,20 +254,30 @@ def _lr_at(step: int, total: int, cfg: TrainConfig, start: int = 0) -> float:
     return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
-def native_validator(objective: Objective) -> Validator:
-    """The validation score an objective is trained for: mean cross-modal R@1 (%) over all
-    ordered modality pairs, or, for objectives that need every modality
-    (``requires_all_modalities``: Symile, GRAM), leave-one-out R@1 with their own joint score on
-    the validation rows where every modality is present (NaN when fewer than 2)."""
+def native_validator(objective: Objective, metric: str = "R@1") -> Validator:
+    """The validation score an objective is trained for: mean cross-modal ``metric`` (R@1 in %,
+    or MRR x 100) over all ordered modality pairs, or, for objectives that need every modality
+    (``requires_all_modalities``: Symile, GRAM), leave-one-out ``metric`` with their own joint
+    score on the validation rows where every modality is present (NaN when fewer than 2)."""
     cls = type(objective)
+    if metric not in ("R@1", "MRR"):
+        raise ConfigError(f"unknown validation metric {metric!r}; use R@1 or MRR")
 
     def score(binder: Binder, val_ds: MultimodalDataset) -> float:
         if cls.requires_all_modalities:
             res = native_leave_one_out(binder, val_ds, cls, ks=(1,))
-            return float("nan") if res is None else float(res["mean"]["R@1"])
+            if res is None:
+                return float("nan")
+            if metric == "R@1":
+                return float(res["mean"]["R@1"])
+            names = [b for b in res if b != "mean"]
+            return 100.0 * sum(float(res[b]["MRR"]) for b in names) / len(names)
         emb = binder.embed_all(val_ds)
-        z = torch.stack([emb[m] for m in binder.modalities])
-        return mean_pairwise_r1(torch.nan_to_num(z), modality_mask(val_ds, binder.modalities))
+        z = torch.nan_to_num(torch.stack([emb[m] for m in binder.modalities]))
+        mask = modality_mask(val_ds, binder.modalities)
+        if metric == "MRR":
+            return 100.0 * mean_pairwise_mrr(z, mask)
+        return mean_pairwise_r1(z, mask)
 
     return score
 
@@ -292,7 +303,7 @@ def pretrain_encoder(
     params = list(binder.encoders[modality].parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
     n = x_all.shape[0]
-    bs = min(cfg.batch_size, n)
+    bs = cfg.batch_rows(n)
     if n < 2:
         raise ConfigError(
             f"cannot pre-train the anchor {modality!r}: it is present in {n} training rows"
@@ -323,7 +334,7 @@ def _pretrain_streaming(
     opt = torch.optim.Adam(list(binder.encoders[modality].parameters()), lr=cfg.lr)
     s = torch.tensor(10.0, device=device)
     i = source.modalities.index(modality)
-    bs = min(cfg.batch_size, len(source))
+    bs = cfg.batch_rows(len(source))
     for epoch in range(cfg.anchor_pretrain_epochs):
         for feats, mask in source.batches(10**6 + epoch, cfg.seed + 7919, bs, True):
             x = feats[modality][mask[i]]
@@ -492,6 +503,8 @@ def _check_resumed_config(saved: Mapping[str, Any], cfg: TrainConfig, path: Path
 def _warn_batching(n: int, cfg: TrainConfig) -> None:
     """Warn (:class:`TrainingWarning`) when the batch size exceeds the training split or
     ``drop_last`` leaves out more than a tenth of the training rows every epoch."""
+    if cfg.batch_size is None:  # automatic: fits the data by construction
+        return
     if cfg.batch_size > n:
         warnings.warn(
             f"batch size {cfg.batch_size} exceeds the {n} training rows; each epoch is one "
@@ -604,7 +617,7 @@ def _setup(
             f"the training data lacks modalities {missing}; it has {train.modalities}"
         )
     n = len(train)
-    bs = min(cfg.batch_size, n)
+    bs = cfg.batch_rows(n)
     _check_distributed(cfg, n, bs, world)
     aug_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     _prepare_anchor(binder, objective, train, cfg, aug_gen, resume)
@@ -759,7 +772,11 @@ def _end_epoch(
     if run.out is not None and run.rank == 0:
         _write_log(run.out / "log.csv", state.history)
     patience = run.cfg.early_stopping
-    state.stopped_early = patience is not None and state.bad_epochs >= patience
+    state.stopped_early = (
+        patience is not None
+        and state.bad_epochs >= patience
+        and state.step >= run.cfg.min_steps  # a few steps on small data are no verdict
+    )
     state.epoch += 1
     run.save(state)
     return row
@@ -790,6 +807,10 @@ def fit(
         :class:`FitResult`. ``binder`` is trained in place (best epoch's weights when validating).
     """
     cfg = config or TrainConfig()
+    metric = "custom"  # a caller's own validator
+    if validate is None:
+        metric = cfg.validation_metric(len(val_ds) if val_ds is not None else 0)
+        validate = native_validator(objective, metric)
     if not isinstance(train_ds, MultimodalDataset):
         source = train_ds
     else:
@@ -808,9 +829,9 @@ def fit(
         _warn_batching(len(source), cfg)
     state = run.restore() if resume else TrainState()
     gallery = len(val_ds) if val_ds is not None else None
-    from tqdm.auto import tqdm
+    from .logbar import progress_bar
 
-    bar = tqdm(
+    bar = progress_bar(
         total=run.total_steps,
         initial=state.step,
         disable=cfg.quiet or run.rank != 0,
@@ -826,7 +847,8 @@ def fit(
                 row = _end_epoch(run, state, val_ds, losses)
                 val = {}
                 if "val_metric" in row:
-                    val = {"val R@1": f"{row['val_metric']:.1f}% (gallery {gallery})"}
+                    unit = "%" if metric == "R@1" else ""
+                    val = {f"val {metric}": f"{row['val_metric']:.1f}{unit} (gallery {gallery})"}
                 bar.set_postfix(epoch=state.epoch, loss=f"{row['loss']:.3f}", **val)
     except RuntimeError as e:
         if run.world == 1 or not peer_lost(e):
@@ -853,6 +875,7 @@ def fit(
         device=str(run.device),
         schedule_start=state.schedule_start,
         val_gallery=gallery,
+        val_metric=metric,
     )
 
 

@@ -37,6 +37,8 @@ from .cache import RunCache, check_output_folder
 from .jobs import BenchSettings, Job
 from .progress import JobProgress, announced, init_worker
 from .protocol import plan_scales, scale_protocol_text, transfer_scale
+from .rawdata import SUITE as RAWDATA_SUITE  # issue 20: registration of the raw-data suite
+from .rawdata import run_rawdata_suite
 from .report import render_report, summary_table, write_results
 from .suites import selected, suite_jobs
 
@@ -164,6 +166,10 @@ def run_benchmark(
     (:mod:`centrobind.bench.cache`), so running the same command again after an interruption
     redoes only the missing runs; ``fresh`` discards that record first.
     """
+    # --- issue 20: the raw-data suite has its own pipeline and page (bench/rawdata.py) ---
+    if suite == RAWDATA_SUITE:
+        return run_rawdata_suite(out, seeds, quick, quiet)
+    # ---
     settings = BenchSettings.make(seeds, quick, extended, choose_scales)
     jobs = suite_jobs(suite, settings)
     base = settings.train_config()

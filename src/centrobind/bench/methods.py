@@ -138,7 +138,7 @@ def step_cost(
     from torch.profiler import ProfilerActivity, profile
 
     binder, objective = copy.deepcopy(binder), copy.deepcopy(objective)
-    n = min(cfg.batch_size, len(train))
+    n = cfg.batch_rows(len(train))
     feats = {m: train.features[m][:n] for m in binder.modalities}
     mask = torch.stack([train.present(m)[:n] for m in binder.modalities])
     binder.train()

@@ -44,12 +44,12 @@ class JobProgress:
         disable: bool = False,
         workers: int = 1,
     ) -> None:
-        from tqdm.auto import tqdm
+        from ..logbar import progress_bar
 
         self.labels = list(labels)
         self.running: dict[int, None] = {}  # insertion-ordered: the oldest first
         self.done: set[int] = set()
-        self.bar = tqdm(
+        self.bar = progress_bar(
             total=len(self.labels), desc=desc, unit="run", disable=disable, dynamic_ncols=True
         )
         if workers > 1:

@@ -119,6 +119,20 @@ def _table(rows: list[list[str]], right: set[int]) -> list[str]:
     ]
 
 
+def _label_names(meta: dict[str, Any], task: str) -> dict[int, str]:
+    """``{label id: original value}`` from ``meta["label_maps"][task]`` (written by featurize);
+    {} when absent or malformed."""
+    maps = meta.get("label_maps")
+    mapping = maps.get(task) if isinstance(maps, dict) else None
+    if not isinstance(mapping, dict):
+        return {}
+    return {
+        v: " ".join(str(k).split()) or repr(k)
+        for k, v in mapping.items()
+        if isinstance(v, int) and not isinstance(v, bool)
+    }
+
+
 def describe(ds: MultimodalDataset) -> str:
     """Plain-text summary: name, N, modalities (dim, present, missing), labels (classes,
     unlabelled rows, counts), factors, splits and the ``meta`` keys."""
@@ -150,7 +164,11 @@ def describe(ds: MultimodalDataset) -> str:
             if len(vals) == 0:
                 cnt = "-"
             elif len(vals) <= 12:
-                cnt = " ".join(f"{int(v)}:{int(c)}" for v, c in zip(vals, counts, strict=True))
+                names = _label_names(ds.meta, task)
+                cnt = " ".join(
+                    f"{names.get(int(v), int(v))}:{int(c)}"
+                    for v, c in zip(vals, counts, strict=True)
+                )
             else:
                 cnt = f"min {int(counts.min())}, max {int(counts.max())} per class"
             rows.append([task, str(len(vals)), str(unlabelled), cnt])

@@ -26,6 +26,10 @@ Layout returned by :func:`evaluate` (all leaves are plain ``float``/``int``/``No
       "latent_recovery": {view: {group: R^2}},  # only when factors are given; view = m | "fused"
     }
 
+:func:`centrobind.runs.evaluate_run` adds ``"label_retrieval"``
+(:func:`~centrobind.eval.label_retrieval`: P@k and mAP by label, per task and pair) when the data
+has labels; :func:`format_metrics` shows it.
+
 A value is None when its subset of rows is empty (see the individual metric modules).
 """
 
@@ -219,6 +223,24 @@ def _classification_section(cls: Mapping[str, Any], names: list[str]) -> list[st
     return out[:-1] if out else out
 
 
+def _label_retrieval_section(lab: Mapping[str, Any]) -> list[str]:
+    out: list[str] = []
+    for task, res in lab.items():
+        pairs = [p for p in res if p != "mean" and res[p].get("n_queries")]
+        if not pairs:
+            continue
+        keys = [k for k in res[pairs[0]] if k != "n_queries"]
+        rows = [[p, *[_fmt(res[p].get(k), 1) for k in keys]] for p in pairs]
+        if isinstance(res.get("mean"), Mapping):
+            rows.append(["mean (all pairs)", *[_fmt(res["mean"].get(k), 1) for k in keys]])
+        out.append(
+            f"== Label retrieval: {task} (%; a hit = any gallery item with the query's label) =="
+        )
+        out.append(_table(["query->gallery", *keys], rows))
+        out.append("")
+    return out[:-1]
+
+
 def _geometry_section(geo: Mapping[str, Any], names: list[str]) -> list[str]:
     out = ["== Geometry =="]
     unif = geo.get("uniformity", {})
@@ -252,6 +274,8 @@ def format_metrics(metrics: Mapping[str, Any]) -> str:
     sections: list[list[str]] = []
     if metrics.get("retrieval"):
         sections.append(_retrieval_section(metrics["retrieval"], names))
+    if metrics.get("label_retrieval"):
+        sections.append(_label_retrieval_section(metrics["label_retrieval"]))
     if metrics.get("classification"):
         sections.append(_classification_section(metrics["classification"], names))
     if metrics.get("geometry"):

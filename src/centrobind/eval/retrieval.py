@@ -27,6 +27,7 @@ from torch import Tensor
 from ._common import (
     ArrayLike,
     as_2d,
+    as_labels,
     check_present_finite,
     fused_embedding,
     mean_or_none,
@@ -38,7 +39,10 @@ __all__ = [
     "JointQuery",
     "cross_modal_retrieval",
     "joint_leave_one_out",
+    "label_precision",
+    "label_retrieval",
     "leave_one_out_retrieval",
+    "mean_pairwise_mrr",
     "mean_pairwise_r1",
     "metrics_from_ranks",
     "retrieval_metrics",
@@ -333,6 +337,39 @@ def mean_pairwise_r1(z: Tensor, mask: Tensor | None = None, max_elements: int = 
     return float(r1.mean()) if r1.numel() else float("nan")
 
 
+def mean_pairwise_mrr(z: Tensor, mask: Tensor | None = None, max_elements: int = 2**26) -> float:
+    """Mean reciprocal rank (0-1) averaged over all ordered modality pairs: like
+    :func:`mean_pairwise_r1` (same rows, same optimistic tie rule), but every rank counts, not
+    only rank 1, so it moves less from one query on a small gallery.
+
+    Args:
+        z: ``[M, N, D]`` L2-normalised embeddings (absent rows may hold anything finite or NaN).
+        mask: ``[M, N]`` bool, or None (all present).
+    """
+    M, N, _ = z.shape
+    present = (
+        torch.ones(M, N, dtype=torch.bool, device=z.device)
+        if mask is None
+        else (mask.to(device=z.device, dtype=torch.bool))
+    )
+    if M * M * N * N > max_elements:
+        emb = {str(i): z[i] for i in range(M)}
+        mean = cross_modal_retrieval(emb, present, ks=(1,))["mean"]
+        return float("nan") if mean is None else float(mean["MRR"])
+    z = torch.where(present[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+    with torch.no_grad():
+        scores = torch.einsum("and,bmd->abnm", z, z)  # [M, M, N, N]
+        pos = scores.diagonal(dim1=2, dim2=3)  # [M, M, N]
+        valid = present[:, None, :] & present[None, :, :]  # [M, M, N]
+        scores = scores.masked_fill(~valid[:, :, None, :], float("-inf"))
+        rank = 1 + (scores > pos[..., None]).sum(-1)  # [M, M, N]
+        rr = torch.where(valid, 1.0 / rank.double(), torch.zeros((), dtype=torch.float64))
+        count = valid.sum(-1)
+        off = ~torch.eye(M, dtype=torch.bool, device=z.device) & (count > 0)
+        mrr = rr.sum(-1)[off] / count[off].double()
+    return float(mrr.mean()) if mrr.numel() else float("nan")
+
+
 #: ``others [M-1, N, D] -> (queries [N, K], score_fn or None)``: an objective's joint query; see
 #: :meth:`centrobind.objectives.Objective.leave_one_out_query`.
 JointQuery = Callable[[Tensor], "tuple[Tensor, ScoreFn | None] | None"]
@@ -362,4 +399,108 @@ def joint_leave_one_out(
         q, score_fn = built
         out[b] = retrieval_metrics(q, emb[b], ks=ks, score_fn=score_fn)
     out["mean"] = {f"R@{k}": sum(out[b][f"R@{k}"] for b in names) / len(names) for k in ks}
+    return out
+
+
+def label_precision(
+    queries: ArrayLike,
+    query_labels: ArrayLike,
+    gallery: ArrayLike,
+    gallery_labels: ArrayLike,
+    ks: Sequence[int] = (1, 5, 10),
+    chunk_size: int = 1024,
+) -> dict[str, float | int]:
+    """Label-level retrieval: a gallery item is relevant to a query when it has the query's label.
+
+    Each query ranks the whole gallery by dot product (ties: ascending gallery row). P@k is the
+    fraction of the top ``k`` that is relevant (``k`` capped at the gallery size); AP the mean of
+    the precision at the rank of each relevant item (0 when none is relevant); both averaged over
+    the queries. Unlike R@k it asks "same class?", not "the paired item?".
+
+    Args:
+        queries: ``Tensor[Nq, D]``; query_labels: ``LongTensor[Nq]``.
+        gallery: ``Tensor[Ng, D]``; gallery_labels: ``LongTensor[Ng]``.
+        chunk_size: queries ranked at once (memory: ``chunk_size x Ng`` scores).
+
+    Returns:
+        ``{"P@k": percent for each k, "mAP": percent, "n_queries": Nq}``.
+    """
+    q, g = as_2d(queries, "queries"), as_2d(gallery, "gallery")
+    yq, yg = (
+        as_labels(query_labels, q.shape[0], "query_labels"),
+        as_labels(gallery_labels, g.shape[0], "gallery_labels"),
+    )
+    nq, ng = q.shape[0], g.shape[0]
+    if nq == 0 or ng == 0:
+        raise ValueError(f"label retrieval needs non-empty queries and gallery, got {nq}, {ng}")
+    if q.shape[1] != g.shape[1]:
+        raise ValueError(f"dimension mismatch: queries D={q.shape[1]}, gallery D={g.shape[1]}")
+    dtype = torch.promote_types(q.dtype, g.dtype)
+    q, g = q.to(dtype), g.to(dtype)
+    prec = {int(k): 0.0 for k in ks}
+    ap_sum = 0.0
+    ranks = torch.arange(1, ng + 1, dtype=torch.float64)
+    with torch.no_grad():
+        for s in range(0, nq, chunk_size):
+            scores = q[s : s + chunk_size] @ g.T  # [c, Ng]
+            order = torch.argsort(scores, dim=1, descending=True, stable=True)
+            rel = (yg[order] == yq[s : s + chunk_size, None]).double()  # [c, Ng], rank order
+            hits = rel.cumsum(1)
+            for k in prec:
+                kk = min(k, ng)
+                prec[k] += float((hits[:, kk - 1] / kk).sum())
+            n_rel = rel.sum(1)
+            ap = (rel * hits / ranks).sum(1) / n_rel.clamp_min(1)
+            ap_sum += float(ap.sum())
+    out: dict[str, float | int] = {f"P@{k}": 100.0 * v / nq for k, v in prec.items()}
+    out["mAP"] = 100.0 * ap_sum / nq
+    out["n_queries"] = int(nq)
+    return out
+
+
+def label_retrieval(
+    emb: Mapping[str, ArrayLike],
+    mask: ArrayLike | None,
+    labels: Mapping[str, ArrayLike],
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, Any]:
+    """:func:`label_precision` for every label task and ordered modality pair ``a->b``.
+
+    Queries: the rows where ``a`` is present and labelled; gallery: the rows where ``b`` is
+    present and labelled (so a query's own paired item is in the gallery, and relevant).
+
+    Returns:
+        ``{task: {"a->b": {"P@k", "mAP", "n_queries"}, ..., "mean": {"P@k", "mAP",
+        "n_pairs"} | None}}``; a pair without labelled rows has ``n_queries = 0`` and None
+        metrics.
+    """
+    names = list(emb)
+    masks = modality_masks(emb, mask)
+    xs = {name: as_2d(x, f"emb[{name!r}]") for name, x in emb.items()}
+    n = next(iter(xs.values())).shape[0]
+    out: dict[str, Any] = {}
+    for task, y in labels.items():
+        yy = as_labels(y, n, f"labels[{task!r}]")
+        res: dict[str, Any] = {}
+        for a in names:
+            for b in names:
+                if a == b:
+                    continue
+                qa, gb = masks[a] & (yy >= 0), masks[b] & (yy >= 0)
+                if not bool(qa.any()) or not bool(gb.any()):
+                    res[f"{a}->{b}"] = {
+                        **{f"P@{int(k)}": None for k in ks},
+                        "mAP": None,
+                        "n_queries": 0,
+                    }
+                    continue
+                res[f"{a}->{b}"] = label_precision(xs[a][qa], yy[qa], xs[b][gb], yy[gb], ks)
+        valid = [r for r in res.values() if r["n_queries"] > 0]
+        keys = [f"P@{int(k)}" for k in ks] + ["mAP"]
+        mean: dict[str, Any] | None = None
+        if valid:
+            mean = {key: mean_or_none([r[key] for r in valid]) for key in keys}
+            mean["n_pairs"] = len(valid)
+        res["mean"] = mean
+        out[task] = res
     return out

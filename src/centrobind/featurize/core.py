@@ -25,6 +25,7 @@ import stat
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,13 +36,15 @@ from centrobind.errors import CentrobindError, CentrobindWarning
 
 from .encoders import Encoder, check_item_file, check_spec, device_name, load_encoder
 from .items import write_items
-from .labels import encode_labels
+from .labels import encode_labels, label_like
 from .manifest import Manifest, column_kind, read_manifest
 from .writer import STATE, ProgressState, file_sha256, open_features
 
 __all__ = ["DEFAULT_ENCODERS", "FeaturizeSummary", "featurize"]
 
-DEFAULT_ENCODERS = {"text": "minilm", "image": "pixels", "audio": "logmel"}
+# imstats, not pixels, for images: pooled colour and shape statistics survive a shift or a change
+# of size (rawdata suite, held-out label P@5: pixels 68, imstats 97; bench/rawdata.py)
+DEFAULT_ENCODERS = {"text": "minilm", "image": "imstats", "audio": "logmel"}
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 _MAX_PRINTED = 20
 
@@ -61,6 +64,7 @@ class FeaturizeSummary:
     seconds: float = 0.0
     items_per_s: dict[str, float] = field(default_factory=dict)  # items encoded this run / s
     labels: list[str] = field(default_factory=list)
+    label_like: dict[str, str] = field(default_factory=dict)  # modality -> why it looks a label
 
     def line(self) -> str:
         """One summary line, e.g. for the CLI."""
@@ -81,6 +85,13 @@ class FeaturizeSummary:
                 else ""
             )
         )
+
+    def lists(self) -> str:
+        """The final modality and label lists, e.g. ``modalities: caption (minilm), image
+        (pixels); labels: shape``."""
+        mods = ", ".join(f"{m} ({self.encoders[m]})" for m in self.modalities)
+        labels = ", ".join(self.labels) or "none (--label COLUMN adds one)"
+        return f"modalities: {mods}; labels: {labels}"
 
 
 def _fingerprint(manifest: Path, specs: dict[str, str], labels: list[str], chunk: int) -> str:
@@ -188,7 +199,7 @@ def featurize(
     """Featurize ``manifest`` (CSV/TSV/JSONL/Parquet) into the dataset folder ``out``.
 
     ``encoders`` maps a column to an encoder spec (default by column kind: text -> ``minilm``,
-    image files -> ``pixels``, audio files -> ``logmel``); ``labels`` names label columns. Rows
+    image files -> ``imstats``, audio files -> ``logmel``); ``labels`` names label columns. Rows
     are processed in chunks of ``chunk_rows`` (batches of ``batch_size`` inside) and written to
     memory-mapped ``.npy`` files; re-running the same call after an interruption skips the
     chunks already written. Unreadable items are reported by row and stored as missing.
@@ -240,7 +251,7 @@ def _featurize_locked(
     state.save()
     items = _column_items(man, mods, state)
     encoded_now, seconds_now, resumed = _encode_columns(
-        out, n, mods, items, live, state, chunk_rows, batch_size, progress
+        out, n, mods, items, live, state, chunk_rows, batch_size, progress, man.where
     )
 
     # Labels, items, meta.json (the dataset is complete once meta.json is written).
@@ -260,6 +271,7 @@ def _featurize_locked(
     state.save()
     summary.resumed_rows = resumed
     _warn_empty_rows(man, mods, state)
+    _warn_label_like(summary, man, state)
     dead = [m for m in mods if summary.encoded[m] == 0]
     if dead:
         raise CentrobindError(
@@ -366,6 +378,24 @@ def _recheck(
             )
 
 
+def _warn_label_like(summary: FeaturizeSummary, man: Manifest, state: ProgressState) -> None:
+    """A :class:`CentrobindWarning` per text modality that looks like a label (recorded in
+    ``summary.label_like``): a label featurized as content leaks the answer into the data."""
+    for m in summary.modalities:
+        why = None
+        if state.modality(m)["entry"]["kind"] == "text":
+            why = label_like(m, man.columns[m])
+        if why:
+            summary.label_like[m] = why
+            warnings.warn(
+                f"column {m!r} looks like a label, not content ({why}); it became a text "
+                f"modality, so a model can match rows by it; if it is a label, featurize again "
+                f"with --label {m}",
+                CentrobindWarning,
+                stacklevel=3,
+            )
+
+
 def _load_encoders(
     mods: list[str],
     kinds: dict[str, str],
@@ -384,7 +414,8 @@ def _load_encoders(
     for m in mods:
         check_spec(specs[m])
     live: dict[str, Encoder] = {}
-    for m in sorted(mods, key=lambda m: specs[m].split(":")[0] not in ("pixels", "logmel")):
+    weightless = ("pixels", "imstats", "logmel")
+    for m in sorted(mods, key=lambda m: specs[m].split(":")[0] not in weightless):
         ms = state.modality(m)
         if len(ms["done"]) < n_chunks or ms["entry"] is None:
             # a column of image/audio files must get an encoder of that kind; any other column
@@ -423,9 +454,11 @@ def _encode_columns(
     chunk_rows: int,
     batch_size: int,
     progress: bool,
+    where: Callable[[int], str] = "row {}".format,
 ) -> tuple[dict[str, int], dict[str, float], int]:
     """Encode every chunk not done yet into ``<out>/modalities/<m>.npy`` (progress bar on
-    stderr, the first unreadable items printed). Returns (items encoded now per modality,
+    stderr, the first unreadable items printed by ``where(row)``, their place in the manifest).
+    Returns (items encoded now per modality,
     seconds spent encoding per modality, rows resumed from an earlier run)."""
     n_chunks = (n + chunk_rows - 1) // chunk_rows
     todo = sum(
@@ -434,9 +467,11 @@ def _encode_columns(
         for c in range(n_chunks)
         if c not in state.modality(m)["done"]
     )
-    from tqdm.auto import tqdm
+    from centrobind.logbar import progress_bar
 
-    bar = tqdm(total=todo, disable=not progress, unit="item", desc="featurize", file=sys.stderr)
+    bar = progress_bar(
+        total=todo, disable=not progress, unit="item", desc="featurize", file=sys.stderr
+    )
     printed = 0
     encoded_now: dict[str, int] = {m: 0 for m in mods}
     seconds_now: dict[str, float] = {m: 0.0 for m in mods}
@@ -473,7 +508,8 @@ def _encode_columns(
                     ms["failed"][str(r)] = why
                     if printed < _MAX_PRINTED:
                         bar.write(
-                            f"row {r}, {m}: unreadable, stored as missing: {why}", file=sys.stderr
+                            f"{where(r)}, {m}: unreadable, stored as missing: {why}",
+                            file=sys.stderr,
                         )
                     printed += 1
                 ms["done"].append(c)

@@ -34,12 +34,14 @@ FORMATS = {
 class Manifest:
     """A manifest in memory: ``columns[name]`` is a list of ``N`` cells (``str`` or ``None``).
 
-    ``base`` is the folder that relative file paths are resolved against.
+    ``base`` is the folder that relative file paths are resolved against; ``lines[i]`` is the
+    line of the file where row ``i`` starts (None for Parquet, which has no lines).
     """
 
     path: Path
     base: Path
     columns: dict[str, list[str | None]]
+    lines: list[int] | None = None
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
@@ -48,6 +50,11 @@ class Manifest:
         """Absolute path of a file cell (relative paths are relative to the manifest folder)."""
         p = Path(cell).expanduser()
         return str(p if p.is_absolute() else (self.base / p).resolve())
+
+    def where(self, row: int) -> str:
+        """Where data row ``row`` (0-based) is in the file, for messages: ``"line 7"`` (CSV, TSV,
+        JSONL; the header is line 1) or ``"row 5"`` (Parquet)."""
+        return f"line {self.lines[row]}" if self.lines is not None else f"row {row}"
 
 
 def _cell(v: Any) -> str | None:
@@ -75,7 +82,7 @@ def _cell(v: Any) -> str | None:
 MAX_CSV_FIELD = 2**31 - 1
 
 
-def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]]]:
+def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]], list[int]]:
     old_limit = csv.field_size_limit(MAX_CSV_FIELD)
     try:
         return _read_csv_rows(path, delimiter)
@@ -85,15 +92,17 @@ def _read_csv(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]]]:
         csv.field_size_limit(old_limit)
 
 
-def _read_csv_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]]]:
+def _read_csv_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[Any]], list[int]]:
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f, delimiter=delimiter)
         try:
             header = next(reader)
         except StopIteration:
             raise CentrobindError(f"{path}: empty manifest (no header row)") from None
-        rows = []
+        rows, lines = [], []
+        start = reader.line_num + 1
         for i, row in enumerate(reader):
+            first, start = start, reader.line_num + 1  # a quoted cell may span several lines
             if not row:  # a blank line: an empty cell in a one-column manifest, else skipped
                 if len(header) != 1:
                     continue
@@ -104,12 +113,14 @@ def _read_csv_rows(path: Path, delimiter: str) -> tuple[list[str], list[list[Any
                     f"{len(header)} (row {i})"
                 )
             rows.append(row)
-    return [h.strip() for h in header], rows
+            lines.append(first)
+    return [h.strip() for h in header], rows, lines
 
 
-def _read_jsonl(path: Path) -> tuple[list[str], list[list[Any]]]:
+def _read_jsonl(path: Path) -> tuple[list[str], list[list[Any]], list[int]]:
     header: list[str] = []
     records: list[dict[str, Any]] = []
+    lines: list[int] = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -126,7 +137,8 @@ def _read_jsonl(path: Path) -> tuple[list[str], list[list[Any]]]:
                 if k not in header:
                     header.append(k)
             records.append(rec)
-    return header, [[r.get(k) for k in header] for r in records]
+            lines.append(lineno)
+    return header, [[r.get(k) for k in header] for r in records], lines
 
 
 def _read_parquet(path: Path) -> tuple[list[str], list[list[Any]]]:
@@ -158,11 +170,12 @@ def read_manifest(path: str | Path) -> Manifest:
     if not path.is_file():
         what = "not a regular file" if path.exists() else "manifest not found"
         raise CentrobindError(f"{path}: {what}")
+    lines: list[int] | None = None
     try:
         if fmt in ("csv", "tsv"):
-            header, rows = _read_csv(path, "," if fmt == "csv" else "\t")
+            header, rows, lines = _read_csv(path, "," if fmt == "csv" else "\t")
         elif fmt == "jsonl":
-            header, rows = _read_jsonl(path)
+            header, rows, lines = _read_jsonl(path)
         else:
             header, rows = _read_parquet(path)
     except UnicodeDecodeError:
@@ -179,8 +192,9 @@ def read_manifest(path: str | Path) -> Manifest:
             try:
                 columns[h].append(_cell(v))
             except ValueError as e:
-                raise CentrobindError(f"{path}: row {i}, column {h!r}: {e}") from None
-    return Manifest(path=path.resolve(), base=path.resolve().parent, columns=columns)
+                where = f"line {lines[i]}" if lines is not None else f"row {i}"
+                raise CentrobindError(f"{path}: {where}, column {h!r}: {e}") from None
+    return Manifest(path=path.resolve(), base=path.resolve().parent, columns=columns, lines=lines)
 
 
 def column_kind(cells: list[str | None]) -> str:

@@ -133,6 +133,7 @@ _REGISTRY: dict[str, str | Factory] = {
     "st": "text_st:sentence_transformer",
     "hf": "hf:hf_encoder",
     "pixels": "image_pixels:pixels",
+    "imstats": "image_stats:image_stats",
     "timm": "image_timm:timm_encoder",
     "torchvision": "image_torchvision:torchvision_encoder",
     "open_clip": "image_open_clip:open_clip_encoder",
