@@ -36,8 +36,8 @@ MODS = ("a", "b", "c")
 
 def make_data(root: Path, n: int, dtype: str, seed: int = 0) -> Path:
     """The dataset folder for ``n`` rows (written once; digests recorded)."""
-    from centrobind.data.digests import record_digests
     from centrobind.data.store import shard_name
+    from centrobind.digests import record_digests
 
     folder = root / f"n{n}-{dtype}"
     if (folder / "digests.json").exists():

@@ -14,11 +14,11 @@ import torch
 import centrobind.runs as runs_module
 from centrobind.config import TrainConfig
 from centrobind.data import load_dataset, make_synthetic, save_dataset
-from centrobind.data.digests import data_digest, quick_check, record_digests, verify
 from centrobind.data.ondisk import open_dataset
 from centrobind.data.source import BlockShuffle, batch_positions
 from centrobind.data.store import ModalityStore, append_rows
 from centrobind.data.stream import DataChangedError, StreamingSource
+from centrobind.digests import data_digest, quick_check, record_digests, verify
 from centrobind.errors import CentrobindError, DatasetError
 from centrobind.pipeline import choose_loader
 from centrobind.runs import embed_run, evaluate_run, load_run, train_run

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -254,3 +255,72 @@ def test_explicit_encoder_on_files_without_known_suffix(tmp_path, raw):
     ref = load_encoder("pixels:4").encode([str(root / "img" / "0.png")])
     np.testing.assert_allclose(np.load(tmp_path / "ds/modalities/pic.npy")[0], ref[0])
     assert read_items(tmp_path / "ds", "pic")[0] == str((tmp_path / "0.bin").resolve())
+
+
+def test_shards_make_the_same_dataset_as_one_process(csv_out, raw, tmp_path):
+    """--shard I/N: three shards into one folder = one unsharded featurize (float16: the same
+    values rounded); the dataset (labels, items, meta.json, digests) appears with the last."""
+    from centrobind.digests import quick_check
+
+    root, _ = raw
+    whole, _ = csv_out
+    man = root / "m.csv"
+    out = tmp_path / "sharded"
+    kw = dict(labels=["colour"], batch_size=5, device="cpu", progress=False, dtype="float16")
+    first = featurize(man, out, shard="2/3", **kw)  # any order
+    assert first.rows == 4 and not first.finalized and "other shards still running" in first.line()
+    assert not (out / "meta.json").exists()
+    with pytest.raises(CentrobindError, match="shards of another featurization"):
+        featurize(man, out, shard="0/2", **kw)  # another shard count into the same folder
+    with pytest.raises(CentrobindError, match="0 <= I < N"):
+        featurize(man, out, shard="3/3", **kw)
+    assert not featurize(man, out, shard=(0, 3), **kw).finalized
+    last = featurize(man, out, shard="1/3", **kw)
+    assert last.finalized and "all shards done" in last.line()
+    assert sorted(p.name for p in (out / "modalities" / "image").iterdir()) == [
+        "00000.npy", "00001.npy", "00002.npy",
+    ]  # fmt: skip
+    assert np.load(out / "modalities" / "image" / "00001.npy").dtype == np.float16
+    a, b = load(str(whole)), load(str(out))
+    assert a.modalities == b.modalities and bool((a.mask == b.mask).all())
+    for m in a.modalities:
+        x = a.features[m][a.mask[a.modalities.index(m)]]  # mask: [M, N]
+        y = b.features[m][b.mask[b.modalities.index(m)]]
+        np.testing.assert_allclose(y.numpy(), x.numpy().astype(np.float16), rtol=1e-3, atol=1e-4)
+    assert b.labels["colour"].tolist() == a.labels["colour"].tolist()
+    for m in a.modalities:
+        assert read_items(out, m) == read_items(whole, m)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["dtype"] == "float16" and meta["shards"] == 3
+    assert quick_check(out) == []  # digests recorded over every shard file
+    again = featurize(man, out, shard="1/3", **kw)  # finished: resumes to nothing, still complete
+    assert again.resumed_rows == 3 * again.rows and again.finalized
+
+
+def test_cli_shards_run_at_once(tmp_path, raw):
+    root, rows = raw
+    man = write_manifest(root / "img.csv", [{"image": r["image"], "s": r["image"]} for r in rows])
+    out = tmp_path / "ds"
+    import subprocess
+
+    from featurize_helpers import ROOT
+
+    args = ["--encoder", "image=pixels:8:gray", "--encoder", "s=pixels:4:gray", "--device", "cpu"]
+    args += ["--quiet", "--dtype", "float16"]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "centrobind.cli", "featurize", str(man), "--out", str(out),
+             "--shard", f"{i}/2", *args],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert sum("all shards done" in o for o, _ in outs) >= 1
+    ds = load(str(out))
+    assert len(ds) == 12 and ds.features["image"].shape == (12, 64)
+    single = tmp_path / "one"
+    proc = cli("featurize", str(man), "--out", str(single), *args)
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_array_equal(load(str(single)).features["image"], ds.features["image"])

@@ -12,6 +12,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "centrobind"
 #: may import each other in this sub-order).
 FLOORS = {
     "errors": 0,
+    "logbar": 0.5,
+    "espeak": 1,
     "distributed": 1,
     "diskfull": 1,
     "memory": 1,
@@ -19,6 +21,7 @@ FLOORS = {
     "search": 1,
     "checkpoint": 2,
     "runfolder": 2,
+    "digests": 2.2,
     "data": 3,
     "featurize": 2.5,
     "models": 4,

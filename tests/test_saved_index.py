@@ -17,7 +17,7 @@ from centrobind import saved_index
 from centrobind.checkpoint import load_tensors, save_tensors
 from centrobind.cli import main
 from centrobind.data import make_synthetic, save_dataset
-from centrobind.data.digests import record_digests
+from centrobind.digests import record_digests
 from centrobind.diskfull import DiskFullError
 from centrobind.errors import CentrobindError, CentrobindWarning
 from centrobind.inference import search_corpus

@@ -219,7 +219,7 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     from tqdm.auto import tqdm
 
-    from .data.digests import data_files, record_digests, verify
+    from .digests import data_files, record_digests, verify
 
     root = Path(args.data)
     if not (root / "modalities").is_dir():
@@ -284,6 +284,8 @@ def _cmd_featurize(args: argparse.Namespace) -> int:
             device=args.device,
             allow_random=args.allow_random,
             progress=not args.quiet,
+            dtype=args.dtype,
+            shard=args.shard,
         )
     print(summary.line())
     print(summary.lists())
@@ -552,6 +554,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=32, help="items per encoder batch")
     s.add_argument("--device", default="auto", help="auto | cpu | cuda")
     s.add_argument("--allow-random", action="store_true", help="image backbones without weights")
+    s.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16"],
+        help="storage of the features (float16: half the disk and reads)",
+    )
+    s.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="featurize only the I-th (0-based) of N row ranges into the same --out; run N of "
+        "them at once (processes or machines sharing the folder); the last to finish "
+        "completes the dataset",
+    )
     s.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_featurize)

@@ -20,12 +20,12 @@ from torch import Tensor
 
 from .config import TrainConfig
 from .data import BUILTINS, MultimodalDataset, Standardizer, load
-from .data.digests import data_digest
 from .data.fingerprint import fingerprint
 from .data.ondisk import DiskDataset, open_dataset
 from .data.raw import RawData
 from .data.source import TrainSource, make_order
 from .data.stream import StreamingSource
+from .digests import data_digest
 from .distributed import is_main_process, resolve_device
 from .errors import CentrobindWarning, ConfigError
 from .memory import check_parameter_memory, count_parameters, memory_capacity

@@ -56,8 +56,15 @@ class RunLock:
             start time.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, purpose: str = "train", enabled: bool = True):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        purpose: str = "train",
+        enabled: bool = True,
+        name: str = LOCK_NAME,
+    ):
         self.run_dir = Path(run_dir)
+        self.name = name  # another name: a lock beside the folder's own (e.g. a featurize shard)
         self.purpose = purpose
         self.enabled = enabled and fcntl is not None
         self._key: str | None = None
@@ -71,13 +78,13 @@ class RunLock:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
             raise CentrobindError(f"{self.run_dir} exists and is not a folder") from None
-        key = os.path.realpath(self.run_dir)
+        key = os.path.join(os.path.realpath(self.run_dir), self.name)
         with _HELD_GUARD:
             if key in _HELD:
                 _HELD[key][1] += 1
                 self._key = key
                 return self
-            path = Path(key) / LOCK_NAME
+            path = Path(key)
             try:
                 fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
             except OSError as e:
@@ -122,9 +129,10 @@ class RunLock:
                     del _HELD[self._key]
                     try:
                         os.ftruncate(entry[0], 0)  # no stale holder info once released
-                        if self._created and os.listdir(self._key) == [LOCK_NAME]:
-                            os.unlink(os.path.join(self._key, LOCK_NAME))  # still holding it
-                            os.rmdir(self._key)
+                        folder = os.path.dirname(self._key)
+                        if self._created and os.listdir(folder) == [self.name]:
+                            os.unlink(self._key)  # still holding it
+                            os.rmdir(folder)
                     except OSError:
                         pass
                     os.close(entry[0])  # closing the descriptor releases the flock

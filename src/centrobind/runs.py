@@ -45,11 +45,11 @@ from .checkpoint import (
 )
 from .config import LEGACY_DEFAULTS, PER_INVOCATION, TrainConfig, resume_conflicts
 from .data import MultimodalDataset, Standardizer, as_dataset, modality_mask
-from .data.digests import data_digest
 from .data.fingerprint import fingerprint, legacy_fingerprint
 from .data.npywriter import NpyWriter
 from .data.ondisk import DiskDataset, open_dataset
 from .data.raw import RawData
+from .digests import data_digest
 from .distributed import barrier, is_main_process, resolve_device
 from .errors import CentrobindError, CentrobindWarning, ConfigError
 from .eval import evaluate, fused_embedding, label_retrieval, native_leave_one_out, to_builtin

@@ -20,7 +20,7 @@ never held whole.
 :func:`load_index` opens an index without reading its embeddings and refuses, in one line, an
 index built with other weights than the run given (or than its recorded run has now) and a corpus
 that changed since (cheap: the corpus's recorded digests, ``d2:``, see
-:mod:`centrobind.data.digests`; without them, sizes plus sampled windows of its data files,
+:mod:`centrobind.digests`; without them, sizes plus sampled windows of its data files,
 ``s1:``; a builtin by its content fingerprint). :meth:`SavedIndex.search` is exact by default: it
 reads ``corpus_chunk`` rows at a time with plain reads (the pages are not mapped into the
 process, so resident memory stays one block plus the running top-k whatever ``count`` is) and
@@ -47,10 +47,10 @@ import torch
 from torch import Tensor
 
 from .data import BUILTINS, load
-from .data.digests import _sample, data_digest, data_files
 from .data.fingerprint import fingerprint
 from .data.npywriter import NpyWriter
 from .data.ondisk import open_dataset
+from .digests import _sample, data_digest, data_files
 from .diskfull import disk_full_errors
 from .errors import CentrobindError, CentrobindWarning, DatasetError
 from .runs import Run, embed_features, load_run

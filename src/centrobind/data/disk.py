@@ -556,7 +556,7 @@ def _save_dataset(ds: MultimodalDataset, root: Path, overwrite: bool) -> Path:
     for k, v in ds.splits.items():
         np.save(root / "splits" / f"{k}.npy", v.detach().cpu().numpy().astype(np.int64))
     (root / "meta.json").write_text(text, encoding="utf-8")
-    from centrobind.data.digests import record_digests
+    from centrobind.digests import record_digests
 
     record_digests(root)
     return root

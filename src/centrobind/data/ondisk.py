@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from centrobind.data.digests import data_digest
 from centrobind.data.disk import (
     _folder_name,
     _listing,
@@ -32,6 +31,7 @@ from centrobind.data.disk import (
     printable,
 )
 from centrobind.data.store import ModalityStore
+from centrobind.digests import data_digest
 from centrobind.errors import DatasetError
 
 __all__ = ["DiskDataset", "Scan", "open_dataset"]

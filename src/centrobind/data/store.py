@@ -9,7 +9,7 @@ marks the modality missing for that sample, as in a single file.
 :class:`ModalityStore` reads rows without loading the modality: contiguous ranges
 (:meth:`ModalityStore.read`) and sorted row sets (:meth:`ModalityStore.take`), across shard
 boundaries. :func:`append_rows` adds one shard to every modality of a dataset folder (and rows to
-its labels), recording digests (:mod:`centrobind.data.digests`) of what it wrote.
+its labels), recording digests (:mod:`centrobind.digests`) of what it wrote.
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def append_rows(
 
     Refused when the folder stores ``splits/`` or ``factors/`` (which the rows would lack).
     """
-    from centrobind.data.digests import record_digests
+    from centrobind.digests import record_digests
 
     root = Path(root)
     mod_dir = root / "modalities"

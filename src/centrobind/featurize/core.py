@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from centrobind.errors import CentrobindError, CentrobindWarning
+from centrobind.runlock import LOCK_NAME
 
 from .encoders import Encoder, check_item_file, check_spec, device_name, load_encoder
 from .items import write_items
@@ -65,6 +66,8 @@ class FeaturizeSummary:
     items_per_s: dict[str, float] = field(default_factory=dict)  # items encoded this run / s
     labels: list[str] = field(default_factory=list)
     label_like: dict[str, str] = field(default_factory=dict)  # modality -> why it looks a label
+    shard: str = ""  # "I/N (rows lo-hi)" when this process featurized one shard
+    finalized: bool = True  # meta.json written (a shard: the last one to finish writes it)
 
     def line(self) -> str:
         """One summary line, e.g. for the CLI."""
@@ -75,15 +78,24 @@ class FeaturizeSummary:
         resumed = (
             f"; {self.resumed_rows} rows resumed from an earlier run" if self.resumed_rows else ""
         )
+        what = f"shard {self.shard}, {self.rows} rows," if self.shard else f"{self.rows} rows"
+        done = ""
+        if self.shard:
+            done = (
+                "; all shards done: the dataset is complete"
+                if self.finalized
+                else "; other shards still running (the last to finish completes the dataset)"
+            )
         return (
-            f"featurized {self.rows} rows into {self.out} in {self.seconds:.1f}s: "
+            f"featurized {what} into {self.out} in {self.seconds:.1f}s: "
             + "; ".join(parts)
             + resumed
             + (
-                f" (unreadable rows listed in {self.out / STATE})"
+                f" (unreadable rows listed in {self.out}/featurize*.json)"
                 if sum(self.failed.values())
                 else ""
             )
+            + done
         )
 
     def lists(self) -> str:
@@ -94,12 +106,69 @@ class FeaturizeSummary:
         return f"modalities: {mods}; labels: {labels}"
 
 
-def _fingerprint(manifest: Path, specs: dict[str, str], labels: list[str], chunk: int) -> str:
-    blob = json.dumps(
-        {"manifest": file_sha256(manifest), "encoders": specs, "labels": labels, "chunk": chunk},
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()
+@dataclass(frozen=True)
+class Layout:
+    """Where one featurize process writes: the whole manifest (``count`` 1) or shard ``index``
+    (0-based) of ``count``, rows ``[index * N // count, (index + 1) * N // count)``, into
+    ``modalities/<m>/<index:05d>.npy`` (a shard folder, read as one modality), stored as
+    ``dtype``."""
+
+    index: int = 0
+    count: int = 1
+    dtype: str = "float32"
+
+    @classmethod
+    def parse(cls, shard: str | tuple[int, int] | None, dtype: str) -> Layout:
+        if dtype not in ("float32", "float16"):
+            raise CentrobindError(f"--dtype must be float32 or float16, got {dtype!r}")
+        if shard is None:
+            return cls(dtype=dtype)
+        if isinstance(shard, str):
+            a, sep, b = shard.partition("/")
+            if not (sep and a.strip().isdigit() and b.strip().isdigit()):
+                raise CentrobindError(f"--shard expects I/N (e.g. 0/4), got {shard!r}")
+            shard = (int(a), int(b))
+        i, n = shard
+        if n < 1 or not 0 <= i < n:
+            raise CentrobindError(f"--shard I/N needs N >= 1 and 0 <= I < N, got {i}/{n}")
+        return cls(i, n, dtype)
+
+    @property
+    def sharded(self) -> bool:
+        return self.count > 1
+
+    def rows(self, n: int) -> tuple[int, int]:
+        return self.index * n // self.count, (self.index + 1) * n // self.count
+
+    def tag(self, index: int | None = None) -> str:
+        return f"{self.index if index is None else index:05d}-of-{self.count:05d}"
+
+    @property
+    def state_name(self) -> str:
+        return f"featurize-shard-{self.tag()}.json" if self.sharded else STATE
+
+    @property
+    def lock_name(self) -> str:
+        return f".featurize-shard-{self.tag()}.lock" if self.sharded else LOCK_NAME
+
+    def features(self, out: Path, m: str) -> Path:
+        if self.sharded:
+            return out / "modalities" / m / f"{self.index:05d}.npy"
+        return out / "modalities" / f"{m}.npy"
+
+
+def _fingerprint(
+    manifest: Path, specs: dict[str, str], labels: list[str], chunk: int, layout: Layout
+) -> str:
+    what: dict[str, Any] = {
+        "manifest": file_sha256(manifest),
+        "encoders": specs,
+        "labels": labels,
+        "chunk": chunk,
+    }
+    if layout.sharded or layout.dtype != "float32":  # as before for the defaults (resumable)
+        what.update(shards=layout.count, dtype=layout.dtype)
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
 def _plan(
@@ -137,10 +206,14 @@ def _plan(
     return mods, kinds, specs
 
 
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+
+
 def _encode_chunk(
-    enc: Encoder, items: list[tuple[int, str]], batch_size: int
+    enc: Encoder, items: list[tuple[int, str]], batch_size: int, dtype: str = "float32"
 ) -> tuple[list[int], np.ndarray, dict[int, str]]:
-    """Encode ``(row, item)`` pairs: (rows encoded, float32 [n, dim], {row: reason} failed)."""
+    """Encode ``(row, item)`` pairs: (rows encoded, float32 [n, dim], {row: reason} failed).
+    With ``dtype`` float16, a row beyond its range fails (never stored as inf)."""
     failed: dict[int, str] = {}
     item_of = dict(items)
     ok_rows: list[int] = []
@@ -167,10 +240,17 @@ def _encode_chunk(
                 except Exception as e:
                     failed[r] = f"{item_of[r]}: encoder failed: {_reason(e)}"
         for rs, x in parts:
-            finite: list[bool] = [bool(v) for v in np.isfinite(x).all(axis=1).reshape(-1)]
-            for r, good in zip(rs, finite, strict=True):
-                if not good:
+            fin = np.isfinite(x).all(axis=1).reshape(-1)
+            fits = fin if dtype == "float32" else fin & (np.abs(x) <= _FLOAT16_MAX).all(axis=1)
+            finite: list[bool] = [bool(v) for v in fits]
+            for r, good, f in zip(rs, finite, fin.tolist(), strict=True):
+                if not f:
                     failed[r] = f"{item_of[r]}: encoder produced NaN/inf"
+                elif not good:
+                    failed[r] = (
+                        f"{item_of[r]}: a value beyond float16's range (65504); featurize with "
+                        "--dtype float32"
+                    )
             rows_out.extend(r for r, good in zip(rs, finite, strict=True) if good)
             outs.append(x[np.asarray(finite, dtype=bool)])
     x = np.concatenate(outs) if outs else np.zeros((0, enc.dim), np.float32)
@@ -195,14 +275,23 @@ def featurize(
     progress: bool = True,
     *,
     chunk_rows: int = 1024,
+    dtype: str = "float32",
+    shard: str | tuple[int, int] | None = None,
 ) -> FeaturizeSummary:
     """Featurize ``manifest`` (CSV/TSV/JSONL/Parquet) into the dataset folder ``out``.
 
     ``encoders`` maps a column to an encoder spec (default by column kind: text -> ``minilm``,
     image files -> ``imstats``, audio files -> ``logmel``); ``labels`` names label columns. Rows
     are processed in chunks of ``chunk_rows`` (batches of ``batch_size`` inside) and written to
-    memory-mapped ``.npy`` files; re-running the same call after an interruption skips the
-    chunks already written. Unreadable items are reported by row and stored as missing.
+    memory-mapped ``.npy`` files of ``dtype`` (``float16``: half the disk and reads); re-running
+    the same call after an interruption skips the chunks already written. Unreadable items are
+    reported by row and stored as missing. The folder gets ``digests.json`` (cheap integrity
+    checks, ``centrobind verify``).
+
+    ``shard="I/N"`` (or ``(I, N)``, 0-based) featurizes only the I-th of N contiguous row ranges,
+    into ``modalities/<m>/<I:05d>.npy``: N processes (or machines sharing the folder) run at
+    once, each resumable on its own; the last one to finish writes the labels, items,
+    ``meta.json`` and digests, and the folder is one dataset.
     """
     t0 = time.perf_counter()
     if batch_size < 1:
@@ -212,16 +301,18 @@ def featurize(
     encoders, labels = dict(encoders or {}), list(labels or [])
     man = read_manifest(manifest)
     mods, kinds, specs = _plan(man, encoders, labels)
+    layout = Layout.parse(shard, dtype)
     dev = device_name(device)
     out = Path(out)
-    fp = _fingerprint(man.path, specs, labels, chunk_rows)
-    ProgressState.open(out, fp)  # refuse a folder that is not ours before locking it
+    fp = _fingerprint(man.path, specs, labels, chunk_rows, layout)
+    ProgressState.open(out, fp, layout.state_name)  # refuse a folder not ours before locking it
     from centrobind.runlock import RunLock
 
-    with RunLock(out, purpose="featurize"):  # a second featurize into `out` fails at once
+    # a second featurize into `out` (or of the same shard) fails at once
+    with RunLock(out, purpose="featurize", name=layout.lock_name):
         summary = _featurize_locked(
             out, man, mods, kinds, specs, labels, fp, dev, allow_random, progress,
-            batch_size, chunk_rows,
+            batch_size, chunk_rows, layout,
         )  # fmt: skip
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -240,45 +331,122 @@ def _featurize_locked(
     progress: bool,
     batch_size: int,
     chunk_rows: int,
+    layout: Layout,
 ) -> FeaturizeSummary:
-    """:func:`featurize` while it holds ``out``'s lock: resume check, encode, write."""
-    n = len(man)
-    state = ProgressState.open(out, fp)
+    """:func:`featurize` while it holds ``out``'s (or its shard's) lock: resume check, encode,
+    write; then the dataset's labels, items, meta.json and digests (a shard: once all are done)."""
+    lo, hi = layout.rows(len(man))
+    part = man.part(lo, hi) if layout.sharded else man
+    n = len(part)
+    state = ProgressState.open(out, fp, layout.state_name)
     n_chunks = (n + chunk_rows - 1) // chunk_rows
-    _recheck(out, man, mods, state, n, chunk_rows)
+    _recheck(out, part, mods, state, n, chunk_rows, layout)
     live = _load_encoders(mods, kinds, specs, state, n_chunks, dev, allow_random, out)
     out.mkdir(parents=True, exist_ok=True)
     state.save()
-    items = _column_items(man, mods, state)
+    items = _column_items(part, mods, state)
     encoded_now, seconds_now, resumed = _encode_columns(
-        out, n, mods, items, live, state, chunk_rows, batch_size, progress, man.where
+        out, n, mods, items, live, state, chunk_rows, batch_size, progress, part.where, layout
     )
-
-    # Labels, items, meta.json (the dataset is complete once meta.json is written).
-    label_maps = _write_labels(out, man, labels)
     summary = FeaturizeSummary(out=out, rows=n, modalities=mods, encoders=specs, labels=labels)
     for m in mods:
         failed_rows = {int(r) for r in state.modality(m)["failed"]}
-        empty = sum(c is None for c in man.columns[m])
+        empty = sum(c is None for c in part.columns[m])
         summary.empty[m] = empty
         summary.failed[m] = len(failed_rows)
         summary.encoded[m] = n - empty - len(failed_rows)
-        write_items(out, m, [None if r in failed_rows else v for r, v in enumerate(items[m])])
         if seconds_now[m] > 0:
             summary.items_per_s[m] = encoded_now[m] / seconds_now[m]
-    _write_meta(out, man, mods, labels, label_maps, state)
-    state.data["complete"] = True
-    state.save()
     summary.resumed_rows = resumed
-    _warn_empty_rows(man, mods, state)
-    _warn_label_like(summary, man, state)
-    dead = [m for m in mods if summary.encoded[m] == 0]
+    if layout.sharded:
+        summary.shard = f"{layout.index}/{layout.count} (rows {lo}-{hi - 1})"
+        state.data["complete"] = True
+        state.save()
+        summary.finalized = _finish_shards(out, man, mods, labels, fp, layout)
+    else:
+        failed = {m: {int(r) for r in state.modality(m)["failed"]} for m in mods}
+        entries = {m: state.modality(m)["entry"] for m in mods}
+        _write_dataset(out, man, mods, labels, failed, entries, layout)
+        state.data["complete"] = True
+        state.save()
+    _warn_empty_rows(part, mods, state)
+    _warn_label_like(summary, part, state)
+    dead = [m for m in mods if summary.encoded[m] == 0 and not layout.sharded]
     if dead:
         raise CentrobindError(
             f"column {dead[0]!r}: no item could be read ({summary.failed[dead[0]]} unreadable, "
             f"see {out / STATE})"
         )
     return summary
+
+
+def _write_dataset(
+    out: Path,
+    man: Manifest,
+    mods: list[str],
+    labels: list[str],
+    failed: dict[str, set[int]],
+    entries: dict[str, Any],
+    layout: Layout,
+) -> None:
+    """The dataset's labels, items (``None`` for unreadable rows), ``meta.json`` (the dataset
+    is complete once it exists) and ``digests.json``, over the whole manifest."""
+    from centrobind.digests import record_digests
+
+    label_maps = _write_labels(out, man, labels)
+    for m in mods:
+        resolve = entries[m]["kind"] != "text"
+        cells = man.columns[m]
+        write_items(
+            out,
+            m,
+            [
+                None if (c is None or r in failed[m]) else (man.resolve(c) if resolve else c)
+                for r, c in enumerate(cells)
+            ],
+        )
+    _write_meta(out, man, mods, labels, label_maps, entries, layout)
+    record_digests(out)
+
+
+def _finish_shards(
+    out: Path, man: Manifest, mods: list[str], labels: list[str], fp: str, layout: Layout
+) -> bool:
+    """Once every shard's state says complete, write the dataset's shared files (one shard at a
+    time, under ``.finalize.lock``; a shard that finishes while another checks waits for it, so
+    the last one always sees all done). True when the dataset is complete."""
+    import fcntl
+
+    n = len(man)
+    with open(out / ".finalize.lock", "a+b") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)  # released when the file closes
+        failed: dict[str, set[int]] = {m: set() for m in mods}
+        entries: dict[str, Any] = {}
+        for i in range(layout.count):
+            path = out / f"featurize-shard-{layout.tag(i)}.json"
+            try:
+                st = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                return False
+            if st.get("fingerprint") != fp or st.get("complete") is not True:
+                return False
+            lo = i * n // layout.count
+            for m in mods:
+                ms = st["modalities"][m]
+                failed[m].update(lo + int(r) for r in ms["failed"])
+                entries.setdefault(m, ms["entry"])
+        _write_dataset(out, man, mods, labels, failed, entries, layout)
+        dead = [
+            m
+            for m in mods
+            if all(c is None or r in failed[m] for r, c in enumerate(man.columns[m]))
+        ]
+        if dead:
+            raise CentrobindError(
+                f"column {dead[0]!r}: no item could be read in any shard (see "
+                f"{out}/featurize-shard-*.json)"
+            )
+    return True
 
 
 def _warn_empty_rows(man: Manifest, mods: list[str], state: ProgressState) -> None:
@@ -317,14 +485,14 @@ def _stamp(items: list[str | None], lo: int, hi: int) -> str:
     return h.hexdigest()[:32]
 
 
-def _features_ok(path: Path, n: int, dim: int) -> bool:
-    """``path`` is a float32 ``[n, dim]`` ``.npy`` file of its own (not a symlink: featurize
+def _features_ok(path: Path, n: int, dim: int, dtype: str = "float32") -> bool:
+    """``path`` is a ``dtype`` ``[n, dim]`` ``.npy`` file of its own (not a symlink: featurize
     writes into it) (its header read, nothing else)."""
     try:
         if not stat.S_ISREG(os.lstat(path).st_mode):
             return False
         mm = np.lib.format.open_memmap(path, mode="r")
-        ok = mm.shape == (n, dim) and mm.dtype == np.float32
+        ok = mm.shape == (n, dim) and mm.dtype == np.dtype(dtype)
         del mm
         return ok
     except (OSError, ValueError):
@@ -332,7 +500,13 @@ def _features_ok(path: Path, n: int, dim: int) -> bool:
 
 
 def _recheck(
-    out: Path, man: Manifest, mods: list[str], state: ProgressState, n: int, chunk_rows: int
+    out: Path,
+    man: Manifest,
+    mods: list[str],
+    state: ProgressState,
+    n: int,
+    chunk_rows: int,
+    layout: Layout,
 ) -> None:
     """Before resuming: a modality whose ``.npy`` is missing or damaged is encoded again, and
     so is every finished chunk whose file items changed since (:func:`_stamp`); warned."""
@@ -345,8 +519,8 @@ def _recheck(
             )
         if ms["entry"] is None:
             continue
-        path = out / "modalities" / f"{m}.npy"
-        if ms.get("created") and not _features_ok(path, n, int(ms["entry"]["dim"])):
+        path = layout.features(out, m)
+        if ms.get("created") and not _features_ok(path, n, int(ms["entry"]["dim"]), layout.dtype):
             warnings.warn(
                 f"{path} is missing or damaged: encoding {m} again", CentrobindWarning, stacklevel=3
             )
@@ -455,6 +629,7 @@ def _encode_columns(
     batch_size: int,
     progress: bool,
     where: Callable[[int], str] = "row {}".format,
+    layout: Layout = Layout(),
 ) -> tuple[dict[str, int], dict[str, float], int]:
     """Encode every chunk not done yet into ``<out>/modalities/<m>.npy`` (progress bar on
     stderr, the first unreadable items printed by ``where(row)``, their place in the manifest).
@@ -484,7 +659,9 @@ def _encode_columns(
             if len(done) == n_chunks:
                 continue
             enc = live[m]
-            mm = open_features(out / "modalities" / f"{m}.npy", n, enc.dim, not ms.get("created"))
+            mm = open_features(
+                layout.features(out, m), n, enc.dim, not ms.get("created"), layout.dtype
+            )
             if not ms.get("created"):
                 ms["created"] = True
                 state.save()
@@ -497,7 +674,7 @@ def _encode_columns(
                 if enc.kind != "text":  # what the files look like before they are read
                     ms.setdefault("stamps", {})[str(c)] = _stamp(items[m], lo, hi)
                 t = time.perf_counter()
-                rows, x, failed = _encode_chunk(enc, pairs, batch_size)
+                rows, x, failed = _encode_chunk(enc, pairs, batch_size, layout.dtype)
                 seconds_now[m] += time.perf_counter() - t
                 encoded_now[m] += len(rows)
                 mm[lo:hi] = np.nan
@@ -543,7 +720,8 @@ def _write_meta(
     mods: list[str],
     labels: list[str],
     label_maps: dict[str, dict[str, int]],
-    state: ProgressState,
+    entries: dict[str, Any],
+    layout: Layout,
 ) -> None:
     """Write ``<out>/meta.json``; the dataset is complete once it exists."""
     from centrobind.checkpoint import atomic_write_text
@@ -552,8 +730,10 @@ def _write_meta(
         "name": out.resolve().name,
         "modalities": mods,
         "labels": labels,
-        "featurizers": {m: state.modality(m)["entry"] for m in mods},
+        "featurizers": {m: entries[m] for m in mods},
         "label_maps": label_maps,
         "source": str(man.path),
+        "dtype": layout.dtype,
+        "shards": layout.count,
     }
     atomic_write_text(out / "meta.json", json.dumps(meta, indent=2, ensure_ascii=False) + "\n")

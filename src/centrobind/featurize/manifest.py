@@ -42,6 +42,7 @@ class Manifest:
     base: Path
     columns: dict[str, list[str | None]]
     lines: list[int] | None = None
+    offset: int = 0  # the first row's number in the whole manifest (a part of it: :meth:`part`)
 
     def __len__(self) -> int:
         return len(next(iter(self.columns.values()))) if self.columns else 0
@@ -54,7 +55,14 @@ class Manifest:
     def where(self, row: int) -> str:
         """Where data row ``row`` (0-based) is in the file, for messages: ``"line 7"`` (CSV, TSV,
         JSONL; the header is line 1) or ``"row 5"`` (Parquet)."""
-        return f"line {self.lines[row]}" if self.lines is not None else f"row {row}"
+        return f"line {self.lines[row]}" if self.lines is not None else f"row {row + self.offset}"
+
+    def part(self, lo: int, hi: int) -> Manifest:
+        """Rows ``lo..hi-1`` as a manifest of their own (messages still name the whole file's
+        lines and rows)."""
+        cols = {k: v[lo:hi] for k, v in self.columns.items()}
+        lines = self.lines[lo:hi] if self.lines is not None else None
+        return Manifest(self.path, self.base, cols, lines, self.offset + lo)
 
 
 def _cell(v: Any) -> str | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,9 @@ def file_sha256(path: Path) -> str:
 class ProgressState:
     """The progress file of one output folder (written atomically after every chunk)."""
 
-    def __init__(self, out: Path, fingerprint: str) -> None:
+    def __init__(self, out: Path, fingerprint: str, name: str = STATE) -> None:
         self.out = out
-        self.path = out / STATE
+        self.path = out / name
         self.fingerprint = fingerprint
         self.data: dict[str, Any] = {
             "format": STATE_FORMAT,
@@ -43,9 +44,11 @@ class ProgressState:
         }
 
     @classmethod
-    def open(cls, out: Path, fingerprint: str) -> ProgressState:
-        """Resume the state in ``out`` (same fingerprint), or start one in a new/empty folder."""
-        st = cls(out, fingerprint)
+    def open(cls, out: Path, fingerprint: str, name: str = STATE) -> ProgressState:
+        """Resume the state ``name`` in ``out`` (same fingerprint), or start one in a new/empty
+        folder, or (a shard's state, ``featurize-shard-*.json``) in a folder that holds only the
+        other shards of the same featurization."""
+        st = cls(out, fingerprint, name)
         if st.path.is_file():
             try:
                 old = json.loads(st.path.read_text(encoding="utf-8"))
@@ -65,9 +68,11 @@ class ProgressState:
                 )
             st.data = old
         elif out.exists() and (not out.is_dir() or any(_content(out))):
-            raise CentrobindError(
-                f"{out} exists and is not a featurize output; choose another --out"
-            )
+            if name == STATE or not out.is_dir():
+                raise CentrobindError(
+                    f"{out} exists and is not a featurize output; choose another --out"
+                )
+            _check_sibling_shards(out, fingerprint)
         return st
 
     def modality(self, name: str) -> dict[str, Any]:
@@ -107,27 +112,57 @@ def _valid_state(data: Any) -> bool:
     return True
 
 
+SHARD_STATE = re.compile(r"^featurize-shard-\d{5}-of-\d{5}\.json$")
+#: what a folder of shards holds besides their states (the last shard to finish adds the rest)
+_SHARD_OUTPUTS = {"modalities", "labels", "items", "meta.json", "digests.json", ".finalize.lock"}
+
+
+def _check_sibling_shards(out: Path, fingerprint: str) -> None:
+    """A shard may start in ``out`` when all it holds are other shards of the same
+    featurization (same manifest, encoders, labels, chunk size, dtype and shard count)."""
+    for name in _content(out):
+        if name in _SHARD_OUTPUTS:
+            continue
+        if not SHARD_STATE.match(name):
+            raise CentrobindError(
+                f"{out} exists and is not a featurize output ({name}); choose another --out"
+            )
+        try:
+            fp = json.loads((out / name).read_text(encoding="utf-8")).get("fingerprint")
+        except (OSError, ValueError, AttributeError):
+            fp = None
+        if fp != fingerprint:
+            raise CentrobindError(
+                f"{out} holds shards of another featurization ({name}: another manifest, other "
+                "settings or another shard count); choose another --out or delete that folder"
+            )
+
+
 def _content(out: Path) -> list[str]:
     """Entries of ``out`` other than a lock file and the temporary files of killed writes."""
     from centrobind.runfolder import is_temp_file_name
     from centrobind.runlock import LOCK_NAME
 
-    return [p.name for p in out.iterdir() if p.name != LOCK_NAME and not is_temp_file_name(p.name)]
+    def ours(name: str) -> bool:  # the folder's lock, a shard's lock, a killed write's temp file
+        lock = name == LOCK_NAME or (name.startswith(".") and name.endswith(".lock"))
+        return lock or is_temp_file_name(name)
+
+    return [p.name for p in out.iterdir() if not ours(p.name)]
 
 
-def open_features(path: Path, n: int, dim: int, fresh: bool) -> np.memmap:
-    """A float32 ``[n, dim]`` memory-mapped ``.npy``; a fresh one is filled with NaN (= missing)
-    in blocks, so nothing of size ``n x dim`` is ever held in RAM."""
+def open_features(path: Path, n: int, dim: int, fresh: bool, dtype: str = "float32") -> np.memmap:
+    """A ``dtype`` (float32 or float16) ``[n, dim]`` memory-mapped ``.npy``; a fresh one is
+    filled with NaN (= missing) in blocks, so nothing of size ``n x dim`` is ever held in RAM."""
     path.parent.mkdir(parents=True, exist_ok=True)
     if not fresh and path.is_file():
         mm = np.lib.format.open_memmap(path, mode="r+")
-        if mm.shape != (n, dim) or mm.dtype != np.float32:
+        if mm.shape != (n, dim) or mm.dtype != np.dtype(dtype):
             raise CentrobindError(
-                f"{path}: has shape {mm.shape} {mm.dtype}, expected ({n}, {dim}) float32; "
+                f"{path}: has shape {mm.shape} {mm.dtype}, expected ({n}, {dim}) {dtype}; "
                 "delete the output folder and start again"
             )
         return mm
-    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, dim))
+    mm = np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(n, dim))
     step = max(1, (1 << 24) // max(dim, 1))
     for i in range(0, n, step):
         mm[i : i + step] = np.nan

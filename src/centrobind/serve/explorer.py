@@ -161,7 +161,7 @@ class Explorer:
         if not isinstance(saved, str):
             return False
         if saved.startswith("d2:"):
-            from ..data.digests import data_digest
+            from ..digests import data_digest
 
             try:
                 return self.corpus_dir is not None and data_digest(self.corpus_dir) == saved

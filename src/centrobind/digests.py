@@ -113,7 +113,7 @@ def read_digests(root: Path) -> dict[str, dict[str, Any]] | None:
 def record_digests(root: str | os.PathLike[str], files: Iterable[Path] | None = None) -> None:
     """Compute and record the digests of ``files`` (default: every data file) in
     ``digests.json``; entries of files that no longer exist are dropped. Atomic."""
-    from centrobind.data.store import _atomic_text
+    from centrobind.checkpoint import atomic_write_text
 
     root = Path(root)
     current = {_rel(root, p) for p in data_files(root)}
@@ -123,7 +123,7 @@ def record_digests(root: str | os.PathLike[str], files: Iterable[Path] | None = 
         recorded[_rel(root, p)] = _digest(p)
     recorded = {k: v for k, v in sorted(recorded.items()) if k in current}
     doc = {"format": _FORMAT, "files": recorded}
-    _atomic_text(root / DIGESTS_FILE, json.dumps(doc, indent=1) + "\n")
+    atomic_write_text(root / DIGESTS_FILE, json.dumps(doc, indent=1) + "\n")
 
 
 def quick_check(root: str | os.PathLike[str]) -> list[str] | None:
