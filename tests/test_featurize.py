@@ -309,9 +309,22 @@ def test_cli_shards_run_at_once(tmp_path, raw):
     args += ["--quiet", "--dtype", "float16"]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "centrobind.cli", "featurize", str(man), "--out", str(out),
-             "--shard", f"{i}/2", *args],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "centrobind.cli",
+                "featurize",
+                str(man),
+                "--out",
+                str(out),
+                "--shard",
+                f"{i}/2",
+                *args,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )  # fmt: skip
         for i in range(2)
     ]
