@@ -274,6 +274,8 @@ def test_shards_make_the_same_dataset_as_one_process(csv_out, raw, tmp_path):
         featurize(man, out, shard="0/2", **kw)  # another shard count into the same folder
     with pytest.raises(CentrobindError, match="0 <= I < N"):
         featurize(man, out, shard="3/3", **kw)
+    with pytest.raises(CentrobindError, match="more shards than the manifest's 12 rows"):
+        featurize(man, tmp_path / "many", shard="0/13", **kw)
     assert not featurize(man, out, shard=(0, 3), **kw).finalized
     last = featurize(man, out, shard="1/3", **kw)
     assert last.finalized and "all shards done" in last.line()

@@ -335,6 +335,11 @@ def _featurize_locked(
 ) -> FeaturizeSummary:
     """:func:`featurize` while it holds ``out``'s (or its shard's) lock: resume check, encode,
     write; then the dataset's labels, items, meta.json and digests (a shard: once all are done)."""
+    if layout.count > len(man):
+        raise CentrobindError(
+            f"--shard {layout.index}/{layout.count}: more shards than the manifest's "
+            f"{len(man)} rows; use at most {len(man)}"
+        )
     lo, hi = layout.rows(len(man))
     part = man.part(lo, hi) if layout.sharded else man
     n = len(part)
@@ -458,7 +463,8 @@ def _warn_empty_rows(man: Manifest, mods: list[str], state: ProgressState) -> No
         has |= np.array([c is not None and r not in failed for r, c in enumerate(man.columns[m])])
     empty = np.flatnonzero(~has)
     if len(empty):
-        shown = ", ".join(map(str, empty[:10].tolist())) + (", ..." if len(empty) > 10 else "")
+        rows = (empty[:10] + man.offset).tolist()  # rows of the whole manifest (a shard: offset)
+        shown = ", ".join(map(str, rows)) + (", ..." if len(empty) > 10 else "")
         warnings.warn(
             f"{len(empty)} row(s) have no modality: every cell is empty or unreadable (row "
             f"{shown}); they stay in the dataset as empty rows, which training and evaluation "
