@@ -7,7 +7,9 @@ Then, each in its own child process (so peak RSS is that measurement's own):
 - ``stream``: the streaming source (block order), ``--steps`` training steps after the scan pass
   (which also warms the page cache): rows/s, peak RSS, scan seconds;
 - ``memory``: the same steps on the in-memory path (skipped when its peak would not fit);
-- ``floor``: the same model and step on one fixed batch already in memory: the matmul floor.
+- ``floor``: the same model and step on one fixed batch already in memory: the matmul floor;
+- ``embed`` (``--embed``): ``embed --out FOLDER`` of every row with a run trained briefly on the
+  first dataset (rows/s of the whole call, peak RSS).
 
 Usage::
 
@@ -86,6 +88,41 @@ def _peak_rss() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
+def _embed(folder: str, run: str, out: Any) -> None:
+    """``embed_to_folder`` of every row of ``folder`` with ``run`` (in this child process)."""
+    import shutil
+    import tempfile
+
+    import torch
+
+    from centrobind.data.ondisk import open_dataset
+    from centrobind.runs import embed_to_folder
+
+    torch.set_num_threads(2)
+    n = len(open_dataset(folder))
+    target = Path(tempfile.mkdtemp(dir=Path(folder).parent)) / "emb"
+    t0 = time.perf_counter()
+    embed_to_folder(run, folder, target, device="cpu", progress=False)
+    secs = time.perf_counter() - t0
+    shutil.rmtree(target.parent)
+    out.put({"kind": "embed", "setup_s": 0.0, "rows_per_s": n / secs, "train_s": secs,
+             "peak_rss_gb": _peak_rss() / 1e9})  # fmt: skip
+
+
+def _train_run(folder: Path) -> Path:
+    """A run folder trained briefly (one epoch) on ``folder``, for the embed measurement."""
+    import subprocess
+    import sys
+
+    run = folder.parent / f"run-{folder.name}"
+    if not (run / "model.safetensors").exists():
+        cmd = [sys.executable, "-m", "centrobind.cli", "train", "--data", str(folder),
+               "--out", str(run), "--epochs", "1", "--batch-size", "1024",
+               "--quiet", "--seed", "0"]  # fmt: skip
+        subprocess.run(cmd, check=True)
+    return run
+
+
 def _measure(kind: str, folder: str, steps: int, batch: int, out: Any) -> None:
     """One measurement in this (child) process; puts a dict on ``out``."""
     import torch
@@ -132,10 +169,15 @@ def _measure(kind: str, folder: str, steps: int, batch: int, out: Any) -> None:
     )
 
 
-def measure(kind: str, folder: Path, steps: int, batch: int) -> dict[str, Any]:
+def measure(
+    kind: str, folder: Path, steps: int, batch: int, run: Path | None = None
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_measure, args=(kind, str(folder), steps, batch, q))
+    if kind == "embed":
+        p = ctx.Process(target=_embed, args=(str(folder), str(run), q))
+    else:
+        p = ctx.Process(target=_measure, args=(kind, str(folder), steps, batch, q))
     p.start()
     p.join()
     if p.exitcode != 0:
@@ -157,8 +199,10 @@ def main() -> None:
         help="skip the in-memory path when 4.5 x the float32 features exceed this",
     )
     ap.add_argument("--json", help="also write the rows as JSON here")
+    ap.add_argument("--embed", action="store_true", help="also time embed --out FOLDER")
     args = ap.parse_args()
     rows = []
+    run: Path | None = None
     print(
         f"{'N':>10} {'dtype':>8} {'path':>7} {'rows/s':>9} {'x floor':>8} {'peak RSS GB':>11} "
         f"{'setup s':>8}"
@@ -172,6 +216,9 @@ def main() -> None:
             got = [floor, measure("stream", folder, args.steps, args.batch)]
             if 4.5 * n * DIM * len(MODS) * 4 / 1e9 <= args.memory_limit_gb:
                 got.append(measure("memory", folder, args.steps, args.batch))
+            if args.embed:
+                run = run or _train_run(folder)
+                got.append(measure("embed", folder, args.steps, args.batch, run))
             for r in got:
                 r.update(n=n, dtype=dtype, data_s=made)
                 rows.append(r)
@@ -179,6 +226,8 @@ def main() -> None:
                     print(f"{n:>10} {dtype:>8} {r['kind']:>7} {r['error']}")
                     continue
                 ratio = r["rows_per_s"] / floor.get("rows_per_s", float("nan"))
+                if r["kind"] == "embed":
+                    ratio = float("nan")  # another job: no training floor
                 print(
                     f"{n:>10} {dtype:>8} {r['kind']:>7} {r['rows_per_s']:>9.0f} {ratio:>8.2f} "
                     f"{r['peak_rss_gb']:>11.2f} {r['setup_s']:>8.1f}",

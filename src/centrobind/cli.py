@@ -349,11 +349,12 @@ class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 _DEVICE_HELP = "cpu | cuda | mps | auto (default: the run's device when present, else cpu)"
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(train_flags: bool = True) -> argparse.ArgumentParser:
     """The ``centrobind`` parser. Longer than 80 lines on purpose: one flat list of every verb and
-    its flags, read top to bottom like ``--help`` (``train``'s flags come from the config)."""
+    its flags, read top to bottom like ``--help`` (``train``'s flags come from the config, whose
+    objective registry imports torch: ``train_flags=False`` leaves them out, so a command other
+    than ``train`` that fails on bad input says so before torch is imported)."""
     from . import __version__
-    from .config import add_config_arguments
 
     p = _Parser(
         prog="centrobind",
@@ -409,7 +410,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start from the encoder weights of run folder RUN (modalities it lacks start fresh)",
     )
     s.add_argument("--offline", action="store_true", help=_OFFLINE_HELP)
-    add_config_arguments(s)
+    if train_flags:
+        from .config import add_config_arguments
+
+        add_config_arguments(s)
     s.set_defaults(func=_cmd_train)
 
     s = verb("evaluate", "score a run on its held-out split; writes metrics.json")
@@ -625,7 +629,9 @@ def _os_error_line(e: OSError) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    verb = next((str(a) for a in argv if not str(a).startswith("-")), None)
+    args = build_parser(train_flags=verb in (None, "train")).parse_args(argv)
     if getattr(args, "offline", False):  # before any Hugging Face library is imported
         import os
 

@@ -11,7 +11,8 @@ inference, featurizing, the CLI):
 - :func:`peer_lost`, :func:`rank_died`, :func:`distributed_failure`, :func:`sigterm_received`:
   when another rank dies, the survivor says so in one line (which rank, ``--resume``).
 
-A floor-0 module: it imports ``torch`` and :mod:`centrobind.errors` only, so every layer may use it.
+A floor-1 module: it imports :mod:`centrobind.errors` and, only when a function needs it,
+``torch`` (so ``import centrobind.config`` and a CLI error about bad input stay fast).
 
 Example:
     >>> resolve_device("cpu")
@@ -25,12 +26,10 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
-from typing import Any
-
-import torch
-import torch.distributed as dist
+from typing import TYPE_CHECKING, Any
 
 from .errors import CentrobindError, ConfigError
 
@@ -49,6 +48,9 @@ __all__ = [
     "sigterm_received",
 ]
 
+if TYPE_CHECKING:
+    import torch
+
 #: What a device name may be (the ``--device`` help).
 DEVICE_CHOICES = "auto (CUDA when available, else CPU) | cpu | cuda | cuda:N | mps"
 
@@ -61,6 +63,8 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         ConfigError: one line, for a name that is not ``cpu``/``cuda[:N]``/``mps``/``auto``, or a
             device this machine does not have (``CUDA is not available on this machine``).
     """
+    import torch
+
     if str(device) == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
@@ -86,6 +90,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 def rank_and_world() -> tuple[int, int]:
     """``(rank, world size)`` of this process in the initialised process group, else ``(0, 1)``."""
+    if "torch" not in sys.modules:  # no process group without torch: stay light
+        return 0, 1
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
@@ -98,6 +106,10 @@ def is_main_process() -> bool:
 
 def barrier() -> None:
     """Wait for every rank (no-op outside ``torchrun``)."""
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
 
@@ -106,6 +118,9 @@ def init_distributed(device: str = "auto") -> bool:
     """Under ``torchrun`` (``WORLD_SIZE`` > 1 in the environment) join the process group: NCCL
     when ``device`` resolves to CUDA (this process's GPU, ``LOCAL_RANK``), else gloo. Returns
     whether this process is one of several ranks."""
+    import torch
+    import torch.distributed as dist
+
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
     if not dist.is_initialized():
@@ -149,6 +164,8 @@ def _note_sigterm() -> None:
     rank is gone (:func:`rank_died`) instead of dying without a word; when every rank got it,
     training stops cleanly after its current step. Not on NCCL, whose collectives may block
     instead of failing. Main thread only."""
+    import torch.distributed as dist
+
     if threading.current_thread() is not threading.main_thread():
         return
     if dist.get_backend() != "gloo":
@@ -178,6 +195,8 @@ _PEER_LOST = (
 
 def peer_lost(e: BaseException) -> bool:
     """True when a collective failed because another rank is gone."""
+    import torch.distributed as dist
+
     dist_error = getattr(dist, "DistError", None)
     text = str(e).lower()
     return (dist_error is not None and isinstance(e, dist_error)) or any(

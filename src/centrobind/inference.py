@@ -475,9 +475,11 @@ def _hits(
     corpus_ds: MultimodalDataset | None,
     where: np.ndarray | None,
     saved_index: SavedIndex | None,
+    saved_labels: dict[str, tuple[np.ndarray, Any]],
 ) -> list[dict[str, Any]]:
     """:func:`search_corpus`'s result: per query its label and hits (``scores``/``ids``
-    ``[Q, k]``), each hit with its raw item, split and labels where the corpus has them."""
+    ``[Q, k]``), each hit with its raw item, split and labels where the corpus (or the saved
+    index's corpus folder: ``saved_labels``) has them."""
     all_items = _items(corpus, target) if saved_index is None else None
     if all_items is not None and corpus_ds is not None and len(all_items) != len(corpus_ds):
         raise CentrobindError(
@@ -500,6 +502,8 @@ def _hits(
                 hit["split"] = where[i]
             if corpus_ds is not None and names:
                 hit["labels"] = {t: f(int(corpus_ds.labels[t][i])) for t, f in names.items()}
+            elif saved_labels:
+                hit["labels"] = {t: f(int(a[i])) for t, (a, f) in saved_labels.items()}
             hits.append(hit)
         out.append({"query": label, "hits": hits})
     return out
@@ -545,10 +549,12 @@ def search_corpus(
         raise CentrobindError("--split does not go with --index: search the run's corpus instead")
     corpus_ds: MultimodalDataset | None = None
     where: np.ndarray | None = None
+    saved_labels: dict[str, tuple[np.ndarray, Any]] = {}
     try:
         labels, qz = _encode_queries(model, queries, query_data, query_modality)
         if saved_index is not None:
             scores, ids = saved_index.search(qz, k, **(saved_options or {}))
+            where, saved_labels = _index_context(model, saved_index)
         else:
             corpus_ds = load_corpus(corpus)
             folder = None if isinstance(corpus, MultimodalDataset) else corpus
@@ -565,7 +571,45 @@ def search_corpus(
             CentrobindWarning,
             stacklevel=2,
         )
-    return _hits(labels, scores, ids, corpus, target, corpus_ds, where, saved_index)
+    return _hits(labels, scores, ids, corpus, target, corpus_ds, where, saved_index, saved_labels)
+
+
+def _index_context(
+    model: Model, saved: SavedIndex
+) -> tuple[np.ndarray | None, dict[str, tuple[np.ndarray, Any]]]:
+    """What a saved index's hits show without loading its corpus: each row's split ``[N]`` when
+    the corpus is the run's own data (its recorded identity equals the run's data fingerprint),
+    else None; and the corpus folder's labels, memory-mapped, with their shown values."""
+    from .checkpoint import load_tensors
+
+    where = None
+    splits = model.run.path / "splits.safetensors"
+    run_fp = load_tensors(splits)[1].get("fingerprint") if splits.is_file() else None
+    n = int(saved.meta["corpus"]["rows"])
+    if run_fp and run_fp == saved.meta["corpus"]["digest"] and n == model.run.meta.get("n_rows"):
+        where = np.full(n, "", dtype=object)
+        for name in ("train", "val", "test"):
+            where[model.run.splits[name].cpu().numpy()] = name
+    labels: dict[str, tuple[np.ndarray, Any]] = {}
+    folder = Path(saved.corpus)
+    if (folder / "labels").is_dir():
+        try:
+            meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            meta = {}
+        maps = meta.get("label_maps") if isinstance(meta, dict) else None
+        files = sorted((folder / "labels").glob("*.npy"))
+        order = meta.get("labels") if isinstance(meta, dict) else None
+        if isinstance(order, list):  # the dataset's own order of its label tasks
+            files.sort(key=lambda q: order.index(q.stem) if q.stem in order else len(order))
+        for p in files:
+            arr = np.load(p, mmap_mode="r", allow_pickle=False)
+            if arr.shape != (n,):
+                continue
+            mapping = maps.get(p.stem) if isinstance(maps, dict) else None
+            back = {v: k for k, v in mapping.items()} if isinstance(mapping, dict) else {}
+            labels[p.stem] = (arr, lambda i, back=back: None if i < 0 else back.get(i, i))
+    return where, labels
 
 
 def _label_names(ds: MultimodalDataset) -> dict[str, Any]:
