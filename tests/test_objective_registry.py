@@ -119,7 +119,7 @@ def test_class_hooks_of_the_builtin_objectives():
         AllPairs,
     }
     assert {c for c in OBJECTIVES.values() if c.requires_all_modalities} == {Symile, Gram}
-    # the per-objective defaults measured in issue 11 (FINDINGS.md)
+    # the per-objective defaults, measured in the committed benchmark (docs/benchmark)
     want = {CentroBind: 5.0, AllPairs: 5.0, FixedAnchor: 7.0, Gram: 14.0, Symile: 5.0 * 64**2}
     for c in OBJECTIVES.values():
         assert c.default_logit_scale(6, 64) == pytest.approx(want[c])

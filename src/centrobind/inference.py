@@ -420,6 +420,95 @@ def _items(corpus: Any, modality: str) -> list[str | None] | None:
     return read_items(corpus, modality)
 
 
+def _encode_queries(
+    model: Model,
+    queries: Sequence[str] | None,
+    query_data: str | os.PathLike[str] | MultimodalDataset | None,
+    query_modality: str | None,
+) -> tuple[list[str], np.ndarray | Tensor]:
+    """The queries of :func:`search_corpus` as (one label each, their embeddings ``[Q, D]``): raw
+    texts through the run's (only, or chosen) featurized text modality, else the rows of
+    ``query_data`` that have ``query_modality``."""
+    if queries is not None:
+        text = [m for m, e in model.featurizers.items() if e.get("kind") == "text"]
+        if query_modality is None:
+            if not text:
+                raise CentrobindError(
+                    "a raw text query needs a run trained on featurized data with a text "
+                    f"modality; this run has none ({', '.join(model.modalities)}); use "
+                    "--query-data DATASET --query-modality MODALITY"
+                )
+            if len(text) > 1:
+                raise CentrobindError(
+                    f"the run has several text modalities ({', '.join(text)}); choose one "
+                    "with --query-modality"
+                )
+            query_modality = text[0]
+        elif query_modality not in text:
+            raise CentrobindError(
+                f"--query-modality {query_modality!r} is not a featurized text modality of "
+                f"this run (text modalities: {', '.join(text) or 'none'})"
+            )
+        labels = [repr(q) for q in queries]
+        qz = model.encode(query_modality, list(queries))
+    else:
+        if query_modality is None:
+            raise CentrobindError("--query-data needs --query-modality MODALITY")
+        model._check_modality(query_modality)
+        qds = load_corpus(query_data)  # type: ignore[arg-type]
+        if query_modality not in qds.modalities:
+            raise CentrobindError(
+                f"the query data has no modality {query_modality!r} ({qds.modalities})"
+            )
+        rows = qds.present(query_modality).cpu().nonzero().squeeze(1)
+        labels = [f"row {int(r)} ({query_modality})" for r in rows]
+        qz = model.encode(query_modality, qds.features[query_modality].cpu()[rows])
+    return labels, qz
+
+
+def _hits(
+    labels: list[str],
+    scores: np.ndarray,
+    ids: np.ndarray,
+    corpus: Any,
+    target: str,
+    corpus_ds: MultimodalDataset | None,
+    where: np.ndarray | None,
+    saved_index: SavedIndex | None,
+    saved_labels: dict[str, tuple[np.ndarray, Any]],
+) -> list[dict[str, Any]]:
+    """:func:`search_corpus`'s result: per query its label and hits (``scores``/``ids``
+    ``[Q, k]``), each hit with its raw item, split and labels where the corpus (or the saved
+    index's corpus folder: ``saved_labels``) has them."""
+    all_items = _items(corpus, target) if saved_index is None else None
+    if all_items is not None and corpus_ds is not None and len(all_items) != len(corpus_ds):
+        raise CentrobindError(
+            f"{Path(str(corpus)) / 'items' / (target + '.jsonl')}: has {len(all_items)} lines "
+            f"but the corpus has {len(corpus_ds)} rows (cut short or edited?); featurize the "
+            "corpus again"
+        )
+    names = _label_names(corpus_ds) if corpus_ds is not None else {}
+    out = []
+    for label, srow, irow in zip(labels, scores, ids, strict=True):
+        hits = []
+        rows = irow.tolist()
+        items = saved_index.items(rows) if saved_index is not None else None
+        for j, (s, i) in enumerate(zip(srow.tolist(), rows, strict=True)):
+            hit: dict[str, Any] = {"id": int(i), "score": round(float(s), 6)}
+            item = items[j] if items is not None else all_items[i] if all_items else None
+            if item is not None:
+                hit["item"] = item
+            if where is not None:
+                hit["split"] = where[i]
+            if corpus_ds is not None and names:
+                hit["labels"] = {t: f(int(corpus_ds.labels[t][i])) for t, f in names.items()}
+            elif saved_labels:
+                hit["labels"] = {t: f(int(a[i])) for t, (a, f) in saved_labels.items()}
+            hits.append(hit)
+        out.append({"query": label, "hits": hits})
+    return out
+
+
 def search_corpus(
     model: Model,
     corpus: str | os.PathLike[str] | MultimodalDataset | None,
@@ -462,40 +551,7 @@ def search_corpus(
     where: np.ndarray | None = None
     saved_labels: dict[str, tuple[np.ndarray, Any]] = {}
     try:
-        if queries is not None:
-            text = [m for m, e in model.featurizers.items() if e.get("kind") == "text"]
-            if query_modality is None:
-                if not text:
-                    raise CentrobindError(
-                        "a raw text query needs a run trained on featurized data with a text "
-                        f"modality; this run has none ({', '.join(model.modalities)}); use "
-                        "--query-data DATASET --query-modality MODALITY"
-                    )
-                if len(text) > 1:
-                    raise CentrobindError(
-                        f"the run has several text modalities ({', '.join(text)}); choose one "
-                        "with --query-modality"
-                    )
-                query_modality = text[0]
-            elif query_modality not in text:
-                raise CentrobindError(
-                    f"--query-modality {query_modality!r} is not a featurized text modality of "
-                    f"this run (text modalities: {', '.join(text) or 'none'})"
-                )
-            labels = [repr(q) for q in queries]
-            qz = model.encode(query_modality, list(queries))
-        else:
-            if query_modality is None:
-                raise CentrobindError("--query-data needs --query-modality MODALITY")
-            model._check_modality(query_modality)
-            qds = load_corpus(query_data)  # type: ignore[arg-type]
-            if query_modality not in qds.modalities:
-                raise CentrobindError(
-                    f"the query data has no modality {query_modality!r} ({qds.modalities})"
-                )
-            rows = qds.present(query_modality).cpu().nonzero().squeeze(1)
-            labels = [f"row {int(r)} ({query_modality})" for r in rows]
-            qz = model.encode(query_modality, qds.features[query_modality].cpu()[rows])
+        labels, qz = _encode_queries(model, queries, query_data, query_modality)
         if saved_index is not None:
             scores, ids = saved_index.search(qz, k, **(saved_options or {}))
             where, saved_labels = _index_context(model, saved_index)
@@ -515,33 +571,7 @@ def search_corpus(
             CentrobindWarning,
             stacklevel=2,
         )
-    all_items = _items(corpus, target) if saved_index is None else None
-    if all_items is not None and corpus_ds is not None and len(all_items) != len(corpus_ds):
-        raise CentrobindError(
-            f"{Path(str(corpus)) / 'items' / (target + '.jsonl')}: has {len(all_items)} lines "
-            f"but the corpus has {len(corpus_ds)} rows (cut short or edited?); featurize the "
-            "corpus again"
-        )
-    names = _label_names(corpus_ds) if corpus_ds is not None else {}
-    out = []
-    for label, srow, irow in zip(labels, scores, ids, strict=True):
-        hits = []
-        rows = irow.tolist()
-        items = saved_index.items(rows) if saved_index is not None else None
-        for j, (s, i) in enumerate(zip(srow.tolist(), rows, strict=True)):
-            hit: dict[str, Any] = {"id": int(i), "score": round(float(s), 6)}
-            item = items[j] if items is not None else all_items[i] if all_items else None
-            if item is not None:
-                hit["item"] = item
-            if where is not None:
-                hit["split"] = where[i]
-            if corpus_ds is not None and names:
-                hit["labels"] = {t: f(int(corpus_ds.labels[t][i])) for t, f in names.items()}
-            elif saved_labels:
-                hit["labels"] = {t: f(int(a[i])) for t, (a, f) in saved_labels.items()}
-            hits.append(hit)
-        out.append({"query": label, "hits": hits})
-    return out
+    return _hits(labels, scores, ids, corpus, target, corpus_ds, where, saved_index, saved_labels)
 
 
 def _index_context(

@@ -8,7 +8,7 @@ column is read according to its tower (:func:`column_plan`):
 - ``backbone:SPEC`` frozen (the default) gets the encoder's features, computed once; trainable
   (``freeze=false`` / ``train_last=K``) gets the encoder's own preprocessing of each item;
 - ``mlp`` / ``identity`` (and no tower named) get features of the column's default featurize
-  encoder (text ``minilm``, images ``pixels``, audio ``logmel``), or the flattened array of a
+  encoder (text ``minilm``, images ``imstats``, audio ``logmel``), or the flattened array of a
   ``.npy`` column: what ``centrobind featurize`` + ``train`` would give.
 
 ``--loader memory``/``auto`` decodes every item once into memory (:func:`load_manifest_dataset`);

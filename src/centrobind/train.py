@@ -510,7 +510,7 @@ def _warn_batching(n: int, cfg: TrainConfig) -> None:
             f"batch size {cfg.batch_size} exceeds the {n} training rows; each epoch is one "
             f"batch of {n}",
             TrainingWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
     elif cfg.drop_last and n % cfg.batch_size > 0.1 * n:
         drop = n % cfg.batch_size
@@ -518,7 +518,7 @@ def _warn_batching(n: int, cfg: TrainConfig) -> None:
             f"drop_last leaves out {drop} of the {n} training rows ({100 * drop / n:.0f}%) every "
             f"epoch (batch size {cfg.batch_size}); use a smaller --batch-size or --no-drop-last",
             TrainingWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
 
 
@@ -811,22 +811,9 @@ def fit(
     if validate is None:
         metric = cfg.validation_metric(len(val_ds) if val_ds is not None else 0)
         validate = native_validator(objective, metric)
-    if not isinstance(train_ds, MultimodalDataset):
-        source = train_ds
-    else:
-        device = torch.device(resolve_device(cfg.device))
-        mask = modality_mask(train_ds, binder.modalities)
-        order = make_order(cfg.row_order, cfg.block_rows, cfg.shuffle_blocks)
-        source = InMemorySource(train_ds.features, mask, binder.modalities, order, device)
+    source = _as_source(train_ds, binder, cfg)
     run = _setup(binder, objective, source, cfg, out_dir, resume, validate)
-    gpu = f" ({torch.cuda.get_device_name(run.device)})" if run.device.type == "cuda" else ""
-    run.log(
-        f"training {cfg.objective} on {run.device}{gpu} (--device {cfg.device}), world size "
-        f"{run.world}: {run.nb} steps/epoch x {cfg.epochs} epochs, warm-up "
-        f"{warmup_steps(cfg, run.total_steps)} steps"
-    )
-    if run.rank == 0:
-        _warn_batching(len(source), cfg)
+    _announce(run, cfg, len(source))
     state = run.restore() if resume else TrainState()
     gallery = len(val_ds) if val_ds is not None else None
     from .logbar import progress_bar
@@ -863,6 +850,37 @@ def fit(
         bar.close()
         if run.tb is not None:
             run.tb.close()
+    return _fit_result(run, state, gallery, metric)
+
+
+def _as_source(
+    train_ds: MultimodalDataset | TrainSource, binder: Binder, cfg: TrainConfig
+) -> TrainSource:
+    """What :func:`fit` reads batches from: a source as given; a dataset as an
+    :class:`InMemorySource` on ``cfg.device`` (rows ordered by ``cfg.row_order``)."""
+    if not isinstance(train_ds, MultimodalDataset):
+        return train_ds
+    device = torch.device(resolve_device(cfg.device))
+    mask = modality_mask(train_ds, binder.modalities)
+    order = make_order(cfg.row_order, cfg.block_rows, cfg.shuffle_blocks)
+    return InMemorySource(train_ds.features, mask, binder.modalities, order, device)
+
+
+def _announce(run: _Run, cfg: TrainConfig, n_rows: int) -> None:
+    """Log what :func:`fit` is about to do; rank 0 warns about batching that does not fit the
+    ``n_rows`` training rows."""
+    gpu = f" ({torch.cuda.get_device_name(run.device)})" if run.device.type == "cuda" else ""
+    run.log(
+        f"training {cfg.objective} on {run.device}{gpu} (--device {cfg.device}), world size "
+        f"{run.world}: {run.nb} steps/epoch x {cfg.epochs} epochs, warm-up "
+        f"{warmup_steps(cfg, run.total_steps)} steps"
+    )
+    if run.rank == 0:
+        _warn_batching(n_rows, cfg)
+
+
+def _fit_result(run: _Run, state: TrainState, gallery: int | None, metric: str) -> FitResult:
+    """Restore the best epoch's weights (when validation kept any) and sum the training up."""
     if state.best_state is not None:
         run.load_weights(state.best_state)
     return FitResult(

@@ -2,8 +2,9 @@
 report (:class:`Suite`), and the summary questions its section answers (:class:`SummaryItem`).
 
 Adding a suite: subclass :class:`Suite` (``name``, ``title``, :meth:`Suite.jobs`; optionally
-:meth:`Suite.section`, :meth:`Suite.derive`, :meth:`Suite.epoch_cap`) and register an instance
-with :func:`centrobind.bench.suites.register_suite`. The default section is one table of mean R@1
+:meth:`Suite.section`, :meth:`Suite.derive`, :meth:`Suite.epoch_cap`,
+:attr:`Suite.colour_order`) and register an instance with
+:func:`centrobind.bench.suites.register_suite`. The default section is one table of mean R@1
 per setting and method, with one finding per setting; nothing in the report needs to know the
 suite.
 """
@@ -127,6 +128,9 @@ class Suite:
 
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
+    #: Method names that each keep their own colour of their family in every figure, in this
+    #: order (e.g. one fixed anchor per view); other names get a colour from a hash of the name.
+    colour_order: ClassVar[tuple[str, ...]] = ()
 
     def jobs(self, s: BenchSettings) -> Iterator[Job]:
         """Every job of this suite under ``s`` (main comparison; more with ``s.extended``)."""

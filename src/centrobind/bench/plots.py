@@ -49,7 +49,8 @@ _EXACT = {
     "Raw": "#c7c7c7",
     "Untrained": "#3b3b3b",
 }
-# (name prefix, colours, names in a fixed order so the common ones never collide)
+# (name prefix, colours, names in a fixed order so the common ones never collide; the suites'
+# own names, such as one fixed anchor per mfeat view, come from their Suite.colour_order)
 _FAMILIES: list[tuple[str, list[str], list[str]]] = [
     (
         "CentroBind",
@@ -68,13 +69,21 @@ _FAMILIES: list[tuple[str, list[str], list[str]]] = [
     (
         "FixedAnchor(",
         ["#2ca02c", "#17becf", "#98df8a", "#006d2c", "#9edae5", "#637939", "#74c476", "#0e7c7b"],
-        [f"FixedAnchor({v})" for v in ("fac", "fou", "kar", "mor", "pix", "zer")],
+        [],
     ),
     ("Gram", ["#bcbd22", "#8c6d31", "#dbdb8d"], []),
     ("Symile", ["#c5b0d5", "#6a51a3"], []),
 ]
 _OTHER = ["#393b79", "#e7ba52", "#5254a3", "#ad494a", "#9c9ede", "#cedb9c", "#de9ed6", "#636363"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h"]
+
+
+def _suite_order(prefix: str) -> list[str]:
+    """The names starting with ``prefix`` that the registered suites declare
+    (:attr:`~centrobind.bench.base.Suite.colour_order`), in suite order."""
+    from .suites import SUITES
+
+    return [n for s in SUITES.values() for n in s.colour_order if n.startswith(prefix)]
 
 
 def _pick(name: str, colours: list[str], order: list[str]) -> str:
@@ -97,7 +106,7 @@ def method_color(name: str) -> str:
         if name.startswith(prefix):
             if prefix == "Gram":
                 return colours[0]
-            return _pick(name, colours, order)
+            return _pick(name, colours, order + _suite_order(prefix))
     return _pick(name, _OTHER, [])
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from ..data.builtin import MFEAT_VIEWS
 from .base import (
     Q_ALL_PAIRS,
     Q_FIXED,
@@ -121,6 +122,7 @@ def _views(stats: Mapping[str, Mapping[str, Stat]]) -> list[str]:
 class MfeatSuite(Suite):
     name = "mfeat"
     title = "mfeat (UCI Multiple Features: 6 views of 2,000 digits)"
+    colour_order = tuple(f"FixedAnchor({v})" for v in MFEAT_VIEWS)
     #: Seeds of the ablations (``--extended``), at most the run's seeds.
     ablation_seeds = 3
 

@@ -1,4 +1,5 @@
-"""``pixels[:SIZE][:gray]``: resize + flatten (Pillow, no weights; the offline default).
+"""``pixels[:SIZE][:gray]``: resize + flatten (Pillow, no weights; the offline image default is
+``imstats``, which a shift or a change of size does not break).
 
 An image becomes ``SIZE x SIZE`` (default 32, bilinear, aspect ratio not kept), RGB (or one
 grey channel with ``:gray``), scaled to [0, 1] and flattened row-major: float32
