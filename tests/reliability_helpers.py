@@ -59,6 +59,25 @@ def weights(path: Path) -> dict:
     return load_file(str(path))
 
 
+def inproc(*args: object) -> tuple[int, str, str]:
+    """``centrobind.cli.main(ARGS)`` in this process, its stdout and stderr captured:
+    ``(returncode, stdout, stderr)``, as :func:`cli` gives for a fresh process, without the
+    interpreter and torch start-up. For refusals and quick runs; anything that needs a process
+    of its own (locks held by another process, signals, a patched module) uses :func:`cli`."""
+    import contextlib
+    import io
+
+    from centrobind.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as e:  # argparse
+            rc = int(e.code or 0)
+    return rc, out.getvalue(), err.getvalue()
+
+
 def main_cli(capsys: Any, *args: object) -> tuple[int, str, str]:
     """``centrobind.cli.main(ARGS)`` in this process (no interpreter start-up, and encoders
     registered here are known): ``(returncode, stdout, stderr)``."""

@@ -123,11 +123,12 @@ def test_evaluate_bad_run_folder(tmp_path):
 
 
 def _cli(*args):
-    proc = subprocess.run(
-        [sys.executable, "-m", "centrobind.cli", *map(str, args)], capture_output=True, text=True
-    )
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc.returncode, proc.stderr.strip()
+    """The CLI's main in this process (the tests above run it as a process of its own)."""
+    from reliability_helpers import inproc
+
+    rc, _, err = inproc(*args)
+    assert "Traceback" not in err, err
+    return rc, err.strip()
 
 
 def test_run_folder_safety(data_dir, tmp_path):

@@ -70,11 +70,11 @@ def test_train_refuses_a_new_run_inside_a_run(data, run):
     assert not (run / "checkpoints" / "nested").exists()
 
 
-def test_evaluate_never_writes_into_a_folder_that_is_not_a_run(tmp_path):
+def test_evaluate_never_writes_into_a_folder_that_is_not_a_run(tmp_path, capsys):
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("x")
-    rc, _, err = cli("evaluate", "--run", mine)
+    rc, _, err = main_cli(capsys, "evaluate", "--run", mine)
     error_line(rc, err, "not a run folder")
     assert sorted(os.listdir(mine)) == ["notes.txt"]  # no .lock, no metrics.json
 
@@ -82,43 +82,43 @@ def test_evaluate_never_writes_into_a_folder_that_is_not_a_run(tmp_path):
 # ------------------------------------------------------------------- embed --out
 
 
-def _refuse_embed(run: Path, data: Path, out: Path, *needles: str) -> None:
+def _refuse_embed(capsys, run: Path, data: Path, out: Path, *needles: str) -> None:
     before = snapshot(run)
-    rc, _, err = cli("embed", "--run", run, "--data", data, "--out", out)
+    rc, _, err = main_cli(capsys, "embed", "--run", run, "--data", data, "--out", out)
     error_line(rc, err, *needles)
     assert snapshot(run) == before
 
 
-def test_embed_refuses_the_runs_own_files(run, data):
-    _refuse_embed(run, data, run / "model.safetensors", ".npz file name")
-    _refuse_embed(run, data, run / "checkpoints" / "latest.safetensors", ".npz file name")
-    _refuse_embed(run, data, run / "emb.npz", "inside the run folder")
-    _refuse_embed(run, data, run / "checkpoints" / "emb.npz", "inside the run folder")
+def test_embed_refuses_the_runs_own_files(run, data, capsys):
+    _refuse_embed(capsys, run, data, run / "model.safetensors", ".npz file name")
+    _refuse_embed(capsys, run, data, run / "checkpoints" / "latest.safetensors", ".npz file name")
+    _refuse_embed(capsys, run, data, run / "emb.npz", "inside the run folder")
+    _refuse_embed(capsys, run, data, run / "checkpoints" / "emb.npz", "inside the run folder")
     assert not (run / "emb.npz").exists()
 
 
-def test_embed_refuses_non_regular_targets(run, data, tmp_path):
+def test_embed_refuses_non_regular_targets(run, data, tmp_path, capsys):
     null = tmp_path / "null.npz"
     null.symlink_to("/dev/null")
-    _refuse_embed(run, data, null, "character device")
+    _refuse_embed(capsys, run, data, null, "character device")
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     fifo = tmp_path / "pipe.npz"
     os.mkfifo(fifo)
-    _refuse_embed(run, data, fifo, "named pipe")
+    _refuse_embed(capsys, run, data, fifo, "named pipe")
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
     folder = tmp_path / "folder.npz"
     folder.mkdir()
-    _refuse_embed(run, data, folder, "is a folder")
+    _refuse_embed(capsys, run, data, folder, "is a folder")
     dangling = tmp_path / "dangling.npz"
     dangling.symlink_to(tmp_path / "missing" / "x.npz")
-    _refuse_embed(run, data, dangling, "dangling or looping symlink")
+    _refuse_embed(capsys, run, data, dangling, "dangling or looping symlink")
     into_run = tmp_path / "into_run.npz"
     into_run.symlink_to(run / "model.safetensors")
-    _refuse_embed(run, data, into_run, "inside the run folder")
+    _refuse_embed(capsys, run, data, into_run, "inside the run folder")
 
 
-def test_embed_writes_npz_only(run, data, tmp_path):
-    _refuse_embed(run, data, tmp_path / "emb.npy", ".npz file name")
+def test_embed_writes_npz_only(run, data, tmp_path, capsys):
+    _refuse_embed(capsys, run, data, tmp_path / "emb.npy", ".npz file name")
     assert _main("embed", "--run", run, "--data", data, "--out", tmp_path / "emb.npz") == 0
     assert np.load(tmp_path / "emb.npz")["m1"].shape == (200, 64)
 
