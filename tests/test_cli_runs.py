@@ -93,23 +93,13 @@ def test_fixed_anchor_by_name_and_toml_config(data_dir, tmp_path):
     ],
 )
 def test_train_errors_are_one_line(data_dir, tmp_path, args, message):
-    cmd = [
-        sys.executable,
-        "-m",
-        "centrobind.cli",
-        "train",
-        "--data",
-        str(data_dir),
-        "--out",
-        str(tmp_path / "bad"),
-        "--quiet",
-        *args,
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    assert proc.returncode == 2
-    assert "Traceback" not in proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], proc.stderr
+    from reliability_helpers import inproc  # the CLI's main in this process
+
+    rc, _, err = inproc("train", "--data", data_dir, "--out", tmp_path / "bad", "--quiet", *args)
+    assert rc == 2
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], err
 
 
 def test_evaluate_bad_run_folder(tmp_path):

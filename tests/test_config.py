@@ -4,8 +4,6 @@ field, CLI flags generated from the fields (defaults in --help), --version."""
 import dataclasses
 import json
 import math
-import subprocess
-import sys
 import typing
 
 import pytest
@@ -162,22 +160,10 @@ def test_help_of_every_verb_shows_defaults_and_version(capsys):
     ],
 )
 def test_cli_config_errors_are_one_line(tmp_path, flags, message):
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "centrobind.cli",
-            "train",
-            "--data",
-            "mfeat",
-            "--out",
-            str(tmp_path / "r"),
-            *flags,
-        ],
-        capture_output=True,
-        text=True,
-    )
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    from reliability_helpers import inproc  # the CLI's main in this process
+
+    rc, _, err = inproc("train", "--data", "mfeat", "--out", tmp_path / "r", *flags)
+    lines = err.strip().splitlines()
+    assert rc == 2 and len(lines) == 1, err
     assert lines[0].startswith("error:") and message in lines[0], lines[0]
     assert not (tmp_path / "r").exists()  # refused before anything is written
