@@ -51,6 +51,21 @@ class TestShardStore:
         rows = np.array([0, 9, 10, 11, 24])
         assert np.array_equal(store.take(rows), x[rows].astype(np.float32))
 
+    def test_read_rows_takes_runs_dense_spans_and_scattered_rows_alike(self, tmp_path):
+        from centrobind.data import stream
+
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(2000, 4)).astype(np.float16)
+        _shards(tmp_path, "a", [x[:700], x[700:1500], x[1500:]], np.float16)
+        store = ModalityStore(tmp_path / "modalities" / "a")
+        runs = np.concatenate([np.arange(100, 200), np.arange(650, 750), np.arange(1890, 1990)])
+        cases = {  # each path of read_rows: runs across shard ends, a dense span, a gather
+            "runs": runs, "dense": np.arange(10, 600, 2), "scattered": np.arange(0, 2000, 97),
+        }  # fmt: skip
+        for name, rows in cases.items():
+            got = stream.read_rows(store, rows)
+            assert got.dtype == np.float32 and np.array_equal(got, x[rows].astype(np.float32)), name
+
     def test_a_sharded_float16_folder_loads_like_one_file(self, tmp_path):
         ds = make_synthetic(n_samples=50, n_modalities=3, dims=16, seed=3)
         save_dataset(ds, tmp_path / "one")

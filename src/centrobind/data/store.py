@@ -119,10 +119,13 @@ class ModalityStore:
     def __len__(self) -> int:
         return int(self.n_rows)
 
-    def read(self, start: int, stop: int) -> np.ndarray[Any, Any]:
-        """Rows ``[start, stop)`` as a new float32 ``[stop - start, D]`` array (contiguous reads,
-        across shard boundaries)."""
-        out = np.empty((max(0, stop - start), self.dim), dtype=np.float32)
+    def read(
+        self, start: int, stop: int, out: np.ndarray[Any, Any] | None = None
+    ) -> np.ndarray[Any, Any]:
+        """Rows ``[start, stop)`` as float32 ``[stop - start, D]`` (contiguous reads, across shard
+        boundaries), into ``out`` when given (a float32 array of that shape), else a new one."""
+        if out is None:
+            out = np.empty((max(0, stop - start), self.dim), dtype=np.float32)
         first = int(np.searchsorted(self.offsets, start, side="right")) - 1
         pos = start
         for s in range(max(first, 0), len(self.arrays)):

@@ -47,18 +47,30 @@ def _file_state(path: os.PathLike[str] | str) -> tuple[int, int, int]:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
+#: Below this many rows per run of consecutive rows, a sorted gather beats slice reads.
+RUN_READ = 64
+
+
 def read_rows(store: Any, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-    """float32 rows ``rows`` (sorted) of a :class:`~centrobind.data.store.ModalityStore`: one
-    contiguous read when dense (:data:`DENSE_READ`), else a sorted gather."""
+    """float32 rows ``rows`` (sorted, unique) of a :class:`~centrobind.data.store.ModalityStore`:
+    one contiguous read when dense (:data:`DENSE_READ`); one read per run of consecutive rows
+    when the rows come in long runs (a block-shuffle buffer is a few blocks of consecutive rows);
+    else a sorted gather."""
     if rows.shape[0] == 0:
         return np.empty((0, store.dim), dtype=np.float32)
     lo, hi = int(rows[0]), int(rows[-1]) + 1
     out: np.ndarray[Any, Any]
     if rows.shape[0] >= DENSE_READ * (hi - lo):
-        out = store.read(lo, hi)[rows - lo]
-    else:
-        out = store.take(rows)
-    return out
+        return store.read(lo, hi)[rows - lo]  # type: ignore[no-any-return]
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    if rows.shape[0] >= RUN_READ * (breaks.shape[0] + 1):
+        starts = np.concatenate(([0], breaks))
+        ends = np.concatenate((breaks, [rows.shape[0]]))
+        out = np.empty((rows.shape[0], store.dim), dtype=np.float32)
+        for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+            store.read(int(rows[a]), int(rows[b - 1]) + 1, out=out[a:b])
+        return out
+    return store.take(rows)  # type: ignore[no-any-return]
 
 
 class StreamingSource(TrainSource):
