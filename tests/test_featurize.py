@@ -339,3 +339,26 @@ def test_cli_shards_run_at_once(tmp_path, raw):
     proc = cli("featurize", str(man), "--out", str(single), *args)
     assert proc.returncode == 0, proc.stderr
     np.testing.assert_array_equal(load(str(single)).features["image"], ds.features["image"])
+
+
+def test_a_shard_still_running_keeps_the_dataset_incomplete_and_float16_range(tmp_path):
+    """The last shard finalizes only when every other shard says complete (one interrupted
+    mid-way does not); a value beyond float16's range is an unreadable row, never an inf."""
+    register_encoder("counting", lambda arg, **kw: _Counting())
+    texts = [f"item {'a' * i} {i}" for i in range(22)] + ["x" * 70_000]  # len > 65504
+    man = write_manifest(tmp_path / "t.csv", [{"t": t, "u": t[::-1]} for t in texts])
+    kw = dict(encoders={"t": "counting", "u": "counting"}, batch_size=2, progress=False)
+    kw.update(chunk_rows=4, dtype="float16")
+    out = tmp_path / "ds"
+    _Counting.calls, _Counting.stop = 0, 3  # shard 0 dies in its second chunk
+    with pytest.raises(KeyboardInterrupt):
+        featurize(man, out, shard="0/2", **kw)
+    _Counting.calls, _Counting.stop = 0, None
+    assert not featurize(man, out, shard="1/2", **kw).finalized
+    assert not (out / "meta.json").exists()
+    done = featurize(man, out, shard="0/2", **kw)  # resumes, and is now the last to finish
+    assert done.finalized and (out / "meta.json").exists()
+    state = json.loads((out / "featurize-shard-00001-of-00002.json").read_text())
+    assert "float16's range" in state["modalities"]["t"]["failed"]["11"]  # row 22 = 11 + 11
+    t = np.concatenate([np.load(p) for p in sorted((out / "modalities" / "t").glob("*.npy"))])
+    assert t.dtype == np.float16 and np.isnan(t[22]).all() and np.isfinite(t[:22]).all()

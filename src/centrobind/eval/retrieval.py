@@ -302,6 +302,36 @@ def leave_one_out_retrieval(
     return out
 
 
+def _mean_pairwise(z: Tensor, mask: Tensor | None, max_elements: int, metric: str) -> float:
+    """Mean over ordered modality pairs of ``metric`` (``"R@1"`` in %, ``"MRR"`` in 0-1): the
+    rank of each row's own pair among the rows where both modalities are present (optimistic
+    ties), from one ``[M, M, N, N]`` score tensor, or :func:`cross_modal_retrieval` when that
+    tensor would exceed ``max_elements``."""
+    M, N, _ = z.shape
+    present = (
+        torch.ones(M, N, dtype=torch.bool, device=z.device)
+        if mask is None
+        else (mask.to(device=z.device, dtype=torch.bool))
+    )
+    if M * M * N * N > max_elements:
+        emb = {str(i): z[i] for i in range(M)}
+        mean = cross_modal_retrieval(emb, present, ks=(1,))["mean"]
+        return float("nan") if mean is None else float(mean[metric])
+    z = torch.where(present[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
+    with torch.no_grad():
+        scores = torch.einsum("and,bmd->abnm", z, z)  # [M, M, N, N]
+        pos = scores.diagonal(dim1=2, dim2=3)  # [M, M, N]
+        valid = present[:, None, :] & present[None, :, :]  # [M, M, N]
+        scores = scores.masked_fill(~valid[:, :, None, :], float("-inf"))
+        rank = 1 + (scores > pos[..., None]).sum(-1)  # [M, M, N]
+        per_row = (rank == 1).double() * 100.0 if metric == "R@1" else 1.0 / rank.double()
+        per_row = torch.where(valid, per_row, torch.zeros((), dtype=torch.float64))
+        count = valid.sum(-1)
+        off = ~torch.eye(M, dtype=torch.bool, device=z.device) & (count > 0)
+        value = per_row.sum(-1)[off] / count[off].double()
+    return float(value.mean()) if value.numel() else float("nan")
+
+
 def mean_pairwise_r1(z: Tensor, mask: Tensor | None = None, max_elements: int = 2**26) -> float:
     """Mean R@1 (%) over all ordered modality pairs, all pairs scored in one batched product.
 
@@ -314,27 +344,7 @@ def mean_pairwise_r1(z: Tensor, mask: Tensor | None = None, max_elements: int = 
         z: ``[M, N, D]`` L2-normalised embeddings (absent rows may hold anything finite or NaN).
         mask: ``[M, N]`` bool, or None (all present).
     """
-    M, N, _ = z.shape
-    present = (
-        torch.ones(M, N, dtype=torch.bool, device=z.device)
-        if mask is None
-        else (mask.to(device=z.device, dtype=torch.bool))
-    )
-    if M * M * N * N > max_elements:
-        emb = {str(i): z[i] for i in range(M)}
-        mean = cross_modal_retrieval(emb, present, ks=(1,))["mean"]
-        return float("nan") if mean is None else float(mean["R@1"])
-    z = torch.where(present[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
-    with torch.no_grad():
-        scores = torch.einsum("and,bmd->abnm", z, z)  # [M, M, N, N]
-        pos = scores.diagonal(dim1=2, dim2=3)  # [M, M, N]
-        valid = present[:, None, :] & present[None, :, :]  # [M, M, N]
-        scores = scores.masked_fill(~valid[:, :, None, :], float("-inf"))
-        hit = ((scores > pos[..., None]).sum(-1) == 0) & valid
-        count = valid.sum(-1)
-        off = ~torch.eye(M, dtype=torch.bool, device=z.device) & (count > 0)
-        r1 = 100.0 * hit.sum(-1)[off].double() / count[off].double()
-    return float(r1.mean()) if r1.numel() else float("nan")
+    return _mean_pairwise(z, mask, max_elements, "R@1")
 
 
 def mean_pairwise_mrr(z: Tensor, mask: Tensor | None = None, max_elements: int = 2**26) -> float:
@@ -346,28 +356,7 @@ def mean_pairwise_mrr(z: Tensor, mask: Tensor | None = None, max_elements: int =
         z: ``[M, N, D]`` L2-normalised embeddings (absent rows may hold anything finite or NaN).
         mask: ``[M, N]`` bool, or None (all present).
     """
-    M, N, _ = z.shape
-    present = (
-        torch.ones(M, N, dtype=torch.bool, device=z.device)
-        if mask is None
-        else (mask.to(device=z.device, dtype=torch.bool))
-    )
-    if M * M * N * N > max_elements:
-        emb = {str(i): z[i] for i in range(M)}
-        mean = cross_modal_retrieval(emb, present, ks=(1,))["mean"]
-        return float("nan") if mean is None else float(mean["MRR"])
-    z = torch.where(present[..., None], z, torch.zeros((), dtype=z.dtype, device=z.device))
-    with torch.no_grad():
-        scores = torch.einsum("and,bmd->abnm", z, z)  # [M, M, N, N]
-        pos = scores.diagonal(dim1=2, dim2=3)  # [M, M, N]
-        valid = present[:, None, :] & present[None, :, :]  # [M, M, N]
-        scores = scores.masked_fill(~valid[:, :, None, :], float("-inf"))
-        rank = 1 + (scores > pos[..., None]).sum(-1)  # [M, M, N]
-        rr = torch.where(valid, 1.0 / rank.double(), torch.zeros((), dtype=torch.float64))
-        count = valid.sum(-1)
-        off = ~torch.eye(M, dtype=torch.bool, device=z.device) & (count > 0)
-        mrr = rr.sum(-1)[off] / count[off].double()
-    return float(mrr.mean()) if mrr.numel() else float("nan")
+    return _mean_pairwise(z, mask, max_elements, "MRR")
 
 
 #: ``others [M-1, N, D] -> (queries [N, K], score_fn or None)``: an objective's joint query; see
