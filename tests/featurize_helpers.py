@@ -99,3 +99,27 @@ def cli(*args: str, env: dict[str, str] | None = None, timeout: int = 600):
         env=full,
         timeout=timeout,
     )
+
+
+def make_tiny_wav2vec2(path: Path) -> Path:
+    """A tiny randomly initialised wav2vec2 (hidden 32, 2 layers) and its feature extractor
+    (16 kHz, normalising), saved with ``save_pretrained``: an ``hf:`` audio model, no download."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    cfg = Wav2Vec2Config(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(16, 16),
+        conv_stride=(5, 4),
+        conv_kernel=(10, 8),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=2,
+        vocab_size=8,
+    )
+    Wav2Vec2Model(cfg).save_pretrained(path)
+    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(path)
+    return path

@@ -13,7 +13,7 @@ import torch
 from centrobind.featurize import encoder_from_meta, featurize, load_encoder
 from centrobind.featurize.encoders.audio_io import read_wav
 from centrobind.featurize.encoders.audio_logmel import log_mel, mel_filterbank
-from featurize_helpers import tone, write_manifest, write_wav
+from featurize_helpers import make_tiny_wav2vec2, tone, write_manifest, write_wav
 
 
 def test_filterbank_hand_computed_case():
@@ -120,25 +120,7 @@ def test_read_wav_rejects_bad_files(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_w2v(tmp_path_factory):
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
-    path = tmp_path_factory.mktemp("w2v") / "tiny-wav2vec2"
-    torch.manual_seed(0)
-    cfg = Wav2Vec2Config(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        conv_dim=(16, 16),
-        conv_stride=(5, 4),
-        conv_kernel=(10, 8),
-        num_conv_pos_embeddings=16,
-        num_conv_pos_embedding_groups=2,
-        vocab_size=8,
-    )
-    Wav2Vec2Model(cfg).save_pretrained(path)
-    Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(path)
-    return path
+    return make_tiny_wav2vec2(tmp_path_factory.mktemp("w2v") / "tiny-wav2vec2")
 
 
 def test_hf_audio_tiny_wav2vec2(tmp_path, tiny_w2v):

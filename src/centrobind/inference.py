@@ -166,7 +166,7 @@ class Model:
         for i, item in enumerate(items):
             if not isinstance(item, str):
                 raise ValueError(f"modality {modality!r}: item {i} is not a string")
-            path = item if dec.kind == "text" else os.path.abspath(os.path.expanduser(item))
+            path = item if dec.reads_text else os.path.abspath(os.path.expanduser(item))
             try:
                 out[i] = dec.decode(path, None).reshape(-1)
             except Exception as e:  # noqa: BLE001 - one line naming the item

@@ -6,7 +6,8 @@ column is read according to its tower (:func:`column_plan`):
 - a raw-item tower (``conv1d``, ``cnn``, ``bow``, ``module:...``) gets the column's decoded items
   (images, WAV, per-item ``.npy`` arrays, hashed words; :mod:`centrobind.data.raw`);
 - ``backbone:SPEC`` frozen (the default) gets the encoder's features, computed once; trainable
-  (``freeze=false`` / ``train_last=K``) gets the encoder's own preprocessing of each item;
+  (``freeze=false`` / ``train_last=K``) gets the encoder's own preprocessing of each item
+  (images; texts tokenised to ids + mask, ``length``; audio clips of ``seconds``);
 - ``mlp`` / ``identity`` (and no tower named) get features of the column's default featurize
   encoder (text ``minilm``, images ``imstats``, audio ``logmel``), or the flattened array of a
   ``.npy`` column: what ``centrobind featurize`` + ``train`` would give.
@@ -74,7 +75,9 @@ def column_plan(spec: str | None, kind: str) -> ColumnPlan:
     if s.name == "backbone":
         if s.freeze:
             return ColumnPlan("features", spec=s.arg)
-        return ColumnPlan("backbone", {"random": bool(s.options.get("random"))}, spec=s.arg)
+        return ColumnPlan(
+            "backbone", {**data_opts, "random": bool(s.options.get("random"))}, spec=s.arg
+        )
     if s.name in ("mlp", "identity") and kind != "array":
         return ColumnPlan("features", spec=DEFAULT_ENCODERS[kind])
     if s.name == "bow" and kind != "text":

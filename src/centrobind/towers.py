@@ -15,10 +15,12 @@ width). From the CLI and config a tower is named by a spec string::
 ``cnn``                   small images ``[N, C, S, S]`` (``channels``, ``width`` 32, ``layers`` 3)
 ``bow``                   hashed word ids ``[N, L]`` (0 = padding) -> mean of embeddings -> MLP
                           (``vocab`` 32768, ``width`` 128)
-``backbone:SPEC``         a featurize encoder (``timm:resnet18``, ``minilm``, ``hf:...``) as a
-                          tower with a ``head`` (``mlp`` or ``identity``) on top. Frozen (the
-                          default) it runs once over the data (its features are cached); with
-                          ``freeze=false`` or ``train_last=K`` it trains end to end on raw items
+``backbone:SPEC``         a featurize encoder (``timm:resnet18``, ``minilm``, ``st:...``,
+                          ``hf:...``) as a tower with a ``head`` (``mlp`` or ``identity``) on
+                          top. Frozen (the default) it runs once over the data (its features are
+                          cached); with ``freeze=false`` or ``train_last=K`` it trains end to end
+                          on raw items (images; texts as ids + mask, ``length``; audio clips,
+                          ``seconds``: :mod:`centrobind.data.raw`)
 ``module:PKG.MOD:CLASS``  your own ``nn.Module``, built with the options as keyword arguments
 ========================  ===============================================================
 
@@ -320,7 +322,11 @@ def block_list(module: nn.Module) -> list[nn.Module]:
     """The ordered "blocks" of a network, for ``train_last=K``: the first container of several
     modules among ``blocks``, ``stages``, ``layers``, ``encoder.layer``, ``transformer.resblocks``,
     ``features`` (timm, transformers, open_clip, torchvision), else ResNet's ``layer1..layerN``,
-    else the top-level children that have parameters."""
+    else the top-level children that have parameters. A module may name its own blocks with a
+    ``train_blocks()`` method (the text and audio backbones do)."""
+    own = getattr(module, "train_blocks", None)
+    if callable(own):
+        return list(own())
     for path in ("blocks", "stages", "layers", "encoder.layer", "transformer.resblocks"):
         sub: Any = module
         for part in path.split("."):
@@ -355,14 +361,23 @@ def apply_freeze(module: nn.Module, freeze: bool = False, train_last: int | None
         for p in module.parameters():
             on = on or id(p) in first_ids
             p.requires_grad_(on)
-        frozen_blocks = blocks[: len(blocks) - train_last]
-        for b in frozen_blocks:
-            b._centrobind_frozen = True  # type: ignore[assignment]
+        _mark_frozen(module)
         return
     if freeze:
         for p in module.parameters():
             p.requires_grad_(False)
         module._centrobind_frozen = True  # type: ignore[assignment]
+
+
+def _mark_frozen(module: nn.Module) -> None:
+    """Mark the largest submodules whose parameters are all frozen (the frozen blocks, and
+    whatever runs before them: a stem, embeddings), so that they stay in eval mode."""
+    for child in module.children():
+        params = list(child.parameters())
+        if params and not any(p.requires_grad for p in params):
+            child._centrobind_frozen = True  # type: ignore[assignment]
+        elif params:
+            _mark_frozen(child)
 
 
 # --------------------------------------------------------------------------- registry
@@ -479,22 +494,21 @@ def _backbone(spec: TowerSpec, ctx: TowerContext) -> nn.Module:
     from .featurize.encoders import load_encoder
 
     enc = load_encoder(spec.arg, device="cpu", allow_random=bool(spec.options.get("random")))
-    module = getattr(enc, "module", None)
-    if not isinstance(module, nn.Module):
+    module = enc.train_module()
+    found = enc.train_shape({k: v for k, v in spec.options.items() if k in DATA_OPTIONS})
+    if not isinstance(module, nn.Module) or found is None:
         raise TowerError(
             f"tower {str(spec)!r}: encoder {spec.arg!r} cannot be trained end to end (it is not a "
             "torch network); freeze it (its features are then computed once)"
         )
     module.train()
-    shape = list(getattr(enc, "input_shape", ctx.shape))
+    shape = list(found)
     if math.prod(shape) != ctx.in_dim:
         raise TowerError(
             f"modality {ctx.modality!r}: backbone {spec.arg!r} reads items of shape {shape}, the "
             f"data has {ctx.in_dim} values per row"
         )
-    return BackboneTower(
-        module, shape, _head(spec, ctx, int(enc.dim)), getattr(enc, "train_fn", None)
-    )
+    return BackboneTower(module, shape, _head(spec, ctx, int(enc.dim)))
 
 
 def _module(spec: TowerSpec, ctx: TowerContext) -> nn.Module:

@@ -87,6 +87,7 @@ class Decoder:
 
     kind: str = "?"
     shape: tuple[int, ...] = ()
+    reads_text = False  # items are texts, not file paths
 
     def decode(self, cell: str, rng: np.random.Generator | None) -> NDArray:
         raise NotImplementedError
@@ -139,18 +140,37 @@ class AudioDecoder(Decoder):
     def decode(self, cell: str, rng: np.random.Generator | None) -> NDArray:
         from centrobind.featurize.encoders.audio_io import read_wav
 
-        x = read_wav(cell, self.rate)
         t = self.shape[1]
-        start = 0
-        if rng is not None and x.shape[0] > t:
-            start = int(rng.integers(0, x.shape[0] - t + 1))
+        seg = _audio_window(read_wav(cell, self.rate), t, rng)
         out = np.zeros(t, np.float32)
-        seg = x[start : start + t]
         out[: seg.shape[0]] = seg
-        if rng is not None:
-            out = out * np.float32(10 ** (rng.uniform(-6, 6) / 20))
-            out = out + np.float32(0.005) * rng.standard_normal(t).astype(np.float32)
-        return out[None, :]
+        return _gain_noise(out, rng)[None, :]
+
+
+def _audio_window(x: NDArray, t: int, rng: np.random.Generator | None) -> NDArray:
+    """At most ``t`` samples of a clip ``[T]``: the first ones, or (augmenting) a random window."""
+    start = 0
+    if rng is not None and x.shape[0] > t:
+        start = int(rng.integers(0, x.shape[0] - t + 1))
+    return x[start : start + t]
+
+
+def _gain_noise(x: NDArray, rng: np.random.Generator | None) -> NDArray:
+    """Augmentation of a waveform: gain +-6 dB, Gaussian noise at 0.5% of full scale."""
+    if rng is None:
+        return x
+    x = x * np.float32(10 ** (rng.uniform(-6, 6) / 20))
+    noise = np.asarray(rng.standard_normal(x.shape), dtype=np.float32)
+    return np.asarray(x + np.float32(0.005) * noise, dtype=np.float32)
+
+
+def _drop_words(words: list[str], rng: np.random.Generator | None) -> list[str]:
+    """Augmentation of a text: each word dropped with p 0.1, at least one kept (seeded)."""
+    if rng is None or len(words) < 2:
+        return words
+    keep = rng.random(len(words)) >= 0.1
+    keep[int(rng.integers(0, len(words)))] = True
+    return [w for w, k in zip(words, keep, strict=True) if k]
 
 
 class ArrayDecoder(Decoder):
@@ -185,17 +205,14 @@ class ArrayDecoder(Decoder):
 
 class TextDecoder(Decoder):
     kind = "text"
+    reads_text = True
 
     def __init__(self, length: int = 32, vocab: int = 32768) -> None:
         self.length, self.vocab = int(length), int(vocab)
         self.shape = (self.length,)
 
     def decode(self, cell: str, rng: np.random.Generator | None) -> NDArray:
-        words = cell.lower().split()
-        if rng is not None and len(words) > 1:
-            keep = rng.random(len(words)) >= 0.1
-            keep[int(rng.integers(0, len(words)))] = True
-            words = [w for w, k in zip(words, keep, strict=True) if k]
+        words = _drop_words(cell.lower().split(), rng)
         ids = [zlib.crc32(w.encode()) % (self.vocab - 1) + 1 for w in words[: self.length]]
         out = np.zeros(self.length, np.float32)
         out[: len(ids)] = ids
@@ -203,7 +220,11 @@ class TextDecoder(Decoder):
 
 
 class BackboneDecoder(Decoder):
-    """A featurize encoder's own ``prepare`` (e.g. timm's resize + crop + normalise)."""
+    """A trainable featurize encoder's own preprocessing of an item, to its fixed training input
+    (``Encoder.train_input``): images as the encoder prepares them (e.g. timm's resize + crop +
+    normalise; no augmentation), texts tokenised to ``[2, L]`` ids + mask (augmented: words
+    dropped as for ``text``), audio read at the model's rate, cut to ``T`` samples (augmented: a
+    random window, gain, noise as for ``audio``), normalised and zero-padded to ``[1, T]``."""
 
     kind = "backbone"
 
@@ -211,12 +232,24 @@ class BackboneDecoder(Decoder):
         self.spec = spec
         self.shape = tuple(int(s) for s in shape)
         self._enc = encoder
+        self.reads_text = getattr(encoder, "kind", None) == "text"
 
     def decode(self, cell: str, rng: np.random.Generator | None) -> NDArray:
-        x = np.asarray(self._enc.prepare(cell), dtype=np.float32)
+        enc = self._enc
+        if enc.kind == "text":
+            text = cell if rng is None else " ".join(_drop_words(cell.split(), rng))
+            prepared = enc.prepare(text)
+        elif enc.kind == "audio":
+            prepared = _gain_noise(_audio_window(enc.prepare(cell), self.shape[-1], rng), rng)
+        else:
+            prepared = enc.prepare(cell)
+        x = np.asarray(enc.train_input(prepared, self.shape), dtype=np.float32)
         if math.prod(x.shape) != math.prod(self.shape):
             raise ValueError(f"prepared shape {list(x.shape)}, expected {list(self.shape)}")
         return x.reshape(self.shape)
+
+    def entry(self) -> dict[str, Any]:
+        return {"kind": self.kind, "shape": list(self.shape), "options": {"spec": self.spec}}
 
 
 def decoder_from_entry(entry: Mapping[str, Any]) -> Decoder:
@@ -263,7 +296,8 @@ def _first_readable_array(cells: list[str | None]) -> tuple[int, ...]:
     raise DatasetError("no readable .npy item in the column")
 
 
-def _make_decoder(plan: ColumnPlan, cells: list[str | None], device: str) -> Decoder:
+def _make_decoder(plan: ColumnPlan, cells: list[str | None], kind: str | None) -> Decoder:
+    """The decoder of a raw column (``kind``: the column's item kind, a hint for ``hf:``)."""
     if plan.kind == "image":
         return ImageDecoder(**plan.options)
     if plan.kind == "audio":
@@ -277,9 +311,9 @@ def _make_decoder(plan: ColumnPlan, cells: list[str | None], device: str) -> Dec
         from centrobind.featurize.encoders import load_encoder
 
         enc = load_encoder(
-            str(plan.spec), device="cpu", allow_random=bool(plan.options.get("random"))
+            str(plan.spec), device="cpu", allow_random=bool(plan.options.get("random")), kind=kind
         )
-        shape = getattr(enc, "input_shape", None)
+        shape = enc.train_shape(plan.options)
         if shape is None:
             raise DatasetError(f"encoder {plan.spec!r} cannot be trained on raw items")
         return BackboneDecoder(str(plan.spec), shape, enc)
@@ -515,7 +549,7 @@ def open_raw(
             man,
             m,
             "text"
-            if plan.kind == "text" or (plan.kind == "features" and guess == "text")
+            if plan.kind == "text" or (plan.kind in ("features", "backbone") and guess == "text")
             else "file",
         )
         if plan.kind == "features":
@@ -525,7 +559,8 @@ def open_raw(
             data.note_failures(m, bad)
         else:
             try:
-                data.decoders[m] = _make_decoder(plan, data.cells[m], device)
+                hint = guess if guess in ("text", "image", "audio") else None
+                data.decoders[m] = _make_decoder(plan, data.cells[m], hint)
             except DatasetError as e:
                 raise DatasetError(f"{man.path}: column {m!r}: {e}") from None
     for name in labels:

@@ -12,7 +12,7 @@ import importlib
 import os
 import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from importlib import metadata
 from typing import Any
 
@@ -87,6 +87,24 @@ class Encoder:
                 f"{self.spec}: produced {out.shape}, expected {(len(items), self.dim)}"
             )
         return out
+
+    # -- training on raw items (a trainable ``backbone:`` tower, :mod:`centrobind.towers`)
+
+    def train_shape(self, options: Mapping[str, Any]) -> tuple[int, ...] | None:
+        """The fixed shape of one training input (:meth:`train_input`) for a tower's data
+        ``options`` (text ``length``, audio ``seconds``); None: the encoder cannot be trained on
+        raw items (it is not a torch network)."""
+        return None
+
+    def train_input(self, prepared: Any, shape: Sequence[int]) -> np.ndarray:
+        """One item from :meth:`prepare` (a text after augmentation, or an audio clip cut to at
+        most the window) -> float32 ``shape``, the input of :meth:`train_module`."""
+        return np.asarray(prepared, dtype=np.float32).reshape(tuple(shape))
+
+    def train_module(self) -> Any:
+        """The ``nn.Module`` a trainable tower trains: ``[N, *shape]`` inputs of
+        :meth:`train_input` -> ``[N, dim]``, in eval mode the same vectors as :meth:`forward`."""
+        return None
 
     def entry(self) -> dict[str, Any]:
         """What ``meta.json`` records for this encoder (``encoder_from_meta`` reads it back)."""

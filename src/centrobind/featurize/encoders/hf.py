@@ -12,6 +12,7 @@ The kind comes from the column (``kind``), else from the model config.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,26 @@ class HFTextEncoder(Encoder):
         self.version = f"{path.name} (transformers {package_version('transformers')})"
         self.options = {"pooling": "mean", "max_length": self.max_length}
 
+    def train_shape(self, options: Mapping[str, Any]) -> tuple[int, ...] | None:
+        """``[2, length]`` token ids + mask; ``length`` defaults to ``max_length``."""
+        return (2, int(options.get("length") or self.max_length))
+
+    def train_input(self, prepared: Any, shape: Sequence[int]) -> np.ndarray:
+        from .trainable import token_input
+
+        length = int(shape[-1])
+        b = self.tok(str(prepared), truncation=True, max_length=min(length, self.max_length))
+        return token_input(b["input_ids"], b["attention_mask"], length)
+
+    def train_module(self) -> Any:
+        """The model, mean-pooled over the mask as :meth:`forward`, on ``[N, 2, L]`` inputs."""
+        from .trainable import TokenInputs, layers_of
+
+        return TokenInputs(self.model, "hf", layers_of(self.model))
+
     def forward(self, prepared: list[Any]) -> np.ndarray:
+        from .trainable import mean_pool
+
         torch = self.torch
         batch = self.tok(
             [str(t) for t in prepared],
@@ -74,8 +94,7 @@ class HFTextEncoder(Encoder):
         ).to(self.device)
         with torch.inference_mode():
             h = self.model(**batch).last_hidden_state  # [n, T, H]
-            m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)  # [n, T, 1]
-            pooled = (h * m).sum(1) / m.sum(1).clamp_min(1.0)
+            pooled = mean_pool(h, batch["attention_mask"])
         return pooled.float().cpu().numpy()
 
 
@@ -110,6 +129,33 @@ class HFAudioEncoder(Encoder):
         self.dim = int(cfg.hidden_size)
         self.version = f"{path.name} (transformers {package_version('transformers')})"
         self.options = {"pooling": "mean", "sample_rate": self.rate, "max_seconds": max_seconds}
+
+    def train_shape(self, options: Mapping[str, Any]) -> tuple[int, ...] | None:
+        """``[1, T]``: ``seconds`` (default 1.0) of the waveform at the model's rate."""
+        samples = int(round(float(options.get("seconds") or 1.0) * self.rate))
+        if samples < self.min_samples:
+            raise EncoderError(
+                f"encoder {self.spec!r}: seconds={options.get('seconds')} is {samples} samples; "
+                f"the model needs at least {self.min_samples}"
+            )
+        return (1, samples)
+
+    def train_input(self, prepared: Any, shape: Sequence[int]) -> np.ndarray:
+        """A clip (at most ``T`` samples) -> ``[1, T]``: normalised by the feature extractor,
+        then zero-padded (a clip of exactly ``T`` samples gives :meth:`forward`'s input)."""
+        from .trainable import wave_input
+
+        x = np.asarray(prepared, dtype=np.float32)[: int(shape[-1])]
+        return wave_input(x, int(shape[-1]), self._normalise).reshape(tuple(shape))
+
+    def _normalise(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.fe(x, sampling_rate=self.rate, return_tensors="np")["input_values"])
+
+    def train_module(self) -> Any:
+        """The model, mean over time as :meth:`forward`, on ``[N, 1, T]`` waveforms."""
+        from .trainable import WaveInputs
+
+        return WaveInputs(self.model)
 
     def prepare(self, item: str) -> np.ndarray:
         x = read_wav(item, self.rate)[: self.max_samples]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,12 @@ class BackboneEncoder(Encoder):
         # what a trainable ``backbone:`` tower trains (centrobind.towers), on items of this shape
         self.module = forward_fn if isinstance(forward_fn, nn.Module) else None
         self.input_shape = (3, size, size)
+
+    def train_shape(self, options: Mapping[str, Any]) -> tuple[int, ...] | None:
+        return self.input_shape if self.module is not None else None
+
+    def train_module(self) -> Any:
+        return self.module
 
     def prepare(self, item: str) -> np.ndarray:
         return self.preprocess(item)

@@ -11,6 +11,7 @@ line naming a model that is not cached). Then every model loads from its local f
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,30 @@ class SentenceTransformerEncoder(Encoder):
         self.dim = int(get_dim())
         self.version = version
         self.options: dict[str, Any] = {}
+
+    def train_shape(self, options: Mapping[str, Any]) -> tuple[int, ...] | None:
+        """``[2, length]`` token ids + mask; ``length`` defaults to the model's own maximum."""
+        return (2, int(options.get("length") or self.model.max_seq_length))
+
+    def train_input(self, prepared: Any, shape: Sequence[int]) -> np.ndarray:
+        """A text -> ``[2, L]``, tokenised by the model's own preprocessing, cut to ``L``."""
+        from .trainable import token_input
+
+        length = int(shape[-1])
+        cut = min(length, int(self.model.max_seq_length or length))
+        pre = getattr(self.model, "preprocess", None)  # sentence-transformers >= 6
+        if pre is not None:
+            f = pre([str(prepared)], max_length=cut)
+        else:
+            f = self.model.tokenizer([str(prepared)], truncation=True, max_length=cut)
+        return token_input(f["input_ids"][0], f["attention_mask"][0], length)
+
+    def train_module(self) -> Any:
+        """The model with its own pooling and normalisation, on ``[N, 2, L]`` token inputs."""
+        from .trainable import TokenInputs, layers_of
+
+        inner = getattr(self.model[0], "auto_model", None) or getattr(self.model[0], "model", None)
+        return TokenInputs(self.model, "st", layers_of(inner if inner is not None else self.model))
 
     def forward(self, prepared: list[Any]) -> np.ndarray:
         out = self.model.encode(
