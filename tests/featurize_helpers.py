@@ -123,3 +123,37 @@ def make_tiny_wav2vec2(path: Path) -> Path:
     Wav2Vec2Model(cfg).save_pretrained(path)
     Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(path)
     return path
+
+
+def make_tiny_st(path: Path, words: list[str]) -> Path:
+    """A tiny randomly initialised sentence-transformers model (BERT, hidden 16, 2 layers, a
+    word-level vocabulary of ``words``; mean pooling, normalised) saved to ``path``: an ``st:``
+    model, no download."""
+    import inspect
+
+    import torch
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    bert = path / "bert"
+    bert.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *sorted(set(words))]
+    (bert / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    if "vocab" in inspect.signature(BertTokenizerFast.__init__).parameters:  # transformers 5
+        tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)})
+    else:
+        tok = BertTokenizerFast(vocab_file=str(bert / "vocab.txt"))
+    tok.save_pretrained(bert)
+    torch.manual_seed(0)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
+    BertModel(cfg).save_pretrained(bert)
+    modules = [models.Transformer(str(bert), max_seq_length=32), models.Pooling(16, "mean")]
+    SentenceTransformer(modules=[*modules, models.Normalize()], device="cpu").save(str(path / "st"))
+    return path / "st"

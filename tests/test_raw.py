@@ -179,3 +179,144 @@ def test_train_streams_raw_items_with_workers_and_records_skips(manifest, tmp_pa
     assert meta["loader"] == "stream" and meta["skipped_items"] == {"imu": 1}
     assert meta["fingerprint"].startswith("m2:") and result.steps == 2 * (12 // 8)
     assert "imu->image" in metrics["retrieval"]
+
+
+def test_text_augmentation_drops_words_seeded_at_its_rate_and_never_empties():
+    """Word drop (``text`` and trainable text backbones): p 0.1 per word, at least one kept."""
+    from centrobind.data.raw import _drop_words
+
+    words = [f"w{i}" for i in range(20)]
+    runs = [_drop_words(words, np.random.default_rng([7, i])) for i in range(400)]
+    again = [_drop_words(words, np.random.default_rng([7, i])) for i in range(400)]
+    assert runs == again  # seeded
+    rate = 1 - sum(map(len, runs)) / (20 * 400)
+    assert 0.08 < rate < 0.12, rate  # documented p 0.1 (8000 draws: sd 0.003)
+    assert all(r == [w for w in words if w in r] for r in runs)  # order kept, nothing invented
+    short = [_drop_words(["a", "b"], np.random.default_rng(i)) for i in range(300)]
+    assert min(map(len, short)) == 1 and max(map(len, short)) == 2  # drops, never empties
+    assert _drop_words(["one"], np.random.default_rng(0)) == ["one"]
+    assert _drop_words(words, None) == words  # no augmentation
+    t = TextDecoder(length=20, vocab=1000)
+    aug = [t.decode(" ".join(words), np.random.default_rng(i)) for i in range(50)]
+    assert all((a > 0).sum() >= 1 for a in aug) and any((a > 0).sum() < 20 for a in aug)
+
+
+def _caption_rows(manifest):
+    import csv
+
+    with open(manifest, newline="") as f:
+        return [r["caption"] for r in csv.DictReader(f)]
+
+
+def test_minilm_backbone_trains_on_tokenised_texts_and_matches_featurize(manifest, tmp_path):
+    """``backbone:minilm,train_last=1``: captions decoded to [2, L] ids + mask; in eval mode the
+    tower's network gives featurize's vectors; only the last block (and the head) learns; a run
+    trained from the CLI encodes texts again after loading."""
+    from centrobind.featurize.encoders import load_encoder
+    from centrobind.models import Binder
+
+    plans = {"imu": ColumnPlan("array"), "caption": ColumnPlan("backbone", {"length": 12},
+                                                                spec="minilm")}  # fmt: skip
+    data = open_raw(manifest, plans)
+    assert data.shapes["caption"] == [2, 12] and data.decoders["caption"].reads_text
+    x, ok, bad = data.decode_rows("caption", np.arange(4))
+    assert ok.all() and not bad
+    ids = x.reshape(4, 2, 12)
+    assert (ids[:, 0, 0] == 101).all() and set(np.unique(ids[:, 1])) == {0.0, 1.0}  # [CLS], mask
+    words = "the quick brown fox jumps over the lazy dog again and again"
+    dec = data.decoders["caption"]
+    views = {tuple(dec.decode(words, np.random.default_rng(i))[1]) for i in range(8)}
+    assert len(views) > 1  # word drop shortens some views
+    b = Binder(data.dims, embed_dim=8, encoders={"caption": "backbone:minilm,train_last=1,"
+               "length=12", "imu": "conv1d,width=8,layers=2"}, shapes=data.shapes)  # fmt: skip
+    net = b.encoders["caption"].backbone
+    net.eval()
+    with torch.no_grad():
+        got = net(torch.from_numpy(x)).numpy()
+    want = load_encoder("minilm").encode(_caption_rows(manifest)[:4])
+    np.testing.assert_allclose(got, want, atol=2e-5)
+    b.train()
+    layers = net.train_blocks()
+    assert len(layers) == 6 and not layers[0].training and layers[5].training
+    b.encode("caption", torch.from_numpy(x)).sum().backward()
+    assert layers[5].output.dense.weight.grad is not None
+    assert layers[4].output.dense.weight.grad is None
+
+
+
+def test_cli_trains_a_sentence_transformers_backbone_on_raw_texts(manifest, tmp_path):
+    """``--tower caption=backbone:st:DIR,train_last=1`` from the CLI, streamed: the run records
+    the text shape, trains the last block, and a loaded run encodes texts."""
+    from safetensors.numpy import load_file
+
+    from featurize_helpers import make_tiny_st
+
+    st = make_tiny_st(tmp_path / "st", "a slow red fast blue thing one more".split())
+    out = tmp_path / "run"
+    args = ["train", "--data", str(manifest), "--out", str(out), "--label", "y", "--epochs", "2",
+            "--tower", f"caption=backbone:st:{st},train_last=1,length=8", "--tower",
+            "imu=conv1d,width=8,layers=2", "--tower", "image=cnn,width=4,layers=1,size=8",
+            "--batch-size", "8", "--embed-dim", "8", "--quiet", "--split", "0.5,0.25,0.25",
+            "--loader", "stream", "--workers", "1", "--lr", "0.05"]  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(args) == 0
+    import centrobind
+
+    model = centrobind.load(out)
+    assert model.run.meta["shapes"]["caption"] == [2, 8]
+    z = model.encode("caption", ["a slow red thing", "a fast blue thing"])
+    assert z.shape == (2, 8) and np.allclose(np.linalg.norm(z, axis=1), 1.0)
+    assert not np.allclose(z[0], z[1])
+    w = load_file(str(out / "model.safetensors"))
+    last = [k for k in w if "encoder.layer.1.output.dense.weight" in k and "caption" in k]
+    first = [k.replace("layer.1.", "layer.0.") for k in last]
+    ref = load_file(str(st / "model.safetensors"))
+    key = next(k for k in ref if k.endswith("encoder.layer.1.output.dense.weight"))
+    assert len(last) == 1 and not np.allclose(w[last[0]], ref[key])  # the last block learned
+    assert np.array_equal(w[first[0]], ref[key.replace("layer.1.", "layer.0.")])  # frozen
+
+
+def test_wav2vec2_backbone_trains_on_raw_audio_and_matches_featurize(tmp_path):
+    """``backbone:hf:<tiny wav2vec2>,train_last=1,seconds=0.25``: clips read at 16 kHz, cut to
+    4000 samples, normalised and padded; a clip of exactly that length gives featurize's vector;
+    only the last transformer layer learns; augmentation is seeded."""
+    from centrobind.featurize.encoders import load_encoder
+    from centrobind.models import Binder
+    from featurize_helpers import make_tiny_wav2vec2
+
+    w2v = make_tiny_wav2vec2(tmp_path / "w2v")
+    rows = ["sound,k"]
+    for i in range(4):
+        write_wav(tmp_path / f"{i}.wav", tone(200.0 + 150 * i, 0.25))  # 4000 samples
+        rows.append(f"{i}.wav,{i % 2}")
+    write_wav(tmp_path / "long.wav", tone(500.0, 0.6, rate=8000), rate=8000)  # resampled, cut
+    rows.append("long.wav,0")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    spec = f"hf:{w2v}"
+    plans = {"sound": ColumnPlan("backbone", {"seconds": 0.25}, spec=spec),
+             "k": ColumnPlan("text", {"length": 2})}  # fmt: skip
+    data = open_raw(tmp_path / "m.csv", plans)
+    assert data.shapes["sound"] == [1, 4000]
+    x, ok, _ = data.decode_rows("sound", np.arange(5))
+    assert ok.all() and np.allclose(x[:4].mean(1), 0, atol=1e-3)  # normalised clips
+    dec = data.decoders["sound"]
+    a = dec.decode(str(tmp_path / "long.wav"), np.random.default_rng(1))
+    assert np.array_equal(a, dec.decode(str(tmp_path / "long.wav"), np.random.default_rng(1)))
+    assert not np.array_equal(a, x[4].reshape(1, -1))  # another window, gain, noise
+    tower = f"backbone:{spec},train_last=1,seconds=0.25"
+    b = Binder(data.dims, embed_dim=4, encoders={"sound": tower}, shapes=data.shapes)
+    net = b.encoders["sound"].backbone
+    net.eval()
+    with torch.no_grad():
+        got = net(torch.from_numpy(x[:4])).numpy()
+    want = load_encoder(spec).encode([str(tmp_path / f"{i}.wav") for i in range(4)])
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    b.train()
+    b.encode("sound", torch.from_numpy(x)).sum().backward()
+    layers = net.train_blocks()
+    assert len(layers) == 2 and layers[0].training is False
+    assert all(p.grad is not None for p in layers[1].parameters())
+    assert all(p.grad is None for p in layers[0].parameters())
+    with pytest.raises(CentrobindError, match="needs at least"):
+        load_encoder(spec).train_shape({"seconds": 0.001})
