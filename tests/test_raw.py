@@ -320,3 +320,38 @@ def test_wav2vec2_backbone_trains_on_raw_audio_and_matches_featurize(tmp_path):
     assert all(p.grad is None for p in layers[0].parameters())
     with pytest.raises(CentrobindError, match="needs at least"):
         load_encoder(spec).train_shape({"seconds": 0.001})
+
+
+def test_one_run_mixes_precomputed_minilm_features_with_a_trained_conv1d_tower(manifest, tmp_path):
+    """Captions: frozen MiniLM features computed once (the default for a text column) under an
+    ``mlp`` head; IMU: ``.npy`` items decoded every batch for a ``conv1d`` tower; streamed."""
+    from centrobind.config import TrainConfig
+    from centrobind.featurize.encoders import load_encoder
+    from centrobind.runs import train_run
+    from centrobind.towers import TowerContext, build_tower
+
+    cfg = TrainConfig(loader="stream", workers=0, epochs=3, batch_size=8, embed_dim=8, seed=3,
+                      quiet=True, split=(0.5, 0.25, 0.25),
+                      towers={"imu": "conv1d,width=8,layers=2"})  # fmt: skip
+    data = open_raw(manifest, {"imu": ColumnPlan("array"), "caption": ColumnPlan("features",
+                    spec="minilm")})  # fmt: skip
+    imu0 = torch.from_numpy(data.decode_rows("imu", np.arange(4))[0])
+    tower = build_tower("conv1d,width=8,layers=2", TowerContext(48, 8, (3, 16)))
+    w0 = tower.proj.weight.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run, _ = train_run(manifest, cfg, tmp_path / "mix", labels=["y"], encoders={"imu": tower})
+    meta = json.loads((tmp_path / "mix" / "run.json").read_text())
+    assert meta["featurizers"]["caption"]["spec"] == "minilm"
+    assert meta["shapes"] == {"imu": [3, 16]} and meta["towers"]["caption"] == "mlp"
+    import centrobind
+
+    model = centrobind.load(tmp_path / "mix")
+    texts = ["a slow red thing", "a fast blue thing"]
+    feats = torch.from_numpy(load_encoder("minilm").encode(texts))
+    want = model.run.binder.embed("caption", feats).numpy()  # the head over MiniLM features
+    assert np.allclose(model.encode("caption", texts), want, atol=1e-5)
+    assert np.allclose(data.features["caption"][:2], feats.numpy(), atol=1e-5)  # computed once
+    assert run.binder.encoders["imu"] is tower and not torch.allclose(tower.proj.weight, w0)
+    z = model.encode("imu", [str(manifest.parent / "imu" / "0.npy")])
+    assert np.allclose(z, run.binder.embed("imu", imu0[:1]).numpy(), atol=1e-5)

@@ -170,3 +170,41 @@ def test_backbone_tower_frozen_features_or_trained_end_to_end(tmp_path):
     z = b.encode("image", raw.features["image"])
     z.sum().backward()
     assert net.blocks[2].weight.grad is not None and net.blocks[0].weight.grad is None
+
+
+def test_an_unknown_timm_model_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """``--tower image=backbone:timm:nosuch`` (frozen or trained): timm's unknown model, bad
+    tag and missing weights become one ``error:`` line each, never a traceback."""
+    import sys
+    import types
+
+    from centrobind.cli import main
+    from tower_helpers import make_manifest
+
+    fake = types.ModuleType("timm")  # timm's own behaviour for these names (timm not installed)
+
+    def get_pretrained_cfg(name):
+        arch, _, tag = name.partition(".")
+        if arch in fake.list_models() and tag:
+            raise RuntimeError(f"Invalid pretrained tag ({tag}) for {arch}.")
+        return None  # unknown architectures, and ones without pretrained weights
+
+    fake.models = types.SimpleNamespace(get_pretrained_cfg=get_pretrained_cfg)
+    fake.list_models = lambda: ["resnet18", "resnet50", "vit_tiny_patch16_224"]
+    fake.is_model = lambda name: name.partition(".")[0] in fake.list_models()
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    man = make_manifest(tmp_path / "raw", n=8)
+    cases = {
+        "backbone:timm:nosuch": "timm has no model named 'nosuch'",
+        "backbone:timm:resnet5,train_last=1": "did you mean resnet50, resnet18?",
+        "backbone:timm:resnet18.nosuch": "Invalid pretrained tag (nosuch) for resnet18",
+        "backbone:timm:resnet50": "no pretrained weights for 'resnet50'; give a weights file",
+    }
+    for spec, why in cases.items():
+        args = ["train", "--data", str(man), "--out", str(tmp_path / "r"), "--quiet",
+                "--tower", f"image={spec}", "--offline"]  # fmt: skip
+        assert main(args) == 2, spec
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1, err
+        assert why in err and "Traceback" not in err, err
+    assert not (tmp_path / "r" / "config.json").exists()

@@ -9,6 +9,7 @@ config size/mean/std when timm knows them, else 224 and ImageNet statistics.
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,17 @@ def _pretrained(timm: Any, spec: str, name: str) -> Any:
     hub cache (:func:`.hub.hub_snapshot`): downloaded once, then offline-safe."""
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
-        raise EncoderError(f"encoder {spec!r}: timm has no pretrained weights named {name!r}")
+        if not timm.is_model(name):
+            close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise EncoderError(
+                f"encoder {spec!r}: timm has no model named {name!r} (timm {package_version('timm')}"
+                f"; timm.list_models() lists them){hint}"
+            )
+        raise EncoderError(
+            f"encoder {spec!r}: timm has no pretrained weights for {name!r}; give a weights file "
+            f"(timm:{name}@PATH)"
+        )
     repo = (getattr(cfg, "hf_hub_id", None) or "").strip("/")
     if not repo:  # weights only at a URL: timm's own download (torch hub cache)
         if is_offline():
