@@ -243,7 +243,6 @@ def test_minilm_backbone_trains_on_tokenised_texts_and_matches_featurize(manifes
     assert layers[4].output.dense.weight.grad is None
 
 
-
 def test_cli_trains_a_sentence_transformers_backbone_on_raw_texts(manifest, tmp_path):
     """``--tower caption=backbone:st:DIR,train_last=1`` from the CLI, streamed: the run records
     the text shape, trains the last block, and a loaded run encodes texts."""

@@ -208,3 +208,109 @@ def test_an_unknown_timm_model_is_one_error_line(tmp_path, monkeypatch, capsys):
         assert err.startswith("error: ") and err.count("\n") == 1, err
         assert why in err and "Traceback" not in err, err
     assert not (tmp_path / "r" / "config.json").exists()
+
+
+def test_search_with_a_custom_module_tower_run(tmp_path, capsys):
+    """Train with a user's module, then ``centrobind search`` loads the run (importing the
+    module by its recorded path) and ranks the corpus exactly as the module's embeddings do."""
+    import numpy as np
+
+    from centrobind.cli import main
+    from centrobind.data import save_dataset
+
+    ds = _toy(n=40, seed=1)
+    save_dataset(ds, tmp_path / "ds")
+    cfg = TrainConfig(epochs=4, batch_size=7, embed_dim=8, quiet=True, seed=2, lr=5e-3)
+    train_run(ds, cfg, tmp_path / "r", encoders={"imu": TinyIMU(out=8)})
+    capsys.readouterr()
+    args = ["search", "--run", str(tmp_path / "r"), "--corpus", str(tmp_path / "ds"), "--target",
+            "imu", "--query-data", str(tmp_path / "ds"), "--query-modality", "text", "-k", "3",
+            "--json"]  # fmt: skip
+    assert main(args) == 0
+    lines = [json.loads(s) for s in capsys.readouterr().out.splitlines() if s.strip()]
+    assert len(lines) == 40 and all(len(hits) == 3 for hits in lines)
+    run = load_run(tmp_path / "r")
+    assert isinstance(run.binder.encoders["imu"], TinyIMU)
+    zi = run.binder.embed("imu", run.standardizer.apply(ds).features["imu"]).numpy()
+    zt = run.binder.embed("text", run.standardizer.apply(ds).features["text"]).numpy()
+    top = np.argsort(-(zt @ zi.T), axis=1, kind="stable")[:, :3]
+    assert [[h["id"] for h in hits] for hits in lines] == top.tolist()
+    y = ds.labels["y"].numpy()
+    assert np.mean(y[top[:, 0]] == y) > 0.6  # the trained towers match classes
+
+
+def _kept_space_data(root, n, seed, columns):
+    """``n`` rows of 4 classes: a caption, a 12-d "picture" vector and a ``[3, 16]`` trace (its
+    frequency is the class), as ``.npy`` items; only ``columns`` are written."""
+    import csv
+
+    import numpy as np
+
+    captions = ["someone walking slowly", "a person running fast", "a cat asleep on a sofa",
+                "a red car on a road"]  # fmt: skip
+    centres = np.random.default_rng(99).standard_normal((4, 12)).astype(np.float32)
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    rows, t = [], np.arange(16)
+    for i in range(n):
+        c = i % 4
+        np.save(root / f"p{i}.npy", centres[c] + 0.3 * rng.standard_normal(12).astype(np.float32))
+        x = np.sin(2 * np.pi * (c + 1) * t / 16 + rng.uniform(0, 6.3))
+        np.save(root / f"s{i}.npy", np.stack([x, x, -x]).astype(np.float32))
+        rows.append({"caption": captions[c], "image": f"p{i}.npy", "imu": f"s{i}.npy", "y": c})
+    with open(root / "m.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=[*columns, "y"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    return root / "m.csv", captions
+
+
+def test_kept_pretrained_space_binds_a_new_modality_to_text_it_never_met(tmp_path, capsys):
+    """The two-stage recipe of docs/encoders.md from the CLI: stage 1 maps pictures into MiniLM's
+    caption space (``identity`` tower); stage 2 freezes that picture tower and binds the IMU to
+    pictures only. Captions (stage 1) then find IMU traces (stage 2) of their class, although no
+    caption-IMU pair was ever seen; the control (stage 2 from a random frozen picture tower) is
+    at chance."""
+    import warnings
+
+    import numpy as np
+
+    import centrobind
+    from centrobind.cli import main
+
+    one, captions = _kept_space_data(tmp_path / "one", 64, 0, ["caption", "image"])
+    two, _ = _kept_space_data(tmp_path / "two", 64, 1, ["image", "imu"])
+    test, _ = _kept_space_data(tmp_path / "test", 32, 2, ["image", "imu"])
+    common = ["--embed-dim", "384", "--epochs", "10", "--batch-size", "16", "--quiet",
+              "--label", "y", "--seed", "0", "--lr", "0.01"]  # fmt: skip
+    stage2 = ["--data", str(two), "--tower", "image=mlp,freeze", "--tower",
+              "imu=conv1d,width=8,layers=2", "--objective", "fixed_anchor", "--anchor", "image",
+              "--anchor-init", "none", *common]  # fmt: skip
+    runs = {
+        "stage1": [
+            "--data",
+            str(one),
+            "--tower",
+            "caption=identity",
+            "--tower",
+            "image=mlp",
+            "--objective",
+            "all_pairs",
+            *common,
+        ],  # fmt: skip
+        "stage2": [*stage2, "--init-from", str(tmp_path / "stage1")],
+        "control": stage2,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, args in runs.items():
+            assert main(["train", *args, "--out", str(tmp_path / name)]) == 0, name
+    capsys.readouterr()
+    text = centrobind.load(tmp_path / "stage1").encode("caption", captions)
+    items = [str(tmp_path / "test" / f"s{i}.npy") for i in range(32)]
+    y = np.arange(32) % 4
+    acc = {}
+    for name in ("stage2", "control"):
+        imu = centrobind.load(tmp_path / name).encode("imu", items)
+        acc[name] = float(((imu @ text.T).argmax(1) == y).mean())
+    assert acc["stage2"] >= 0.75 and acc["control"] <= 0.5, acc

@@ -70,8 +70,8 @@ def _pretrained(timm: Any, spec: str, name: str) -> Any:
             close = difflib.get_close_matches(name, timm.list_models(), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise EncoderError(
-                f"encoder {spec!r}: timm has no model named {name!r} (timm {package_version('timm')}"
-                f"; timm.list_models() lists them){hint}"
+                f"encoder {spec!r}: timm has no model named {name!r} (timm "
+                f"{package_version('timm')}; timm.list_models() lists them){hint}"
             )
         raise EncoderError(
             f"encoder {spec!r}: timm has no pretrained weights for {name!r}; give a weights file "
