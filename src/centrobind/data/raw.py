@@ -20,8 +20,14 @@ sample and one column per modality. Each modality column gets a :class:`ColumnPl
 ``features``  a frozen featurize encoder (``minilm``, ``pixels``, ``timm:...``, ``hf:...``) run
               ONCE over the column when the data is opened (its features are fixed, so they are
               computed once, not every epoch); no augmentation.
-``backbone``  a trainable featurize encoder's own preprocessing (e.g. ``timm``: resize, centre
-              crop, normalise) -> ``[3, S, S]``; the tower runs the network every step.
+``backbone``  a trainable featurize encoder's own preprocessing (:class:`BackboneDecoder`); the
+              tower runs the network every step. Images (``timm``: resize, centre crop,
+              normalise) -> ``[3, S, S]``, no augmentation. Texts (``minilm``, ``st:``, ``hf:``)
+              -> ``[2, length]`` token ids + attention mask from the model's tokenizer
+              (``length``: default the model's maximum); augmentation: word drop as ``text``.
+              Audio (``hf:`` wav2vec2-like) -> ``[1, T]``, the first ``seconds`` (1.0) at the
+              model's rate, normalised by its feature extractor, zero-padded; augmentation as
+              ``audio``, before normalising.
 
 Every decoded item is flattened to ``[prod(shape)]``, so a batch of a modality is a float tensor
 ``[B, prod(shape)]`` and the towers reshape it (:mod:`centrobind.towers`).
