@@ -3,6 +3,8 @@ scales gives the same numbers as the full protocol's run on the same seeds.
 
 Rows are matched by (suite, setting, method, seed); every metric both rows have is compared
 exactly, except timings (``seconds``, ``step_ms``, ``step_cpu_ms``), which differ between runs.
+A cell one file trained and the other only costed (the main job's M-suite) is counted, not
+compared.
 
 Usage::
 
@@ -24,17 +26,20 @@ def _rows(path: Path) -> dict[tuple, dict[str, Any]]:
     return {(r["suite"], r["setting"], r["method"], r["seed"]): r for r in rows}
 
 
-def compare(old: Path, new: Path) -> tuple[int, int, list[str]]:
-    """``(rows compared, values compared, differences)`` between the two files."""
+def compare(old: Path, new: Path) -> tuple[int, int, list[str], int]:
+    """``(rows compared, values compared, differences, cost-only cells)`` between the two
+    files."""
     a, b = _rows(old), _rows(new)
     values, diffs = 0, []
     common = sorted(set(a) & set(b), key=str)
+    cost_only = [k for k in common if ("R@1" in a[k]) != ("R@1" in b[k])]
+    common = [k for k in common if k not in cost_only]
     for key in common:
         for k in sorted(set(a[key]) & set(b[key]) - TIMINGS):
             values += 1
             if a[key][k] != b[key][k]:
                 diffs.append(f"{'/'.join(map(str, key))} {k}: {a[key][k]!r} -> {b[key][k]!r}")
-    return len(common), values, diffs
+    return len(common), values, diffs, len(cost_only)
 
 
 def main() -> None:
@@ -42,8 +47,11 @@ def main() -> None:
     ap.add_argument("old", type=Path)
     ap.add_argument("new", type=Path)
     a = ap.parse_args()
-    n, values, diffs = compare(a.old, a.new)
-    print(f"{n} rows in both, {values} values compared, {len(diffs)} different")
+    n, values, diffs, cost_only = compare(a.old, a.new)
+    print(
+        f"{n} rows in both, {values} values compared, {len(diffs)} different "
+        f"({cost_only} cells trained in one and only costed in the other: not compared)"
+    )
     for d in diffs[:50]:
         print("  " + d)
 

@@ -1,4 +1,5 @@
-"""Smoke: `centrobind benchmark --quick` writes a complete report, results.json and results.csv."""
+"""Smoke: `centrobind benchmark --quick --full` writes a complete report, results.json and
+results.csv; the main job (the default) runs cells of the full protocol."""
 
 import csv
 import json
@@ -16,6 +17,7 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
             "centrobind.cli",
             "benchmark",
             "--quick",
+            "--full",
             "--out",
             str(out),
             "--quiet",
@@ -57,7 +59,7 @@ def test_quick_benchmark_writes_complete_report(tmp_path):
         assert r["seconds"] >= 0
     # the published scales: no grid, every binding row at the committed full run's choice
     meta = results["meta"]
-    assert meta["reference_method"] == "CentroBind"
+    assert meta["reference_method"] == "CentroBind" and meta["plan"] == "full"
     assert meta["logit_scales"] == "published" and meta["grid_runs"] == 0
     mf = {r["method"]: r for r in rows if r["suite"] == "mfeat" and r["setting"] == "mfeat"}
     assert mf["CentroBind"]["logit_scale"] == 7.0 and mf["AllPairs"]["logit_scale"] == 10.0
@@ -116,7 +118,10 @@ def _check_resume(out, rows, meta):
     kept = lines[:-5]
     record.write_text("\n".join(kept) + "\n" + lines[-5][: len(lines[-5]) // 2])
     proc = subprocess.run(
-        [sys.executable, "-m", "centrobind.cli", "benchmark", "--quick", "--out", str(out)],
+        [
+            sys.executable,
+            *("-m", "centrobind.cli", "benchmark", "--quick", "--full", "--out", str(out)),
+        ],
         capture_output=True,
         text=True,
         timeout=1500,
@@ -165,3 +170,75 @@ def test_a_registered_suite_runs_at_published_scales_or_chooses_its_own(tmp_path
     assert grid["val_metric"][f"{grid['chosen']:g}"] == best
     assert chosen[0]["logit_scale"] == grid["chosen"]
     assert "## tiny" in (tmp_path / "b" / "report.md").read_text()
+
+
+def _plan(full: bool, quick: bool = False) -> dict:
+    from centrobind.bench.jobs import BenchSettings
+    from centrobind.bench.suites import suite_jobs
+
+    s = BenchSettings.make(None, quick=quick, full=full)
+    return {(j.suite, j.setting, j.method.name, j.seed): j for j in suite_jobs("all", s)}
+
+
+def test_the_main_job_runs_full_protocol_cells_and_the_m_suite_cost():
+    """Every trained cell of the default main job is a cell of the full protocol (same data,
+    seed, budget and evaluation: with the same scale, the same numbers); the M-suite's cells
+    measure the step cost without training; --full adds the studies the main job leaves out."""
+    import dataclasses
+
+    for quick in (False, True):
+        main, full = _plan(False, quick), _plan(True, quick)
+        assert len(main) < len(full)
+        for key, job in main.items():
+            if job.suite == "modalities":
+                assert not job.train and job.memory and full[key].train
+                assert dataclasses.replace(job, train=True) == full[key]
+            else:
+                assert job == full[key]
+        left_out = {(k[0], k[1].split(" ")[0], k[2]) for k in full.keys() - main.keys()}
+        assert ("missing", "p=0.6", "CentroBind") in left_out
+        assert ("synthetic", "clean", "CentroBind") in left_out
+        assert ("mfeat", "mfeat", "CentroBind[paper]") in left_out
+        assert ("mfeat", "mfeat", "Gram(fac)[official]") in left_out
+    main = _plan(False)
+    assert {k[3] for k in main} == {0, 1, 2}
+    mfeat = {k[2] for k in main if k[0] == "mfeat"}
+    assert {"CentroBind", "AllPairs", "Symile", "Gram(fac)", "GCCA", "Raw"} <= mfeat
+    assert {f"FixedAnchor({v})" for v in ("fac", "fou", "kar", "mor", "pix", "zer")} <= mfeat
+    assert {k[1] for k in main if k[0] == "synthetic"} == {"weak-anchor"}
+    assert not any(k[0] == "missing" for k in main)
+    # one suite by name runs its whole protocol
+    from centrobind.bench.jobs import BenchSettings
+
+    assert BenchSettings.make(None, quick=False, extended=True).full
+
+
+def test_a_cost_only_cell_measures_the_step_and_its_report_section(tmp_path):
+    from centrobind.bench.jobs import BenchSettings, Job, synthetic_key
+    from centrobind.bench.methods import Method
+    from centrobind.bench.report import render_report
+
+    base = BenchSettings.make(None, quick=True).train_config()
+    rows = []
+    for m in (2, 4):
+        for method in (Method("CentroBind"), Method("AllPairs", objective="all_pairs")):
+            job = Job(
+                "modalities", f"weak M={m}", method.with_scale(3.0), 0,
+                synthetic_key(2.0, 300, m), extra=(("M", m),), probe_tasks=0, memory=True,
+                train=False,
+            )  # fmt: skip
+            r = job.run(base)
+            assert r["epochs"] == 0 and "R@1" not in r and r["step_cpu_ms"] > 0 < r["peak_mib"]
+            rows.append({**r, "M": m, "logit_scale": 3.0})
+    ap = {r["M"]: r["peak_mib"] for r in rows if r["method"] == "AllPairs"}
+    cb = {r["M"]: r["peak_mib"] for r in rows if r["method"] == "CentroBind"}
+    assert ap[4] / cb[4] > ap[2] / cb[2]  # M(M-1)/2 terms against M
+    meta = {
+        "command": "test", "seeds": 1, "quick": True, "epochs": 15, "synthetic_epochs": 15,
+        "patience": 15, "batch_size": 256, "embed_dim": 64, "lr": 1e-3, "plan": "main",
+        "machine": "test", "wall_seconds": 1.0, "reference_method": "CentroBind",
+    }  # fmt: skip
+    report = render_report(rows, meta, tmp_path)
+    assert "### weak: cost only (1 seed per M)" in report and "Plan: the main job" in report
+    assert "Mean R@1" not in report
+    assert (tmp_path / "modalities_weak_cost.png").stat().st_size > 5000

@@ -155,12 +155,16 @@ def run_benchmark(
     fresh: bool = False,
     extended: bool = False,
     choose_scales: bool = False,
+    full: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the suite(s), write ``out/report.md``, ``results.json``, ``results.csv`` and figures.
 
     Every binding method trains at its published logit scale (:mod:`.protocol`); with
     ``choose_scales`` (and for a method without a published scale) the seed-0 scale grid runs
-    first and chooses it. ``extended`` adds each suite's secondary studies. Returns the result
+    first and chooses it. The default is the main job (the core methods on mfeat and the
+    weak-anchor synthetic setting, and the M-suite's step cost); ``full`` runs the committed
+    report's protocol (:class:`~centrobind.bench.jobs.BenchSettings`), ``extended`` adds each
+    suite's secondary studies to it. A single ``suite`` runs its full protocol. Returns the result
     rows (one per job). ``workers`` defaults to the number of CPU cores (at most 4); 1 runs
     everything in this process. Finished runs are recorded in ``out/runs.jsonl``
     (:mod:`centrobind.bench.cache`), so running the same command again after an interruption
@@ -170,7 +174,8 @@ def run_benchmark(
     if suite == RAWDATA_SUITE:
         return run_rawdata_suite(out, seeds, quick, quiet)
     # ---
-    settings = BenchSettings.make(seeds, quick, extended, choose_scales)
+    # one suite asked for by name runs its whole protocol; the main job trims "all"
+    settings = BenchSettings.make(seeds, quick, extended, choose_scales, full or suite != "all")
     jobs = suite_jobs(suite, settings)
     base = settings.train_config()
     out = Path(out)
@@ -247,6 +252,7 @@ def _settings_meta(settings: BenchSettings, suite: str, workers: int) -> dict[st
         "embed_dim": settings.embed_dim,
         "lr": settings.lr,
         "extended": settings.extended,
+        "plan": settings.plan,
         "workers": workers,
         "reference_method": REFERENCE_METHOD,
         "suite_settings": {su.name: su.meta(settings) for su in selected(suite)},

@@ -39,7 +39,10 @@ class BenchSettings:
     """The budget every method shares, and how much of the benchmark runs.
 
     ``seeds``: seeds of the main comparisons (suites may run fewer for secondary studies).
-    ``extended``: also run the studies (ablations, sweeps, variants) beside the main comparison.
+    ``full``: the committed report's protocol, beyond the main job (the default): the variants
+    of CentroBind and GRAM, the clean synthetic setting, missing modalities, and the M-suite's
+    trainings (the main job measures only its step cost).
+    ``extended``: also run the studies (ablations, sweeps, variants) beside the full protocol.
     ``choose_scales``: choose every logit scale on the validation grid instead of using the
     published scales (:mod:`centrobind.bench.protocol`).
     """
@@ -55,6 +58,7 @@ class BenchSettings:
     # cap (scores still rising ~10 R@1 points); with 200 they stop at ~100-180.
     synthetic_epochs: int = 200
     quick: bool = False
+    full: bool = False
     extended: bool = False
     choose_scales: bool = False
 
@@ -65,11 +69,13 @@ class BenchSettings:
         quick: bool,
         extended: bool = False,
         choose_scales: bool = False,
+        full: bool = False,
     ) -> BenchSettings:
-        """The default budget (``quick``: the smoke run's), with ``seeds`` if given."""
+        """The default budget (``quick``: the smoke run's), with ``seeds`` if given;
+        ``extended`` implies ``full``."""
         if seeds is not None and seeds < 1:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
-        flags = {"extended": extended, "choose_scales": choose_scales}
+        flags = {"full": full or extended, "extended": extended, "choose_scales": choose_scales}
         if quick:
             return cls(
                 seeds=seeds or 1,
@@ -81,6 +87,11 @@ class BenchSettings:
                 **flags,
             )
         return cls(seeds=seeds or cls.seeds, **flags)
+
+    @property
+    def plan(self) -> str:
+        """``main`` (the default), ``full`` or ``extended``."""
+        return "extended" if self.extended else "full" if self.full else "main"
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -108,7 +119,8 @@ class Job:
     processes and identical computations recognised (:meth:`compute_key`).
 
     ``tune_on``: the data whose validation grid chooses this job's logit scale (default: its own
-    ``data``); ``memory``: also measure the peak memory of one training step.
+    ``data``); ``memory``: also measure the peak memory of one training step; ``train=False``:
+    only that cost (:func:`~centrobind.bench.methods.step_cost`), on the untrained model.
     """
 
     suite: str
@@ -124,10 +136,11 @@ class Job:
     epochs: int | None = None
     tune_on: tuple | None = None
     memory: bool = False
+    train: bool = True
 
     def compute_key(self) -> tuple:
         """Jobs with equal keys train the same model on the same rows (evaluation may differ)."""
-        return (self.method, self.seed, self.data, self.drop, self.epochs)
+        return (self.method, self.seed, self.data, self.drop, self.epochs, self.train)
 
     def tuning_key(self) -> tuple:
         """Jobs with equal keys share one logit-scale choice: the method (for a learnable-scale
@@ -154,6 +167,7 @@ class Job:
             per_view_probes=self.per_view_probes,
             loo=self.loo,
             memory=self.memory,
+            train=self.train,
         )
         return {
             "suite": self.suite,

@@ -232,6 +232,7 @@ def run_method(
     per_view_probes: bool = True,
     loo: bool = True,
     memory: bool = False,
+    train: bool = True,
 ) -> dict[str, float | None]:
     """Train/fit ``method`` on the training split (early stopping on ``val``), score on ``test``.
 
@@ -242,12 +243,19 @@ def run_method(
     modalities). ``probe_tasks``: fused linear probes for the first that many label tasks;
     ``per_view_probes``: also one probe per modality for the first task; ``loo``: leave-one-out
     retrieval (probes dominate evaluation time, so sweeps switch them off); ``memory``: also the
-    CPU time and peak memory of a training step (:func:`step_cost`). Returns a flat dict of
+    CPU time and peak memory of a training step (:func:`step_cost`); ``train=False``: only that
+    cost, measured on the untrained model (no training, no evaluation). Returns a flat dict of
     metrics (see :mod:`centrobind.bench.stats`).
     """
     t0 = time.perf_counter()
     cfg = _config(method, base, seed)
     data = prepare_data(ds, make_splits(ds, cfg), cfg, train_transform, with_test=True)
+    if not train:
+        if method.kind != "binder":
+            raise ValueError(f"a cost-only job needs a binding method, not {method.kind!r}")
+        untrained = build_and_fit(data, cfg, train=False)
+        cost = step_cost(untrained.binder, untrained.objective, data.train, cfg)
+        return {"seconds": time.perf_counter() - t0, "epochs": 0.0, **cost}
     model, scorer, extra = _fit_method(method, data, cfg, memory)
     seconds = time.perf_counter() - t0
     train_ds, test_ds = data.train, data.test

@@ -194,7 +194,8 @@ def quick_banner(meta: Mapping[str, Any], agg: Agg) -> list[str]:
         )
     if quick:
         lines.append(
-            "> The results are the full run: `centrobind benchmark` (committed in docs/benchmark/)."
+            "> The results are the full run: `centrobind benchmark --full` (committed in "
+            "docs/benchmark/)."
         )
     return lines + [""]
 
@@ -285,6 +286,23 @@ def render_report(rows: list[dict[str, Any]], meta: dict[str, Any], out: Path) -
     return "\n".join(parts) + "\n"
 
 
+PLANS = {
+    "main": "the main job (the default): the core methods (fixed anchors, CentroBind, AllPairs, "
+    "Symile, GRAM) on mfeat and the weak-anchor synthetic setting, and the M-suite's step cost "
+    "on untrained models; `--full` adds CentroBind's paper and leave-one-out centroids, GRAM's "
+    "official recipe, the clean synthetic setting, missing modalities and the M-suite's "
+    "trainings (the committed report). Every cell it runs is the full protocol's cell: the "
+    "same seeds at the same scales give the same numbers.",
+    "full": "the full protocol (`--full`): the committed report's cells.",
+    "extended": "the full protocol and the secondary studies (`--extended`).",
+}
+
+
+def _plan_text(meta: Mapping[str, Any]) -> list[str]:
+    plan = meta.get("plan")
+    return [f"Plan: {PLANS[plan]}  "] if plan in PLANS else []
+
+
 def _run_text(
     meta: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], agg: Agg, ref: str
 ) -> list[str]:
@@ -299,6 +317,7 @@ def _run_text(
         "## How it was run",
         "",
         f"Command: `{meta['command']}`  ",
+        *_plan_text(meta),
         f"Seeds: {meta['seeds']}{seed_extra} (seed s = split s and initialisation s); budget per "
         f"method: {_budget_text(meta)}; batch {meta['batch_size']}, embedding D = "
         f"{meta['embed_dim']}, {_scale_text(meta, rows)}, AdamW lr {meta['lr']}, warm-up + "

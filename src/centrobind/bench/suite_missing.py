@@ -40,6 +40,8 @@ class MissingSuite(Suite):
     anchor = "pix"
 
     def jobs(self, s: BenchSettings) -> Iterator[Job]:
+        if not s.full:
+            return  # the full protocol's (--full)
         methods = [
             Method("CentroBind"),
             PAPER,

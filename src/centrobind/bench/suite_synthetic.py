@@ -60,7 +60,7 @@ class SyntheticSuite(Suite):
 
     def jobs(self, s: BenchSettings) -> Iterator[Job]:
         mods = ["m1", "m2", "m3", "m4"]
-        methods = core_methods(mods, ["m1", "m2"])
+        methods = core_methods(mods, ["m1", "m2"], s.full)
         if s.extended:
             methods += learned_scale_methods()
         methods += [
@@ -72,7 +72,7 @@ class SyntheticSuite(Suite):
             methods += [Method(f"CentroBind+intra{w}", intra_weight=w) for w in INTRA_WEIGHTS]
             methods.append(Method("CentroBind[learned-w]", options=(("weights", "learned"),)))
         for seed in range(s.seeds):
-            for setting, noise1 in SETTINGS:
+            for setting, noise1 in SETTINGS if s.full else SETTINGS[1:]:
                 for m in methods:
                     yield Job(
                         "synthetic",
