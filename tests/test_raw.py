@@ -329,12 +329,11 @@ def test_one_run_mixes_precomputed_minilm_features_with_a_trained_conv1d_tower(m
     from centrobind.runs import train_run
     from centrobind.towers import TowerContext, build_tower
 
-    cfg = TrainConfig(loader="stream", workers=0, epochs=3, batch_size=8, embed_dim=8, seed=3,
+    cfg = TrainConfig(loader="stream", workers=0, epochs=2, batch_size=8, embed_dim=8, seed=3,
                       quiet=True, split=(0.5, 0.25, 0.25),
                       towers={"imu": "conv1d,width=8,layers=2"})  # fmt: skip
-    data = open_raw(manifest, {"imu": ColumnPlan("array"), "caption": ColumnPlan("features",
-                    spec="minilm")})  # fmt: skip
-    imu0 = torch.from_numpy(data.decode_rows("imu", np.arange(4))[0])
+    imu0 = torch.from_numpy(np.stack([np.load(manifest.parent / "imu" / f"{i}.npy").reshape(-1)
+                                      for i in range(4)]))  # fmt: skip
     tower = build_tower("conv1d,width=8,layers=2", TowerContext(48, 8, (3, 16)))
     w0 = tower.proj.weight.detach().clone()
     with warnings.catch_warnings():
@@ -350,7 +349,6 @@ def test_one_run_mixes_precomputed_minilm_features_with_a_trained_conv1d_tower(m
     feats = torch.from_numpy(load_encoder("minilm").encode(texts))
     want = model.run.binder.embed("caption", feats).numpy()  # the head over MiniLM features
     assert np.allclose(model.encode("caption", texts), want, atol=1e-5)
-    assert np.allclose(data.features["caption"][:2], feats.numpy(), atol=1e-5)  # computed once
     assert run.binder.encoders["imu"] is tower and not torch.allclose(tower.proj.weight, w0)
     z = model.encode("imu", [str(manifest.parent / "imu" / "0.npy")])
     assert np.allclose(z, run.binder.embed("imu", imu0[:1]).numpy(), atol=1e-5)
