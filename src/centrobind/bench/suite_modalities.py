@@ -65,8 +65,8 @@ def _split(setting: str) -> tuple[str, int]:
 class ModalitiesSuite(Suite):
     name = "modalities"
     title = "quality and cost against the number of modalities M (synthetic, m1 weak)"
-    #: Seeds per M: one in the default run (the suite costs as much as the others together),
-    #: up to three with ``--extended``.
+    #: Seeds per M: one with ``--full`` (the suite costs as much as the others together; the
+    #: main job only measures the step cost), up to three with ``--extended``.
     default_seeds = 1
     extended_seeds = 3
 
