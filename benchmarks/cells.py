@@ -12,11 +12,13 @@ Usage::
         --option detach_anchor=false --scale 3 --seeds 0-4
     python benchmarks/cells.py --setting clean --objective all_pairs --scale 7 --epochs 200 \\
         --override lr=3e-3 --workers 2
+    python benchmarks/cells.py --setting weak --m 16 --objective all_pairs --scale 3 --seeds 0-2
 
 Settings: ``mfeat``, ``clean`` (synthetic, m1 noise 0.1), ``weak`` (synthetic, m1 noise 2.0).
-``--epochs`` defaults to the benchmark's budget for the setting. Output per cell: validation score
-(the trainer's early-stopping metric), test mean R@1, R@1 on the pairs without m1 (synthetic),
-the epochs trained, seconds. Not part of the test suite.
+``--m M``: the M-suite's data (synthetic with M modalities, half the samples) instead of the
+4-modality setting. ``--epochs`` defaults to the benchmark's budget for the setting. Output per
+cell: validation score (the trainer's early-stopping metric), test mean R@1, R@1 on the pairs
+without m1 (synthetic), the epochs trained, seconds. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def _seeds(text: str) -> list[int]:
 
 
 def run_cell(args: tuple) -> dict[str, Any]:
-    setting, objective, options, overrides, scale, seed, epochs = args
+    setting, objective, options, overrides, scale, seed, epochs, m = args
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -75,6 +77,7 @@ def run_cell(args: tuple) -> dict[str, Any]:
         SYNTH_WEAK_NOISE,
         BenchSettings,
         Job,
+        synthetic_key,
     )
     from centrobind.bench.methods import Method
 
@@ -86,6 +89,8 @@ def run_cell(args: tuple) -> dict[str, Any]:
         "clean": ("synthetic", SYNTH_CLEAN_NOISE, s.synthetic_samples),
         "weak": ("synthetic", SYNTH_WEAK_NOISE, s.synthetic_samples),
     }[setting]
+    if m is not None:  # the M-suite's data
+        data = synthetic_key(data[1], s.synthetic_samples // 2, m)
     budget = epochs or (None if setting == "mfeat" else s.synthetic_epochs)
     method = Method("cell", objective=objective, options=options, overrides=overrides)
     job = Job(
@@ -101,7 +106,7 @@ def run_cell(args: tuple) -> dict[str, Any]:
     r = job.run(s.train_config())
     wo = [v for k, v in r.items() if k.startswith("pair/") and "m1" not in k]
     return {
-        "setting": setting,
+        "setting": setting if m is None else f"{setting} M={m}",
         "seed": seed,
         "scale": scale,
         "val": r["val_metric"],
@@ -121,22 +126,25 @@ def main() -> None:
     ap.add_argument("--scale", type=float, required=True, help="logit scale")
     ap.add_argument("--seeds", type=_seeds, default="0-2", help="e.g. 0-4 or 0,3")
     ap.add_argument("--epochs", type=int, default=None, help="default: the benchmark's budget")
+    ap.add_argument("--m", type=int, default=None, help="the M-suite's data with M modalities")
     ap.add_argument("--workers", type=int, default=1)
     a = ap.parse_args()
     if a.scale <= 0 or a.workers < 1 or (a.epochs is not None and a.epochs < 1):
         ap.error("--scale must be > 0, --workers and --epochs >= 1")
+    if a.m is not None and (a.m < 2 or a.setting == "mfeat"):
+        ap.error("--m needs a synthetic setting and M >= 2")
     from centrobind.objectives import OBJECTIVES, make_objective
 
     options = _pairs(a.option)
     try:  # a bad objective or option: one line here, not a traceback from a worker
         kw = dict(options)
         if a.objective in OBJECTIVES and OBJECTIVES[a.objective].needs_num_modalities(kw):
-            kw["num_modalities"] = 6 if a.setting == "mfeat" else 4
+            kw["num_modalities"] = 6 if a.setting == "mfeat" else a.m or 4
         make_objective(a.objective, **kw)
     except (KeyError, TypeError, ValueError) as e:
         ap.error(f"--objective {a.objective} {list(options)}: {e}")
     jobs = [
-        (a.setting, a.objective, options, _pairs(a.override), a.scale, seed, a.epochs)
+        (a.setting, a.objective, options, _pairs(a.override), a.scale, seed, a.epochs, a.m)
         for seed in a.seeds
     ]
     with ProcessPoolExecutor(a.workers) as pool:
