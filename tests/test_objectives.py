@@ -83,16 +83,21 @@ def centrobind_bf(z, s, mask=None, weights=None, detach=True, normalize=False):
     return _mean_terms(terms, z, s)
 
 
-def centrobind_loo_bf(z, s, mask=None, weights=None, detach=True, normalize=False, alpha=0.0):
+def centrobind_loo_bf(
+    z, s, mask=None, weights=None, detach=True, normalize=False, alpha=0.0, sample_weights=None
+):
     """Leave-one-out (``alpha = 0``): term m's anchor for sample n is the weighted mean of the
     OTHER present modalities (with a positive weight); samples without one are left out of term m.
-    ``alpha > 0``: modality m itself joins its anchor with weight ``alpha * w_m``."""
+    ``alpha > 0``: modality m itself joins its anchor with weight ``alpha * w_m``.
+    ``sample_weights[k][n]``: per-sample weights instead of ``weights``."""
     M, N, D = z.shape
     w = [1.0] * M if weights is None else weights
     terms = {}
     for m in range(M):
         idx, anchors = [], []
         for n in range(N):
+            if sample_weights is not None:
+                w = [float(sample_weights[k][n]) for k in range(M)]
             if mask is not None and not bool(mask[m, n]):
                 continue
             num, den = torch.zeros(D, dtype=z.dtype), 0.0
@@ -298,6 +303,36 @@ def test_centrobind_leave_one_out_matches_bruteforce(M, N, D, masked, opts, alph
         alpha=alpha,
     )
     assert_match(out, ref, z, s)
+
+
+def agreement_bf(z, mask, floor=1e-3):
+    """``w[m][n] = max(cos(z_mn, mean of the other present z_kn), 0) + floor`` by loops."""
+    M, N, _ = z.shape
+    w = [[floor] * N for _ in range(M)]
+    for m in range(M):
+        for n in range(N):
+            others = [z[k, n] for k in range(M) if k != m and (mask is None or bool(mask[k, n]))]
+            if others:
+                c = torch.stack(others).mean(0)
+                cos = float(z[m, n] @ c) / (float(z[m, n].norm()) * float(c.norm()))
+                w[m][n] = max(cos, 0.0) + floor
+    return w
+
+
+@pytest.mark.parametrize("M,N,D", SIZES)
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("alpha", [0.0, 0.25])
+def test_centrobind_agreement_weights_match_bruteforce(M, N, D, masked, alpha):
+    z, s = leaf(rand_z(M, N, D, seed=M + 40))
+    mask = rand_mask(M, N, seed=M + 40) if masked else None
+    out = CentroBind(self_weight=alpha, agreement=True)(z, s, mask=mask)
+    w = agreement_bf(z.detach(), mask)
+    assert_match(out, centrobind_loo_bf(z, s, mask, alpha=alpha, sample_weights=w), z, s)
+    plain = CentroBind(self_weight=alpha)(z, s, mask=mask).loss
+    # two modalities agree with each other equally: the weights change nothing there
+    assert torch.allclose(out.loss, plain) == (M == 2)
+    with pytest.raises(ValueError, match="per sample"):
+        CentroBind(agreement=True, weights=[1.0] * M)
 
 
 def test_centrobind_leave_one_out_hand_check():

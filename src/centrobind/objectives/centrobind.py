@@ -27,7 +27,13 @@ from torch import Tensor, nn
 from .base import Batch, Objective, gather_batch, select_terms
 from .infonce import symmetric_infonce
 
-__all__ = ["DEFAULT_SELF_WEIGHT", "CentroBind", "anchor_valid", "centroid_anchor"]
+__all__ = [
+    "DEFAULT_SELF_WEIGHT",
+    "CentroBind",
+    "agreement_weights",
+    "anchor_valid",
+    "centroid_anchor",
+]
 
 #: The default ``self_weight`` (alpha) of :class:`CentroBind`; 1 is the paper's full centroid.
 DEFAULT_SELF_WEIGHT = 0.25
@@ -53,7 +59,7 @@ def centroid_anchor(
     Args:
         z: ``[M, N, D]`` embeddings (absent rows must be finite, e.g. zeroed).
         mask: ``[M, N]`` bool or None (all present).
-        weights: ``[M]`` non-negative weights, None for uniform.
+        weights: ``[M]`` non-negative weights, or ``[M, N]`` per-sample weights; None for uniform.
         normalize: L2-normalise the centroid.
         leave_one_out: the anchor of modality ``m`` leaves ``m`` out (``self_weight=0``).
         self_weight: ``alpha`` in ``[0, 1]``: one anchor per modality (None: one shared anchor).
@@ -76,7 +82,8 @@ def centroid_anchor(
         self_weight = 0.0
     M, N, _ = z.shape
     w = z.new_ones(M) if weights is None else weights.to(z.dtype)
-    mw = w[:, None].expand(M, N) if mask is None else w[:, None] * mask.to(z.dtype)  # [M, N]
+    w = w[:, None].expand(M, N) if w.dim() == 1 else w
+    mw = w if mask is None else w * mask.to(z.dtype)  # [M, N]
     num = torch.einsum("mn,mnd->nd", mw, z)  # [N, D]
     den = mw.sum(0)  # [N]
     if self_weight is not None:
@@ -85,6 +92,28 @@ def centroid_anchor(
         den = den[None] - own  # [M, N]
     c = num / torch.where(den > 0, den, torch.ones_like(den))[..., None]
     return F.normalize(c, dim=-1) if normalize else c
+
+
+def agreement_weights(z: Tensor, mask: Tensor | None, floor: float = 1e-3) -> Tensor:
+    """Per-sample weights ``w_mn = max(cos(z_mn, c_mn), 0) + floor``, with ``c_mn`` the
+    leave-one-out centroid of the other present modalities: how much modality ``m`` of sample
+    ``n`` agrees with the rest (``floor`` where it has no other present modality).
+
+    Args:
+        z: ``[M, N, D]`` embeddings (absent rows must be finite).
+        mask: ``[M, N]`` bool or None (all present).
+
+    Returns:
+        ``[M, N]``, positive.
+
+    Example:
+        >>> z = torch.tensor([[[1., 0.]], [[1., 0.]], [[0., 1.]]])   # m3 disagrees
+        >>> agreement_weights(z, None, floor=0.0)[:, 0]
+        tensor([0.7071, 0.7071, 0.0000])
+    """
+    c = centroid_anchor(z, mask, normalize=True, leave_one_out=True)  # [M, N, D]
+    cos = (F.normalize(z, dim=-1) * c).sum(-1)  # [M, N]
+    return cos.clamp_min(0.0) + floor
 
 
 def anchor_valid(
@@ -163,6 +192,10 @@ class CentroBind(Objective):
             ``"leave_one_out"`` (alias of ``self_weight=0``). Given together with a
             ``self_weight`` that differs from its alias: ValueError.
         self_weight: ``alpha`` in ``[0, 1]`` (default 0.25 when ``centroid`` is not given).
+        agreement: weight each modality of each sample in the anchor by how much it agrees with
+            the others (:func:`agreement_weights`, computed without gradient): a sample's noisy
+            modality pulls its anchors less. Not with ``weights``. An experiment (the benchmark's
+            ``CentroBind[agree]`` cells, docs/benchmark); off by default.
 
     Shapes: ``z [M, N, D]`` (or dict), ``mask [M, N]`` -> ``loss []``; anchors ``[1, N, D]``
     (``alpha = 1``) or ``[M, N, D]``.
@@ -204,8 +237,12 @@ class CentroBind(Objective):
         num_modalities: int | None = None,
         centroid: str | None = None,
         self_weight: float | None = None,
+        agreement: bool = False,
     ) -> None:
         super().__init__(gather)
+        if agreement and weights is not None:
+            raise ValueError("agreement weights are per sample; give weights=None with them")
+        self.agreement = bool(agreement)
         aliases = {"full": 1.0, "leave_one_out": 0.0}
         if centroid is not None and centroid not in aliases:
             raise ValueError(f"centroid must be 'full' or 'leave_one_out', got {centroid!r}")
@@ -281,8 +318,10 @@ class CentroBind(Objective):
         w = None if w is None else w.to(z.device)
         loo = self.self_weight < 1.0  # one anchor per modality, and anchor_valid's rule
         zc = z.detach() if self.detach_anchor else z
+        # per-sample agreement weights: positive, so anchor_valid needs no weights
+        wa = agreement_weights(z.detach(), mask) if self.agreement else w
         c = centroid_anchor(
-            zc, mask, w, self.normalize_anchor, self_weight=self.self_weight if loo else None
+            zc, mask, wa, self.normalize_anchor, self_weight=self.self_weight if loo else None
         )  # [N|M, N, D]
         c = c if loo else c[None]
         g = gather_batch(batch, extra=c)  # the identity on one rank
@@ -313,6 +352,6 @@ class CentroBind(Objective):
         )
         return (
             f"self_weight={self.self_weight:g}, detach_anchor={self.detach_anchor}, "
-            f"normalize_anchor={self.normalize_anchor}, weights={w}, "
+            f"normalize_anchor={self.normalize_anchor}, weights={w}, agreement={self.agreement}, "
             f"chunk_size={self.chunk_size}"
         )
