@@ -128,7 +128,8 @@ class ModalitiesSuite(Suite):
     def _variant(
         self, ctx: ReportContext, variant: str, items: list[tuple[int, str]], sec: Section
     ) -> list[str]:
-        """Tables, figures, findings and summary items of one variant (``items``: (M, setting))."""
+        """Tables, figures, findings and summary items of one variant (``items``: (M, setting));
+        the cost only where the cells were not trained (the main job)."""
         settings = [s for _, s in items]
         methods = present_methods(ctx.agg, self.name, settings)
         stats = {m: ctx.stats(self.name, s) for m, s in items}
@@ -142,19 +143,16 @@ class ModalitiesSuite(Suite):
             ]
             return markdown_table(header, rows)
 
-        fig_q, fig_c = f"modalities_{variant}_quality.png", f"modalities_{variant}_cost.png"
         rows = [r for r in ctx.rows if r["suite"] == self.name and r["setting"] in settings]
-        cost = [
-            "CPU time per training step (ms; median of 5 steps, one thread):",
-            "",
-            table("step_cpu_ms", 1),
-            "",
-        ]
+        fig_c = f"modalities_{variant}_cost.png"
+        ctx.plots.cost_against_m(rows, methods, ctx.out / fig_c)
+        sec.findings += self._findings(variant, items, stats, ctx.ref)  # none without quality
+        sec.summary += self._summary(variant, items, stats, ctx.ref)
+        cpu = ["CPU time per training step (ms; median of 5 steps, one thread):", ""]
+        cpu += [table("step_cpu_ms", 1), ""]
         memory = ["Peak memory of one training step (MiB):", "", table("peak_mib", 1), ""]
+        figure = [f"![cost against M]({fig_c})", ""]
         if not any(self._quality_key(r["method"]) in r for r in rows):
-            # the main job: cost on untrained models, no quality
-            ctx.plots.cost_against_m(rows, methods, ctx.out / fig_c)
-            sec.summary += self._summary(variant, items, stats, ctx.ref)
             return [
                 f"### {variant}: cost only ({seeds_text(n)} per M)",
                 "",
@@ -162,10 +160,9 @@ class ModalitiesSuite(Suite):
                 "`centrobind benchmark --full` trains every cell for the quality against M "
                 "(the committed report).",
                 "",
-                *cost,
+                *cpu,
                 *memory,
-                f"![cost against M]({fig_c})",
-                "",
+                *figure,
             ]
         quality = self._quality_key
         q_rows = [
@@ -173,10 +170,8 @@ class ModalitiesSuite(Suite):
             + [fmt(stats[m].get(meth, {}).get(quality(meth))) for m, _ in items]
             for meth in methods
         ]
+        fig_q = f"modalities_{variant}_quality.png"
         ctx.plots.against_m(rows, methods, ctx.out / fig_q, quality, JOINT)
-        ctx.plots.cost_against_m(rows, methods, ctx.out / fig_c)
-        sec.findings += self._findings(variant, items, stats, ctx.ref)
-        sec.summary += self._summary(variant, items, stats, ctx.ref)
         return [
             f"### {variant} ({seeds_text(n)} per M)",
             "",
@@ -194,7 +189,7 @@ class ModalitiesSuite(Suite):
             "",
             table("epochs", 0),
             "",
-            *cost,
+            *cpu,
             "Wall time per training step during training (ms; machine shared with other runs):",
             "",
             table("step_ms", 1),
@@ -207,8 +202,7 @@ class ModalitiesSuite(Suite):
             "",
             f"![quality against M]({fig_q})",
             "",
-            f"![cost against M]({fig_c})",
-            "",
+            *figure,
         ]
 
     @staticmethod

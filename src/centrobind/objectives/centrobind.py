@@ -194,8 +194,8 @@ class CentroBind(Objective):
         self_weight: ``alpha`` in ``[0, 1]`` (default 0.25 when ``centroid`` is not given).
         agreement: weight each modality of each sample in the anchor by how much it agrees with
             the others (:func:`agreement_weights`, computed without gradient): a sample's noisy
-            modality pulls its anchors less. Not with ``weights``. An experiment (the benchmark's
-            ``CentroBind[agree]`` cells, docs/benchmark); off by default.
+            modality pulls its anchors less. Not with ``weights``. An experiment, off by
+            default: docs/benchmark/experiments.md measures it.
 
     Shapes: ``z [M, N, D]`` (or dict), ``mask [M, N]`` -> ``loss []``; anchors ``[1, N, D]``
     (``alpha = 1``) or ``[M, N, D]``.
