@@ -79,8 +79,11 @@ def main() -> None:
     ap.add_argument("cells", type=Path)
     ap.add_argument("results", type=Path)
     a = ap.parse_args()
-    cells = [json.loads(x) for x in a.cells.read_text().splitlines() if x.strip()]
-    rows = collect(cells, json.loads(a.results.read_text())["rows"])
+    try:
+        cells = [json.loads(x) for x in a.cells.read_text().splitlines() if x.strip()]
+        rows = collect(cells, json.loads(a.results.read_text())["rows"])
+    except (OSError, ValueError, KeyError) as e:
+        ap.error(f"cannot read {a.cells} and {a.results}: {e}")
     shown = {
         (_setting(c), PLAIN.get(_variant(c["command"]), _variant(c["command"]))) for c in cells
     }
